@@ -1,0 +1,1 @@
+"""The edge store: SQLAlchemy models, repository and Alembic migrations."""

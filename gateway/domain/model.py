@@ -1,0 +1,184 @@
+"""Value types shared by the engines, the store, the sinks and the simulators.
+
+Everything here is a frozen, slotted dataclass validated in ``__post_init__``: a value that exists
+is a valid value. Timestamps are timezone-aware UTC ``datetime`` objects; the domain never reads a
+clock, so callers pass time in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NewType
+
+Epc = NewType("Epc", str)
+"""An EPC as upper-case hex of the tag's EPC bank (e.g. ``3074257BF7194E4000001A85``)."""
+Sku = NewType("Sku", str)
+LocationId = NewType("LocationId", str)
+DeviceId = NewType("DeviceId", str)
+MovementId = NewType("MovementId", str)
+
+
+class MovementKind(enum.StrEnum):
+    RECEIPT = "receipt"
+    SHIPMENT = "shipment"
+    TRANSFER = "transfer"
+    PICK = "pick"
+    RESTOCK = "restock"
+    ADJUSTMENT = "adjustment"
+    RETURN = "return"
+
+
+class SourceType(enum.StrEnum):
+    RFID_PORTAL = "rfid_portal"
+    WEIGHT_SHELF = "weight_shelf"
+    MANUAL = "manual"
+
+
+class DeviceState(enum.StrEnum):
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+class AlertKind(enum.StrEnum):
+    LOW_STOCK = "low_stock"
+    RECEIVING_DISCREPANCY = "receiving_discrepancy"
+    UNEXPLAINED_WEIGHT_CHANGE = "unexplained_weight_change"
+    DEVICE_DOWN = "device_down"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+def _require_utc(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() != timedelta(0):
+        raise ValueError(f"{name} must be a timezone-aware UTC datetime, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TagRead:
+    """One TagReportData entry as the gateway received it from a reader.
+
+    ``first_seen_us``/``last_seen_us`` are the reader's UTC timestamps in microseconds since the
+    Unix epoch (LLRP's unit); ``seen_count`` is LLRP's TagSeenCount (1 when absent).
+    """
+
+    reader_id: DeviceId
+    antenna: int
+    epc: Epc
+    rssi_dbm: float | None
+    first_seen_us: int
+    last_seen_us: int
+    seen_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.antenna < 0 or self.antenna > 0xFFFF:
+            raise ValueError(f"antenna out of range: {self.antenna}")
+        if not self.epc or any(c not in "0123456789ABCDEF" for c in self.epc):
+            raise ValueError(f"EPC must be upper-case hex, got {self.epc!r}")
+        if self.last_seen_us < self.first_seen_us:
+            raise ValueError("last_seen_us is before first_seen_us")
+        if self.seen_count < 1:
+            raise ValueError(f"seen_count must be >= 1, got {self.seen_count}")
+
+
+@dataclass(frozen=True, slots=True)
+class WeightSample:
+    """One poll of a weighing transmitter. ``at`` is a monotonic time in seconds."""
+
+    shelf_id: DeviceId
+    at: float
+    grams: float
+    stable: bool | None = None
+    overload: bool = False
+    error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A stock movement: ``quantity`` eaches of ``sku`` moved from one location to another.
+
+    ``movement_id`` is deterministic from the evidence that produced it, so replaying the same
+    evidence yields the same id; it is the idempotency key of the store and of every consumer.
+    """
+
+    movement_id: MovementId
+    kind: MovementKind
+    sku: Sku
+    quantity: int
+    from_location: LocationId
+    to_location: LocationId
+    source_type: SourceType
+    source_id: str
+    observed_at: datetime
+    confidence: float
+    epcs: tuple[str, ...] = ()
+    container: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.movement_id:
+            raise ValueError("movement_id must not be empty")
+        if self.quantity <= 0:
+            raise ValueError(f"quantity must be positive (eaches), got {self.quantity}")
+        if self.from_location == self.to_location:
+            raise ValueError(f"from_location and to_location are both {self.from_location!r}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be within [0, 1], got {self.confidence}")
+        _require_utc("observed_at", self.observed_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedMovement:
+    """A movement as committed to the store: it now has its gap-free ``seq``."""
+
+    seq: int
+    site: str
+    movement: Movement
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    location: LocationId
+    sku: Sku
+    on_hand: int
+    updated_at: datetime
+    last_seq: int
+
+    def __post_init__(self) -> None:
+        _require_utc("updated_at", self.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert raised (``active``) or cleared. ``alert_id`` identifies the condition, so raising
+    the same condition twice updates one alert rather than creating two."""
+
+    alert_id: str
+    kind: AlertKind
+    severity: Severity
+    subject: str
+    message: str
+    raised_at: datetime
+    active: bool = True
+    details: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require_utc("raised_at", self.raised_at)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    device_id: DeviceId
+    device_type: str
+    state: DeviceState
+    since: datetime
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        _require_utc("since", self.since)

@@ -1,0 +1,1 @@
+"""Device simulators (LLRP reader, Modbus weighing shelf, central inventory) and their scenarios."""
