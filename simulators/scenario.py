@@ -1,0 +1,929 @@
+"""Scenario model: dock doors, antennas, pallets crossing, strays, and what each reader hears.
+
+A scenario is a YAML file (``simulators/scenarios/*.yaml``, format in ``docs/simulators.md``)
+loaded by :func:`load_scenario`. It is shared with the Modbus shelf simulator: the top-level key
+``shelves`` is not interpreted here and is passed untouched to :attr:`Scenario.shelves` for
+``simulators/shelf_scenario.py``.
+
+Theory of operation
+-------------------
+Geometry. Metres, one coordinate system for the whole dock: the dock wall is the plane ``x = 0``,
+``x < 0`` is outside (yard), ``x > 0`` inside; ``y`` runs along the wall; ``z`` is height. Door
+``d`` is an opening ``width_m`` wide and ``height_m`` high centred at ``y = d.y_m`` (the
+neighbouring door's offset is the difference of their ``y_m``). Antenna positions are given
+relative to their door's centre at floor level; each antenna faces ``outside`` (boresight -x) or
+``inside`` (+x), or looks at an explicit ``aim`` point.
+
+Motion. A pallet crosses its door along a straight path perpendicular to the wall, at
+``lateral_m`` from the door centre, at ``speed_mps``; its centre is on the door plane at ``at_s``
+and it is in the scene while within ``travel_m`` of the plane. Its SSCC label sits on one side
+face; its cases are spread through a 1.2 x 1.0 x 1.5 m load. A stray is a pallet parked at
+``position`` (door-relative) from ``from_s`` to ``to_s``.
+
+Radio (per reader antenna dwell). The reader visits its antennas in turn, ``dwell_s`` each. For
+every tag in the scene at that instant the forward link is
+
+    P_tag = P_tx + G_ant(theta) - PL(d) - X - L_wall - L_pol + G_tag - L_tag
+
+with log-distance path loss ``PL(d) = PL0 + 10 n log10(d / d0)`` (PL0 = free space at ``d0`` at
+``frequency_mhz`` unless given), antenna gain ``G_ant(theta) = G0 - min(12 (theta/HPBW)^2, FBR)``
+(theta the angle off boresight; the back of the antenna is ``front_to_back_db`` down),
+Gaussian shadowing ``X`` (a static part per tag and antenna, ``shadowing_sigma_db``, plus a
+per-dwell part, ``fading_sigma_db``), ``wall_loss_db`` when the straight path crosses the wall
+outside every door opening, and ``L_tag`` the tag's own loss (0 for a pallet label, up to
+``case_depth_loss_db`` for a case buried in the load). The read probability is a logistic of the
+link margin over the tag's sensitivity,
+
+    p = (1 - miss_rate) / (1 + exp(-(P_tag - tag_sensitivity_dbm) / logistic_scale_db))
+
+and zero when the backscatter the reader receives, ``RSSI = P_tag + G_tag - modulation_loss_db -
+PL - X - L_wall - L_pol + G_ant - L_tag``, is below ``reader_sensitivity_dbm``. ``miss_rate`` is
+the extra per-dwell miss (collisions, detuning). A read reports that RSSI.
+
+Every reader evaluates every tag of the scenario, so a reader also hears (less often, more
+weakly) pallets crossing the neighbouring door and strays parked near it: cross-reads come from
+the same physics.
+
+Randomness. Layout (case positions, label side, static shadowing keys) comes from
+``random.Random(seed)``. Per-dwell draws use a counter-based hash of (seed, tag, antenna, dwell
+index), so a run's reads do not depend on how the simulator slices time into polling windows:
+same seed, same reads.
+
+Ground truth (:meth:`Scenario.truth_events`): one ``crossing`` event per EPC per door crossing
+``{epc, door, direction, from, to, t}`` and one ``parked`` event per stray EPC
+``{epc, door, t, until, x, y, z}`` (``t`` in scenario seconds).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gateway.errors import ConfigError
+from simulators import epc_encode
+from simulators.llrp.source import SimRead
+from simulators.truth import GroundTruthWriter
+
+Vec = tuple[float, float, float]
+Facing = Literal["outside", "inside"]
+Direction = Literal["in", "out"]
+
+PALLET_LENGTH_M = 1.2  # along the travel direction (x)
+PALLET_WIDTH_M = 1.0  # along the wall (y)
+LOAD_BOTTOM_M = 0.15
+LOAD_TOP_M = 1.65
+LABEL_HEIGHT_M = 0.9
+_SPEED_OF_LIGHT = 299_792_458.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RadioModel:
+    """Link-budget parameters (see the module docstring). Defaults: a 30 dBm UHF portal reader
+    with 6 dBi circular antennas and ordinary inlay tags."""
+
+    tx_power_dbm: float = 30.0
+    antenna_gain_dbi: float = 6.0
+    beamwidth_deg: float = 70.0
+    front_to_back_db: float = 20.0
+    frequency_mhz: float = 915.0
+    d0_m: float = 1.0
+    pl0_db: float | None = None
+    path_loss_exponent: float = 2.2
+    shadowing_sigma_db: float = 2.0
+    fading_sigma_db: float = 1.5
+    polarization_loss_db: float = 3.0
+    tag_gain_dbi: float = 2.0
+    tag_sensitivity_dbm: float = -18.0
+    modulation_loss_db: float = 6.0
+    reader_sensitivity_dbm: float = -82.0
+    logistic_scale_db: float = 1.0
+    miss_rate: float = 0.02
+    wall_loss_db: float = 15.0
+    case_depth_loss_db: float = 8.0
+    dwell_s: float = 0.05
+
+    @property
+    def path_loss_at_d0(self) -> float:
+        if self.pl0_db is not None:
+            return self.pl0_db
+        wavelength = _SPEED_OF_LIGHT / (self.frequency_mhz * 1e6)
+        return 20 * math.log10(4 * math.pi * self.d0_m / wavelength)
+
+    def path_loss(self, d: float) -> float:
+        return self.path_loss_at_d0 + 10 * self.path_loss_exponent * math.log10(
+            max(d, 0.05) / self.d0_m
+        )
+
+    def antenna_gain(self, off_axis_rad: float) -> float:
+        ratio = math.degrees(off_axis_rad) / self.beamwidth_deg
+        return self.antenna_gain_dbi - min(12.0 * ratio * ratio, self.front_to_back_db)
+
+    def read_probability(self, forward_dbm: float) -> float:
+        margin = (forward_dbm - self.tag_sensitivity_dbm) / self.logistic_scale_db
+        if margin < -40:
+            return 0.0
+        return (1.0 - self.miss_rate) / (1.0 + math.exp(-margin))
+
+    def max_range_m(self) -> float:
+        """Beyond this distance no tag is ever read (best gain, +4 sigma shadowing, 1 % odds)."""
+        sigma = math.hypot(self.shadowing_sigma_db, self.fading_sigma_db)
+        budget = (
+            self.tx_power_dbm
+            + self.antenna_gain_dbi
+            - self.polarization_loss_db
+            + self.tag_gain_dbi
+            + 4 * sigma
+            - self.tag_sensitivity_dbm
+            + 5 * self.logistic_scale_db
+        )
+        return self.d0_m * 10 ** ((budget - self.path_loss_at_d0) / (10 * self.path_loss_exponent))
+
+
+@dataclass(frozen=True, slots=True)
+class AntennaSpec:
+    id: int
+    position: Vec
+    """Door-relative: x across the wall, y along it from the door centre, z above the floor."""
+    facing: Facing
+    aim: Vec | None = None
+    """Door-relative point the boresight goes through; None = straight out/in (-x / +x)."""
+
+    def boresight(self) -> Vec:
+        if self.aim is None:
+            return (-1.0, 0.0, 0.0) if self.facing == "outside" else (1.0, 0.0, 0.0)
+        v = tuple(a - p for a, p in zip(self.aim, self.position, strict=True))
+        n = math.sqrt(sum(x * x for x in v))
+        return (v[0] / n, v[1] / n, v[2] / n)
+
+
+def default_antennas() -> tuple[AntennaSpec, ...]:
+    """A four-antenna portal: 1 and 2 outside, 3 and 4 inside, on both door posts at 1.2 m,
+    each looking at a point 2 m from the door on its side."""
+    return (
+        AntennaSpec(1, (-0.3, -1.7, 1.2), "outside", (-2.0, 0.0, 1.0)),
+        AntennaSpec(2, (-0.3, 1.7, 1.2), "outside", (-2.0, 0.0, 1.0)),
+        AntennaSpec(3, (0.3, -1.7, 1.2), "inside", (2.0, 0.0, 1.0)),
+        AntennaSpec(4, (0.3, 1.7, 1.2), "inside", (2.0, 0.0, 1.0)),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DoorSpec:
+    id: str
+    reader: str
+    port: int | None = None
+    y_m: float = 0.0
+    width_m: float = 3.0
+    height_m: float = 3.5
+    outside_location: str = "yard"
+    inside_location: str = "receiving"
+    antennas: tuple[AntennaSpec, ...] = field(default_factory=default_antennas)
+
+    @property
+    def antenna_ids(self) -> tuple[int, ...]:
+        return tuple(a.id for a in self.antennas)
+
+    @property
+    def outside_antennas(self) -> tuple[int, ...]:
+        return tuple(a.id for a in self.antennas if a.facing == "outside")
+
+    @property
+    def inside_antennas(self) -> tuple[int, ...]:
+        return tuple(a.id for a in self.antennas if a.facing == "inside")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSpec:
+    """A tagged load: the pallet's SSCC-96 label and its cases' SGTIN-96 tags (EPCs as hex)."""
+
+    id: str
+    pallet_epc: str | None
+    case_epcs: tuple[str, ...] = ()
+
+    @property
+    def epcs(self) -> tuple[str, ...]:
+        label = () if self.pallet_epc is None else (self.pallet_epc,)
+        return label + self.case_epcs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PalletSpec:
+    load: LoadSpec
+    door: str
+    direction: Direction
+    at_s: float
+    speed_mps: float = 1.2
+    lateral_m: float = 0.0
+    travel_m: float = 8.0
+
+    @property
+    def enters_s(self) -> float:
+        return self.at_s - self.travel_m / self.speed_mps
+
+    @property
+    def leaves_s(self) -> float:
+        return self.at_s + self.travel_m / self.speed_mps
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StraySpec:
+    load: LoadSpec
+    door: str
+    position: Vec
+    """Door-relative position of the pallet's base centre."""
+    from_s: float
+    to_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    seed: int
+    duration_s: float
+    radio: RadioModel
+    doors: tuple[DoorSpec, ...]
+    pallets: tuple[PalletSpec, ...] = ()
+    strays: tuple[StraySpec, ...] = ()
+    shelves: Any = None
+    """The raw ``shelves:`` section, for ``simulators/shelf_scenario.py``."""
+    name: str = ""
+
+    def with_seed(self, seed: int) -> Scenario:
+        return replace(self, seed=seed)
+
+    def door(self, door_or_reader: str) -> DoorSpec:
+        for d in self.doors:
+            if door_or_reader in (d.id, d.reader):
+                return d
+        known = ", ".join(f"{d.id} ({d.reader})" for d in self.doors)
+        raise KeyError(f"no door or reader {door_or_reader!r}; doors: {known}")
+
+    def truth_events(self) -> list[dict[str, Any]]:
+        """Every ground-truth event, ordered by time then EPC."""
+        events: list[dict[str, Any]] = []
+        for p in self.pallets:
+            door = self.door(p.door)
+            outside, inside = door.outside_location, door.inside_location
+            src, dst = (outside, inside) if p.direction == "in" else (inside, outside)
+            events.extend(
+                {
+                    "event": "crossing",
+                    "t": p.at_s,
+                    "epc": epc,
+                    "door": door.id,
+                    "direction": p.direction,
+                    "from": src,
+                    "to": dst,
+                    "load": p.load.id,
+                }
+                for epc in p.load.epcs
+            )
+        for s in self.strays:
+            x, y, z = s.position
+            events.extend(
+                {
+                    "event": "parked",
+                    "t": s.from_s,
+                    "until": s.to_s,
+                    "epc": epc,
+                    "door": s.door,
+                    "x": x,
+                    "y": y,
+                    "z": z,
+                    "load": s.load.id,
+                }
+                for epc in s.load.epcs
+            )
+        events.sort(key=lambda e: (e["t"], e["epc"]))
+        return events
+
+    def write_truth(self, path: Path | str) -> Path:
+        """Write :meth:`truth_events` as JSON Lines via :class:`GroundTruthWriter`."""
+        with GroundTruthWriter(path) as writer:
+            for event in self.truth_events():
+                fields = {k: v for k, v in event.items() if k not in ("event", "t")}
+                writer.write(event["event"], event["t"], **fields)
+            return writer.path
+
+    def read_source(
+        self, door_or_reader: str, t0_wall: float, *, speed: float = 1.0
+    ) -> ScenarioReadSource:
+        """What the reader of ``door_or_reader`` hears, scenario time 0 being wall time
+        ``t0_wall`` and ``speed`` scenario seconds passing per wall second."""
+        return ScenarioReadSource(self, self.door(door_or_reader), t0_wall, speed=speed)
+
+
+# --------------------------------------------------------------------------------------------
+# The world: tags placed in space, evaluated per dwell
+# --------------------------------------------------------------------------------------------
+
+_M64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """SplitMix64 finaliser: a fast, well-spread 64-bit hash."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _uniform(key: int, *parts: int) -> float:
+    h = key
+    for p in parts:
+        h = _mix(h ^ (p & _M64))
+    return ((h >> 11) + 0.5) * (1.0 / (1 << 53))
+
+
+def _gauss(key: int, *parts: int) -> float:
+    u1 = _uniform(key, *parts, 1)
+    u2 = _uniform(key, *parts, 2)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tag:
+    index: int
+    epc: bytes
+    offset: Vec
+    loss_db: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """A pallet (moving or parked) with its tags; ``position(s)`` is its base centre or None."""
+
+    pallet: PalletSpec | None
+    stray: StraySpec | None
+    origin_y: float
+    tags: tuple[_Tag, ...]
+
+    def position(self, s: float) -> Vec | None:
+        if self.pallet is not None:
+            p = self.pallet
+            if not p.enters_s <= s <= p.leaves_s:
+                return None
+            travelled = (s - p.at_s) * p.speed_mps
+            x = travelled if p.direction == "in" else -travelled
+            return (x, self.origin_y + p.lateral_m, 0.0)
+        assert self.stray is not None
+        st = self.stray
+        if not st.from_s <= s <= st.to_s:
+            return None
+        return (st.position[0], self.origin_y + st.position[1], st.position[2])
+
+
+def _layout(load: LoadSpec, rng: random.Random, radio: RadioModel, first_index: int) -> list[_Tag]:
+    tags: list[_Tag] = []
+    index = first_index
+    if load.pallet_epc is not None:
+        side = rng.choice((-1.0, 1.0)) * PALLET_WIDTH_M / 2
+        tags.append(_Tag(index, bytes.fromhex(load.pallet_epc), (0.0, side, LABEL_HEIGHT_M), 0.0))
+        index += 1
+    half_l, half_w = PALLET_LENGTH_M / 2, PALLET_WIDTH_M / 2
+    for epc in load.case_epcs:
+        dx = rng.uniform(-half_l + 0.1, half_l - 0.1)
+        dy = rng.uniform(-half_w + 0.1, half_w - 0.1)
+        z = rng.uniform(LOAD_BOTTOM_M + 0.1, LOAD_TOP_M - 0.1)
+        # how deep in the load the case sits: distance to the nearest side or top face
+        depth = min(half_l - abs(dx), half_w - abs(dy), LOAD_TOP_M - z)
+        loss = radio.case_depth_loss_db * min(1.0, depth / 0.4)
+        tags.append(_Tag(index, bytes.fromhex(epc), (dx, dy, z), loss))
+        index += 1
+    return tags
+
+
+class _World:
+    """Every tag of a scenario placed in space (built deterministically from the seed)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.radio = scenario.radio
+        rng = random.Random(scenario.seed)
+        self.key = rng.getrandbits(64)
+        groups: list[_Group] = []
+        index = 0
+        for p in scenario.pallets:
+            tags = _layout(p.load, rng, self.radio, index)
+            index += len(tags)
+            groups.append(_Group(p, None, scenario.door(p.door).y_m, tuple(tags)))
+        for st in scenario.strays:
+            tags = _layout(st.load, rng, self.radio, index)
+            index += len(tags)
+            groups.append(_Group(None, st, scenario.door(st.door).y_m, tuple(tags)))
+        self.groups = tuple(groups)
+        self.max_range = self.radio.max_range_m()
+        self._openings = tuple(
+            (d.y_m - d.width_m / 2, d.y_m + d.width_m / 2, d.height_m) for d in scenario.doors
+        )
+
+    def through_wall(self, a: Vec, t: Vec) -> bool:
+        if a[0] * t[0] >= 0:
+            return False  # same side (or on the plane): no wall in between
+        u = a[0] / (a[0] - t[0])
+        y = a[1] + u * (t[1] - a[1])
+        z = a[2] + u * (t[2] - a[2])
+        return not any(lo <= y <= hi and 0.0 <= z <= top for lo, hi, top in self._openings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Antenna:
+    id: int
+    position: Vec
+    boresight: Vec
+    key: int
+
+
+class ScenarioReadSource:
+    """The :class:`~simulators.llrp.source.ReadSource` of one door's reader."""
+
+    def __init__(
+        self, scenario: Scenario, door: DoorSpec, t0_wall: float, *, speed: float = 1.0
+    ) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.scenario = scenario
+        self.door = door
+        self.t0_wall = t0_wall
+        self.speed = speed
+        self.world = _World(scenario)
+        reader_key = _mix(self.world.key ^ _mix(hash_text(door.reader)))
+        self.antennas = tuple(
+            _Antenna(
+                a.id,
+                (a.position[0], door.y_m + a.position[1], a.position[2]),
+                a.boresight(),
+                _mix(reader_key ^ a.id),
+            )
+            for a in door.antennas
+        )
+        self._static: dict[tuple[int, int], float] = {}
+
+    def scenario_time(self, wall: float) -> float:
+        return (wall - self.t0_wall) * self.speed
+
+    def wall_time(self, s: float) -> float:
+        return self.t0_wall + s / self.speed
+
+    def dwells(self, t0: float, t1: float) -> range:
+        """Dwell indices whose start lies in the wall-time window ``(t0, t1]``."""
+        dwell = self.scenario.radio.dwell_s
+        k0 = math.floor(self.scenario_time(t0) / dwell) + 1
+        k1 = math.floor(self.scenario_time(t1) / dwell)
+        return range(max(k0, 0), k1 + 1)
+
+    def reads(self, t0: float, t1: float) -> Sequence[SimRead]:
+        merged: dict[tuple[bytes, int], list[float]] = {}
+        for k, antenna, tag, rssi in self._observations(self.dwells(t0, t1)):
+            stamp = round(self.wall_time(k * self.scenario.radio.dwell_s) * 1_000_000)
+            entry = merged.get((tag.epc, antenna.id))
+            if entry is None:
+                merged[(tag.epc, antenna.id)] = [stamp, stamp, 1, rssi]
+            else:
+                entry[1] = stamp
+                entry[2] += 1
+                entry[3] = max(entry[3], rssi)
+        return [
+            SimRead(antenna, epc, e[3], int(e[0]), int(e[1]), int(e[2]))
+            for (epc, antenna), e in merged.items()
+        ]
+
+    def _observations(self, dwells: range) -> Iterator[tuple[int, _Antenna, _Tag, float]]:
+        radio = self.scenario.radio
+        world = self.world
+        n = len(self.antennas)
+        reach = world.max_range + 1.5  # a load's tags are within 1.5 m of its base centre
+        for k in dwells:
+            s = k * radio.dwell_s
+            antenna = self.antennas[k % n]
+            for group in world.groups:
+                base = group.position(s)
+                if base is None:
+                    continue
+                if math.dist(base, antenna.position) > reach:
+                    continue
+                for tag in group.tags:
+                    pos = (base[0] + tag.offset[0], base[1] + tag.offset[1], tag.offset[2])
+                    rssi = self._link(k, antenna, tag, pos)
+                    if rssi is not None:
+                        yield k, antenna, tag, rssi
+
+    def _link(self, k: int, antenna: _Antenna, tag: _Tag, pos: Vec) -> float | None:
+        """One dwell's read attempt: the RSSI if the tag is read, else None."""
+        radio = self.scenario.radio
+        ax, ay, az = antenna.position
+        vx, vy, vz = pos[0] - ax, pos[1] - ay, pos[2] - az
+        d = math.sqrt(vx * vx + vy * vy + vz * vz)
+        if d > self.world.max_range:
+            return None
+        bx, by, bz = antenna.boresight
+        cos_off = (vx * bx + vy * by + vz * bz) / max(d, 1e-9)
+        gain = radio.antenna_gain(math.acos(max(-1.0, min(1.0, cos_off))))
+        static_key = (tag.index, antenna.id)
+        static = self._static.get(static_key)
+        if static is None:
+            static = radio.shadowing_sigma_db * _gauss(antenna.key, tag.index)
+            self._static[static_key] = static
+        shadow = static + radio.fading_sigma_db * _gauss(antenna.key, tag.index, k)
+        loss = radio.path_loss(d) + shadow + radio.polarization_loss_db + tag.loss_db
+        if self.world.through_wall(antenna.position, pos):
+            loss += radio.wall_loss_db
+        forward = radio.tx_power_dbm + gain - loss + radio.tag_gain_dbi
+        rssi = forward + radio.tag_gain_dbi - radio.modulation_loss_db - loss + gain
+        if rssi < radio.reader_sensitivity_dbm:
+            return None
+        if _uniform(antenna.key, tag.index, k, 3) >= radio.read_probability(forward):
+            return None
+        return rssi
+
+
+def hash_text(text: str) -> int:
+    """A stable 64-bit hash of a string (Python's ``hash`` is salted per process)."""
+    h = 0xCBF29CE484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001B3) & _M64
+    return h
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------
+
+_TOP_KEYS = {"name", "seed", "duration_s", "radio", "doors", "pallets", "strays", "shelves"}
+_RADIO_KEYS = set(RadioModel.__dataclass_fields__)
+_DOOR_KEYS = {
+    "id",
+    "reader",
+    "port",
+    "y_m",
+    "width_m",
+    "height_m",
+    "outside_location",
+    "inside_location",
+    "antennas",
+}
+_ANTENNA_KEYS = {"id", "position", "facing", "aim"}
+_PALLET_KEYS = {
+    "id",
+    "door",
+    "direction",
+    "at_s",
+    "speed_mps",
+    "lateral_m",
+    "travel_m",
+    "sscc",
+    "epcs",
+    "cases",
+}
+_STRAY_KEYS = {"id", "door", "position", "from_s", "to_s", "sscc", "epcs", "cases"}
+_SSCC_KEYS = {"company_prefix", "serial", "extension", "filter"}
+_CASE_KEYS = {"gtin", "company_prefix", "count", "first_serial", "filter"}
+
+
+class _Problems:
+    """Collects validation problems, each naming its key path, and raises them together."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{self.source}: {path}: {message}")
+
+    def keys(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
+        for key in data:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.add(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
+        if isinstance(value, Mapping):
+            return value
+        self.add(path, f"must be a mapping, got {type(value).__name__}")
+        return {}
+
+    def seq(self, value: Any, path: str) -> list[Any]:
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        self.add(path, f"must be a list, got {type(value).__name__}")
+        return []
+
+    def number(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: float | None = None,
+        *,
+        minimum: float | None = None,
+        positive: bool = False,
+    ) -> float:
+        where = f"{path}.{key}" if path else key
+        value = data.get(key, default)
+        if value is None:
+            self.add(where, "is required")
+            return 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.add(where, f"must be a number, got {value!r}")
+            return 0.0
+        if positive and value <= 0:
+            self.add(where, f"must be > 0, got {value}")
+        if minimum is not None and value < minimum:
+            self.add(where, f"must be >= {minimum}, got {value}")
+        return float(value)
+
+    def integer(
+        self, data: Mapping[str, Any], key: str, path: str, default: int | None = None
+    ) -> int:
+        where = f"{path}.{key}" if path else key
+        value = data.get(key, default)
+        if value is None:
+            self.add(where, "is required")
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(where, f"must be an integer, got {value!r}")
+            return 0
+        return value
+
+    def text(self, data: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+        where = f"{path}.{key}" if path else key
+        value = data.get(key, default)
+        if value is None:
+            self.add(where, "is required")
+            return ""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value:
+            self.add(where, f"must be a non-empty string, got {value!r}")
+            return ""
+        return value
+
+    def vec(self, value: Any, path: str) -> Vec:
+        if (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            return (float(value[0]), float(value[1]), float(value[2]))
+        self.add(path, f"must be [x, y, z] in metres, got {value!r}")
+        return (0.0, 0.0, 0.0)
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """Read and validate a scenario file; :class:`ConfigError` lists every problem by key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read scenario: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_scenario(data, source=str(p))
+
+
+def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
+    """Build a :class:`Scenario` from already-parsed YAML data."""
+    problems = _Problems(source)
+    top = problems.mapping(data, "(top level)")
+    problems.keys(top, _TOP_KEYS, "")
+    radio = _parse_radio(problems, top.get("radio") or {})
+    doors = _parse_doors(problems, top.get("doors"))
+    door_ids = {d.id for d in doors}
+    pallets: list[PalletSpec] = []
+    for i, raw in enumerate(problems.seq(top.get("pallets"), "pallets")):
+        pallet = _parse_pallet(problems, raw, f"pallets[{i}]", door_ids)
+        if pallet is not None:
+            pallets.append(pallet)
+    strays: list[StraySpec] = []
+    for i, raw in enumerate(problems.seq(top.get("strays"), "strays")):
+        stray = _parse_stray(problems, raw, f"strays[{i}]", door_ids)
+        if stray is not None:
+            strays.append(stray)
+    _check_unique_epcs(problems, pallets, strays)
+    ends = [p.leaves_s for p in pallets] + [s.to_s for s in strays]
+    default_duration = (max(ends) if ends else 0.0) + 5.0
+    duration = problems.number(top, "duration_s", "", default_duration, positive=True)
+    seed = problems.integer(top, "seed", "", 0)
+    name = str(top.get("name", ""))
+    if problems.items:
+        raise ConfigError(problems.items)
+    return Scenario(
+        seed=seed,
+        duration_s=duration,
+        radio=radio,
+        doors=tuple(doors),
+        pallets=tuple(sorted(pallets, key=lambda p: p.at_s)),
+        strays=tuple(strays),
+        shelves=top.get("shelves"),
+        name=name,
+    )
+
+
+def _parse_radio(problems: _Problems, raw: Any) -> RadioModel:
+    data = problems.mapping(raw, "radio")
+    problems.keys(data, _RADIO_KEYS, "radio")
+    values: dict[str, Any] = {}
+    for key in _RADIO_KEYS & set(data):
+        if key == "pl0_db" and data[key] is None:
+            values[key] = None
+            continue
+        values[key] = problems.number(data, key, "radio")
+    model = replace(RadioModel(), **values)
+    if not 0.0 <= model.miss_rate < 1.0:
+        problems.add("radio.miss_rate", f"must be in [0, 1), got {model.miss_rate}")
+    for key in ("dwell_s", "logistic_scale_db", "beamwidth_deg", "frequency_mhz", "d0_m"):
+        if getattr(model, key) <= 0:
+            problems.add(f"radio.{key}", f"must be > 0, got {getattr(model, key)}")
+    return model
+
+
+def _parse_doors(problems: _Problems, raw: Any) -> list[DoorSpec]:
+    items = problems.seq(raw, "doors")
+    if raw is None or not items:
+        problems.add("doors", "at least one door is required")
+    doors: list[DoorSpec] = []
+    seen_ids: set[str] = set()
+    seen_readers: set[str] = set()
+    seen_ports: set[int] = set()
+    for i, item in enumerate(items):
+        path = f"doors[{i}]"
+        d = problems.mapping(item, path)
+        problems.keys(d, _DOOR_KEYS, path)
+        door_id = problems.text(d, "id", path)
+        reader = problems.text(d, "reader", path, f"{door_id}-reader")
+        for value, seen, what in ((door_id, seen_ids, "id"), (reader, seen_readers, "reader")):
+            if value in seen:
+                problems.add(f"{path}.{what}", f"duplicate {what} {value!r}")
+            seen.add(value)
+        port = None
+        if d.get("port") is not None:
+            port = problems.integer(d, "port", path)
+            if not 1 <= port <= 65535:
+                problems.add(f"{path}.port", f"must be 1..65535, got {port}")
+            elif port in seen_ports:
+                problems.add(f"{path}.port", f"duplicate port {port}")
+            seen_ports.add(port)
+        antennas = _parse_antennas(problems, d.get("antennas"), f"{path}.antennas")
+        width = problems.number(d, "width_m", path, 3.0, positive=True)
+        height = problems.number(d, "height_m", path, 3.5, positive=True)
+        doors.append(
+            DoorSpec(
+                id=door_id,
+                reader=reader,
+                port=port,
+                y_m=problems.number(d, "y_m", path, 0.0),
+                width_m=width,
+                height_m=height,
+                outside_location=problems.text(d, "outside_location", path, "yard"),
+                inside_location=problems.text(d, "inside_location", path, "receiving"),
+                antennas=antennas or default_antennas(),
+            )
+        )
+    return doors
+
+
+def _parse_antennas(problems: _Problems, raw: Any, path: str) -> tuple[AntennaSpec, ...]:
+    if raw is None:
+        return ()
+    antennas: list[AntennaSpec] = []
+    seen: set[int] = set()
+    items = problems.seq(raw, path)
+    if not items:
+        problems.add(path, "must list at least one antenna (or be left out for the default)")
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        a = problems.mapping(item, where)
+        problems.keys(a, _ANTENNA_KEYS, where)
+        antenna_id = problems.integer(a, "id", where)
+        if not 1 <= antenna_id <= 0xFFFF:
+            problems.add(f"{where}.id", f"must be 1..65535, got {antenna_id}")
+        if antenna_id in seen:
+            problems.add(f"{where}.id", f"duplicate antenna {antenna_id}")
+        seen.add(antenna_id)
+        raw_facing = a.get("facing")
+        if raw_facing not in ("outside", "inside"):
+            problems.add(f"{where}.facing", f"must be 'outside' or 'inside', got {raw_facing!r}")
+        facing: Facing = "inside" if raw_facing == "inside" else "outside"
+        position = problems.vec(a.get("position"), f"{where}.position")
+        aim = None if a.get("aim") is None else problems.vec(a.get("aim"), f"{where}.aim")
+        if aim is not None and math.dist(aim, position) == 0:
+            problems.add(f"{where}.aim", "must differ from the antenna position")
+            aim = None
+        antennas.append(AntennaSpec(antenna_id, position, facing, aim))
+    return tuple(antennas)
+
+
+def _parse_load(problems: _Problems, data: Mapping[str, Any], path: str, load_id: str) -> LoadSpec:
+    pallet_epc: str | None = None
+    sscc = data.get("sscc")
+    if sscc is not None:
+        s = problems.mapping(sscc, f"{path}.sscc")
+        problems.keys(s, _SSCC_KEYS, f"{path}.sscc")
+        prefix = problems.text(s, "company_prefix", f"{path}.sscc")
+        serial = problems.integer(s, "serial", f"{path}.sscc")
+        extension = problems.integer(s, "extension", f"{path}.sscc", 0)
+        filter_value = problems.integer(s, "filter", f"{path}.sscc", 2)
+        if prefix:
+            try:
+                pallet_epc = epc_encode.sscc96(
+                    prefix, serial, extension=extension, filter_value=filter_value
+                )
+            except ValueError as exc:
+                problems.add(f"{path}.sscc", str(exc))
+    cases: list[str] = []
+    for i, item in enumerate(problems.seq(data.get("cases"), f"{path}.cases")):
+        where = f"{path}.cases[{i}]"
+        cs = problems.mapping(item, where)
+        problems.keys(cs, _CASE_KEYS, where)
+        gtin = problems.text(cs, "gtin", where)
+        prefix = problems.text(cs, "company_prefix", where)
+        count = problems.integer(cs, "count", where, 1)
+        first = problems.integer(cs, "first_serial", where, 1)
+        filter_value = problems.integer(cs, "filter", where, 2)
+        if count < 0 or count > 10_000:
+            problems.add(f"{where}.count", f"must be 0..10000, got {count}")
+            continue
+        if not gtin or not prefix:
+            continue
+        try:
+            cases.extend(
+                epc_encode.sgtin96(gtin, prefix, first + n, filter_value=filter_value)
+                for n in range(count)
+            )
+        except ValueError as exc:
+            problems.add(where, str(exc))
+    for i, raw_epc in enumerate(problems.seq(data.get("epcs"), f"{path}.epcs")):
+        text = str(raw_epc).upper()
+        if not text or len(text) % 4 or any(ch not in "0123456789ABCDEF" for ch in text):
+            problems.add(f"{path}.epcs[{i}]", f"must be hex, whole 16-bit words, got {raw_epc!r}")
+        else:
+            cases.append(text)
+    if pallet_epc is None and not cases:
+        problems.add(path, "carries no tags: give sscc, cases or epcs")
+    return LoadSpec(id=load_id, pallet_epc=pallet_epc, case_epcs=tuple(cases))
+
+
+def _parse_pallet(
+    problems: _Problems, raw: Any, path: str, door_ids: set[str]
+) -> PalletSpec | None:
+    d = problems.mapping(raw, path)
+    problems.keys(d, _PALLET_KEYS, path)
+    load_id = problems.text(d, "id", path, path)
+    door = problems.text(d, "door", path)
+    if door and door not in door_ids:
+        problems.add(f"{path}.door", f"no door {door!r} (doors: {', '.join(sorted(door_ids))})")
+    raw_direction = d.get("direction")
+    if raw_direction not in ("in", "out"):
+        problems.add(f"{path}.direction", f"must be 'in' or 'out', got {raw_direction!r}")
+    direction: Direction = "out" if raw_direction == "out" else "in"
+    load = _parse_load(problems, d, path, load_id)
+    return PalletSpec(
+        load=load,
+        door=door,
+        direction=direction,
+        at_s=problems.number(d, "at_s", path, minimum=0.0),
+        speed_mps=problems.number(d, "speed_mps", path, 1.2, positive=True),
+        lateral_m=problems.number(d, "lateral_m", path, 0.0),
+        travel_m=problems.number(d, "travel_m", path, 8.0, positive=True),
+    )
+
+
+def _parse_stray(problems: _Problems, raw: Any, path: str, door_ids: set[str]) -> StraySpec | None:
+    d = problems.mapping(raw, path)
+    problems.keys(d, _STRAY_KEYS, path)
+    load_id = problems.text(d, "id", path, path)
+    door = problems.text(d, "door", path)
+    if door and door not in door_ids:
+        problems.add(f"{path}.door", f"no door {door!r} (doors: {', '.join(sorted(door_ids))})")
+    from_s = problems.number(d, "from_s", path, 0.0, minimum=0.0)
+    to_s = problems.number(d, "to_s", path)
+    if to_s <= from_s:
+        problems.add(f"{path}.to_s", f"must be after from_s ({from_s}), got {to_s}")
+    return StraySpec(
+        load=_parse_load(problems, d, path, load_id),
+        door=door,
+        position=problems.vec(d.get("position"), f"{path}.position"),
+        from_s=from_s,
+        to_s=to_s,
+    )
+
+
+def _check_unique_epcs(
+    problems: _Problems, pallets: Sequence[PalletSpec], strays: Sequence[StraySpec]
+) -> None:
+    owner: dict[str, str] = {}
+    loads = [p.load for p in pallets] + [s.load for s in strays]
+    for load in loads:
+        for epc in load.epcs:
+            if epc in owner and owner[epc] != load.id:
+                problems.add(load.id, f"EPC {epc} is also carried by {owner[epc]}")
+            owner.setdefault(epc, load.id)
