@@ -1,0 +1,388 @@
+"""Central gRPC sink: stream the store's movements to central inventory's ``InventoryIngest``.
+
+Theory of operation
+-------------------
+One :class:`CentralRelay` per gateway runs for the life of the process (``run()`` until
+cancelled). Its durable position is the store's ``central`` cursor: the last seq central
+acknowledged. A *session* is one channel and one ``Ingest`` stream:
+
+1. ``GetCursor(site)`` asks where central stands; the session starts after
+   ``min(store cursor, central cursor)``. Normally they agree; a central restored from an old
+   backup (lower cursor) is refilled; a store cursor behind central (acks lost before the cursor
+   was written) just re-sends a few duplicates, which central ignores by ``movement_id``.
+2. A sender pages ``movements_since(next, batch_size)`` and writes one ``IngestBatch`` per page,
+   in seq order, keeping at most ``max_in_flight`` batches unacknowledged (the window). When the
+   store has nothing new it waits for :meth:`notify` (call it after each ``EdgeStore.record``),
+   or ``poll_interval_s`` as a safety net for movements recorded by another process.
+3. A receiver reads ``IngestAck``s. Acks are cumulative: ``acked_through_seq = n`` retires every
+   in-flight batch ending at or below ``n`` and advances the store cursor to ``n``. Only acks
+   move the cursor, so a crash or a dropped stream never skips a movement; the next session
+   re-sends everything after the cursor (at-least-once; central de-duplicates).
+4. The session fails on any gRPC error, on central closing the stream, on an ack for something
+   never sent, or when no ack arrives for ``ack_timeout_s`` while batches are in flight (a hung
+   peer). Then the channel is closed, in-flight batches are forgotten (they will be re-sent) and
+   the relay waits a capped, jittered exponential backoff (``gateway.adapters.backoff``) before
+   the next session, with a fresh channel so that gRPC's own reconnect backoff does not add up.
+
+Logging: ONE error when central becomes unreachable, debug lines for further failed attempts,
+and one line when it is back. The bearer token is never logged.
+
+Store calls are synchronous (SQLAlchemy) and run in worker threads (``asyncio.to_thread``).
+Defaults: ``batch_size=200``, ``max_in_flight=4``, ``ack_timeout_s=30``, ``poll_interval_s=5``,
+``connect_timeout_s=5``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+import grpc
+
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.proto_convert import movement_to_proto
+from gateway.domain.model import RecordedMovement
+from gateway.errors import PublishError, StoreError
+from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
+
+if TYPE_CHECKING:
+    from gateway.config import CentralSinkConfig
+
+log = logging.getLogger(__name__)
+
+SINK = "central"
+"""The name of this sink's cursor in the store."""
+
+
+class MovementSource(Protocol):
+    """What the relay needs from the edge store (``edge_store.EdgeStore`` provides it)."""
+
+    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedMovement]: ...
+
+    def get_cursor(self, sink: str) -> int: ...
+
+    def advance_cursor(self, sink: str, seq: int, *, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTls:
+    """TLS towards central. ``root_certificates`` None: the system trust store."""
+
+    root_certificates: bytes | None = None
+    private_key: bytes | None = None
+    certificate_chain: bytes | None = None
+    """Client certificate for mutual TLS, with ``private_key``."""
+
+    def __post_init__(self) -> None:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("private_key and certificate_chain go together")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
+class CentralRelay:
+    """Streams movements to central in seq order; the ``central`` cursor advances only on acks."""
+
+    def __init__(
+        self,
+        source: MovementSource,
+        *,
+        site: str,
+        target: str,
+        token: str | None = None,
+        tls: ChannelTls | None = None,
+        batch_size: int = 200,
+        max_in_flight: int = 4,
+        ack_timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        poll_interval_s: float = 5.0,
+        backoff: Backoff | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not site:
+            raise ValueError("site must not be empty")
+        if batch_size < 1 or max_in_flight < 1:
+            raise ValueError("batch_size and max_in_flight must be >= 1")
+        if min(ack_timeout_s, connect_timeout_s, poll_interval_s) <= 0:
+            raise ValueError("timeouts and poll_interval_s must be > 0")
+        self._source = source
+        self._site = site
+        self._target = target
+        self._metadata: tuple[tuple[str, str], ...] = (
+            () if token is None else (("authorization", f"Bearer {token}"),)
+        )
+        self._tls = tls
+        self._batch_size = batch_size
+        self._max_in_flight = max_in_flight
+        self._ack_timeout_s = ack_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._poll_interval_s = poll_interval_s
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._wakeup = asyncio.Event()
+        self._acked = asyncio.Condition()
+        self._acked_seq = 0
+        self._connected = False
+        self._down_since: float | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: CentralSinkConfig, source: MovementSource, *, site: str
+    ) -> CentralRelay:
+        """A relay for the ``sinks.central`` config slice (reads its TLS files and token now)."""
+        tls = None
+        if config.tls is not None:
+            if config.tls.insecure:
+                raise ValueError("sinks.central.tls.insecure is not supported by gRPC")
+            tls = ChannelTls(
+                root_certificates=(
+                    None if config.tls.ca_file is None else config.tls.ca_file.read_bytes()
+                ),
+                private_key=None
+                if config.tls.key_file is None
+                else config.tls.key_file.read_bytes(),
+                certificate_chain=(
+                    None if config.tls.cert_file is None else config.tls.cert_file.read_bytes()
+                ),
+            )
+        return cls(
+            source,
+            site=site,
+            target=config.target,
+            token=None if config.token is None else config.token.reveal(),
+            tls=tls,
+            batch_size=config.batch_max,
+            backoff=Backoff(
+                BackoffPolicy(initial_s=config.reconnect.initial_s, max_s=config.reconnect.max_s)
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"CentralRelay(site={self._site!r}, target={self._target!r})"
+
+    # --- state others read -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """A session with central is up (its cursor was read and the stream opened)."""
+        return self._connected
+
+    @property
+    def acked_seq(self) -> int:
+        """The highest seq central acknowledged (the store's cursor once a session started)."""
+        return self._acked_seq
+
+    def notify(self) -> None:
+        """New movements were recorded: wake the sender. Call from the event loop's thread."""
+        self._wakeup.set()
+
+    async def wait_acked(self, seq: int) -> None:
+        """Return once central acknowledged every movement up to ``seq`` (e.g. to drain)."""
+        async with self._acked:
+            await self._acked.wait_for(lambda: self._acked_seq >= seq)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep a session with central up and stream movements, until cancelled."""
+        while True:
+            try:
+                await self._session()
+            except* (PublishError, StoreError) as group:
+                self._failed(group.exceptions[0])
+            # A TaskGroup whose child failed raises that failure even when our own task was
+            # cancelled at the same moment; the cancellation is still counted: honour it.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+            delay = self._backoff.next_delay(self._monotonic())
+            log.debug("central %s: next attempt in %.2fs", self._target, delay)
+            await asyncio.sleep(delay)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = self._monotonic()
+            if isinstance(exc, StoreError):
+                log.error("central relay: the edge store failed: %s; retrying with backoff", exc)
+            else:
+                log.error(
+                    "central %s unreachable or failing: %s; retrying with backoff",
+                    self._target,
+                    _describe(exc),
+                )
+        else:
+            log.debug("central %s: attempt failed: %s", self._target, _describe(exc))
+
+    def _channel(self) -> grpc.aio.Channel:
+        # A private subchannel pool: a new channel must really dial again, not inherit the
+        # backoff state of the previous channel's connection to the same target.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self._target, options=options)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self._tls.root_certificates,
+            private_key=self._tls.private_key,
+            certificate_chain=self._tls.certificate_chain,
+        )
+        return grpc.aio.secure_channel(self._target, creds, options=options)
+
+    async def _session(self) -> None:
+        async with self._channel() as channel:
+            stub = ingest_pb2_grpc.InventoryIngestStub(channel)
+            try:
+                cursor = await stub.GetCursor(
+                    ingest_pb2.CursorRequest(site=self._site),
+                    metadata=self._metadata,
+                    timeout=self._connect_timeout_s,
+                )
+                call = stub.Ingest(metadata=self._metadata)
+            except grpc.aio.AioRpcError as exc:
+                raise PublishError(f"central {self._target}: {_describe(exc)}") from exc
+            local = await asyncio.to_thread(self._source.get_cursor, SINK)
+            await self._note_acked(local)  # acknowledged before this process started
+            start = min(local, cursor.acked_through_seq)
+            self._up(start, local=local, remote=cursor.acked_through_seq)
+            session = _Session(self, call, start)
+            try:
+                # The receiver runs in the body rather than as a second child: a child that
+                # fails while the body is still running is the case asyncio's TaskGroup keeps
+                # its cancellation count straight for on Python 3.11 (see run()).
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(session.send())
+                    await session.receive()
+            finally:
+                self._connected = False
+                call.cancel()
+
+    def _up(self, start: int, *, local: int, remote: int) -> None:
+        self._connected = True
+        self._backoff.succeeded(self._monotonic())
+        if self._down_since is not None:
+            log.info(
+                "central %s reachable again after %.1fs; resuming after seq %d",
+                self._target,
+                self._monotonic() - self._down_since,
+                start,
+            )
+            self._down_since = None
+        else:
+            log.info("central %s connected; streaming after seq %d", self._target, start)
+        if remote < local:
+            log.warning(
+                "central %s holds site %s only through seq %d but acknowledged %d before: "
+                "re-sending from there",
+                self._target,
+                self._site,
+                remote,
+                local,
+            )
+
+    async def _acknowledged(self, seq: int) -> None:
+        await asyncio.to_thread(self._source.advance_cursor, SINK, seq, now=self._clock())
+        await self._note_acked(seq)
+
+    async def _note_acked(self, seq: int) -> None:
+        async with self._acked:
+            if seq > self._acked_seq:
+                self._acked_seq = seq
+                self._acked.notify_all()
+
+
+class _Session:
+    """One ``Ingest`` stream: a sender and a receiver sharing the in-flight window."""
+
+    def __init__(
+        self,
+        relay: CentralRelay,
+        call: grpc.aio.StreamStreamCall[ingest_pb2.IngestBatch, ingest_pb2.IngestAck],
+        start: int,
+    ) -> None:
+        self._relay = relay
+        self._call = call
+        self._next_after = start
+        # Last seq of each unacknowledged batch, oldest first.
+        self._in_flight: collections.deque[int] = collections.deque()
+        self._window = asyncio.Semaphore(relay._max_in_flight)
+        self._ack_deadline: asyncio.Timeout | None = None
+
+    def _arm_ack_deadline(self) -> None:
+        if self._ack_deadline is not None:
+            when = None
+            if self._in_flight:
+                when = asyncio.get_running_loop().time() + self._relay._ack_timeout_s
+            self._ack_deadline.reschedule(when)
+
+    async def send(self) -> None:
+        relay = self._relay
+        while True:
+            # Clear before reading: a notify() that lands after the read is not lost.
+            relay._wakeup.clear()
+            page = await asyncio.to_thread(
+                relay._source.movements_since, self._next_after, relay._batch_size
+            )
+            if not page:
+                try:
+                    async with asyncio.timeout(relay._poll_interval_s):
+                        await relay._wakeup.wait()
+                except TimeoutError:
+                    pass
+                continue
+            await self._window.acquire()
+            batch = ingest_pb2.IngestBatch(
+                site=relay._site, movements=[movement_to_proto(m) for m in page]
+            )
+            self._in_flight.append(page[-1].seq)
+            if len(self._in_flight) == 1:
+                self._arm_ack_deadline()
+            try:
+                await self._call.write(batch)
+            except grpc.aio.AioRpcError as exc:
+                raise PublishError(f"central {relay._target}: {_describe(exc)}") from exc
+            except asyncio.InvalidStateError as exc:  # the call already ended: say how
+                status = f"{(await self._call.code()).name}: {await self._call.details()}"
+                raise PublishError(f"central {relay._target}: {status}") from exc
+            self._next_after = page[-1].seq
+
+    async def receive(self) -> None:
+        relay = self._relay
+        while True:
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    self._ack_deadline = deadline
+                    self._arm_ack_deadline()
+                    ack = await self._call.read()
+            except TimeoutError as exc:
+                raise PublishError(
+                    f"central {relay._target}: no ack for {relay._ack_timeout_s}s"
+                ) from exc
+            except grpc.aio.AioRpcError as exc:
+                raise PublishError(f"central {relay._target}: {_describe(exc)}") from exc
+            finally:
+                self._ack_deadline = None
+            if not isinstance(ack, ingest_pb2.IngestAck):  # grpc.aio.EOF
+                raise PublishError(f"central {relay._target} closed the stream")
+            seq = ack.acked_through_seq
+            if not self._in_flight or seq > self._in_flight[-1]:
+                raise PublishError(
+                    f"central {relay._target} acknowledged seq {seq}, which was never sent"
+                )
+            while self._in_flight and self._in_flight[0] <= seq:
+                self._in_flight.popleft()
+                self._window.release()
+            await relay._acknowledged(seq)
