@@ -1,0 +1,904 @@
+"""LLRP readers through sllurp: connect, watch, reconnect, and hand tag reads to the event loop.
+
+Theory of operation
+-------------------
+One :class:`LlrpReaderAdapter` per configured reader, run as its own task. ``run()`` loops over
+*sessions*: a session is one TCP connection served by one fresh sllurp ``LLRPReaderClient`` and its
+reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceError`); the adapter
+tears the session down, waits a capped exponential backoff with full jitter
+(:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
+
+Threads. sllurp decodes on its own (non-daemon) thread. Everything that runs there either frames
+and decodes bytes (:class:`_ReaderClient`) or is a callback, and callbacks do nothing but
+``loop.call_soon_threadsafe(...)``: tag dicts are converted to :class:`TagRead` on the event loop.
+Blocking calls (``connect``, the polite ``disconnect``, ``join``) run in the default executor.
+Every event carries its session's number, so a late event from a torn-down client is ignored.
+
+Watchdog (the gateway's, not sllurp's). A session is torn down when
+  * the TCP connect fails, or the handshake (capabilities, config, ROSpec) does not reach
+    inventory within ``connect_timeout_s``;
+  * nothing at all (report, keepalive, any message) arrives for ``2 * keepalive_s`` once
+    inventorying; the ROSpec's reader config asks for a KEEPALIVE every ``keepalive_s``;
+  * sllurp's reader thread exits or reports the connection lost;
+  * a frame header is absurd (version, or a length outside [10, ``max_frame_bytes``]) or a
+    message does not decode: the byte stream can no longer be trusted, so we do not resync;
+  * the reader's capabilities cannot serve the configuration (fewer antennas than configured,
+    no UTC clock, no regulatory capabilities), or it refuses a step of the handshake.
+
+States (``on_status`` is called on changes only). ``online``: inventorying. ``degraded``: the link
+is up but something is wrong (malformed tag entries, reports missing a requested field, the
+hand-off queue dropping); it returns to ``online`` after ``degraded_hold_s`` without a new problem.
+``offline``: no session. Going offline logs ONE error (reader id, host:port, reason); retries are
+logged at debug level; recovery logs one info line.
+
+Hand-off. Each RO_ACCESS_REPORT with at least one valid entry becomes one :class:`ReadBatch`, given
+to a callback or put into a bounded ``asyncio.Queue``. When the queue is full the OLDEST batch is
+dropped (fresh reads matter more to a portal than stale ones), counted in ``dropped_batches`` /
+``dropped_reads``, and the reader is degraded while it keeps happening.
+
+sllurp 3.0.5 traps handled here: its own reconnect waits a fixed 60 s (we set ``reconnect=False``
+and own reconnection); ``disconnect()`` can hang forever and its thread is not a daemon (we bound
+the polite disconnect, then interrupt, join and verify the thread is gone); its framing buffers
+forever on an absurd length and silently skips bytes after a decode error (we frame ourselves);
+its ROSpec omits AntennaID/PeakRSSI/FirstSeen and enables only antenna 1 unless told (we request
+every field and antenna explicitly); its socket is IPv4 only (we reject IPv6 hosts up front).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPReaderState
+from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
+
+from gateway.adapters.backoff import Backoff
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
+from gateway.errors import ConfigError, DeviceError, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+DEVICE_TYPE: Final = "llrp_reader"
+
+_HEADER: Final = struct.Struct("!HII")  # type/version, length, message id
+_SUPPORTED_VERSIONS: Final = frozenset({1, 2})  # LLRP 1.0.1 and 1.1
+DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
+# Reports handed to the loop but not yet converted. Beyond this, sllurp's thread waits (TCP then
+# pushes back on the reader, which buffers) instead of piling callbacks up on a busy loop.
+MAX_REPORTS_IN_FLIGHT: Final = 16
+
+# Exceptions sllurp's pure-Python decoders raise on bytes they cannot make sense of.
+_DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
+
+# The TagReportData fields the ROSpec requests; a reader that omits one is degraded.
+_REQUESTED_FIELDS: Final = frozenset(
+    {"AntennaID", "PeakRSSI", "FirstSeenTimestampUTC", "LastSeenTimestampUTC", "TagSeenCount"}
+)
+_TAG_CONTENT_SELECTOR: Final[Mapping[str, bool]] = {
+    "EnableROSpecID": False,
+    "EnableSpecIndex": False,
+    "EnableInventoryParameterSpecID": False,
+    "EnableAntennaID": True,
+    "EnableChannelIndex": False,
+    "EnablePeakRSSI": True,
+    "EnableFirstSeenTimestamp": True,
+    "EnableLastSeenTimestamp": True,
+    "EnableTagSeenCount": True,
+    "EnableAccessSpecID": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """The valid tag reads of one RO_ACCESS_REPORT, as received on the event loop."""
+
+    reader_id: DeviceId
+    received_at_monotonic: float
+    reads: tuple[TagRead, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LlrpAdapterStats:
+    """Counters of one adapter since it was created (a snapshot; the adapter keeps counting)."""
+
+    reads: int = 0
+    batches: int = 0
+    malformed_reads: int = 0
+    dropped_batches: int = 0
+    dropped_reads: int = 0
+    sessions_online: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+def tag_read_from_sllurp(reader_id: DeviceId, entry: Mapping[str, Any]) -> TagRead:
+    """Convert one sllurp TagReportData dict into a :class:`TagRead`.
+
+    sllurp gives the EPC as lower-case hex ASCII bytes and timestamps in microseconds. A missing
+    PeakRSSI becomes ``None``, a missing TagSeenCount 1, and a missing first/last-seen timestamp
+    takes the other one; an entry without EPC, antenna or any UTC timestamp is malformed.
+
+    Raises:
+        ProtocolError: the entry cannot be a TagRead.
+    """
+    first = entry.get("FirstSeenTimestampUTC")
+    last = entry.get("LastSeenTimestampUTC")
+    if first is None:
+        if last is None:
+            raise ProtocolError("malformed TagReportData entry: no UTC timestamp")
+        first = last
+    elif last is None:
+        last = first
+    try:
+        epc = entry["EPC"].decode("ascii").upper()
+        rssi = entry.get("PeakRSSI")
+        return TagRead(
+            reader_id=reader_id,
+            antenna=int(entry["AntennaID"]),
+            epc=Epc(epc),
+            rssi_dbm=None if rssi is None else float(rssi),
+            first_seen_us=int(first),
+            last_seen_us=int(last),
+            seen_count=int(entry.get("TagSeenCount", 1)),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"malformed TagReportData entry: {exc!r}") from exc
+
+
+def reader_config(
+    *,
+    antennas: Sequence[int],
+    keepalive_s: float,
+    report_every_ms: int,
+    report_every_tags: int,
+    tx_power_dbm: float | None,
+) -> Any:
+    """The sllurp ``LLRPReaderConfig`` of one session (sllurp mutates it: build one per session).
+
+    Every TagReportData field the gateway uses is requested explicitly, every configured antenna is
+    enabled, reports come every ``report_every_tags`` tags or ``report_every_ms`` ms, and the reader
+    is asked for a KEEPALIVE every ``keepalive_s`` so silence can be detected.
+    """
+    return LLRPReaderConfig(
+        {
+            "antennas": list(antennas),
+            "tx_power": 0,  # index 0: the reader's maximum, unless tx_power_dbm picks a level
+            "tx_power_dbm": None if tx_power_dbm is None else float(tx_power_dbm),
+            "report_every_n_tags": report_every_tags,
+            "report_timeout_ms": report_every_ms,
+            "tag_content_selector": dict(_TAG_CONTENT_SELECTOR),
+            "keepalive_interval": round(keepalive_s * 1000),
+            "reconnect": False,  # sllurp's reconnect sleeps a fixed 60 s; the adapter owns it
+            "start_inventory": True,
+            "reset_on_connect": True,  # delete stale ROSpecs/AccessSpecs a previous run left
+        }
+    )
+
+
+@dataclass(slots=True)
+class LinkWatchdog:
+    """When to give up on a session; pure (time is passed in), one instance per adapter.
+
+    ``verdict(now)`` returns a reason to tear the session down, or ``None``; ``deadline()`` is the
+    earliest time the verdict can change if nothing is heard meanwhile.
+    """
+
+    connect_timeout_s: float
+    silence_limit_s: float
+    started_at: float = 0.0
+    inventory_at: float | None = None
+    last_heard: float = 0.0
+
+    def begin(self, now: float) -> None:
+        self.started_at = now
+        self.inventory_at = None
+        self.last_heard = now
+
+    def heard(self, now: float) -> None:
+        self.last_heard = max(self.last_heard, now)
+
+    def inventorying(self, now: float) -> None:
+        self.inventory_at = now
+        self.heard(now)
+
+    def deadline(self) -> float:
+        if self.inventory_at is None:
+            return self.started_at + self.connect_timeout_s
+        return self.last_heard + self.silence_limit_s
+
+    def verdict(self, now: float) -> str | None:
+        if now < self.deadline():
+            return None
+        if self.inventory_at is None:
+            return f"no LLRP handshake within {self.connect_timeout_s:g} s"
+        return (
+            f"no message from the reader for {now - self.last_heard:.1f} s "
+            f"(limit {self.silence_limit_s:g} s, twice the keepalive period)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionSink:
+    """The loop-side receivers of the events a :class:`_ReaderClient` posts."""
+
+    report: Callable[[int, list[Mapping[str, Any]], Callable[[], None]], None]
+    message: Callable[[int, str, Mapping[str, Any]], None]
+    inventorying: Callable[[int], None]
+    failed: Callable[[int, str, BaseException | None], None]
+    disconnected: Callable[[int], None]
+    thread_exited: Callable[[int], None]
+
+
+class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no type hints
+    """sllurp's client with our framing and a thread we can interrupt and join.
+
+    Runs on sllurp's reader thread except :meth:`close` (executor) and :meth:`connect` (executor).
+    Its only contact with the event loop is ``post`` (``call_soon_threadsafe``). It uses the sllurp
+    attributes declared below; every name it adds must stay clear of sllurp's private ones, which
+    sllurp calls on ``self`` (``_on_disconnected``...).
+    """
+
+    _host: str
+    _port: int
+    _socktimeout: float
+    _socket: socket.socket | None
+    _socket_thread: threading.Thread | None
+    _stop_main_loop: threading.Event
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        config: Any,
+        socket_timeout_s: float,
+        max_frame_bytes: int,
+        post: Callable[..., None],
+        session: int,
+        sink: _SessionSink,
+    ) -> None:
+        super().__init__(host, port, config=config, timeout=socket_timeout_s)
+        self._post_event = post
+        self._session_no = session
+        self._events = sink
+        self._frame_limit = max_frame_bytes
+        self._frame_buffer = bytearray()
+        self._stream_failed = False
+        self._worker: threading.Thread | None = None
+        self._in_flight = threading.BoundedSemaphore(MAX_REPORTS_IN_FLIGHT)
+        self.add_state_callback(LLRPReaderState.STATE_INVENTORYING, self._notify_inventorying)
+        self.add_disconnected_callback(self._notify_disconnected)
+
+    # -- sllurp thread -------------------------------------------------------------------------
+
+    def main_loop(self) -> None:
+        self._worker = threading.current_thread()
+        try:
+            super().main_loop()
+        finally:
+            self._post_event(self._events.thread_exited, self._session_no)
+
+    def raw_data_received(self, data: bytes) -> None:
+        """Frame LLRP messages; unlike sllurp, give up on the stream at the first bad frame."""
+        if self._stream_failed:
+            return
+        buffer = self._frame_buffer
+        buffer += data
+        while len(buffer) >= _HEADER.size:
+            type_field, length, _ = _HEADER.unpack_from(buffer)
+            version = (type_field >> 10) & 0x7
+            if version not in _SUPPORTED_VERSIONS or type_field >> 13:
+                self._give_up(f"malformed LLRP frame header (version field {version})")
+                return
+            if not _HEADER.size <= length <= self._frame_limit:
+                self._give_up(
+                    f"malformed LLRP frame header (length {length}, "
+                    f"allowed {_HEADER.size}..{self._frame_limit})"
+                )
+                return
+            if len(buffer) < length:
+                return
+            frame = bytes(buffer[:length])
+            del buffer[:length]
+            try:
+                message = LLRPMessage(msgbytes=frame)
+            except _DECODE_ERRORS as exc:
+                self._give_up(f"undecodable LLRP message (type {type_field & 0x3FF}): {exc!r}", exc)
+                return
+            name = message.getName()
+            body = message.msgdict[name]
+            if name == "RO_ACCESS_REPORT":
+                if not self._room_for_a_report():
+                    return
+                self._post_event(
+                    self._events.report,
+                    self._session_no,
+                    body["TagReportData"],
+                    self._in_flight.release,
+                )
+            else:
+                self._post_event(self._events.message, self._session_no, name, body)
+            try:
+                self.llrp.handleMessage(message)
+            except _DECODE_ERRORS as exc:
+                # ReaderConfigurationError (an LLRPError) when the reader refuses a handshake
+                # step; KeyError & co. when a capability sllurp expects is missing.
+                self._give_up(f"LLRP handshake failed in sllurp: {exc!r}", exc)
+                return
+
+    def _room_for_a_report(self) -> bool:
+        """Wait until the loop has taken enough reports; False if the session is stopping."""
+        while not self._in_flight.acquire(timeout=0.1):
+            if self._stop_main_loop.is_set():
+                return False
+        return True
+
+    def _give_up(self, reason: str, cause: BaseException | None = None) -> None:
+        self._stream_failed = True
+        self._frame_buffer.clear()
+        self._post_event(self._events.failed, self._session_no, reason, cause)
+        # main_loop checks this flag after each read and exits; the socket is closed by close().
+        self._stop_main_loop.set()
+
+    def _notify_inventorying(self, _client: object, _state: int) -> None:
+        self._post_event(self._events.inventorying, self._session_no)
+
+    def _notify_disconnected(self, _client: object) -> None:
+        self._post_event(self._events.disconnected, self._session_no)
+
+    # -- executor -------------------------------------------------------------------------------
+
+    def connect(self, start_main_loop: bool = True) -> None:
+        super().connect(start_main_loop)
+        if self._worker is None:
+            # sllurp forgets its thread when main_loop returns; keep it to join it.
+            self._worker = self._socket_thread
+
+    def _connect_socket(self) -> bool:
+        # Replaces sllurp's: on a failed connect it drops the socket without closing it (one
+        # leaked descriptor and a ResourceWarning per retry against a dead reader).
+        if self._socket is not None:
+            raise ReaderConfigurationError("Already connected")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # sllurp 3.0.5 is IPv4 only
+        try:
+            sock.settimeout(self._socktimeout)
+            sock.connect((self._host, self._port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        return True
+
+    def close(self, *, polite_timeout_s: float, join_timeout_s: float) -> bool:
+        """Stop the session's thread and close its socket; return whether the thread is gone.
+
+        ``polite_timeout_s > 0`` first asks the reader to delete its ROSpecs (sllurp's
+        ``disconnect``), which can hang forever in sllurp 3.0.5, hence the bound.
+        """
+        worker = self._worker
+        if polite_timeout_s > 0 and worker is not None and worker.is_alive():
+            try:
+                self.disconnect(timeout=polite_timeout_s)
+            except (OSError, LLRPError) as exc:
+                logger.debug("polite LLRP disconnect failed: %r", exc)
+        # Wake the thread from select() without closing the socket under it (closing first
+        # makes its next select() fail with a logged traceback); close once it has exited.
+        self._stop_main_loop.set()
+        sock = self._socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError as exc:
+                logger.debug("shutdown of the LLRP socket failed: %r", exc)
+        if worker is not None:
+            worker.join(join_timeout_s)
+        self.hard_disconnect()
+        return worker is None or not worker.is_alive()
+
+    def thread_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LlrpReaderAdapter:
+    """One LLRP reader: connect, watch, reconnect with backoff; hand reads to the event loop.
+
+    ``run()`` never returns and raises nothing but ``CancelledError``; cancelling it stops the
+    session politely (bounded), joins sllurp's thread and reports ``offline``.
+    """
+
+    def __init__(
+        self,
+        *,
+        reader_id: str,
+        host: str,
+        port: int,
+        antennas: Sequence[int],
+        out: asyncio.Queue[ReadBatch] | Callable[[ReadBatch], None],
+        on_status: Callable[[DeviceStatus], None],
+        backoff: Backoff,
+        keepalive_s: float = 10.0,
+        connect_timeout_s: float = 10.0,
+        report_every_ms: int = 200,
+        report_every_tags: int = 1000,
+        tx_power_dbm: float | None = None,
+        degraded_hold_s: float = 10.0,
+        polite_disconnect_s: float = 1.0,
+        thread_join_s: float = 3.0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        problems = []
+        try:
+            if ipaddress.ip_address(host).version == 6:
+                problems.append(f"host {host!r} is IPv6; sllurp 3.0.5 connects over IPv4 only")
+        except ValueError:
+            pass  # a host name: resolved to IPv4 by sllurp's AF_INET socket
+        if not 0 < port < 65536:
+            problems.append(f"port {port} out of range")
+        if not antennas or any(not 1 <= a <= 0xFFFF for a in antennas):
+            problems.append(f"antennas must be a non-empty list of 1..65535, got {antennas!r}")
+        if min(keepalive_s, connect_timeout_s, report_every_ms, report_every_tags) <= 0:
+            problems.append(
+                "keepalive_s, connect_timeout_s, report_every_ms and report_every_tags must be > 0"
+            )
+        if isinstance(out, asyncio.Queue) and out.maxsize <= 0:
+            problems.append("the hand-off queue must be bounded (maxsize > 0)")
+        if problems:
+            raise ConfigError([f"reader {reader_id}: {p}" for p in problems])
+
+        self.reader_id = DeviceId(reader_id)
+        self.host = host
+        self.port = port
+        self.antennas = tuple(sorted(set(antennas)))
+        self._out = out
+        self._on_status = on_status
+        self._backoff = backoff
+        self._keepalive_s = keepalive_s
+        self._connect_timeout_s = connect_timeout_s
+        self._report_every_ms = report_every_ms
+        self._report_every_tags = report_every_tags
+        self._tx_power_dbm = tx_power_dbm
+        self._degraded_hold_s = degraded_hold_s
+        self._polite_disconnect_s = polite_disconnect_s
+        self._thread_join_s = thread_join_s
+        self._max_frame_bytes = max_frame_bytes
+        self._clock = clock
+        self._utcnow = utcnow
+
+        self._watchdog = LinkWatchdog(connect_timeout_s, 2.0 * keepalive_s)
+        self._session = 0
+        self._failure: DeviceError | None = None
+        self._wake = asyncio.Event()  # replaced in run(): an Event belongs to one loop
+        self._running = False
+
+        self._state: DeviceState | None = None
+        self._offline_since: float | None = None
+        self._attempts_while_offline = 0
+        self._offline_reasons: set[str] = set()
+        # problem key -> (last time seen, detail); the reader is degraded while any is recent.
+        self._problems: dict[str, tuple[float, str]] = {}
+        self._warned: set[str] = set()
+
+        self._reads = 0
+        self._batches = 0
+        self._malformed = 0
+        self._dropped_batches = 0
+        self._dropped_reads = 0
+        self._sessions_online = 0
+        self._connects = 0
+        self._last_error: str | None = None
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> DeviceState | None:
+        """The last state reported to ``on_status`` (``None`` before the first attempt ends)."""
+        return self._state
+
+    @property
+    def stats(self) -> LlrpAdapterStats:
+        return LlrpAdapterStats(
+            reads=self._reads,
+            batches=self._batches,
+            malformed_reads=self._malformed,
+            dropped_batches=self._dropped_batches,
+            dropped_reads=self._dropped_reads,
+            sessions_online=self._sessions_online,
+            reconnects=max(0, self._connects - 1),
+            last_error=self._last_error,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def run(self) -> None:
+        if self._running:
+            raise RuntimeError(f"LlrpReaderAdapter {self.reader_id} is already running")
+        self._running = True
+        self._wake = asyncio.Event()
+        try:
+            while True:
+                try:
+                    await self._session_once()
+                except DeviceError as exc:
+                    self._went_down(exc)
+                except Exception as exc:  # task top level: a bug must not kill the reader
+                    logger.exception(
+                        "LLRP adapter %s crashed; reconnecting",
+                        self.reader_id,
+                        extra={"reader_id": self.reader_id},
+                    )
+                    self._went_down(DeviceError(self.reader_id, f"adapter error: {exc!r}"))
+                delay = self._backoff.next_delay(self._clock())
+                logger.debug("LLRP reader %s: next attempt in %.2f s", self.reader_id, delay)
+                await asyncio.sleep(delay)
+        finally:
+            self._running = False
+            self._session += 1  # late events from the last client are now stale
+            self._set_state(DeviceState.OFFLINE, "adapter stopped")
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def _session_once(self) -> None:
+        """Run one session until it fails (raises DeviceError) or the task is cancelled."""
+        self._session += 1
+        session = self._session
+        self._failure = None
+        self._problems.clear()
+        self._wake.clear()
+        self._connects += 1
+        self._watchdog.begin(self._clock())
+        loop = asyncio.get_running_loop()
+        client = _ReaderClient(
+            host=self.host,
+            port=self.port,
+            config=reader_config(
+                antennas=self.antennas,
+                keepalive_s=self._keepalive_s,
+                report_every_ms=self._report_every_ms,
+                report_every_tags=self._report_every_tags,
+                tx_power_dbm=self._tx_power_dbm,
+            ),
+            socket_timeout_s=self._connect_timeout_s,
+            max_frame_bytes=self._max_frame_bytes,
+            post=lambda fn, *args: _post(loop, fn, *args),
+            session=session,
+            sink=self._sink(),
+        )
+        connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
+        connecting.add_done_callback(lambda _: self._wake.set())
+        polite = False
+        try:
+            await self._watch(client, connecting)
+        except asyncio.CancelledError:
+            polite = self._state in (DeviceState.ONLINE, DeviceState.DEGRADED)
+            raise
+        finally:
+            self._session += 1
+            await self._close(client, connecting, polite=polite)
+
+    async def _watch(self, client: _ReaderClient, connecting: asyncio.Future[None]) -> None:
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if connecting.done():
+                exc = connecting.exception()
+                if exc is not None:
+                    raise DeviceError(self.reader_id, f"cannot connect: {exc}") from exc
+                if not client.thread_alive():
+                    # A dying thread posts its reason first: let those callbacks run, so the
+                    # cause is reported rather than its consequence.
+                    await asyncio.sleep(0)
+                    raise self._failure or DeviceError(
+                        self.reader_id, "sllurp reader thread exited"
+                    )
+            now = self._clock()
+            verdict = self._watchdog.verdict(now)
+            if verdict is not None:
+                raise DeviceError(self.reader_id, verdict)
+            if self._watchdog.inventory_at is not None:
+                self._refresh_state(now)
+            wake_at = self._watchdog.deadline()
+            if self._problems:
+                wake_at = min(wake_at, self._problems_expire_at())
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(max(0.0, wake_at - now)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _close(
+        self, client: _ReaderClient, connecting: asyncio.Future[None], *, polite: bool
+    ) -> None:
+        """Tear a session down completely, even if cancelled meanwhile (then re-raise)."""
+        # A connect still in flight would start sllurp's thread after we stopped it: let it end
+        # first (it is bounded by the socket timeout, connect_timeout_s).
+        cancelled = await _finish(connecting)
+        closing = asyncio.ensure_future(
+            asyncio.to_thread(
+                client.close,
+                polite_timeout_s=self._polite_disconnect_s if polite else 0.0,
+                join_timeout_s=self._thread_join_s,
+            )
+        )
+        cancelled = await _finish(closing) or cancelled
+        failure = closing.exception()
+        if failure is not None or not closing.result():
+            logger.error(
+                "LLRP reader %s at %s: sllurp's reader thread did not exit within %.1f s (%r)",
+                self.reader_id,
+                self.endpoint,
+                self._thread_join_s,
+                failure,
+                extra={"reader_id": self.reader_id},
+            )
+        if cancelled:
+            raise asyncio.CancelledError
+
+    # -- events from sllurp's thread (run on the loop) ------------------------------------------
+
+    def _sink(self) -> _SessionSink:
+        return _SessionSink(
+            report=self._on_report,
+            message=self._on_message,
+            inventorying=self._on_inventorying,
+            failed=self._fail,
+            disconnected=self._on_disconnected,
+            thread_exited=self._on_thread_exited,
+        )
+
+    def _on_report(
+        self, session: int, entries: list[Mapping[str, Any]], taken: Callable[[], None]
+    ) -> None:
+        taken()  # sllurp's thread may hand over the next report
+        if session != self._session:
+            return
+        now = self._clock()
+        self._watchdog.heard(now)
+        if not entries:
+            return
+        reader_id = self.reader_id
+        reads = []
+        malformed = 0
+        first_problem: ProtocolError | None = None
+        for entry in entries:
+            try:
+                reads.append(tag_read_from_sllurp(reader_id, entry))
+            except ProtocolError as exc:
+                malformed += 1
+                first_problem = first_problem or exc
+        if malformed:
+            self._malformed += malformed
+            self._problem(
+                now, "malformed", f"{malformed} malformed tag entries in a report: {first_problem}"
+            )
+        else:
+            # The ROSpec asked for these fields; a reader that drops one (e.g. PeakRSSI) still
+            # yields reads, but the portal engine loses evidence. One check per report suffices:
+            # a reader applies one content selector to every entry.
+            missing = _REQUESTED_FIELDS.difference(entries[0])
+            if missing:
+                self._problem(now, "fields", f"reports lack requested fields {sorted(missing)}")
+        if reads:
+            self._deliver(ReadBatch(reader_id, now, tuple(reads)), now)
+
+    def _on_message(self, session: int, name: str, body: Mapping[str, Any]) -> None:
+        if session != self._session:
+            return
+        self._watchdog.heard(self._clock())
+        if name == "GET_READER_CAPABILITIES_RESPONSE":
+            problem = self._capability_problem(body)
+            if problem is not None:
+                self._fail(session, problem)
+        elif name == "READER_EVENT_NOTIFICATION":
+            attempt = body.get("ReaderEventNotificationData", {}).get("ConnectionAttemptEvent")
+            if attempt is not None and attempt.get("Status") != "Success":
+                self._fail(session, f"reader refused the connection: {attempt.get('Status')}")
+        elif name == "ERROR_MESSAGE":
+            self._fail(session, f"reader sent ERROR_MESSAGE: {body.get('LLRPStatus')}")
+
+    def _on_inventorying(self, session: int) -> None:
+        if session != self._session:
+            return
+        now = self._clock()
+        self._watchdog.inventorying(now)
+        self._sessions_online += 1
+        self._backoff.succeeded(now)
+        self._refresh_state(now)
+        self._wake.set()
+
+    def _on_disconnected(self, session: int) -> None:
+        self._fail(session, "connection closed")
+
+    def _on_thread_exited(self, session: int) -> None:
+        self._fail(session, "sllurp reader thread exited")
+
+    def _fail(self, session: int, reason: str, cause: BaseException | None = None) -> None:
+        # The first reason wins: it is the cause, later ones are consequences.
+        if session == self._session and self._failure is None:
+            self._failure = DeviceError(self.reader_id, reason)
+            # What ``raise ... from cause`` records; the exception was caught on sllurp's thread.
+            self._failure.__cause__ = cause
+            self._wake.set()
+
+    # -- capabilities, hand-off and state -------------------------------------------------------
+
+    def _capability_problem(self, caps: Mapping[str, Any]) -> str | None:
+        general = caps.get("GeneralDeviceCapabilities")
+        if not isinstance(general, Mapping):
+            return "reader capabilities lack GeneralDeviceCapabilities"
+        max_antennas = general.get("MaxNumberOfAntennaSupported", 0)
+        if max_antennas < max(self.antennas):
+            return (
+                f"reader supports {max_antennas} antenna(s) but antennas "
+                f"{list(self.antennas)} are configured"
+            )
+        if not general.get("HasUTCClockCapability", False):
+            return "reader has no UTC clock (FirstSeenTimestampUTC cannot be reported)"
+        regulatory = caps.get("RegulatoryCapabilities")
+        if not isinstance(regulatory, Mapping) or "UHFBandCapabilities" not in regulatory:
+            return "reader capabilities lack RegulatoryCapabilities/UHFBandCapabilities"
+        return None
+
+    def _deliver(self, batch: ReadBatch, now: float) -> None:
+        self._batches += 1
+        self._reads += len(batch.reads)
+        out = self._out
+        if not isinstance(out, asyncio.Queue):
+            out(batch)
+            return
+        try:
+            out.put_nowait(batch)
+        except asyncio.QueueFull:
+            oldest = out.get_nowait()
+            out.task_done()
+            out.put_nowait(batch)
+            self._dropped_batches += 1
+            self._dropped_reads += len(oldest.reads)
+            self._problem(now, "queue", "hand-off queue full: dropping the oldest batches")
+
+    def _problem(self, now: float, key: str, detail: str) -> None:
+        self._problems[key] = (now, detail)
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(
+                "LLRP reader %s at %s is degraded: %s",
+                self.reader_id,
+                self.endpoint,
+                detail,
+                extra={"reader_id": self.reader_id},
+            )
+        if self._watchdog.inventory_at is not None:
+            self._refresh_state(now)
+            self._wake.set()  # re-arm the watch loop's timer for the problem's expiry
+
+    def _problems_expire_at(self) -> float:
+        return max(at for at, _ in self._problems.values()) + self._degraded_hold_s
+
+    def _refresh_state(self, now: float) -> None:
+        for key, (at, _) in list(self._problems.items()):
+            if now - at >= self._degraded_hold_s:
+                del self._problems[key]
+        if self._problems:
+            detail = "; ".join(detail for _, detail in self._problems.values())
+            self._set_state(DeviceState.DEGRADED, detail)
+            return
+        if self._state is DeviceState.DEGRADED:
+            logger.info(
+                "LLRP reader %s at %s is no longer degraded",
+                self.reader_id,
+                self.endpoint,
+                extra={"reader_id": self.reader_id},
+            )
+        self._warned.clear()
+        self._set_state(DeviceState.ONLINE, "inventorying")
+
+    def _went_down(self, exc: DeviceError) -> None:
+        now = self._clock()
+        reason = _reason(exc)
+        self._last_error = str(exc)
+        if self._state is not DeviceState.OFFLINE:
+            self._offline_since = now
+            self._attempts_while_offline = 0
+            self._offline_reasons = {reason}
+            logger.error(
+                "LLRP reader %s at %s is offline: %s",
+                self.reader_id,
+                self.endpoint,
+                reason,
+                extra={"reader_id": self.reader_id},
+            )
+            self._set_state(DeviceState.OFFLINE, reason)
+        elif reason not in self._offline_reasons:
+            # A new reason is news (e.g. "connection closed" first, then the retries find that the
+            # reader lacks a capability); the same reason again is a retry, not worth a line.
+            self._offline_reasons.add(reason)
+            logger.warning(
+                "LLRP reader %s at %s still offline: %s",
+                self.reader_id,
+                self.endpoint,
+                reason,
+                extra={"reader_id": self.reader_id},
+            )
+        else:
+            logger.debug("LLRP reader %s still offline: %s", self.reader_id, reason)
+        self._attempts_while_offline += 1
+
+    def _set_state(self, state: DeviceState, detail: str) -> None:
+        if state is self._state:
+            return
+        previous = self._state
+        self._state = state
+        if previous is DeviceState.OFFLINE and self._offline_since is not None:
+            logger.info(
+                "LLRP reader %s at %s is online again after %.1f s offline (%d attempts)",
+                self.reader_id,
+                self.endpoint,
+                self._clock() - self._offline_since,
+                self._attempts_while_offline,
+                extra={"reader_id": self.reader_id},
+            )
+            self._offline_since = None
+        elif previous is None and state is not DeviceState.OFFLINE:
+            logger.info(
+                "LLRP reader %s at %s is online",
+                self.reader_id,
+                self.endpoint,
+                extra={"reader_id": self.reader_id},
+            )
+        self._on_status(
+            DeviceStatus(
+                device_id=self.reader_id,
+                device_type=DEVICE_TYPE,
+                state=state,
+                since=self._utcnow(),
+                detail=detail,
+            )
+        )
+
+
+def _reason(exc: DeviceError) -> str:
+    """The reason without the ``device_id:`` prefix DeviceError adds (the log line names it)."""
+    prefix = f"{exc.device_id}: "
+    text = str(exc)
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:
+    """Hand an event from sllurp's thread to the loop; a closed loop has nobody left to tell."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+async def _finish(fut: asyncio.Future[Any]) -> bool:
+    """Wait until ``fut`` is done even if this task is cancelled meanwhile.
+
+    Returns whether a cancellation arrived while waiting; the caller re-raises it once its
+    clean-up is complete. ``asyncio.wait`` neither raises the future's exception nor cancels it.
+    """
+    cancelled = False
+    while not fut.done():
+        try:
+            await asyncio.wait([fut])
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled

@@ -1,0 +1,305 @@
+"""LLRP faults: real sllurp against the simulator misbehaving on purpose.
+
+Each fault test runs two readers in one event loop: ``reader-a`` meets the fault, ``reader-b`` is
+healthy and must keep delivering throughout. Settings are short (keepalive 0.5 s, backoff capped at
+0.4 s) so each test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.domain.model import DeviceState
+from simulators.llrp import codec
+from simulators.llrp.server import LlrpReaderSimulator
+from tests.support.net import free_port
+from tests.test_llrp_adapter import (
+    ADAPTER_LOGGER,
+    Recorder,
+    gateway_errors,
+    make_adapter,
+    running,
+    simulator,
+    sllurp_threads,
+)
+
+pytestmark = pytest.mark.integration
+
+RECOVERY_LIMIT_S = 5.0
+
+
+def _online(rec: Recorder) -> Callable[[], bool]:
+    return lambda: bool(rec.statuses) and rec.statuses[-1].state is DeviceState.ONLINE
+
+
+def _offline(rec: Recorder) -> Callable[[], bool]:
+    return lambda: bool(rec.statuses) and rec.statuses[-1].state is DeviceState.OFFLINE
+
+
+def _assert_one_error(caplog: pytest.LogCaptureFixture, *fragments: str) -> None:
+    errors = gateway_errors(caplog)
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    for fragment in ("reader-a", *fragments):
+        assert fragment in message, message
+    assert getattr(errors[0], "reader_id", None) == "reader-a"
+
+
+def _assert_recovery_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    recovered = [r for r in caplog.records if "is online again" in r.getMessage()]
+    assert len(recovered) == 1
+    assert recovered[0].levelno == logging.INFO
+
+
+# -- the connection drops ----------------------------------------------------------------------
+
+
+def test_reads_flow_again_within_5_s_of_the_reader_accepting_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+
+    async def scenario() -> float:
+        sim = simulator()
+        await sim.start()
+        port = sim.port
+        adapter, rec = make_adapter(port, "reader-a")
+        try:
+            async with running(adapter):
+                await rec.until(lambda: len(rec.batches) >= 3)
+                # Mid-inventory: the reader drops the link and is away for a moment.
+                await sim.drop_connections()
+                await sim.stop()
+                await rec.until(_offline(rec))
+                await asyncio.sleep(0.5)  # the reader is really down for a while
+                sim = simulator(port)
+                await sim.start()
+                back_at = time.monotonic()
+                await rec.until(lambda: rec.batches_after(back_at) > 0, RECOVERY_LIMIT_S)
+                first = min(
+                    b.received_at_monotonic
+                    for b in rec.batches
+                    if b.received_at_monotonic > back_at
+                )
+                return first - back_at
+        finally:
+            await sim.stop()
+
+    recovered_in = asyncio.run(scenario())
+    print(f"reads flowed again {recovered_in:.3f} s after the simulator accepted connections")
+    assert recovered_in < RECOVERY_LIMIT_S
+    _assert_one_error(caplog, "offline", "connection closed", "127.0.0.1:")
+    _assert_recovery_logged_once(caplog)
+    assert sllurp_threads() == []
+
+
+# -- protocol faults: the byte stream can no longer be trusted ----------------------------------
+
+PROTOCOL_FAULTS: dict[str, tuple[bytes, str]] = {
+    # 0xDEAD... reads as version 7: no LLRP version has that
+    "garbage": (b"\xde\xad\xbe\xef" * 8, "malformed LLRP frame header"),
+    # An RO_ACCESS_REPORT header announcing 50 bytes, cut after 25: the next messages' bytes
+    # complete it and it no longer decodes.
+    "truncated_frame": (
+        codec.encode_frame(codec.MessageType.RO_ACCESS_REPORT, b"\x00" * 40)[:25],
+        "undecodable LLRP message",
+    ),
+    "absurd_length": (
+        struct.pack("!HII", (1 << 10) | codec.MessageType.RO_ACCESS_REPORT, 0xFFFF_FFF0, 7),
+        "length 4294967280",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(PROTOCOL_FAULTS))
+def test_protocol_fault_takes_one_reader_offline_once_and_it_recovers(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+    data, reason = PROTOCOL_FAULTS[fault]
+
+    async def scenario() -> None:
+        async with simulator() as sim_a, simulator(prefix="32") as sim_b:
+            adapter_a, rec_a = make_adapter(sim_a.port, "reader-a")
+            adapter_b, rec_b = make_adapter(sim_b.port, "reader-b")
+            async with running(adapter_a, adapter_b):
+                await rec_a.until(_online(rec_a))
+                await rec_b.until(_online(rec_b))
+                await sim_a.inject_bytes(data)
+                await rec_a.until(_offline(rec_a))
+                down_at = time.monotonic()
+                assert reason in rec_a.statuses[-1].detail
+                await rec_a.until(_online(rec_a))
+                up_at = time.monotonic()
+                await rec_a.until(lambda: rec_a.batches_after(up_at) > 0)
+                # The other reader delivered through the whole episode and never flinched.
+                await rec_b.until(lambda: rec_b.batches_after(up_at) > 0)
+                assert rec_b.batches_after(down_at) >= 1
+                assert rec_b.states() == ["online"]
+            assert sim_a.stats.connections_total == 2
+        assert rec_a.states() == ["online", "offline", "online", "offline"]
+        assert adapter_a.stats.reconnects == 1
+        assert reason in (adapter_a.stats.last_error or "")
+
+    asyncio.run(scenario())
+    _assert_one_error(caplog, "offline", reason, "127.0.0.1:")
+    _assert_recovery_logged_once(caplog)
+    assert sllurp_threads() == []
+
+
+def test_malformed_tag_entries_degrade_without_dropping_the_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+    # A well-framed report whose entries lack the antenna and every timestamp.
+    bad_report = codec.ROAccessReport(
+        tags=tuple(codec.TagReportData(epc=bytes([0x30, i]) * 6, peak_rssi=-40) for i in range(3))
+    ).encode()
+
+    async def scenario() -> None:
+        async with simulator() as sim:
+            adapter, rec = make_adapter(sim.port, "reader-a")
+            async with running(adapter):
+                await rec.until(_online(rec))
+                await sim.inject_bytes(bad_report)
+                await sim.inject_bytes(bad_report)
+                await rec.until(lambda: adapter.stats.malformed_reads == 6)
+                assert adapter.state is DeviceState.DEGRADED
+                assert "malformed" in rec.statuses[-1].detail
+                # Valid reads keep flowing meanwhile; the reader recovers by itself.
+                await rec.until(_online(rec))
+            assert sim.stats.connections_total == 1
+        assert rec.states() == ["online", "degraded", "online", "offline"]
+
+    asyncio.run(scenario())
+    assert gateway_errors(caplog) == []
+    degraded = [r for r in caplog.records if "is degraded" in r.getMessage()]
+    assert len(degraded) == 1  # two bad reports, one warning
+    assert degraded[0].levelno == logging.WARNING
+
+
+# -- the reader cannot serve the configuration -----------------------------------------------------
+
+CAPABILITY_FAULTS: dict[str, tuple[dict[str, Any], str]] = {
+    "no_regulatory_capabilities": (
+        {"omit_capabilities": {"regulatory"}},
+        "lack RegulatoryCapabilities",
+    ),
+    "too_few_antennas": ({"antennas": (1, 2)}, "supports 2 antenna(s)"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(CAPABILITY_FAULTS))
+def test_missing_capability_keeps_one_reader_offline_until_fixed(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+    overrides, reason = CAPABILITY_FAULTS[fault]
+
+    async def scenario() -> None:
+        sim_a = simulator(**overrides)
+        await sim_a.start()
+        port = sim_a.port
+        try:
+            async with simulator(prefix="32") as sim_b:
+                adapter_a, rec_a = make_adapter(port, "reader-a")
+                adapter_b, rec_b = make_adapter(sim_b.port, "reader-b")
+                async with running(adapter_a, adapter_b):
+                    await rec_a.until(_offline(rec_a))
+                    down_at = time.monotonic()
+                    assert reason in rec_a.statuses[-1].detail
+                    # The healthy reader keeps delivering while the other is down.
+                    await rec_b.until(lambda: rec_b.batches_after(down_at) >= 3)
+                    # It keeps retrying (with backoff), quietly.
+                    await rec_a.until(lambda: sim_a.stats.connections_total >= 3)
+                    assert rec_a.states() == ["offline"]
+                    assert rec_b.states() == ["online"]
+                    # The reader is fixed (replaced by a healthy one on the same port).
+                    await sim_a.stop()
+                    sim_a = simulator(port)
+                    await sim_a.start()
+                    fixed_at = time.monotonic()
+                    await rec_a.until(lambda: rec_a.batches_after(fixed_at) > 0)
+                    assert rec_b.batches_after(fixed_at) >= 1
+                    assert rec_b.states() == ["online"]
+            assert rec_a.states() == ["offline", "online", "offline"]
+        finally:
+            await sim_a.stop()
+
+    asyncio.run(scenario())
+    _assert_one_error(caplog, "offline", reason)
+    _assert_recovery_logged_once(caplog)
+    assert sllurp_threads() == []
+
+
+# -- silence and absence --------------------------------------------------------------------------
+
+
+def test_a_silent_reader_is_detected_by_the_keepalive_watchdog(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+
+    async def scenario() -> None:
+        async with simulator() as sim:
+            adapter, rec = make_adapter(sim.port, "reader-a", keepalive_s=0.5)
+            async with running(adapter):
+                await rec.until(_online(rec))
+                sim.set_frozen(True)  # socket open, nothing sent: a hung reader
+                frozen_at = time.monotonic()
+                await rec.until(_offline(rec), timeout_s=3.0)
+                detected_in = time.monotonic() - frozen_at
+                # 2 x keepalive = 1 s of silence, counted from the last message heard.
+                assert 0.5 <= detected_in <= 2.0
+                assert "no message from the reader" in rec.statuses[-1].detail
+                await asyncio.sleep(2.5)  # handshakes time out too while it stays hung
+                sim.set_frozen(False)
+                await rec.until(_online(rec))
+        assert rec.states() == ["online", "offline", "online", "offline"]
+
+    asyncio.run(scenario())
+    _assert_one_error(caplog, "no message from the reader")
+    # A handshake timeout is a new reason while offline: one warning, not one per retry.
+    still = [r for r in caplog.records if "still offline" in r.getMessage()]
+    assert [r.levelno for r in still] == [logging.WARNING]
+    assert "no LLRP handshake within 2 s" in still[0].getMessage()
+
+
+def test_reader_down_at_start_is_retried_with_backoff_until_it_appears(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+    port = free_port()
+
+    async def scenario() -> float:
+        adapter, rec = make_adapter(port, "reader-a")
+        sim: LlrpReaderSimulator | None = None
+        try:
+            async with running(adapter):
+                await rec.until(_offline(rec))
+                assert "Connection refused" in rec.statuses[-1].detail
+                await asyncio.sleep(1.5)
+                # Backoff: capped at 0.4 s with full jitter, so several attempts but not hundreds.
+                assert 3 <= adapter.stats.reconnects <= 60
+                assert rec.states() == ["offline"]
+                sim = simulator(port)
+                await sim.start()
+                started_at = time.monotonic()
+                await rec.until(lambda: rec.batches_after(started_at) > 0, RECOVERY_LIMIT_S)
+                return time.monotonic() - started_at
+        finally:
+            if sim is not None:
+                await sim.stop()
+
+    online_in = asyncio.run(scenario())
+    assert online_in < RECOVERY_LIMIT_S
+    _assert_one_error(caplog, "offline", "cannot connect")
+    _assert_recovery_logged_once(caplog)
+    assert sllurp_threads() == []
