@@ -1,1 +1,11 @@
-"""The edge store: SQLAlchemy models, repository and Alembic migrations."""
+"""The edge store: SQLAlchemy models, repository and Alembic migrations.
+
+``EdgeStore.open(url, site=...)`` is the entry point; see ``edge_store.repository`` for the
+guarantees (gap-free seq, idempotent ``record``, one transaction per batch) and ``docs/store.md``.
+"""
+
+from edge_store.engine import redact_url
+from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from edge_store.repository import EdgeStore
+
+__all__ = ["EdgeStore", "ItemRecord", "LocationRecord", "RecordResult", "redact_url"]

@@ -1,0 +1,753 @@
+"""``EdgeStore``: the gateway's durable record of movements, stock, cursors, alerts and devices.
+
+Theory of operation
+-------------------
+
+``record(movements)`` is the one write path for movements. In ONE transaction it
+
+1. takes the writer lock: ``SELECT last_seq FROM store_state ... FOR UPDATE`` on PostgreSQL (the
+   single counter row), ``BEGIN IMMEDIATE`` on SQLite (the whole file; ``FOR UPDATE`` is not
+   rendered there);
+2. drops movement ids already stored or repeated earlier in the batch (reported as duplicates);
+3. gives the rest ``seq = last_seq + 1, last_seq + 2, ...`` in input order and inserts them in
+   bulk (SQLite: the driver's executemany; PostgreSQL: COPY; see ``_BatchWriter``);
+4. applies the stock arithmetic per (location, sku): ``from_location -= quantity``,
+   ``to_location += quantity``, summed over the batch, then reads the touched levels and writes
+   their new values in one statement, with ``last_seq`` (the highest seq that touched the level)
+   and ``updated_at = now``. This read-modify-write is safe because stock levels are written
+   only here, under the writer lock;
+5. stores the new ``last_seq`` in the counter row and commits.
+
+Why seq is gap-free and strictly increasing: the counter and the movements live in the same
+transaction, so a rolled-back batch (invalid row, constraint violation, crash, lost connection)
+rolls back its counter update too and burns no seq; this is why no database SEQUENCE or
+autoincrement is used (both hand out numbers outside the transaction and leak them on
+rollback). Writers are serialised by the lock taken *before* the counter is read, so two writers
+never read the same ``last_seq``; on PostgreSQL the lock is released only after the commit is
+visible, so a reader can never see seq ``n + 1`` committed while ``n`` is not. A relay that pages
+``movements_since(cursor)`` therefore never skips a movement.
+
+Why idempotency holds across processes: the duplicate check runs after the lock is held, so it
+sees every batch committed before ours (READ COMMITTED on PostgreSQL takes a fresh snapshot per
+statement; SQLite's ``BEGIN IMMEDIATE`` starts the read at the lock). The unique constraint on
+``movement_id`` is the backstop.
+
+Stock is not clamped at zero: a location such as ``yard`` or ``customer`` is a counterparty with no
+physical count, and a negative shelf is information (an unrecorded receipt, a miscount) that the
+alert engine reports rather than a value the store should hide. Quantities are eaches: converting
+cases to eaches (``pack_size``) is the caller's business, before ``record``.
+
+Every SKU and location a movement names must exist (``sync_catalog`` first): foreign keys reject
+the batch otherwise, and the error names the unknown references.
+
+Threading: the API is synchronous; one ``EdgeStore`` may be called from any thread (calls are
+serialised by an instance lock). Several ``EdgeStore`` instances or processes may share one
+database; the database's own locking keeps them consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+from sqlalchemy import Dialect, Engine, Row, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from edge_store.engine import (
+    WRITE_OPTION,
+    describe_error,
+    make_engine,
+    redact_url,
+    store_errors,
+)
+from edge_store.migrate import check_at_head, upgrade_engine
+from edge_store.models import (
+    STORE_STATE_ID,
+    AlertRow,
+    Base,
+    DeviceStatusRow,
+    Item,
+    Location,
+    MovementRow,
+    SinkCursor,
+    StockLevelRow,
+    StoreState,
+)
+from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from gateway.domain.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceState,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    RecordedMovement,
+    Severity,
+    Sku,
+    SourceType,
+    StockLevel,
+)
+from gateway.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+_UpsertInsert = postgresql.Insert | sqlite.Insert
+_AnyRow = Row[*tuple[Any, ...]]
+
+_MOVEMENT_COLUMNS = (
+    MovementRow.seq,
+    MovementRow.movement_id,
+    MovementRow.kind,
+    MovementRow.sku,
+    MovementRow.quantity,
+    MovementRow.from_location,
+    MovementRow.to_location,
+    MovementRow.source_type,
+    MovementRow.source_id,
+    MovementRow.observed_at,
+    MovementRow.confidence,
+    MovementRow.container,
+    MovementRow.epcs,
+)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _require_utc(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() != timedelta(0):
+        raise ValueError(f"{name} must be a timezone-aware UTC datetime, got {value!r}")
+
+
+class EdgeStore:
+    """The edge store on SQLite or PostgreSQL. Create it with ``EdgeStore.open``."""
+
+    def __init__(self, engine: Engine, *, site: str) -> None:
+        self._engine = engine
+        self._site = site
+        self._url = redact_url(engine.url)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._upsert_insert = _upsert_insert_for(engine.dialect.name)
+        self._batch = _BatchWriter(engine.dialect)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | URL, *, site: str, upgrade: bool = True) -> EdgeStore:
+        """Open the store at ``url`` for ``site``.
+
+        ``url`` is a SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://user@host/db``),
+        as a string or as a ``sqlalchemy.URL`` (handy to add a password read from a secret file
+        with ``make_url(url).set(password=...)``). It is only ever logged redacted.
+
+        With ``upgrade`` the schema is migrated to head first (safe when several processes open
+        the same database at once); without it, a schema that is not at head is a
+        ``StoreError``. The first open claims the database for ``site``; opening it later for
+        another site is a ``StoreError`` (one store, one seq space, one site).
+        """
+        if not site:
+            raise ValueError("site must not be empty")
+        engine = make_engine(url)
+        try:
+            if upgrade:
+                upgrade_engine(engine)
+            else:
+                check_at_head(engine)
+            store = cls(engine, site=site)
+            store._claim_site()
+        except BaseException:
+            engine.dispose()
+            raise
+        log.info("edge store open url=%s site=%s last_seq=%s", store._url, site, store.last_seq())
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def site(self) -> str:
+        return self._site
+
+    @property
+    def url(self) -> str:
+        """The store's URL with any password redacted (safe to log)."""
+        return self._url
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self, operation: str) -> Iterator[Connection]:
+        with self._lock, store_errors(operation, self._url):
+            self._check_open(operation)
+            with self._engine.connect() as conn, conn.begin():
+                yield conn
+
+    @contextmanager
+    def _write(self, operation: str) -> Iterator[Connection]:
+        """A write transaction; commits when the block ends without an exception."""
+        with self._lock, store_errors(operation, self._url):
+            self._check_open(operation)
+            with self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            raise StoreError(f"{operation} on {self._url}: the store is closed")
+
+    def _claim_site(self) -> None:
+        state = _table(StoreState)
+        with self._write("open") as conn:
+            owner = conn.execute(
+                select(state.c.site).where(state.c.id == STORE_STATE_ID).with_for_update()
+            ).scalar_one()
+            if owner is None:
+                conn.execute(
+                    update(state).where(state.c.id == STORE_STATE_ID).values(site=self._site)
+                )
+            elif owner != self._site:
+                raise StoreError(
+                    f"edge store at {self._url} belongs to site {owner!r}, not {self._site!r}"
+                )
+
+    # --- catalog -----------------------------------------------------------------------------
+
+    def sync_catalog(
+        self, items: Iterable[ItemRecord], locations: Iterable[LocationRecord]
+    ) -> None:
+        """Insert or update items and locations. Nothing is deleted: movements refer to them."""
+        item_rows = [
+            {
+                "sku": i.sku,
+                "gtin": i.gtin,
+                "name": i.name,
+                "unit_weight_g": i.unit_weight_g,
+                "pack_size": i.pack_size,
+                "reorder_point": i.reorder_point,
+            }
+            for i in items
+        ]
+        location_rows = [{"id": loc.id, "kind": loc.kind} for loc in locations]
+        with self._write("sync_catalog") as conn:
+            if location_rows:
+                conn.execute(self._upsert(_table(Location), ("id",), ("kind",)), location_rows)
+            if item_rows:
+                columns = ("gtin", "name", "unit_weight_g", "pack_size", "reorder_point")
+                conn.execute(self._upsert(_table(Item), ("sku",), columns), item_rows)
+
+    def items(self) -> list[ItemRecord]:
+        """The catalog items, sorted by SKU."""
+        table = _table(Item)
+        with self._read("items") as conn:
+            rows = conn.execute(select(table).order_by(table.c.sku)).all()
+        return [
+            ItemRecord(
+                sku=row.sku,
+                name=row.name,
+                pack_size=row.pack_size,
+                gtin=row.gtin,
+                unit_weight_g=row.unit_weight_g,
+                reorder_point=row.reorder_point,
+            )
+            for row in rows
+        ]
+
+    def locations(self) -> list[LocationRecord]:
+        """The locations, sorted by id."""
+        table = _table(Location)
+        with self._read("locations") as conn:
+            rows = conn.execute(select(table).order_by(table.c.id)).all()
+        return [LocationRecord(id=row.id, kind=row.kind) for row in rows]
+
+    # --- movements ---------------------------------------------------------------------------
+
+    def record(self, movements: Sequence[Movement], *, now: datetime) -> RecordResult:
+        """Commit ``movements`` (new ones get the next seqs) and their stock changes at once.
+
+        See the module docstring for the guarantees. ``now`` becomes ``recorded_at`` of the
+        movements and ``updated_at`` of the stock levels they touch.
+        """
+        _require_utc("now", now)
+        if not movements:
+            return RecordResult((), (), ())
+        try:
+            return self._record(movements, now)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+            unknown = self._unknown_references(movements)
+            if not unknown:
+                raise
+            raise StoreError(
+                f"record failed on {self._url}: {describe_error(exc.__cause__)} ({unknown}); "
+                "the batch was rolled back"
+            ) from exc.__cause__
+
+    def _record(self, movements: Sequence[Movement], now: datetime) -> RecordResult:
+        state = _table(StoreState)
+        with self._write("record") as conn:
+            last = conn.execute(
+                select(state.c.last_seq).where(state.c.id == STORE_STATE_ID).with_for_update()
+            ).scalar_one()
+            stored = self._batch.existing_ids(conn, list({m.movement_id for m in movements}))
+            duplicates: list[MovementId] = []
+            recorded: list[RecordedMovement] = []
+            seen: set[str] = set()
+            seq = last
+            for m in movements:
+                if m.movement_id in stored or m.movement_id in seen:
+                    duplicates.append(m.movement_id)
+                    continue
+                seen.add(m.movement_id)
+                seq += 1
+                recorded.append(RecordedMovement(seq=seq, site=self._site, movement=m))
+            if not recorded:
+                return RecordResult((), tuple(duplicates), ())
+
+            self._batch.insert(conn, recorded, now)
+
+            deltas: dict[tuple[str, str], list[int]] = {}  # (location, sku) -> [delta, last seq]
+            for r in recorded:
+                m = r.movement
+                for location, delta in (
+                    (m.from_location, -m.quantity),
+                    (m.to_location, m.quantity),
+                ):
+                    entry = deltas.setdefault((location, m.sku), [0, 0])
+                    entry[0] += delta
+                    entry[1] = r.seq
+            # Read-modify-write is safe: stock_levels is written only here, under the writer lock.
+            current = self._batch.on_hand(conn, list(deltas))
+            stamp = now.astimezone(UTC)
+            changed = tuple(
+                StockLevel(
+                    location=LocationId(location),
+                    sku=Sku(sku),
+                    on_hand=current.get((location, sku), 0) + delta,
+                    updated_at=stamp,
+                    last_seq=level_seq,
+                )
+                for (location, sku), (delta, level_seq) in sorted(deltas.items())
+            )
+            self._batch.write_levels(conn, changed)
+            conn.execute(update(state).where(state.c.id == STORE_STATE_ID).values(last_seq=seq))
+        return RecordResult(recorded=tuple(recorded), duplicates=tuple(duplicates), stock=changed)
+
+    def _unknown_references(self, movements: Sequence[Movement]) -> str:
+        """Describe SKUs and locations the batch names that are not in the catalog ('' if none)."""
+        skus = {m.sku for m in movements}
+        locations = {m.from_location for m in movements} | {m.to_location for m in movements}
+        items, places = _table(Item), _table(Location)
+        with self._read("record") as conn:
+            known_skus = set(
+                conn.execute(select(items.c.sku).where(items.c.sku.in_(skus))).scalars()
+            )
+            known_locations = set(
+                conn.execute(select(places.c.id).where(places.c.id.in_(locations))).scalars()
+            )
+        parts = []
+        if skus - known_skus:
+            parts.append(f"unknown sku {sorted(skus - known_skus)}")
+        if locations - known_locations:
+            parts.append(f"unknown location {sorted(locations - known_locations)}")
+        return ", ".join(parts)
+
+    def last_seq(self) -> int:
+        """The highest committed seq (0 for an empty store)."""
+        state = _table(StoreState)
+        with self._read("last_seq") as conn:
+            value = conn.execute(
+                select(state.c.last_seq).where(state.c.id == STORE_STATE_ID)
+            ).scalar_one()
+        return int(value)
+
+    def movements_since(self, after_seq: int, limit: int = 500) -> list[RecordedMovement]:
+        """Up to ``limit`` movements with ``seq > after_seq``, in seq order (a page)."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        with self._read("movements_since") as conn:
+            rows = conn.execute(
+                select(*_MOVEMENT_COLUMNS)
+                .where(MovementRow.seq > after_seq)
+                .order_by(MovementRow.seq)
+                .limit(limit)
+            ).all()
+        return [self._recorded(row) for row in rows]
+
+    def movement_by_id(self, movement_id: str) -> RecordedMovement | None:
+        with self._read("movement_by_id") as conn:
+            row = conn.execute(
+                select(*_MOVEMENT_COLUMNS).where(MovementRow.movement_id == movement_id)
+            ).first()
+        return None if row is None else self._recorded(row)
+
+    def _recorded(self, row: _AnyRow) -> RecordedMovement:
+        movement = Movement(
+            movement_id=MovementId(row.movement_id),
+            kind=MovementKind(row.kind),
+            sku=Sku(row.sku),
+            quantity=row.quantity,
+            from_location=LocationId(row.from_location),
+            to_location=LocationId(row.to_location),
+            source_type=SourceType(row.source_type),
+            source_id=row.source_id,
+            observed_at=row.observed_at,
+            confidence=row.confidence,
+            epcs=tuple(json.loads(row.epcs)),
+            container=row.container,
+        )
+        return RecordedMovement(seq=row.seq, site=self._site, movement=movement)
+
+    # --- stock -------------------------------------------------------------------------------
+
+    def stock(self, *, location: str | None = None, sku: str | None = None) -> list[StockLevel]:
+        """Stock levels, optionally of one location and/or one SKU, sorted by (location, sku).
+
+        A (location, sku) pair no movement ever touched has no level (not a zero level).
+        """
+        levels = _table(StockLevelRow)
+        query = select(levels).order_by(levels.c.location, levels.c.sku)
+        if location is not None:
+            query = query.where(levels.c.location == location)
+        if sku is not None:
+            query = query.where(levels.c.sku == sku)
+        with self._read("stock") as conn:
+            rows = conn.execute(query).all()
+        return [_stock_level(row) for row in rows]
+
+    # --- sink cursors ------------------------------------------------------------------------
+
+    def get_cursor(self, sink: str) -> int:
+        """The last seq ``sink`` acknowledged (0 when it never did)."""
+        cursors = _table(SinkCursor)
+        with self._read("get_cursor") as conn:
+            value = conn.execute(select(cursors.c.seq).where(cursors.c.sink == sink)).scalar()
+        return 0 if value is None else int(value)
+
+    def advance_cursor(self, sink: str, seq: int, *, now: datetime) -> None:
+        """Record that ``sink`` acknowledged every movement up to ``seq``.
+
+        Never moves a cursor backwards (a late, lower ack is ignored). ``seq`` above the store's
+        ``last_seq`` would claim delivery of movements that do not exist: ``ValueError``.
+        """
+        _require_utc("now", now)
+        if not sink:
+            raise ValueError("sink must not be empty")
+        if seq < 0:
+            raise ValueError(f"cursor seq must be >= 0, got {seq}")
+        state, cursors = _table(StoreState), _table(SinkCursor)
+        with self._write("advance_cursor") as conn:
+            last = conn.execute(
+                select(state.c.last_seq).where(state.c.id == STORE_STATE_ID)
+            ).scalar_one()
+            if seq > last:
+                raise ValueError(
+                    f"cannot advance cursor {sink!r} to {seq}: last recorded seq is {last}"
+                )
+            stmt = self._upsert_insert(cursors)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[cursors.c.sink],
+                    set_={"seq": stmt.excluded.seq, "updated_at": stmt.excluded.updated_at},
+                    where=cursors.c.seq < stmt.excluded.seq,
+                ),
+                {"sink": sink, "seq": seq, "updated_at": now},
+            )
+
+    def cursors(self) -> dict[str, int]:
+        cursors = _table(SinkCursor)
+        with self._read("cursors") as conn:
+            rows = conn.execute(select(cursors.c.sink, cursors.c.seq).order_by(cursors.c.sink))
+            return {row.sink: int(row.seq) for row in rows}
+
+    # --- alerts and devices ------------------------------------------------------------------
+
+    def upsert_alert(self, alert: Alert) -> None:
+        """Store ``alert``, replacing the alert with the same ``alert_id`` (raise or clear)."""
+        row = {
+            "alert_id": alert.alert_id,
+            "kind": alert.kind.value,
+            "severity": alert.severity.value,
+            "subject": alert.subject,
+            "message": alert.message,
+            "raised_at": alert.raised_at,
+            "active": alert.active,
+            "details": dict(alert.details),
+        }
+        columns = tuple(k for k in row if k != "alert_id")
+        with self._write("upsert_alert") as conn:
+            conn.execute(self._upsert(_table(AlertRow), ("alert_id",), columns), row)
+
+    def alerts(self, *, active_only: bool = True) -> list[Alert]:
+        """Alerts, oldest first; only the active ones unless ``active_only`` is false."""
+        table = _table(AlertRow)
+        query = select(table).order_by(table.c.raised_at, table.c.alert_id)
+        if active_only:
+            query = query.where(table.c.active.is_(True))
+        with self._read("alerts") as conn:
+            rows = conn.execute(query).all()
+        return [
+            Alert(
+                alert_id=row.alert_id,
+                kind=AlertKind(row.kind),
+                severity=Severity(row.severity),
+                subject=row.subject,
+                message=row.message,
+                raised_at=row.raised_at,
+                active=bool(row.active),
+                details=_details(row.details),
+            )
+            for row in rows
+        ]
+
+    def set_device_status(self, status: DeviceStatus) -> None:
+        row = {
+            "device_id": status.device_id,
+            "device_type": status.device_type,
+            "state": status.state.value,
+            "since": status.since,
+            "detail": status.detail,
+        }
+        columns = ("device_type", "state", "since", "detail")
+        with self._write("set_device_status") as conn:
+            conn.execute(self._upsert(_table(DeviceStatusRow), ("device_id",), columns), row)
+
+    def device_statuses(self) -> list[DeviceStatus]:
+        table = _table(DeviceStatusRow)
+        with self._read("device_statuses") as conn:
+            rows = conn.execute(select(table).order_by(table.c.device_id)).all()
+        return [
+            DeviceStatus(
+                device_id=DeviceId(row.device_id),
+                device_type=row.device_type,
+                state=DeviceState(row.state),
+                since=row.since,
+                detail=row.detail,
+            )
+            for row in rows
+        ]
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _upsert(self, table: Table, keys: Sequence[str], columns: Sequence[str]) -> _UpsertInsert:
+        """``INSERT ... ON CONFLICT (keys) DO UPDATE SET column = excluded.column``."""
+        stmt = self._upsert_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys],
+            set_={c: stmt.excluded[c] for c in columns},
+        )
+
+
+def _upsert_insert_for(dialect: str) -> Callable[[Table], _UpsertInsert]:
+    """The dialect's ``insert`` construct, the one that has ``on_conflict_do_update``."""
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise StoreError(f"the edge store runs on SQLite or PostgreSQL, not {dialect}")
+
+
+class _BatchWriter:
+    """The two hot statements of ``record``, written for the driver of each database.
+
+    ``Connection.execute(insert(...), dicts)`` runs every value of every row through SQLAlchemy's
+    parameter processing, which costs several times what SQLite needs to insert the row, and on
+    PostgreSQL an ``IN (...)`` or ``executemany`` of 500 rows is 500 parameters to parse or 500
+    protocol round trips in a pipeline. So:
+
+    - SQLite: the driver's ``executemany`` of plain tuples (in-process, no round trips);
+    - PostgreSQL: ``COPY movements FROM STDIN`` (psycopg's C row encoder, one stream) and one
+      ``movement_id = ANY(<array>)``.
+
+    Statements are built from the model's table names and columns, so they cannot
+    drift from the schema; the only conversion the column types would do, timestamps, is done
+    here as ``UtcDateTime`` does it (naive-UTC text on SQLite, aware datetimes on PostgreSQL).
+    """
+
+    __slots__ = ("existing_sql", "insert_sql", "levels_sql", "postgresql", "write_levels_sql")
+
+    COLUMNS = (
+        "seq",
+        "movement_id",
+        "kind",
+        "sku",
+        "quantity",
+        "from_location",
+        "to_location",
+        "source_type",
+        "source_id",
+        "observed_at",
+        "recorded_at",
+        "confidence",
+        "container",
+        "epcs",
+    )
+
+    def __init__(self, dialect: Dialect) -> None:
+        table = _table(MovementRow)
+        if set(self.COLUMNS) != set(table.c.keys()):  # pragma: no cover - caught by any test
+            raise StoreError(f"_BatchWriter.COLUMNS is out of date with {table.name}")
+        self.postgresql = dialect.name == "postgresql"
+        columns = ", ".join(self.COLUMNS)
+        if self.postgresql:
+            self.insert_sql = f"COPY {table.name} ({columns}) FROM STDIN"
+            where = "movement_id = ANY(%s)"
+        else:
+            marks = ", ".join("?" * len(self.COLUMNS))
+            # Identifiers come from the model; every value is a bound parameter.
+            self.insert_sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks})"  # noqa: S608
+            where = "movement_id IN (SELECT value FROM json_each(?))"
+        self.existing_sql = f"SELECT movement_id FROM {table.name} WHERE {where}"  # noqa: S608
+
+        levels = _table(StockLevelRow)
+        level_columns = ("location", "sku", "on_hand", "updated_at", "last_seq")
+        if self.postgresql:
+            keys = "SELECT * FROM unnest(%s::text[], %s::text[])"
+            arrays = ", ".join(
+                f"%s::{levels.c[c].type.compile(dialect=dialect)}[]" for c in level_columns
+            )
+            source = f"SELECT * FROM unnest({arrays})"  # noqa: S608 - types from the model
+        else:
+            keys = (
+                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)"
+            )
+            # "WHERE true": without it SQLite would read ON CONFLICT as a join constraint.
+            source = f"VALUES ({', '.join('?' * len(level_columns))})"
+        self.levels_sql = (
+            f"SELECT location, sku, on_hand FROM {levels.name} "  # noqa: S608
+            f"WHERE (location, sku) IN ({keys})"
+        )
+        self.write_levels_sql = (
+            f"INSERT INTO {levels.name} ({', '.join(level_columns)}) {source} "
+            "ON CONFLICT (location, sku) DO UPDATE SET on_hand = excluded.on_hand, "
+            "updated_at = excluded.updated_at, last_seq = excluded.last_seq"
+        )
+
+    def on_hand(
+        self, conn: Connection, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """Current ``on_hand`` of the (location, sku) levels among ``keys`` that exist."""
+        if self.postgresql:
+            params: tuple[Any, ...] = ([k[0] for k in keys], [k[1] for k in keys])
+        else:
+            params = (json.dumps(keys),)
+        return {(r[0], r[1]): int(r[2]) for r in conn.exec_driver_sql(self.levels_sql, params)}
+
+    def write_levels(self, conn: Connection, levels: Sequence[StockLevel]) -> None:
+        """Insert or overwrite ``levels`` (their final values, computed by the caller)."""
+        stamp = _same if self.postgresql else _sqlite_stamp
+        rows = [
+            (lv.location, lv.sku, lv.on_hand, stamp(lv.updated_at), lv.last_seq) for lv in levels
+        ]
+        if self.postgresql:
+            conn.exec_driver_sql(self.write_levels_sql, tuple(map(list, zip(*rows, strict=True))))
+        else:
+            conn.exec_driver_sql(self.write_levels_sql, rows)
+
+    def existing_ids(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored (one statement, one parameter)."""
+        param = list(ids) if self.postgresql else json.dumps(list(ids))
+        return set(conn.exec_driver_sql(self.existing_sql, (param,)).scalars())
+
+    def insert(self, conn: Connection, recorded: Sequence[RecordedMovement], now: datetime) -> None:
+        # observed_at and now are UTC (Movement and record() check it), so on SQLite dropping the
+        # tzinfo gives UTC wall time; UtcDateTime reads this text back as the same aware value.
+        stamp = _same if self.postgresql else _sqlite_stamp
+        recorded_at = stamp(now)
+        rows = [
+            (
+                r.seq,
+                m.movement_id,
+                m.kind.value,
+                m.sku,
+                m.quantity,
+                m.from_location,
+                m.to_location,
+                m.source_type.value,
+                m.source_id,
+                stamp(m.observed_at),
+                recorded_at,
+                m.confidence,
+                m.container,
+                _json_strings(m.epcs),
+            )
+            for r in recorded
+            for m in (r.movement,)
+        ]
+        if self.postgresql:
+            # COPY on the connection SQLAlchemy holds, inside its transaction.
+            driver = conn.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            try:
+                with driver.cursor() as cursor, cursor.copy(self.insert_sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.Error as exc:
+                # Bypassing SQLAlchemy also bypassed its error wrapping: wrap as it would
+                # (IntegrityError for a foreign key, OperationalError for a lost server...).
+                raise DBAPIError.instance(self.insert_sql, None, exc, psycopg.Error) from exc
+        else:
+            conn.exec_driver_sql(self.insert_sql, rows)
+
+
+def _sqlite_stamp(value: datetime) -> str:
+    # value is UTC: its isoformat ends in "+00:00", which the 26-character prefix drops.
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def _json_strings(values: Sequence[str]) -> str:
+    """``json.dumps(list(values))`` (compact), without the encoder's per-call set-up: this runs
+    once per recorded movement."""
+    return "[" + ",".join(map(encode_basestring_ascii, values)) + "]"
+
+
+def _same(value: datetime) -> datetime:
+    return value
+
+
+def _stock_level(row: _AnyRow) -> StockLevel:
+    return StockLevel(
+        location=LocationId(row.location),
+        sku=Sku(row.sku),
+        on_hand=int(row.on_hand),
+        updated_at=row.updated_at,
+        last_seq=int(row.last_seq),
+    )
+
+
+def _details(value: object) -> Mapping[str, object]:
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return {}
