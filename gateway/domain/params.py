@@ -28,6 +28,38 @@ class PortalParams:
     """Per-tag state is forgotten after this long without reads."""
     max_tags: int = 100_000
     """Upper bound on tags tracked at once; the least recently read are forgotten first."""
+    group_window_s: float = 1.5
+    """Crossings of one door in one direction whose crossing moments are this close (chained)
+    are one load, e.g. a pallet: they become one movement per SKU."""
+    receiving_idle_close_s: float = 300.0
+    """An expected receipt (ASN) that has begun completes once no receipt has been attributed to
+    it for this long; its discrepancy (or all-matched) alert is raised then."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "idle_close_s",
+            "stray_dwell_s",
+            "horizon_s",
+            "group_window_s",
+            "receiving_idle_close_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"debounce.portal.{name} must be > 0, got {getattr(self, name)}")
+        if self.stray_dwell_s <= self.idle_close_s:
+            raise ValueError("debounce.portal.stray_dwell_s must be longer than idle_close_s")
+        if self.min_reads < 1:
+            raise ValueError(f"debounce.portal.min_reads must be >= 1, got {self.min_reads}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(
+                f"debounce.portal.min_confidence must be within [0, 1], got {self.min_confidence}"
+            )
+        if self.cross_read_margin_db < 0:
+            raise ValueError(
+                "debounce.portal.cross_read_margin_db must be >= 0, "
+                f"got {self.cross_read_margin_db}"
+            )
+        if self.max_tags < 1:
+            raise ValueError(f"debounce.portal.max_tags must be >= 1, got {self.max_tags}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +72,38 @@ class ShelfParams:
     """A plateau is stable while its peak-to-peak spread stays within this band..."""
     stable_hold_s: float = 0.8
     """...for at least this long."""
-    use_stable_bit: bool = False
-    """Also require the transmitter's own stable bit when the shelf config maps one."""
+    use_stable_bit: bool = True
+    """Also require the transmitter's own stable bit when the shelf config maps one (its motion
+    detector runs at the conversion rate and sees a resting hand's tremor that 5 Hz polling can
+    alias away)."""
     zero_track_g_per_s: float = 0.5
     """While stable, slow drift up to this rate is absorbed into the baseline."""
     reconcile_after_s: float = 300.0
     """Weight-implied count and stock level disagreeing this long yields an adjustment."""
     low_stock_hysteresis: int = 2
     """A low-stock alert clears once on-hand is above reorder_point + this many units."""
+    unexplained_after_s: float = 5.0
+    """A stable weight change that is no whole number of units raises an alert after this long."""
+    adjust_location: str = "adjustment"
+    """The virtual location that reconciliation adjustments come from or go to."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "poll_interval_s": self.poll_interval_s,
+            "stable_band_g": self.stable_band_g,
+            "stable_hold_s": self.stable_hold_s,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        non_negative = {
+            "zero_track_g_per_s": self.zero_track_g_per_s,
+            "reconcile_after_s": self.reconcile_after_s,
+            "low_stock_hysteresis": self.low_stock_hysteresis,
+            "unexplained_after_s": self.unexplained_after_s,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not self.adjust_location:
+            raise ValueError("adjust_location must not be empty")

@@ -1,0 +1,495 @@
+"""Receiving reconciliation: what arrived through the doors against what was expected (ASNs).
+
+Theory of operation
+-------------------
+An *expected receipt* (an advance shipping notice) has an id, optionally the door it will arrive
+at, and lines: either ``{sku, quantity}`` (quantity in eaches) or ``{epcs: [...]}`` listing the
+tagged cases (pure-identity URNs or hex; their SKU comes from the catalog, or from an explicit
+``sku``), which then count ``len(epcs) x pack_size`` eaches.
+
+Receipt movements (kind ``receipt``, from ``gateway.domain.portal``) are attributed to an open
+receipt, in this order of preference:
+
+1. a receipt listing one of the movement's EPCs;
+2. a receipt for the movement's door (``source_id``) already being received, then one expecting
+   the movement's SKU, then the first one loaded;
+3. the same among receipts without a door;
+4. otherwise an *unplanned* receipt for that door is opened (everything in it is unexpected).
+
+A non-receipt movement at a door (e.g. a shipment out) carrying EPCs an open receipt took in
+reverses them (a pallet unloaded by mistake and put back on the truck).
+
+A receipt that has begun *completes* once no movement has been attributed to it for
+``idle_close_s`` (``PortalParams.receiving_idle_close_s``, default 300 s), measured from the
+movements' own ``observed_at`` to the ``now`` passed in. Completion yields one ``Alert`` of kind
+``receiving_discrepancy`` whose ``alert_id`` names the receipt: severity warning (active) listing
+``over``, ``short`` and ``unexpected`` quantities per SKU and missing/unexpected EPCs, or severity
+info (not active: no discrepancy) when everything matched. A completed receipt takes no more
+movements; late arrivals open an unplanned receipt, so they are reported too.
+
+Invariants: quantities are eaches; each movement is counted once (by ``movement_id``, so a
+replayed movement adds nothing; the last 100,000 ids are remembered); memory is bounded: open
+receipts, plus the last ``keep_completed`` completed ones (older ones are dropped).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.domain.catalog import Catalog
+from gateway.domain.epc import decode_epc, encode_uri
+from gateway.domain.model import Alert, AlertKind, Movement, MovementKind, Severity, Sku
+
+__all__ = [
+    "ExpectedLine",
+    "ExpectedReceipt",
+    "ReceiptState",
+    "ReceiptStatus",
+    "ReceivingTracker",
+    "parse_expected",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedLine:
+    """``quantity`` eaches of ``sku``, or the tagged cases ``epcs`` (pure-identity URNs)."""
+
+    sku: Sku | None = None
+    quantity: int | None = None
+    epcs: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.epcs and self.quantity is not None:
+            raise ValueError("a line gives either quantity or epcs, not both")
+        if not self.epcs and (self.sku is None or self.quantity is None):
+            raise ValueError("a line needs sku and quantity, or epcs")
+        if self.quantity is not None and self.quantity <= 0:
+            raise ValueError(f"quantity must be a positive number of eaches, got {self.quantity}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedReceipt:
+    receipt_id: str
+    lines: tuple[ExpectedLine, ...]
+    door: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.receipt_id:
+            raise ValueError("receipt_id must not be empty")
+        if not self.lines:
+            raise ValueError(f"receipt {self.receipt_id} has no lines")
+
+
+_REMEMBERED_MOVEMENTS = 100_000
+_RECEIPT_KEYS = frozenset({"id", "door", "lines", "supplier", "reference"})
+_LINE_KEYS = frozenset({"sku", "quantity", "epcs"})
+
+
+def _mapping(value: object, where: str) -> Mapping[object, object]:
+    if not isinstance(value, Mapping):
+        # A malformed document is a ValueError for callers (the parse contract), not a TypeError.
+        raise ValueError(f"{where}: must be a mapping, got {type(value).__name__}")  # noqa: TRY004
+    return value
+
+
+def _list(value: object, where: str) -> Sequence[object]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{where}: must be a non-empty list")
+    return value
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _epc_urn(value: object, where: str) -> str:
+    text = _text(value, where)
+    if text.startswith("urn:epc:id:"):
+        try:
+            encode_uri(text)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        return text
+    decoded = decode_epc(text)
+    if not decoded.recognised:
+        raise ValueError(f"{where}: {text!r} is neither an EPC URN nor a decodable 96-bit EPC")
+    return decoded.uri
+
+
+def _parse_line(value: object, where: str) -> ExpectedLine:
+    raw = _mapping(value, where)
+    unknown = sorted(str(k) for k in raw if k not in _LINE_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: sku, quantity, epcs)")
+    sku = Sku(_text(raw["sku"], f"{where}.sku")) if "sku" in raw else None
+    quantity: int | None = None
+    if "quantity" in raw:
+        value = raw["quantity"]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{where}.quantity: must be a positive integer, got {value!r}")
+        quantity = value
+    epcs: frozenset[str] = frozenset()
+    if "epcs" in raw:
+        values = _list(raw["epcs"], f"{where}.epcs")
+        urns = [_epc_urn(v, f"{where}.epcs[{n}]") for n, v in enumerate(values)]
+        if len(set(urns)) != len(urns):
+            raise ValueError(f"{where}.epcs: lists an EPC twice")
+        epcs = frozenset(urns)
+    if epcs and quantity is not None:
+        raise ValueError(f"{where}: give either quantity or epcs, not both")
+    if not epcs:
+        if sku is None:
+            raise ValueError(f"{where}.sku: required when the line has no epcs")
+        if quantity is None:
+            raise ValueError(f"{where}.quantity: required when the line has no epcs")
+    return ExpectedLine(sku=sku, quantity=quantity, epcs=epcs)
+
+
+def parse_expected(data: object) -> list[ExpectedReceipt]:
+    """Expected receipts from parsed JSON/YAML: ``{"receipts": [...]}`` or the list itself.
+
+    Each receipt: ``id`` (str), optional ``door`` (portal id), ``lines`` (list), optional
+    ``supplier``/``reference`` (kept out of the model, accepted for documents that carry them).
+    Raises ``ValueError`` naming the offending key path, e.g. ``receipts[0].lines[1].quantity``.
+    """
+    if isinstance(data, Mapping):
+        unknown = sorted(str(k) for k in data if k != "receipts")
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r} (expected 'receipts')")
+        if "receipts" not in data:
+            raise ValueError("receipts: missing")
+        data = data["receipts"]
+    if isinstance(data, Sequence) and not isinstance(data, str) and not data:
+        return []
+    entries = _list(data, "receipts")
+    receipts: list[ExpectedReceipt] = []
+    seen_ids: set[str] = set()
+    seen_epcs: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        where = f"receipts[{index}]"
+        raw = _mapping(entry, where)
+        unknown = sorted(str(k) for k in raw if k not in _RECEIPT_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
+        if "id" not in raw:
+            raise ValueError(f"{where}.id: missing")
+        receipt_id = _text(raw["id"], f"{where}.id")
+        if receipt_id in seen_ids:
+            raise ValueError(f"{where}.id: duplicate receipt id {receipt_id!r}")
+        seen_ids.add(receipt_id)
+        door = _text(raw["door"], f"{where}.door") if raw.get("door") is not None else None
+        for key in ("supplier", "reference"):
+            if key in raw:
+                _text(raw[key], f"{where}.{key}")
+        if "lines" not in raw:
+            raise ValueError(f"{where}.lines: missing")
+        lines_raw = _list(raw["lines"], f"{where}.lines")
+        lines = tuple(_parse_line(line, f"{where}.lines[{n}]") for n, line in enumerate(lines_raw))
+        for n, line in enumerate(lines):
+            for urn in line.epcs:
+                if urn in seen_epcs:
+                    raise ValueError(
+                        f"{where}.lines[{n}].epcs: {urn} is already expected in {seen_epcs[urn]}"
+                    )
+                seen_epcs[urn] = receipt_id
+        receipts.append(ExpectedReceipt(receipt_id=receipt_id, lines=lines, door=door))
+    return receipts
+
+
+class ReceiptState(enum.StrEnum):
+    EXPECTED = "expected"
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptStatus:
+    receipt_id: str
+    door: str | None
+    state: ReceiptState
+    planned: bool
+    expected: Mapping[str, int]
+    received: Mapping[str, int]
+    started_at: datetime | None
+    last_activity_at: datetime | None
+    completed_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Receipt:
+    receipt_id: str
+    door: str | None
+    planned: bool
+    order: int
+    expected: dict[str, int]
+    expected_epcs: dict[str, str]  # urn -> sku
+    state: ReceiptState = ReceiptState.EXPECTED
+    received: dict[str, int] = field(default_factory=dict)
+    received_epcs: dict[str, str] = field(default_factory=dict)  # urn -> sku
+    movement_ids: list[str] = field(default_factory=list)
+    started_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class ReceivingTracker:
+    """Reconciles receipt movements against expected receipts; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        expected: Iterable[ExpectedReceipt] = (),
+        idle_close_s: float = 300.0,
+        keep_completed: int = 1000,
+    ) -> None:
+        if idle_close_s <= 0:
+            raise ValueError(f"idle_close_s must be > 0, got {idle_close_s}")
+        if keep_completed < 0:
+            raise ValueError(f"keep_completed must be >= 0, got {keep_completed}")
+        self._catalog = catalog
+        self._idle = timedelta(seconds=idle_close_s)
+        self._keep_completed = keep_completed
+        self._receipts: dict[str, _Receipt] = {}
+        self._completed: deque[str] = deque()
+        # Movement ids already counted (a replay adds nothing), remembered up to a bound.
+        self._counted: OrderedDict[str, None] = OrderedDict()
+        self._order = 0
+        self.add_expected(expected)
+
+    def add_expected(self, receipts: Iterable[ExpectedReceipt]) -> None:
+        """Load more expected receipts (ASNs arrive all day). ValueError names the problem."""
+        staged: list[_Receipt] = []
+        for receipt in receipts:
+            if receipt.receipt_id in self._receipts or any(
+                r.receipt_id == receipt.receipt_id for r in staged
+            ):
+                raise ValueError(f"receipt {receipt.receipt_id!r} is already expected")
+            staged.append(self._resolve(receipt))
+        for resolved in staged:
+            self._receipts[resolved.receipt_id] = resolved
+
+    def _resolve(self, receipt: ExpectedReceipt) -> _Receipt:
+        expected: dict[str, int] = {}
+        expected_epcs: dict[str, str] = {}
+        for n, line in enumerate(receipt.lines):
+            where = f"receipt {receipt.receipt_id} line {n}"
+            if not line.epcs:
+                assert line.sku is not None
+                assert line.quantity is not None
+                expected[line.sku] = expected.get(line.sku, 0) + line.quantity
+                continue
+            for urn in sorted(line.epcs):
+                info = self._catalog.classify(encode_uri(urn))
+                sku = line.sku or info.sku
+                if sku is None:
+                    raise ValueError(f"{where}: {urn} is not a catalog item; give the line a sku")
+                if line.sku is not None and info.sku is not None and info.sku != line.sku:
+                    raise ValueError(f"{where}: {urn} is {info.sku} in the catalog, not {line.sku}")
+                item = self._catalog.by_sku(sku)
+                if item is None:
+                    raise ValueError(f"{where}: sku {sku!r} is not in the catalog")
+                expected[sku] = expected.get(sku, 0) + item.pack_size
+                expected_epcs[urn] = sku
+        self._order += 1
+        return _Receipt(
+            receipt_id=receipt.receipt_id,
+            door=receipt.door,
+            planned=True,
+            order=self._order,
+            expected=expected,
+            expected_epcs=expected_epcs,
+        )
+
+    def status(self, receipt_id: str) -> ReceiptStatus:
+        return self._status(self._receipts[receipt_id])
+
+    @property
+    def receipts(self) -> list[ReceiptStatus]:
+        return [self._status(r) for r in sorted(self._receipts.values(), key=lambda r: r.order)]
+
+    @staticmethod
+    def _status(receipt: _Receipt) -> ReceiptStatus:
+        return ReceiptStatus(
+            receipt_id=receipt.receipt_id,
+            door=receipt.door,
+            state=receipt.state,
+            planned=receipt.planned,
+            expected=dict(receipt.expected),
+            received={sku: qty for sku, qty in receipt.received.items() if qty},
+            started_at=receipt.started_at,
+            last_activity_at=receipt.last_activity_at,
+            completed_at=receipt.completed_at,
+        )
+
+    def observe(self, movements: Iterable[Movement], now: datetime) -> list[Alert]:
+        """Attribute movements to receipts, then complete the receipts idle as of ``now``."""
+        for movement in sorted(movements, key=lambda m: (m.observed_at, m.movement_id)):
+            if movement.movement_id in self._counted:
+                continue
+            if movement.kind is MovementKind.RECEIPT:
+                self._remember(movement.movement_id)
+                self._take(self._attribute(movement), movement)
+            elif movement.epcs and self._reverse(movement):
+                self._remember(movement.movement_id)
+        return self.advance(now)
+
+    def _remember(self, movement_id: str) -> None:
+        self._counted[movement_id] = None
+        while len(self._counted) > _REMEMBERED_MOVEMENTS:
+            self._counted.popitem(last=False)
+
+    def advance(self, now: datetime) -> list[Alert]:
+        """Complete every receipt that has been idle for ``idle_close_s``."""
+        if now.tzinfo is None or now.utcoffset() != timedelta(0):
+            raise ValueError(f"now must be a timezone-aware UTC datetime, got {now!r}")
+        alerts = []
+        for receipt in sorted(self._receipts.values(), key=lambda r: r.order):
+            if (
+                receipt.state is ReceiptState.RECEIVING
+                and receipt.last_activity_at is not None
+                and now - receipt.last_activity_at >= self._idle
+            ):
+                receipt.state = ReceiptState.COMPLETE
+                receipt.completed_at = now
+                alerts.append(self._report(receipt, now))
+                self._completed.append(receipt.receipt_id)
+        while len(self._completed) > self._keep_completed:
+            del self._receipts[self._completed.popleft()]
+        return alerts
+
+    # --- attribution ------------------------------------------------------------------------
+
+    def _open(self) -> list[_Receipt]:
+        return sorted(
+            (r for r in self._receipts.values() if r.state is not ReceiptState.COMPLETE),
+            key=lambda r: r.order,
+        )
+
+    def _attribute(self, movement: Movement) -> _Receipt:
+        candidates = self._open()
+        epcs = set(movement.epcs)
+        for receipt in candidates:
+            if receipt.planned and epcs & receipt.expected_epcs.keys():
+                return receipt
+        door = movement.source_id
+        for pool in (
+            [r for r in candidates if r.door == door],
+            [r for r in candidates if r.door is None and r.planned],
+        ):
+            for preferred in (
+                [r for r in pool if r.state is ReceiptState.RECEIVING and r.planned],
+                [r for r in pool if r.planned and movement.sku in r.expected],
+                [r for r in pool if r.planned],
+                pool,
+            ):
+                if preferred:
+                    return preferred[0]
+        self._order += 1
+        unplanned = _Receipt(
+            receipt_id=f"unplanned:{door}:{movement.movement_id[:12]}",
+            door=door,
+            planned=False,
+            order=self._order,
+            expected={},
+            expected_epcs={},
+        )
+        self._receipts[unplanned.receipt_id] = unplanned
+        return unplanned
+
+    def _take(self, receipt: _Receipt, movement: Movement) -> None:
+        if receipt.state is ReceiptState.EXPECTED:
+            receipt.state = ReceiptState.RECEIVING
+            receipt.started_at = movement.observed_at
+        receipt.received[movement.sku] = receipt.received.get(movement.sku, 0) + movement.quantity
+        for urn in movement.epcs:
+            receipt.received_epcs[urn] = movement.sku
+        receipt.movement_ids.append(movement.movement_id)
+        if receipt.last_activity_at is None or movement.observed_at > receipt.last_activity_at:
+            receipt.last_activity_at = movement.observed_at
+
+    def _reverse(self, movement: Movement) -> bool:
+        """A non-receipt movement taking back EPCs an open receipt took in: subtract them."""
+        per_epc = movement.quantity // len(movement.epcs)
+        reversed_any = False
+        for receipt in self._open():
+            if receipt.door is not None and receipt.door != movement.source_id:
+                continue
+            back = [urn for urn in movement.epcs if urn in receipt.received_epcs]
+            if not back:
+                continue
+            for urn in back:
+                del receipt.received_epcs[urn]
+            receipt.received[movement.sku] = receipt.received.get(movement.sku, 0) - per_epc * len(
+                back
+            )
+            receipt.movement_ids.append(movement.movement_id)
+            if receipt.last_activity_at is None or movement.observed_at > receipt.last_activity_at:
+                receipt.last_activity_at = movement.observed_at
+            reversed_any = True
+        return reversed_any
+
+    # --- completion -------------------------------------------------------------------------
+
+    def _report(self, receipt: _Receipt, now: datetime) -> Alert:
+        expected = receipt.expected
+        received = {sku: qty for sku, qty in receipt.received.items() if qty > 0}
+        over = {s: received[s] - q for s, q in expected.items() if received.get(s, 0) > q}
+        short = {s: q - received.get(s, 0) for s, q in expected.items() if received.get(s, 0) < q}
+        unexpected = {s: q for s, q in received.items() if s not in expected}
+        listed_skus = set(receipt.expected_epcs.values())
+        missing_epcs = sorted(set(receipt.expected_epcs) - set(receipt.received_epcs))
+        unexpected_epcs = sorted(
+            urn
+            for urn, sku in receipt.received_epcs.items()
+            if urn not in receipt.expected_epcs and (sku in listed_skus or sku not in expected)
+        )
+        discrepancy = bool(over or short or unexpected or missing_epcs or unexpected_epcs)
+        where = f" at {receipt.door}" if receipt.door else ""
+        if discrepancy:
+            parts = [
+                *(f"short {s} {q}" for s, q in sorted(short.items())),
+                *(f"over {s} {q}" for s, q in sorted(over.items())),
+                *(f"unexpected {s} {q}" for s, q in sorted(unexpected.items())),
+            ]
+            if missing_epcs:
+                parts.append(f"{len(missing_epcs)} expected EPC(s) missing")
+            if unexpected_epcs:
+                parts.append(f"{len(unexpected_epcs)} unexpected EPC(s)")
+            kind = "unplanned receipt" if not receipt.planned else "receipt"
+            message = f"{kind} {receipt.receipt_id}{where}: " + ", ".join(parts)
+        else:
+            message = (
+                f"receipt {receipt.receipt_id}{where} complete: all {len(expected)} SKU(s) matched"
+            )
+        details: dict[str, object] = {
+            "receipt_id": receipt.receipt_id,
+            "door": receipt.door,
+            "planned": receipt.planned,
+            "expected": dict(sorted(expected.items())),
+            "received": dict(sorted(received.items())),
+            "over": dict(sorted(over.items())),
+            "short": dict(sorted(short.items())),
+            "unexpected": dict(sorted(unexpected.items())),
+            "missing_epcs": missing_epcs,
+            "unexpected_epcs": unexpected_epcs,
+            "movement_ids": list(receipt.movement_ids),
+            "started_at": receipt.started_at.isoformat() if receipt.started_at else None,
+            "completed_at": now.isoformat(),
+        }
+        return Alert(
+            alert_id=f"{AlertKind.RECEIVING_DISCREPANCY}:{receipt.receipt_id}",
+            kind=AlertKind.RECEIVING_DISCREPANCY,
+            severity=Severity.WARNING if discrepancy else Severity.INFO,
+            subject=receipt.receipt_id,
+            message=message,
+            raised_at=now,
+            active=discrepancy,
+            details=details,
+        )
