@@ -1,0 +1,723 @@
+"""Modbus TCP adapter: polls weighing transmitters and turns their registers into WeightSamples.
+
+Theory of operation
+-------------------
+* **Devices and tasks.** Shelves are grouped by connection (``host:port``, a *device*). Each device
+  gets one asyncio task and one pymodbus ``AsyncModbusTcpClient``; nothing is shared between
+  device tasks, so a dead, slow or stalled device only ever delays itself. Units behind one
+  connection (an RS-485 line behind a Modbus TCP gateway, or a multi-unit transmitter) are read
+  one after the other, as the bus requires.
+* **Planning.** For each device, the registers every shelf needs (weight, status word, heartbeat)
+  are grouped per (unit, table) and merged into contiguous block reads of at most
+  ``max_registers`` (125, the protocol limit) registers; ``max_gap`` > 0 also bridges small gaps
+  (reading a few unused registers is cheaper than another request, but some devices reject reads
+  of unmapped registers, hence the default 0). :func:`plan_reads` is pure and unit-tested.
+* **Decoding.** uint16, int16, uint32, int32 and float32, with the word order of 32-bit values
+  configurable (``big``: high word first) and ``grams = raw * scale``; :func:`decode_value` is pure.
+* **Timing.** Each device polls every ``poll_interval_s`` (5 Hz by default) on a fixed schedule; a
+  late cycle is followed at once by the next one, but missed cycles are not made up in a burst.
+  Every request has ``timeout_s``.
+* **Failures.** A Modbus exception response marks the unit's shelves DEGRADED (OFFLINE for 0x0A /
+  0x0B, "gateway target failed to respond"); a timeout marks them OFFLINE and the unit is retried
+  after a capped, jittered backoff (``gateway.adapters.backoff``) so that one silent unit costs the
+  other units on its line a timeout only now and then. A connection that cannot be made, is lost,
+  or on which every unit timed out is closed and re-opened with backoff. A status word with the
+  error bit, or a heartbeat that stops changing for ``heartbeat_stale_s``, marks the shelf
+  DEGRADED and its samples ``error=True`` (the shelf engine then trusts nothing until it recovers).
+  Each shelf logs ONE error when it leaves ONLINE (naming shelf id, host:port, unit and the
+  exception code or timeout) and one line when it recovers; ``on_status`` gets a DeviceStatus on
+  every state change (the first ONLINE included), never on repeats. pymodbus' own logger
+  (``pymodbus``) still warns about each failed connection attempt: the application should set it
+  to ERROR or above.
+* **Output.** Every successful read of a shelf becomes one ``WeightSample`` handed to
+  ``on_sample``, a plain callback run in the event loop (it must not block). :class:`SampleQueue`
+  is a bounded queue with a stated policy for consumers that want one: when full, the OLDEST sample
+  is dropped (for weight, the newest reading is the valuable one, and the shelf engine tolerates
+  gaps); drops are counted and logged once per episode.
+
+Clocks: ``clock`` (monotonic seconds) timestamps samples and ages heartbeats; ``utc_now`` stamps
+status changes. Intervals, timeouts and backoff delays are real seconds of the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
+from gateway.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+MAX_REGISTERS_PER_READ = 125
+"""The Modbus limit for one read of holding or input registers."""
+DEVICE_TYPE = "modbus_shelf"
+
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target device failed to respond",
+}
+_UNREACHABLE_CODES = frozenset({0x0A, 0x0B})
+
+
+class RegisterTable(enum.StrEnum):
+    HOLDING = "holding"
+    INPUT = "input"
+
+
+class ValueType(enum.StrEnum):
+    UINT16 = "uint16"
+    INT16 = "int16"
+    UINT32 = "uint32"
+    INT32 = "int32"
+    FLOAT32 = "float32"
+
+    @property
+    def width(self) -> int:
+        """Registers per value."""
+        return 1 if self in (ValueType.UINT16, ValueType.INT16) else 2
+
+
+class WordOrder(enum.StrEnum):
+    BIG = "big"
+    """High word first (Modicon convention; ``mbpoll -B``)."""
+    LITTLE = "little"
+    """Low word first (word-swapped)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterField:
+    """Where a value lives and how to read it: ``value = raw * scale``."""
+
+    address: int
+    type: ValueType = ValueType.FLOAT32
+    table: RegisterTable = RegisterTable.HOLDING
+    word_order: WordOrder = WordOrder.BIG
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.address <= 0xFFFF - (self.type.width - 1):
+            raise ValueError(f"register address out of range: {self.address}")
+        if self.scale == 0 or not math.isfinite(self.scale):
+            raise ValueError(f"scale must be finite and non-zero, got {self.scale}")
+
+    @property
+    def width(self) -> int:
+        return self.type.width
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWord:
+    """A 16-bit status register; each flag is a bit number (0 = least significant) or None."""
+
+    address: int
+    table: RegisterTable = RegisterTable.HOLDING
+    stable_bit: int | None = 0
+    overload_bit: int | None = None
+    error_bit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.address <= 0xFFFF:
+            raise ValueError(f"register address out of range: {self.address}")
+        for name in ("stable_bit", "overload_bit", "error_bit"):
+            bit = getattr(self, name)
+            if bit is not None and not 0 <= bit <= 15:
+                raise ValueError(f"{name} must be within 0..15, got {bit}")
+
+
+@dataclass(frozen=True, slots=True)
+class ShelfPoint:
+    """One shelf as the poller sees it: where its transmitter is and which registers to read."""
+
+    shelf_id: DeviceId
+    host: str
+    port: int
+    unit: int
+    weight: RegisterField
+    status: StatusWord | None = None
+    heartbeat: RegisterField | None = None
+    """A counter the transmitter increments while it converts; a frozen one means a hung ADC."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.unit <= 255:
+            raise ValueError(f"unit must be within 0..255, got {self.unit}")
+        if not 0 < self.port <= 0xFFFF:
+            raise ValueError(f"port out of range: {self.port}")
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def spans(self) -> list[tuple[RegisterTable, int, int]]:
+        """(table, first address, register count) of every register this shelf needs."""
+        out = [(self.weight.table, self.weight.address, self.weight.width)]
+        if self.status is not None:
+            out.append((self.status.table, self.status.address, 1))
+        if self.heartbeat is not None:
+            out.append((self.heartbeat.table, self.heartbeat.address, self.heartbeat.width))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """One read request: ``count`` registers of ``table`` from ``address`` on ``unit``."""
+
+    unit: int
+    table: RegisterTable
+    address: int
+    count: int
+
+    @property
+    def end(self) -> int:
+        return self.address + self.count
+
+    def covers(self, table: RegisterTable, address: int, width: int) -> bool:
+        return table is self.table and self.address <= address and address + width <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class PollerSettings:
+    """The poller's knobs (the ``modbus`` part of the shelf config)."""
+
+    poll_interval_s: float = 0.2
+    timeout_s: float = 1.0
+    max_registers: int = MAX_REGISTERS_PER_READ
+    max_gap: int = 0
+    heartbeat_stale_s: float = 2.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+    def __post_init__(self) -> None:
+        if not self.poll_interval_s > 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if not 2 <= self.max_registers <= MAX_REGISTERS_PER_READ:
+            raise ValueError(f"max_registers must be within 2..125, got {self.max_registers}")
+        if self.max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+
+
+# -- pure planning and decoding --------------------------------------------------------------------
+
+
+def plan_reads(
+    points: Iterable[ShelfPoint],
+    *,
+    max_registers: int = MAX_REGISTERS_PER_READ,
+    max_gap: int = 0,
+) -> tuple[ReadBlock, ...]:
+    """Merge the registers of ``points`` into as few contiguous reads as the limits allow.
+
+    Spans are grouped per (unit, table), sorted, and merged while the merged block stays within
+    ``max_registers`` and the hole between two spans is at most ``max_gap`` registers. Overlapping
+    spans (two shelves sharing a status word) are read once. Blocks come out ordered by
+    (unit, table, address).
+    """
+    if not 2 <= max_registers <= MAX_REGISTERS_PER_READ:
+        raise ValueError(f"max_registers must be within 2..125, got {max_registers}")
+    spans: dict[tuple[int, RegisterTable], set[tuple[int, int]]] = {}
+    for point in points:
+        for table, address, width in point.spans():
+            spans.setdefault((point.unit, table), set()).add((address, address + width))
+    blocks: list[ReadBlock] = []
+    for (unit, table), ranges in sorted(spans.items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
+        start: int | None = None
+        end = 0
+        for lo, hi in sorted(ranges):
+            if start is not None and lo - end <= max_gap and max(end, hi) - start <= max_registers:
+                end = max(end, hi)
+                continue
+            if start is not None:
+                blocks.append(ReadBlock(unit, table, start, end - start))
+            start, end = lo, hi
+        if start is not None:
+            blocks.append(ReadBlock(unit, table, start, end - start))
+    return tuple(blocks)
+
+
+def decode_value(words: Sequence[int], value_type: ValueType, word_order: WordOrder) -> float:
+    """Decode one value from its registers (``len(words) == value_type.width``)."""
+    if len(words) != value_type.width:
+        raise ValueError(f"{value_type} needs {value_type.width} registers, got {len(words)}")
+    if any(not 0 <= w <= 0xFFFF for w in words):
+        raise ValueError(f"registers must be 16-bit values, got {list(words)}")
+    if value_type is ValueType.UINT16:
+        return float(words[0])
+    if value_type is ValueType.INT16:
+        return float(struct.unpack(">h", struct.pack(">H", words[0]))[0])
+    high, low = (words[0], words[1]) if word_order is WordOrder.BIG else (words[1], words[0])
+    data = struct.pack(">HH", high, low)
+    fmt = {ValueType.UINT32: ">I", ValueType.INT32: ">i", ValueType.FLOAT32: ">f"}[value_type]
+    return float(struct.unpack(fmt, data)[0])
+
+
+def decode_field(registers: Sequence[int], block_address: int, spec: RegisterField) -> float:
+    """The scaled value of ``spec`` from a block read starting at ``block_address``."""
+    offset = spec.address - block_address
+    if offset < 0 or offset + spec.width > len(registers):
+        raise ValueError(f"register {spec.address} is outside the block read")
+    return decode_value(registers[offset : offset + spec.width], spec.type, spec.word_order) * (
+        spec.scale
+    )
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+class ModbusExceptionResponse(DeviceError):
+    """The device answered a read with a Modbus exception response."""
+
+    def __init__(self, device_id: str, message: str, *, unit: int, code: int) -> None:
+        super().__init__(device_id, message)
+        self.unit = unit
+        self.code = code
+
+
+class ModbusTimeout(DeviceError):
+    """A unit did not answer within the timeout."""
+
+    def __init__(self, device_id: str, message: str, *, unit: int) -> None:
+        super().__init__(device_id, message)
+        self.unit = unit
+
+
+def exception_name(code: int) -> str:
+    return f"0x{code:02X} ({EXCEPTION_NAMES.get(code, 'unknown exception')})"
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+class SampleQueue:
+    """A bounded queue of samples that drops the OLDEST sample when full (see module docstring)."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._items: deque[WeightSample] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self._dropping = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, sample: WeightSample) -> None:
+        """Never blocks: the poller must not wait for a slow consumer."""
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warning("weight sample queue full (%s): dropping the oldest", self.maxsize)
+        elif self._dropping and len(self._items) < self.maxsize // 2:
+            self._dropping = False
+            log.info("weight sample queue drained; %s samples dropped so far", self.dropped)
+        self._items.append(sample)
+        self._ready.set()
+
+    async def get(self) -> WeightSample:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+# -- the poller ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Health:
+    state: DeviceState | None = None
+    detail: str = ""
+    since_mono: float = 0.0
+
+
+@dataclass(slots=True)
+class _Heartbeat:
+    value: int | None = None
+    changed_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _UnitRetry:
+    backoff: Backoff
+    retry_at: float = 0.0
+
+
+class ModbusShelfPoller:
+    """Polls every configured shelf at ``poll_interval_s``: one task per device (host:port)."""
+
+    def __init__(
+        self,
+        points: Sequence[ShelfPoint],
+        *,
+        on_sample: Callable[[WeightSample], None],
+        on_status: Callable[[DeviceStatus], None] | None = None,
+        settings: PollerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        utc_now: Callable[[], datetime] | None = None,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
+        ids = [p.shelf_id for p in points]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate shelf ids: {sorted(ids)}")
+        self.settings = settings if settings is not None else PollerSettings()
+        self._on_sample = on_sample
+        self._on_status = on_status
+        self._clock = clock
+        self._utc_now = utc_now if utc_now is not None else (lambda: datetime.now(UTC))
+        self._rng = rng
+        self._devices: dict[tuple[str, int], list[ShelfPoint]] = {}
+        for point in points:
+            self._devices.setdefault((point.host, point.port), []).append(point)
+        self._health = {p.shelf_id: _Health() for p in points}
+        self._pollers: list[_DevicePoller] = []
+
+    @property
+    def devices(self) -> list[tuple[str, int]]:
+        return list(self._devices)
+
+    def state(self, shelf_id: DeviceId) -> DeviceState | None:
+        return self._health[shelf_id].state
+
+    @property
+    def requests(self) -> int:
+        """Read requests sent so far (all devices), for metrics and benchmarks."""
+        return sum(p.requests for p in self._pollers)
+
+    async def run(self) -> None:
+        """Poll until cancelled. A device task never ends on a device error; only bugs escape."""
+        async with asyncio.TaskGroup() as group:
+            for (host, port), points in self._devices.items():
+                device = _DevicePoller(self, host, port, points)
+                self._pollers.append(device)
+                group.create_task(device.run(), name=f"modbus {host}:{port}")
+
+    # -- called by device pollers -----------------------------------------------------------------
+
+    def _emit(self, sample: WeightSample) -> None:
+        self._on_sample(sample)
+
+    def _set_state(self, point: ShelfPoint, state: DeviceState, detail: str) -> None:
+        health = self._health[point.shelf_id]
+        if health.state is state and (state is DeviceState.ONLINE or health.detail == detail):
+            return
+        previous, was_down_since = health.state, health.since_mono
+        now = self._clock()
+        fields = {"shelf_id": point.shelf_id, "endpoint": point.endpoint, "unit": point.unit}
+        if state is DeviceState.ONLINE:
+            if previous is not None:
+                log.info(
+                    "shelf %s (%s unit %s) recovered after %.1f s",
+                    point.shelf_id,
+                    point.endpoint,
+                    point.unit,
+                    now - was_down_since,
+                    extra=fields,
+                )
+        elif previous in (None, DeviceState.ONLINE):
+            log.error(
+                "shelf %s (%s unit %s) is %s: %s",
+                point.shelf_id,
+                point.endpoint,
+                point.unit,
+                state,
+                detail,
+                extra=fields,
+            )
+        elif previous is not state:
+            log.warning(
+                "shelf %s (%s unit %s) is now %s: %s",
+                point.shelf_id,
+                point.endpoint,
+                point.unit,
+                state,
+                detail,
+                extra=fields,
+            )
+        if previous is not state:
+            health.since_mono = now
+        health.state, health.detail = state, detail
+        if self._on_status is not None and previous is not state:
+            self._on_status(
+                DeviceStatus(
+                    device_id=point.shelf_id,
+                    device_type=DEVICE_TYPE,
+                    state=state,
+                    since=self._utc_now(),
+                    detail=detail,
+                )
+            )
+
+
+class _DevicePoller:
+    """The loop of one connection (host:port): connect, poll its units, back off on failure."""
+
+    def __init__(
+        self, owner: ModbusShelfPoller, host: str, port: int, points: Sequence[ShelfPoint]
+    ) -> None:
+        self.owner = owner
+        self.settings = owner.settings
+        self.host, self.port = host, port
+        self.endpoint = f"{host}:{port}"
+        self.points = list(points)
+        blocks = plan_reads(
+            points, max_registers=self.settings.max_registers, max_gap=self.settings.max_gap
+        )
+        self.units: dict[int, tuple[list[ShelfPoint], list[ReadBlock]]] = {}
+        for point in points:
+            self.units.setdefault(point.unit, ([], []))[0].append(point)
+        for block in blocks:
+            self.units[block.unit][1].append(block)
+        self._backoff = Backoff(self.settings.backoff, rng=owner._rng)
+        self._unit_retry = {
+            unit: _UnitRetry(Backoff(self.settings.backoff, rng=owner._rng)) for unit in self.units
+        }
+        self._heartbeats = {p.shelf_id: _Heartbeat() for p in points}
+        self._client: AsyncModbusTcpClient | None = None
+        self.requests = 0
+
+    @property
+    def device_id(self) -> str:
+        return self.endpoint
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    await self._connect()
+                except DeviceError as exc:
+                    self._all(DeviceState.OFFLINE, str(exc))
+                    await asyncio.sleep(self._backoff.next_delay(loop.time()))
+                    continue
+                self._backoff.succeeded(loop.time())
+                try:
+                    await self._poll_forever(loop)
+                except DeviceError as exc:
+                    self._all(DeviceState.OFFLINE, str(exc))
+                    self._close()
+                    await asyncio.sleep(self._backoff.next_delay(loop.time()))
+        finally:
+            self._close()
+
+    def _all(self, state: DeviceState, detail: str) -> None:
+        for point in self.points:
+            self.owner._set_state(point, state, detail)
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _connect(self) -> None:
+        self._close()
+        # Our own timeout wraps every call; pymodbus' internal one is set longer so that it never
+        # fires first (it would log an error per request), and its auto-reconnect is off.
+        client = AsyncModbusTcpClient(
+            self.host,
+            port=self.port,
+            timeout=self.settings.timeout_s * 2 + 1.0,
+            retries=0,
+            reconnect_delay=0,
+            name=f"modbus {self.endpoint}",
+        )
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                connected = await client.connect()
+                _reraise_lost_cancellation()
+        except TimeoutError as exc:
+            client.close()
+            raise DeviceError(
+                self.device_id, f"no TCP connection within {self.settings.timeout_s:g} s"
+            ) from exc
+        if not connected:
+            client.close()
+            raise DeviceError(self.device_id, "TCP connection refused or unreachable")
+        self._client = client
+
+    async def _poll_forever(self, loop: asyncio.AbstractEventLoop) -> None:
+        interval = self.settings.poll_interval_s
+        next_at = loop.time()
+        while True:
+            await self._poll_once(loop)
+            next_at += interval
+            now = loop.time()
+            # Late (a timeout, a busy loop): poll again at once and keep the period from now on,
+            # rather than bursting to catch up on missed cycles.
+            next_at = max(next_at, now)
+            await asyncio.sleep(next_at - now)
+
+    async def _poll_once(self, loop: asyncio.AbstractEventLoop) -> None:
+        polled = timed_out = 0
+        for unit, (points, blocks) in self.units.items():
+            retry = self._unit_retry[unit]
+            if loop.time() < retry.retry_at:
+                continue
+            polled += 1
+            try:
+                words = [await self._read(block) for block in blocks]
+            except ModbusTimeout as exc:
+                timed_out += 1
+                retry.retry_at = loop.time() + retry.backoff.next_delay(loop.time())
+                for point in points:
+                    self.owner._set_state(point, DeviceState.OFFLINE, str(exc))
+                continue
+            except ModbusExceptionResponse as exc:
+                state = (
+                    DeviceState.OFFLINE if exc.code in _UNREACHABLE_CODES else DeviceState.DEGRADED
+                )
+                for point in points:
+                    self.owner._set_state(point, state, str(exc))
+                continue
+            retry.backoff.succeeded(loop.time())
+            retry.retry_at = 0.0
+            at = self.owner._clock()
+            for point in points:
+                self._deliver(point, blocks, words, at)
+        if polled and timed_out == polled:
+            raise DeviceError(
+                self.device_id, f"no unit answered within {self.settings.timeout_s:g} s"
+            )
+
+    async def _read(self, block: ReadBlock) -> list[int]:
+        client = self._client
+        if client is None:
+            raise DeviceError(self.device_id, "not connected")
+        read = (
+            client.read_holding_registers
+            if block.table is RegisterTable.HOLDING
+            else client.read_input_registers
+        )
+        what = f"unit {block.unit} {block.table} registers {block.address}..{block.end - 1}"
+        self.requests += 1
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                response: ModbusPDU = await read(
+                    block.address, count=block.count, device_id=block.unit
+                )
+                _reraise_lost_cancellation()
+        except TimeoutError as exc:
+            raise ModbusTimeout(
+                self.device_id,
+                f"no answer within {self.settings.timeout_s:g} s reading {what}",
+                unit=block.unit,
+            ) from exc
+        except ModbusException as exc:
+            raise DeviceError(self.device_id, f"reading {what} failed: {exc}") from exc
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            raise ModbusExceptionResponse(
+                self.device_id,
+                f"Modbus exception {exception_name(code)} reading {what}",
+                unit=block.unit,
+                code=code,
+            )
+        registers = list(response.registers)
+        if len(registers) != block.count:
+            raise ModbusExceptionResponse(
+                self.device_id,
+                f"short answer reading {what}: {len(registers)} of {block.count} registers",
+                unit=block.unit,
+                code=0,
+            )
+        return registers
+
+    def _deliver(
+        self, point: ShelfPoint, blocks: Sequence[ReadBlock], words: Sequence[list[int]], at: float
+    ) -> None:
+        def raw(table: RegisterTable, address: int, width: int) -> tuple[list[int], int]:
+            for block, regs in zip(blocks, words, strict=True):
+                if block.covers(table, address, width):
+                    return regs, block.address
+            raise AssertionError(f"register {address} of {point.shelf_id} was not planned")
+
+        regs, base = raw(point.weight.table, point.weight.address, point.weight.width)
+        grams = decode_field(regs, base, point.weight)
+        stable: bool | None = None
+        overload = error = False
+        problems: list[str] = []
+        if point.status is not None:
+            regs, base = raw(point.status.table, point.status.address, 1)
+            status = regs[point.status.address - base]
+            stable = _bit(status, point.status.stable_bit)
+            overload = bool(_bit(status, point.status.overload_bit))
+            error = bool(_bit(status, point.status.error_bit))
+            if error:
+                problems.append(f"transmitter reports an ADC error (status 0x{status:04X})")
+            if overload:
+                problems.append(f"transmitter reports overload (status 0x{status:04X})")
+        if point.heartbeat is not None:
+            hb = point.heartbeat
+            regs, base = raw(hb.table, hb.address, hb.width)
+            value = int(decode_field(regs, base, hb))
+            beat = self._heartbeats[point.shelf_id]
+            if beat.value != value:
+                beat.value, beat.changed_at = value, at
+            elif at - beat.changed_at >= self.settings.heartbeat_stale_s:
+                error = True
+                problems.append(
+                    f"heartbeat frozen at {value} for {at - beat.changed_at:.1f} s "
+                    "(transmitter hung: its weight is stale)"
+                )
+        if not math.isfinite(grams):
+            error = True
+            problems.append("weight register holds no finite number")
+            grams = 0.0
+        if problems:
+            self.owner._set_state(point, DeviceState.DEGRADED, "; ".join(problems))
+        else:
+            self.owner._set_state(point, DeviceState.ONLINE, "")
+        self.owner._emit(
+            WeightSample(
+                shelf_id=point.shelf_id,
+                at=at,
+                grams=grams,
+                stable=stable,
+                overload=overload,
+                error=error,
+            )
+        )
+
+
+def _reraise_lost_cancellation() -> None:
+    """Re-raise a cancellation that pymodbus' ``asyncio.wait_for`` swallowed.
+
+    On Python 3.11, ``wait_for`` returns the result instead of raising CancelledError when the
+    cancellation arrives just as its future completes (fixed in 3.12). pymodbus awaits every
+    response that way, so at a thousand reads a second a shutdown would now and then leave a
+    device task running forever. A cancel request still pending on our task means we were
+    cancelled; inside ``asyncio.timeout`` this also turns our own expired timeout into the
+    TimeoutError it should have been.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _bit(word: int, bit: int | None) -> bool | None:
+    if bit is None:
+        return None
+    return bool((word >> bit) & 1)

@@ -1,0 +1,1 @@
+"""Modbus TCP weighing-transmitter simulator (see ``server``, ``registers``, ``physics``)."""

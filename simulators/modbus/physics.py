@@ -1,0 +1,235 @@
+"""What a weighing transmitter reads, as a pure function of scenario time.
+
+Theory of operation
+-------------------
+The load on the cells at time ``t`` is the sum of
+
+* the tray (``tare_g``) and the goods on it. Each pick or restock moves ``n`` items whose weights
+  differ from the nominal unit weight (Gaussian, ``item_sigma_g`` each, drawn once per event from
+  the seed), so a restock of 6 weighs ``6 * unit_weight_g`` plus or minus a few grams;
+* the hand doing it: during a pick or restock the goods go from the old to the new weight along a
+  smooth step while the hand presses on the shelf (a half-sine of ``HAND_PRESS_G``), and after it
+  the platform rings (a damped oscillation, a few per cent of the change, time constant 0.12 s);
+* bumps: a knock is a short oscillation under a half-sine envelope of ``grams`` that ends where it
+  started;
+* a resting hand: ``grams`` ramped on and off in 0.25 s, plus tremor (two slow sines, amplitude
+  ``max(10 g, 4 %)``: a hand is never still to within a few grams);
+* drift: ``drift_g_per_min`` times minutes since the start;
+* noise: Gaussian with sigma ``noise_g``, constant between two conversions of the transmitter
+  (``CONVERSION_HZ``), derived by hashing (seed, unit, conversion index) so that it is a pure
+  function of time too.
+
+The transmitter's *stable* bit is its own motion detector: set when the noiseless load moved less
+than ``MOTION_BAND_G`` over the last ``MOTION_WINDOW_S``. *Overload* is gross above capacity.
+The heartbeat counts conversions at ``HEARTBEAT_HZ`` (mod 2**16). A FROZEN failure returns the
+reading of the instant the failure began (heartbeat included); an ADC_ERROR failure sets the error
+bit and reads zero. EXCEPTION and SILENT failures are the server's business (no reading at all).
+
+Nothing here reads a clock or keeps mutable state: ``reading(t)`` for the same ``t`` is always the
+same, which is what makes the simulator testable.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+import struct
+from dataclasses import dataclass
+
+from simulators.shelf_scenario import FailureMode, ShelfEvent, ShelfEventKind, ShelfTrack
+
+CONVERSION_HZ = 50.0
+HEARTBEAT_HZ = 10.0
+MOTION_BAND_G = 2.0
+MOTION_WINDOW_S = 0.4
+HAND_PRESS_G = 120.0
+RING_TAU_S = 0.12
+RING_HZ = 6.0
+RING_LENGTH_S = 1.0
+_MOTION_POINTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the transmitter reports at one instant."""
+
+    gross_g: float
+    stable: bool
+    overload: bool
+    adc_error: bool
+    heartbeat: int
+    failure: FailureMode | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One pick or restock: the goods weigh ``before_g`` until ``t``, ``after_g`` from ``end``."""
+
+    t: float
+    end: float
+    before_g: float
+    after_g: float
+    units_after: int
+
+
+class ShelfPhysics:
+    """The deterministic signal of one shelf (see the module docstring)."""
+
+    def __init__(self, track: ShelfTrack, seed: int) -> None:
+        self.track = track
+        self._noise_key = hashlib.blake2b(
+            f"{seed}:{track.shelf_id}:{track.unit}".encode(), digest_size=16
+        ).digest()
+        rng = random.Random(f"{seed}:{track.shelf_id}:items")
+        goods = track.initial_units * track.unit_weight_g
+        units = track.initial_units
+        self._initial_goods_g = goods
+        self._steps: list[_Step] = []
+        for event in track.events:
+            if event.kind not in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
+                continue
+            sign = 1 if event.kind is ShelfEventKind.RESTOCK else -1
+            moved = sum(
+                track.unit_weight_g + rng.gauss(0.0, track.item_sigma_g) for _ in range(event.units)
+            )
+            after = goods + sign * moved
+            units += sign * event.units
+            self._steps.append(_Step(event.t, event.end, goods, after, units))
+            goods = after
+        self._step_starts = [s.t for s in self._steps]
+        self._transients = [e for e in track.events if e.physical]
+        self._transient_starts = [e.t for e in self._transients]
+        self._failures = [e for e in track.events if e.kind is ShelfEventKind.FAILURE]
+        self._failure_starts = [e.t for e in self._failures]
+
+    # -- the goods --------------------------------------------------------------------------------
+
+    def units_at(self, t: float) -> int:
+        """Items on the shelf at ``t`` (a pick counts once it has ended)."""
+        i = bisect.bisect_right(self._step_starts, t) - 1
+        while i >= 0 and self._steps[i].end > t:
+            i -= 1
+        return self.track.initial_units if i < 0 else self._steps[i].units_after
+
+    def _goods_g(self, t: float) -> float:
+        i = bisect.bisect_right(self._step_starts, t) - 1
+        if i < 0:
+            return self._initial_goods_g
+        step = self._steps[i]
+        if t >= step.end:
+            return step.after_g
+        x = (t - step.t) / (step.end - step.t)
+        # The goods leave (or land) in the middle of the gesture: smooth step over x in 0.3..0.7.
+        s = min(1.0, max(0.0, (x - 0.3) / 0.4))
+        s = s * s * (3.0 - 2.0 * s)
+        return step.before_g + s * (step.after_g - step.before_g)
+
+    # -- everything but noise ---------------------------------------------------------------------
+
+    def load_g(self, t: float) -> float:
+        """The noiseless gross load at ``t``: tray, goods, hands, bumps and drift."""
+        value = self.track.tare_g + self._goods_g(t) + self.track.drift_g_per_min * t / 60.0
+        i = bisect.bisect_right(self._transient_starts, t) - 1
+        if i >= 0:
+            value += self._transient_g(self._transients[i], t)
+        return value
+
+    def _transient_g(self, event: ShelfEvent, t: float) -> float:
+        tau = t - event.t
+        if event.kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
+            if tau < event.duration:
+                return HAND_PRESS_G * math.sin(math.pi * tau / event.duration)
+            after = tau - event.duration
+            if after >= RING_LENGTH_S:
+                return 0.0
+            amplitude = 0.02 * event.units * self.track.unit_weight_g + 8.0
+            decay = math.exp(-after / RING_TAU_S)
+            return amplitude * decay * math.sin(2.0 * math.pi * RING_HZ * after)
+        if tau >= event.duration:
+            return 0.0
+        if event.kind is ShelfEventKind.BUMP:
+            envelope = math.sin(math.pi * tau / event.duration)
+            return event.grams * envelope * math.cos(2.0 * math.pi * 7.0 * tau)
+        # A resting hand: ramped on and off, never perfectly still.
+        ramp = min(1.0, tau / 0.25, (event.duration - tau) / 0.25)
+        tremor_g = max(10.0, 0.04 * event.grams)
+        tremor = tremor_g * (
+            0.6 * math.sin(2.0 * math.pi * 1.3 * t + 0.7) + 0.4 * math.sin(2.0 * math.pi * 3.1 * t)
+        )
+        return max(0.0, ramp) * (event.grams + tremor)
+
+    def noise_g(self, t: float) -> float:
+        """Gaussian noise, constant within one conversion period, a pure function of ``t``."""
+        if self.track.noise_g == 0:
+            return 0.0
+        k = math.floor(t * CONVERSION_HZ)
+        digest = hashlib.blake2b(struct.pack(">q", k), digest_size=8, key=self._noise_key).digest()
+        a, b = struct.unpack(">II", digest)
+        u1 = (a + 1) / 4294967297.0  # (0, 1]: log() is defined
+        u2 = b / 4294967296.0
+        return self.track.noise_g * math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+    def failure_at(self, t: float) -> ShelfEvent | None:
+        i = bisect.bisect_right(self._failure_starts, t) - 1
+        if i >= 0 and t < self._failures[i].end:
+            return self._failures[i]
+        return None
+
+    def reading(self, t: float) -> Reading:
+        """What the transmitter reports at ``t`` (see the module docstring for failures)."""
+        failure = self.failure_at(t)
+        if failure is not None and failure.mode is FailureMode.FROZEN:
+            frozen = self._healthy_reading(failure.t)
+            return Reading(
+                gross_g=frozen.gross_g,
+                stable=frozen.stable,
+                overload=frozen.overload,
+                adc_error=False,
+                heartbeat=frozen.heartbeat,
+                failure=FailureMode.FROZEN,
+            )
+        if failure is not None and failure.mode is FailureMode.ADC_ERROR:
+            return Reading(
+                gross_g=0.0,
+                stable=False,
+                overload=False,
+                adc_error=True,
+                heartbeat=self._heartbeat(t),
+                failure=FailureMode.ADC_ERROR,
+            )
+        healthy = self._healthy_reading(t)
+        if failure is None:
+            return healthy
+        return Reading(
+            gross_g=healthy.gross_g,
+            stable=healthy.stable,
+            overload=healthy.overload,
+            adc_error=healthy.adc_error,
+            heartbeat=healthy.heartbeat,
+            failure=failure.mode,
+        )
+
+    def _healthy_reading(self, t: float) -> Reading:
+        # The transmitter converts at CONVERSION_HZ: a read between conversions sees the last one.
+        t_conv = math.floor(t * CONVERSION_HZ) / CONVERSION_HZ
+        load = self.load_g(t_conv)
+        history = [
+            self.load_g(t_conv - MOTION_WINDOW_S * i / (_MOTION_POINTS - 1))
+            for i in range(1, _MOTION_POINTS)
+        ]
+        history.append(load)
+        stable = max(history) - min(history) <= MOTION_BAND_G
+        gross = load + self.noise_g(t_conv)
+        return Reading(
+            gross_g=gross,
+            stable=stable,
+            overload=gross > self.track.capacity_g,
+            adc_error=False,
+            heartbeat=self._heartbeat(t),
+        )
+
+    @staticmethod
+    def _heartbeat(t: float) -> int:
+        return math.floor(t * HEARTBEAT_HZ) & 0xFFFF

@@ -1,0 +1,440 @@
+"""The Modbus adapter: pure read planning and decoding, then polling real pymodbus servers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pymodbus.client import AsyncModbusTcpClient
+
+from gateway.adapters.backoff import BackoffPolicy
+from gateway.adapters.modbus import (
+    ModbusShelfPoller,
+    PollerSettings,
+    ReadBlock,
+    RegisterField,
+    RegisterTable,
+    SampleQueue,
+    ShelfPoint,
+    StatusWord,
+    ValueType,
+    WordOrder,
+    decode_field,
+    decode_value,
+    plan_reads,
+)
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
+from simulators.modbus import registers
+from simulators.modbus.accuracy import point_for
+from simulators.modbus.server import ShelfSimulator
+from simulators.shelf_scenario import (
+    Encoding,
+    FailureMode,
+    ShelfEvent,
+    ShelfEventKind,
+    ShelfTrack,
+    WeightType,
+)
+from simulators.shelf_scenario import WordOrder as SimWordOrder
+
+HOLDING = RegisterTable.HOLDING
+INPUT = RegisterTable.INPUT
+
+
+def point(
+    shelf: str = "s1",
+    unit: int = 1,
+    weight: RegisterField | None = None,
+    status: StatusWord | None = None,
+    heartbeat: RegisterField | None = None,
+    port: int = 502,
+) -> ShelfPoint:
+    return ShelfPoint(
+        shelf_id=DeviceId(shelf),
+        host="127.0.0.1",
+        port=port,
+        unit=unit,
+        weight=weight if weight is not None else RegisterField(address=0),
+        status=status,
+        heartbeat=heartbeat,
+    )
+
+
+# -- planning --------------------------------------------------------------------------------------
+
+
+def test_weight_status_and_heartbeat_of_one_unit_are_one_read() -> None:
+    p = point(status=StatusWord(address=2), heartbeat=RegisterField(3, ValueType.UINT16))
+    assert plan_reads([p]) == (ReadBlock(1, HOLDING, 0, 4),)
+
+
+def test_units_and_tables_are_never_merged() -> None:
+    blocks = plan_reads(
+        [
+            point("a", unit=1),
+            point("b", unit=2),
+            point("c", unit=2, weight=RegisterField(address=2, table=INPUT)),
+        ]
+    )
+    assert blocks == (
+        ReadBlock(1, HOLDING, 0, 2),
+        ReadBlock(2, HOLDING, 0, 2),
+        ReadBlock(2, INPUT, 2, 2),
+    )
+
+
+def test_gaps_split_reads_unless_bridging_is_allowed() -> None:
+    p = point(status=StatusWord(address=10))
+    assert plan_reads([p]) == (ReadBlock(1, HOLDING, 0, 2), ReadBlock(1, HOLDING, 10, 1))
+    assert plan_reads([p], max_gap=8) == (ReadBlock(1, HOLDING, 0, 11),)
+    assert len(plan_reads([p], max_gap=7)) == 2
+
+
+def test_a_shared_status_word_is_read_once() -> None:
+    shared = StatusWord(address=8)
+    blocks = plan_reads(
+        [
+            point("a", weight=RegisterField(4), status=shared),
+            point("b", weight=RegisterField(6), status=shared),
+        ]
+    )
+    assert blocks == (ReadBlock(1, HOLDING, 4, 5),)
+
+
+def test_blocks_respect_the_register_limit_without_splitting_values() -> None:
+    points = [point(f"s{i}", weight=RegisterField(address=2 * i)) for i in range(100)]
+    blocks = plan_reads(points, max_registers=125)
+    assert [b.count for b in blocks] == [124, 76]  # 62 float32s, then the other 38
+    small = plan_reads(points, max_registers=3)
+    assert all(b.count == 2 for b in small)
+    with pytest.raises(ValueError, match="max_registers"):
+        plan_reads(points, max_registers=126)
+
+
+@given(
+    spans=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=3),  # unit
+            st.sampled_from([HOLDING, INPUT]),
+            st.integers(min_value=0, max_value=400),  # address
+            st.sampled_from([ValueType.UINT16, ValueType.FLOAT32]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    max_registers=st.integers(min_value=2, max_value=125),
+    max_gap=st.integers(min_value=0, max_value=6),
+)
+def test_property_every_register_is_read_within_the_limits(
+    spans: list[tuple[int, RegisterTable, int, ValueType]], max_registers: int, max_gap: int
+) -> None:
+    points = [
+        point(f"s{i}", unit=unit, weight=RegisterField(address, vtype, table))
+        for i, (unit, table, address, vtype) in enumerate(spans)
+    ]
+    blocks = plan_reads(points, max_registers=max_registers, max_gap=max_gap)
+    for p in points:
+        covering = [
+            b
+            for b in blocks
+            if b.unit == p.unit and b.covers(p.weight.table, p.weight.address, p.weight.width)
+        ]
+        assert len(covering) == 1
+    for b in blocks:
+        assert 1 <= b.count <= max_registers
+    for a, b in itertools.pairwise(blocks):
+        if (a.unit, a.table) == (b.unit, b.table):
+            assert a.end <= b.address  # no register is read twice
+
+
+# -- decoding --------------------------------------------------------------------------------------
+
+
+def test_decoding_matches_pymodbus_own_conversions() -> None:
+    conv = AsyncModbusTcpClient.convert_from_registers
+    dt = AsyncModbusTcpClient.DATATYPE
+    for value, vtype, pm_type in [
+        (1234.5, ValueType.FLOAT32, dt.FLOAT32),
+        (-70_000, ValueType.INT32, dt.INT32),
+        (3_000_000_000, ValueType.UINT32, dt.UINT32),
+    ]:
+        orders: tuple[Literal["big", "little"], ...] = ("big", "little")
+        for order in orders:
+            words = AsyncModbusTcpClient.convert_to_registers(value, pm_type, word_order=order)
+            assert decode_value(words, vtype, WordOrder(order)) == pytest.approx(value)
+            assert conv(words, pm_type, word_order=order) == pytest.approx(value)
+    assert decode_value([0xFFFE], ValueType.INT16, WordOrder.BIG) == -2
+    assert decode_value([0xFFFE], ValueType.UINT16, WordOrder.LITTLE) == 65534
+
+
+def test_decoding_applies_word_order_and_scale_like_the_simulator() -> None:
+    for encoding in [
+        Encoding(WeightType.FLOAT32, SimWordOrder.BIG, 1.0),
+        Encoding(WeightType.FLOAT32, SimWordOrder.LITTLE, 1000.0),
+        Encoding(WeightType.INT32, SimWordOrder.LITTLE, 0.1),
+        Encoding(WeightType.INT32, SimWordOrder.BIG, 1.0),
+    ]:
+        words = [0, 0, *registers.encode_weight(-1234.5, encoding)]
+        spec = RegisterField(
+            address=2,
+            type=ValueType.FLOAT32 if encoding.type is WeightType.FLOAT32 else ValueType.INT32,
+            word_order=WordOrder(encoding.word_order.value),
+            scale=encoding.scale,
+        )
+        tolerance = 0.5 if encoding.type is WeightType.INT32 and encoding.scale == 1.0 else 0.05
+        assert decode_field(words, 0, spec) == pytest.approx(-1234.5, abs=tolerance)
+
+
+def test_decoding_rejects_wrong_sizes() -> None:
+    with pytest.raises(ValueError, match="needs 2 registers"):
+        decode_value([1], ValueType.FLOAT32, WordOrder.BIG)
+    with pytest.raises(ValueError, match="16-bit"):
+        decode_value([70_000], ValueType.UINT16, WordOrder.BIG)
+    with pytest.raises(ValueError, match="outside the block"):
+        decode_field([1, 2], 10, RegisterField(address=11))
+
+
+# -- the bounded queue -----------------------------------------------------------------------------
+
+
+def test_sample_queue_drops_the_oldest_when_full(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> list[float]:
+        queue = SampleQueue(maxsize=3)
+        for i in range(5):
+            queue.put(WeightSample(DeviceId("s"), float(i), 0.0))
+        assert queue.dropped == 2
+        return [(await queue.get()).at for _ in range(3)]
+
+    with caplog.at_level(logging.WARNING, logger="gateway.adapters.modbus"):
+        assert asyncio.run(scenario()) == [2.0, 3.0, 4.0]
+    assert len([r for r in caplog.records if "queue full" in r.getMessage()]) == 1
+
+
+# -- against real servers --------------------------------------------------------------------------
+
+
+def quiet_track(unit: int, shelf: str, *events: ShelfEvent, **over: Any) -> ShelfTrack:
+    """A noiseless shelf of 20 x 250 g on a 700 g tray."""
+    base = ShelfTrack(
+        shelf_id=shelf,
+        unit=unit,
+        unit_weight_g=250.0,
+        initial_units=20,
+        tare_g=700.0,
+        noise_g=0.0,
+        events=events,
+    )
+    return replace(base, **over)
+
+
+@dataclass
+class Recorder:
+    samples: list[WeightSample] = field(default_factory=list)
+    statuses: list[DeviceStatus] = field(default_factory=list)
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+    def sample(self, s: WeightSample) -> None:
+        self.samples.append(s)
+        self.times.setdefault(s.shelf_id, []).append(asyncio.get_running_loop().time())
+
+    def of(self, shelf: str) -> list[WeightSample]:
+        return [s for s in self.samples if s.shelf_id == shelf]
+
+    def states(self, shelf: str) -> list[DeviceState]:
+        return [s.state for s in self.statuses if s.device_id == shelf]
+
+
+FAST = PollerSettings(
+    poll_interval_s=0.05,
+    timeout_s=0.3,
+    heartbeat_stale_s=0.8,
+    backoff=BackoffPolicy(initial_s=0.05, max_s=0.2, reset_after_s=1.0),
+)
+
+
+async def poll_for(
+    points: Sequence[ShelfPoint], seconds: float, settings: PollerSettings = FAST
+) -> Recorder:
+    rec = Recorder()
+    poller = ModbusShelfPoller(
+        points,
+        on_sample=rec.sample,
+        on_status=rec.statuses.append,
+        settings=settings,
+        rng=lambda: 1.0,
+    )
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.wait([task])
+    return rec
+
+
+@pytest.mark.integration
+def test_samples_carry_decoded_weights_and_status_bits() -> None:
+    tracks = [
+        quiet_track(1, "float-big"),
+        quiet_track(
+            2,
+            "int-little",
+            encoding=Encoding(WeightType.INT32, SimWordOrder.LITTLE, 0.1),
+            initial_units=7,
+        ),
+    ]
+
+    async def scenario() -> Recorder:
+        async with ShelfSimulator(shelves=tracks) as sim:
+            return await poll_for([point_for(t, sim.host, sim.port) for t in tracks], 0.6)
+
+    rec = asyncio.run(scenario())
+    big, little = rec.of("float-big"), rec.of("int-little")
+    assert len(big) >= 5
+    assert len(little) >= 5
+    assert all(s.grams == pytest.approx(20 * 250.0) for s in big)
+    assert all(s.grams == pytest.approx(7 * 250.0) for s in little)
+    assert all(s.stable is True and not s.error and not s.overload for s in big + little)
+    assert rec.states("float-big") == [DeviceState.ONLINE]
+    assert rec.states("int-little") == [DeviceState.ONLINE]
+
+
+@pytest.mark.integration
+def test_failures_are_reported_once_and_recoveries_once(caplog: pytest.LogCaptureFixture) -> None:
+    tracks = [
+        quiet_track(
+            1, "exc", ShelfEvent(0.3, ShelfEventKind.FAILURE, 1.2, mode=FailureMode.EXCEPTION)
+        ),
+        quiet_track(
+            2, "frozen", ShelfEvent(0.3, ShelfEventKind.FAILURE, 2.2, mode=FailureMode.FROZEN)
+        ),
+        quiet_track(
+            3, "adc", ShelfEvent(0.3, ShelfEventKind.FAILURE, 1.2, mode=FailureMode.ADC_ERROR)
+        ),
+    ]
+
+    async def scenario() -> tuple[Recorder, int]:
+        async with ShelfSimulator(shelves=tracks) as sim:
+            points = [point_for(t, sim.host, sim.port) for t in tracks]
+            points.append(point("ghost", unit=9, port=sim.port))  # no such unit behind the gateway
+            return await poll_for(points, 3.4), sim.port
+
+    with caplog.at_level(logging.INFO, logger="gateway.adapters.modbus"):
+        rec, port = asyncio.run(scenario())
+    online, degraded, offline = DeviceState.ONLINE, DeviceState.DEGRADED, DeviceState.OFFLINE
+    assert rec.states("exc") == [online, degraded, online]
+    assert rec.states("frozen") == [online, degraded, online]
+    assert rec.states("adc") == [online, degraded, online]
+    assert rec.states("ghost") == [offline]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 4  # one per failing shelf, whatever the number of failed polls
+    [exc_line] = [e for e in errors if "shelf exc " in e]
+    assert f"127.0.0.1:{port} unit 1" in exc_line
+    assert "0x04 (server device failure)" in exc_line
+    [ghost_line] = [e for e in errors if "shelf ghost " in e]
+    assert "0x0B (gateway target device failed to respond)" in ghost_line
+    assert any("heartbeat frozen" in e for e in errors if "shelf frozen " in e)
+    recovered = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
+    assert len(recovered) == 3
+    # A frozen transmitter's samples are flagged once its heartbeat is stale; the ADC's at once.
+    assert any(s.error for s in rec.of("frozen"))
+    assert not rec.of("frozen")[-1].error
+    assert any(s.error for s in rec.of("adc"))
+    assert rec.of("exc")  # samples before and after the exception responses
+
+
+@pytest.mark.integration
+def test_a_dead_device_never_slows_a_healthy_one(caplog: pytest.LogCaptureFixture) -> None:
+    """5 Hz polling of a healthy shelf while another device stalls and a third refuses."""
+    healthy = quiet_track(1, "healthy")
+    stalled = quiet_track(
+        1, "stalled", ShelfEvent(0.0, ShelfEventKind.FAILURE, 1e6, mode=FailureMode.SILENT)
+    )
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        refused_port = int(refusing.getsockname()[1])  # bound, never listening: refuses
+
+        async def scenario() -> Recorder:
+            async with (
+                ShelfSimulator(shelves=[healthy]) as a,
+                ShelfSimulator(shelves=[stalled]) as b,
+            ):
+                points = [
+                    point_for(healthy, a.host, a.port),
+                    point_for(stalled, b.host, b.port),
+                    point("refused", port=refused_port),
+                ]
+                settings = PollerSettings(
+                    poll_interval_s=0.2,
+                    timeout_s=1.0,
+                    backoff=BackoffPolicy(initial_s=0.1, max_s=0.5),
+                )
+                return await poll_for(points, 3.1, settings)
+
+        with caplog.at_level(logging.ERROR, logger="gateway.adapters.modbus"):
+            rec = asyncio.run(scenario())
+    times = rec.times["healthy"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 15  # 5 Hz for 3.1 s
+    assert statistics.median(gaps) == pytest.approx(0.2, abs=0.02)
+    assert max(gaps) < 0.35
+    assert rec.states("healthy") == [DeviceState.ONLINE]
+    assert rec.states("stalled") == [DeviceState.OFFLINE]
+    assert rec.states("refused") == [DeviceState.OFFLINE]
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 2
+    assert any("no answer within 1 s" in e and "shelf stalled " in e for e in errors)
+    assert any("refused" in e and f"127.0.0.1:{refused_port}" in e for e in errors)
+
+
+@pytest.mark.integration
+def test_a_restarted_device_is_reconnected() -> None:
+    track = quiet_track(1, "s1")
+
+    async def scenario() -> Recorder:
+        first = ShelfSimulator(shelves=[track])
+        await first.start()
+        port = first.port
+        rec = Recorder()
+        poller = ModbusShelfPoller(
+            [point_for(track, "127.0.0.1", port)],
+            on_sample=rec.sample,
+            on_status=rec.statuses.append,
+            settings=FAST,
+            rng=lambda: 1.0,
+        )
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.4)
+        await first.stop()
+        await asyncio.sleep(0.6)
+        second = ShelfSimulator(port=port, shelves=[track])
+        await second.start()
+        await asyncio.sleep(1.0)
+        task.cancel()
+        await asyncio.wait([task])
+        await second.stop()
+        return rec
+
+    rec = asyncio.run(scenario())
+    assert rec.states("s1") == [DeviceState.ONLINE, DeviceState.OFFLINE, DeviceState.ONLINE]
+    assert rec.samples[-1].grams == pytest.approx(20 * 250.0)
+
+
+def test_points_and_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="unit"):
+        point(unit=300)
+    with pytest.raises(ValueError, match="stable_bit"):
+        StatusWord(address=2, stable_bit=16)
+    with pytest.raises(ValueError, match="address"):
+        RegisterField(address=65535, type=ValueType.FLOAT32)
+    with pytest.raises(ValueError, match="max_registers"):
+        PollerSettings(max_registers=200)
+    with pytest.raises(ValueError, match="duplicate"):
+        ModbusShelfPoller([point("a"), point("a")], on_sample=lambda _s: None)
