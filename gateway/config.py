@@ -807,8 +807,9 @@ class ApiConfig:
 class ReceivingConfig:
     expected_file: Path | None = field(default=None, metadata=_m(exists=True))
     """Expected receipts (advance ship notices) to verify inbound crossings against."""
-    idle_close_s: float = field(default=60.0, metadata=_POSITIVE)
-    """A door's receiving session closes after this long without a crossing."""
+    idle_close_s: float = field(default=300.0, metadata=_POSITIVE)
+    """An expected receipt that has begun completes once nothing has been received against it
+    for this long; its discrepancy (or all-matched) alert is raised then."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,7 @@ def test_design_example_loads_with_defaults_filled_in(tmp_path: Path) -> None:
     assert cfg.item("SKU-1001").pack_size == 1
     assert cfg.item_for_gtin("00614141123452") == cfg.item("SKU-1001")
     assert (cfg.logging.level, cfg.logging.format) == ("INFO", "text")
-    assert cfg.receiving.idle_close_s == 60.0
+    assert cfg.receiving.idle_close_s == 300.0
 
 
 def test_minimal_config_gets_documented_defaults() -> None:
@@ -594,7 +594,7 @@ def test_generic_overrides_parse_yaml_scalars() -> None:
     environ = {
         "DOCKWATCH__SINKS__MQTT__QOS": "0",
         "DOCKWATCH__DEBOUNCE__PORTAL__MIN_READS": "3",
-        "DOCKWATCH__DEBOUNCE__SHELF__USE_STABLE_BIT": "true",
+        "DOCKWATCH__DEBOUNCE__SHELF__USE_STABLE_BIT": "false",
         "DOCKWATCH__API__METRICS_LISTEN": "null",
         "DOCKWATCH__SINKS__MQTT__CLIENT_ID": "0042",
         "DOCKWATCH__RECEIVING__IDLE_CLOSE_S": "",  # empty: ignored
@@ -603,9 +603,9 @@ def test_generic_overrides_parse_yaml_scalars() -> None:
     assert cfg.sinks.mqtt is not None
     assert (cfg.sinks.mqtt.qos, cfg.sinks.mqtt.client_id) == (0, "0042")
     assert cfg.debounce.portal.min_reads == 3
-    assert cfg.debounce.shelf.use_stable_bit is True
+    assert cfg.debounce.shelf.use_stable_bit is False
     assert cfg.api.metrics_listen is None
-    assert cfg.receiving.idle_close_s == 60.0
+    assert cfg.receiving.idle_close_s == 300.0
 
 
 @pytest.mark.parametrize(

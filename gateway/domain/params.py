@@ -31,9 +31,6 @@ class PortalParams:
     group_window_s: float = 1.5
     """Crossings of one door in one direction whose crossing moments are this close (chained)
     are one load, e.g. a pallet: they become one movement per SKU."""
-    receiving_idle_close_s: float = 300.0
-    """An expected receipt (ASN) that has begun completes once no receipt has been attributed to
-    it for this long; its discrepancy (or all-matched) alert is raised then."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -41,7 +38,6 @@ class PortalParams:
             "stray_dwell_s",
             "horizon_s",
             "group_window_s",
-            "receiving_idle_close_s",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"debounce.portal.{name} must be > 0, got {getattr(self, name)}")

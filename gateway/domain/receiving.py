@@ -20,7 +20,7 @@ A non-receipt movement at a door (e.g. a shipment out) carrying EPCs an open rec
 reverses them (a pallet unloaded by mistake and put back on the truck).
 
 A receipt that has begun *completes* once no movement has been attributed to it for
-``idle_close_s`` (``PortalParams.receiving_idle_close_s``, default 300 s), measured from the
+``idle_close_s`` (config ``receiving.idle_close_s``, default 300 s), measured from the
 movements' own ``observed_at`` to the ``now`` passed in. Completion yields one ``Alert`` of kind
 ``receiving_discrepancy`` whose ``alert_id`` names the receipt: severity warning (active) listing
 ``over``, ``short`` and ``unexpected`` quantities per SKU and missing/unexpected EPCs, or severity

@@ -53,7 +53,9 @@ class MosquittoBroker:
             f"listener {self.port} {host}",
             f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             "persistence false",
-            f"log_dest file {self.log}",
+            # stdout, not a file: run as root, mosquitto drops to its own user, which may not
+            # write into a test's private temporary directory.
+            "log_dest stdout",
             "log_type error",
             "log_type warning",
             "log_type notice",
@@ -77,11 +79,12 @@ class MosquittoBroker:
     def start(self) -> None:
         if self.running:
             return
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with self.log.open("ab") as log_file:
+            self._proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_for_port(self.host, self.port, timeout=10)
         except TimeoutError as exc:
@@ -99,8 +102,6 @@ class MosquittoBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
     def restart(self) -> None:
         self.stop()
