@@ -287,6 +287,10 @@ class Gateway:
         locations = [LocationRecord(id=loc.id, kind=loc.kind) for loc in self.config.locations]
         await worker.call(store.sync_catalog, items, locations)
         levels = await worker.call(store.stock)
+        # A shelf the store has no level for holds nothing as far as the store knows; the
+        # engine's reconciliation then sets the level from the weight (an adjustment).
+        for shelf in self.config.shelves:
+            self.shelf_engines[shelf.id].set_on_hand(0)
         for level in levels:
             shelf_id = self._shelf_at.get((level.location, level.sku))
             if shelf_id is not None:

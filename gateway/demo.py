@@ -187,6 +187,8 @@ class Board:
     """What the demo's subscriber has seen: the integrator's view of the site."""
 
     prefix: str
+    shown_locations: frozenset[str] = frozenset()
+    """Locations whose stock the table shows (storage, not docks or virtual places)."""
     seen_movements: set[str] = field(default_factory=set)
     stock: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -219,6 +221,8 @@ class Board:
             return "  stock: (nothing recorded yet)"
         lines = ["  stock on hand:", f"    {'location':<12} {'sku':<10} {'on_hand':>8}"]
         for (location, sku), on_hand in sorted(self.stock.items()):
+            if self.shown_locations and location not in self.shown_locations:
+                continue
             lines.append(f"    {location:<12} {sku:<10} {on_hand:>8}")
         return "\n".join(lines)
 
@@ -242,8 +246,10 @@ def _raw(payload: object) -> bytes:
     return b"" if payload is None else str(payload).encode()
 
 
-async def watch(host: str, port: int, prefix: str, *, protocol: str) -> None:
-    board = Board(prefix)
+async def watch(
+    host: str, port: int, prefix: str, *, protocol: str, shown: frozenset[str] = frozenset()
+) -> None:
+    board = Board(prefix, shown)
     version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
     async with aiomqtt.Client(
         host, port, identifier="dockwatch-demo-viewer", protocol=version
@@ -300,8 +306,11 @@ async def run_demo(seconds: float | None, keep: bool) -> None:
                 gateway = Gateway(config, environ=environ)
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(gateway.run())
+                    shown = frozenset(loc.id for loc in config.locations if loc.kind == "storage")
                     tg.create_task(
-                        watch(mqtt.host, mqtt.port, mqtt.topic_prefix, protocol=protocol)
+                        watch(
+                            mqtt.host, mqtt.port, mqtt.topic_prefix, protocol=protocol, shown=shown
+                        )
                     )
                     if seconds is not None:
                         tg.create_task(_stop_after(seconds))
@@ -328,7 +337,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep the store, logs and ground truth afterwards"
     )
-    parser.add_argument("--log-level", default="WARNING", help="gateway log level (WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default="ERROR",
+        help="gateway log level (default ERROR: the demo shows "
+        "what an MQTT subscriber sees; INFO adds the gateway's own log)",
+    )
 
 
 async def _until_signalled(seconds: float | None, keep: bool) -> None:
