@@ -96,7 +96,12 @@ async def broker(host: str, port: int, workdir: Path) -> AsyncIterator[str]:
         )
         with (workdir / "mosquitto.log").open("wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
-                binary, "-c", str(conf), stdout=log_file, stderr=asyncio.subprocess.STDOUT
+                binary,
+                "-c",
+                str(conf),
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops it in order
             )
         try:
             await _wait_port(host, port, 10)
@@ -133,7 +138,10 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def simulators(config: GatewayConfig, workdir: Path) -> AsyncIterator[None]:
-    """The LLRP readers and Modbus shelves of the demo scenario, as child processes."""
+    """The LLRP readers and Modbus shelves of the demo scenario, as child processes.
+
+    Each runs in its own session so that Ctrl-C in the terminal reaches only the demo, which
+    stops the gateway first and the devices after it (as a site would shut down)."""
     exe = [sys.executable, "-m", "gateway.cli", "simulate"]
     procs: list[asyncio.subprocess.Process] = []
     endpoints: list[tuple[str, int]] = []
@@ -145,6 +153,7 @@ async def simulators(config: GatewayConfig, workdir: Path) -> AsyncIterator[None
                     *exe, "llrp", "--scenario", str(PORTAL_SCENARIO), "--port", str(first),
                     "--truth", str(workdir / "portal-truth.jsonl"),
                     stdout=(workdir / "llrp.log").open("wb"), stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )  # fmt: skip
             endpoints += [(r.host, r.port) for r in config.readers]
@@ -155,6 +164,7 @@ async def simulators(config: GatewayConfig, workdir: Path) -> AsyncIterator[None
                     *exe, "modbus", "--scenario", str(SHELF_SCENARIO), "--port", str(port),
                     "--truth", str(workdir / "shelf-truth.jsonl"),
                     stdout=(workdir / "modbus.log").open("wb"), stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
                 )
             )  # fmt: skip
             endpoints += sorted({(s.modbus.host, s.modbus.port) for s in config.shelves})
