@@ -1,0 +1,418 @@
+"""The Prometheus endpoint over real sockets: a real HTTP client, and raw bytes for abuse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gateway.adapters.metrics import CONTENT_TYPE, MetricsServer, Samples, labelled, render
+from gateway.errors import ConfigError, GatewayError
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "m3trics-token"
+LOGGER = "gateway.adapters.metrics"
+WAIT_S = 10.0
+
+SAMPLES: Samples = {
+    "dockwatch_movements_total": ("counter", "Movements recorded since start.", 42),
+    labelled("dockwatch_sink_lag", sink="mqtt"): ("gauge", "Movements not yet acknowledged.", 3),
+    labelled("dockwatch_sink_lag", sink="central"): ("gauge", "Movements not yet acknowledged.", 0),
+    labelled("dockwatch_device_up", device='odd "door"\\1\nb'): ("gauge", "1 when online.", 1),
+    "dockwatch_confidence_mean": ("gauge", "A help text with a \\ and a\nnewline.", 0.9375),
+    "dockwatch_nan": ("untyped", "Not a number.", math.nan),
+    "dockwatch_inf": ("gauge", "Infinite.", -math.inf),
+}
+
+
+# --- a strict reader of the text format (what a scraper does) -------------------------------
+
+_SAMPLE_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
+
+
+@dataclass
+class Family:
+    type: str = ""
+    help: str = ""
+    samples: dict[tuple[tuple[str, str], ...], float] | None = None
+
+
+def parse_exposition(text: str) -> dict[str, Family]:
+    """Families by name; AssertionError where the text breaks the format."""
+    assert text.endswith("\n")
+    families: dict[str, Family] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, doc = line[7:].partition(" ")
+            assert name not in families, f"family {name} appears twice"
+            families[name] = Family(help=_unescape(doc), samples={})
+            current = name
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert name == current, line
+            assert not families[name].type, f"second TYPE line for {name}"
+            families[name].type = kind
+        else:
+            match = _SAMPLE_LINE.fullmatch(line)
+            assert match is not None, f"not a sample line: {line!r}"
+            name, labels, value = match.groups()
+            assert name == current, f"{name} outside its family"
+            assert families[name].type, f"{name} before its TYPE line"
+            pairs: list[tuple[str, str]] = []
+            body = (labels or "{}")[1:-1]
+            while body:
+                label = _LABEL.match(body)
+                assert label is not None, f"bad labels in {line!r}"
+                pairs.append((label.group(1), _unescape(label.group(2))))
+                body = body[label.end() :]
+            samples = families[name].samples
+            assert samples is not None
+            samples[tuple(pairs)] = float(value)
+    return families
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(server: MetricsServer) -> AsyncIterator[int]:
+    port = await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _get(
+    port: int, path: str, *, token: str | None = None, method: str = "GET"
+) -> tuple[int, Mapping[str, str], bytes]:
+    """A real HTTP client (urllib), in a worker thread."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+async def get(port: int, path: str, **kwargs: Any) -> tuple[int, Mapping[str, str], bytes]:
+    return await asyncio.to_thread(_get, port, path, **kwargs)
+
+
+async def raw(
+    port: int, data: bytes, *, half_close: bool = False, head: bool = False
+) -> Reply | None:
+    """Send ``data`` as is and read until the server closes; None when it sent nothing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        if half_close:
+            writer.write_eof()
+        await writer.drain()
+        async with asyncio.timeout(WAIT_S):
+            answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    if not answer:
+        return None
+    fields, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = fields.decode("ascii").split("\r\n")
+    version, status, _ = status_line.split(" ", 2)
+    assert version == "HTTP/1.1"
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body) or (head and not body)
+    return Reply(int(status), headers, body)
+
+
+# --- the format ----------------------------------------------------------------------------
+
+
+def test_metrics_are_served_in_the_prometheus_text_format() -> None:
+    async def scenario() -> None:
+        async with serving(MetricsServer("127.0.0.1:0", lambda: SAMPLES)) as port:
+            status, headers, body = await get(port, "/metrics")
+        assert status == 200
+        assert headers["Content-Type"] == CONTENT_TYPE
+        families = parse_exposition(body.decode("utf-8"))
+        assert list(families) == sorted(families)
+        lag = families["dockwatch_sink_lag"]
+        assert (lag.type, lag.help) == ("gauge", "Movements not yet acknowledged.")
+        assert lag.samples == {(("sink", "central"),): 0.0, (("sink", "mqtt"),): 3.0}
+        assert families["dockwatch_movements_total"].samples == {(): 42.0}
+        assert families["dockwatch_movements_total"].type == "counter"
+        assert families["dockwatch_device_up"].samples == {(("device", 'odd "door"\\1\nb'),): 1.0}
+        mean = families["dockwatch_confidence_mean"]
+        assert mean.help == "A help text with a \\ and a\nnewline."
+        assert mean.samples == {(): 0.9375}
+        nan = families["dockwatch_nan"].samples
+        assert nan is not None
+        assert math.isnan(nan[()])
+        assert families["dockwatch_inf"].samples == {(): -math.inf}
+
+    asyncio.run(scenario())
+
+
+def test_an_async_collector_is_awaited() -> None:
+    async def collect() -> Samples:
+        await asyncio.sleep(0)
+        return {"dockwatch_last_seq": ("gauge", "Highest committed seq.", 7)}
+
+    async def scenario() -> None:
+        async with serving(MetricsServer("127.0.0.1:0", collect)) as port:
+            status, _, body = await get(port, "/metrics")
+        assert status == 200
+        assert parse_exposition(body.decode())["dockwatch_last_seq"].samples == {(): 7.0}
+
+    asyncio.run(scenario())
+
+
+def test_render_refuses_what_a_scraper_would_reject() -> None:
+    with pytest.raises(ValueError, match="sample name"):
+        render({"9lives": ("gauge", "", 1)})
+    with pytest.raises(ValueError, match="sample name"):
+        render({'x{a="unterminated}': ("gauge", "", 1)})
+    with pytest.raises(ValueError, match="type"):
+        render({"x": ("histogram", "", 1)})
+    with pytest.raises(ValueError, match="family"):
+        render({'x{a="1"}': ("gauge", "", 1), 'x{a="2"}': ("counter", "", 1)})
+    with pytest.raises(ValueError, match="label name"):
+        labelled("x", **{"__reserved": "1"})
+    assert render({}) == ""
+
+
+# --- routes and auth -----------------------------------------------------------------------
+
+
+def test_healthz_routes_and_methods() -> None:
+    healthy = True
+
+    async def scenario() -> None:
+        nonlocal healthy
+        server = MetricsServer("127.0.0.1:0", lambda: SAMPLES, health=lambda: healthy)
+        async with serving(server) as port:
+            assert (await get(port, "/healthz"))[::2] == (200, b"ok\n")
+            assert (await get(port, "/healthz?verbose=1"))[::2] == (200, b"ok\n")
+            healthy = False
+            assert (await get(port, "/healthz"))[::2] == (503, b"unhealthy\n")
+            assert (await get(port, "/"))[0] == 404
+            assert (await get(port, "/metrics/../etc/passwd"))[0] == 404
+            status, headers, _ = await get(port, "/metrics", method="POST")
+            assert (status, headers["Allow"]) == (405, "GET, HEAD")
+            head = await raw(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", head=True)
+            assert head is not None
+            assert head.status == 200
+            assert int(head.headers["content-length"]) > 0
+            assert head.body == b""
+
+    asyncio.run(scenario())
+
+
+def test_the_token_guards_metrics_but_not_healthz(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+
+    async def scenario() -> None:
+        # A token makes any address acceptable.
+        server = MetricsServer("0.0.0.0:0", lambda: SAMPLES, token=TOKEN)
+        async with serving(server) as port:
+            for token in (None, "wrong", TOKEN + "x", ""):
+                status, headers, body = await get(port, "/metrics", token=token)
+                assert status == 401
+                assert headers["WWW-Authenticate"].startswith("Bearer")
+                assert b"dockwatch" not in body
+            status, _, body = await get(port, "/metrics", token=TOKEN)
+            assert status == 200
+            assert b"dockwatch_movements_total 42" in body
+            assert (await get(port, "/healthz"))[0] == 200
+
+    asyncio.run(scenario())
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9108", "[::]:9108", "metrics.example:9108"])
+def test_an_unauthenticated_endpoint_on_a_non_loopback_address_is_refused(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"api\.metrics_listen"):
+        MetricsServer(listen, lambda: SAMPLES)
+
+
+def test_an_unauthenticated_endpoint_on_loopback_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    MetricsServer("127.0.0.1:9108", lambda: SAMPLES)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "loopback" in warnings[0].getMessage()
+
+
+def test_a_taken_port_fails_at_start() -> None:
+    async def scenario() -> None:
+        async with serving(MetricsServer("127.0.0.1:0", lambda: SAMPLES)) as port:
+            with pytest.raises(GatewayError, match="cannot listen"):
+                await MetricsServer(f"127.0.0.1:{port}", lambda: SAMPLES).start()
+
+    asyncio.run(scenario())
+
+
+# --- a broken collector, abusive clients ---------------------------------------------------
+
+
+def test_a_failing_collector_answers_500_is_logged_once_and_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    broken = True
+
+    def collect() -> Samples:
+        if broken:
+            raise RuntimeError("counter source gone")
+        return SAMPLES
+
+    async def scenario() -> None:
+        nonlocal broken
+        async with serving(MetricsServer("127.0.0.1:0", collect)) as port:
+            for _ in range(3):
+                assert (await get(port, "/metrics"))[0] == 500
+            assert (await get(port, "/healthz"))[0] == 200
+            broken = False
+            assert (await get(port, "/metrics"))[0] == 200
+
+    asyncio.run(scenario())
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS ClientHello
+        (b"GET /metrics\r\n\r\n", 400),
+        (b"GET /metrics HTTP/2.0\r\n\r\n", 400),
+        (b"G\xc3\x89T /metrics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /m\xc3\xa9trics HTTP/1.1\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\n folded: header\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 10_000 + b"\r\n\r\n", 431),
+        (b"GET /metrics HTTP/1.1\r\n" + b"X: aaaaaaaaaa\r\n" * 700 + b"\r\n", 431),
+        (b"GET /metrics HTTP/1.1\r\n" + b"X: 1\r\n" * 150 + b"\r\n", 431),
+        (b"\r\n\r\nGET /healthz HTTP/1.0\n\n", 200),  # leading blank lines, bare LF: tolerated
+    ],
+)
+def test_malformed_requests_get_a_clean_error(data: bytes, status: int) -> None:
+    async def scenario() -> None:
+        async with serving(MetricsServer("127.0.0.1:0", lambda: SAMPLES)) as port:
+            reply = await raw(port, data)
+            assert reply is not None
+            assert reply.status == status
+            assert (await get(port, "/healthz"))[0] == 200  # still serving
+
+    asyncio.run(scenario())
+
+
+def test_slow_silent_and_half_closed_clients_are_cut_off() -> None:
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", lambda: SAMPLES, request_timeout_s=0.3)
+        async with serving(server) as port:
+            started = time.monotonic()
+            silent, slow = await asyncio.gather(
+                raw(port, b""), raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            )
+            assert time.monotonic() - started < 3.0
+            assert silent is not None
+            assert silent.status == 408
+            assert slow is not None
+            assert slow.status == 408
+            partial = await raw(port, b"GET /metrics HTTP/1.1\r\n", half_close=True)
+            assert partial is not None
+            assert partial.status == 400
+
+    asyncio.run(scenario())
+
+
+def test_connections_beyond_the_limit_are_turned_away_at_once() -> None:
+    async def scenario() -> None:
+        server = MetricsServer(
+            "127.0.0.1:0", lambda: SAMPLES, request_timeout_s=2.0, max_connections=2
+        )
+        async with serving(server) as port:
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            try:
+                started = time.monotonic()
+                busy = await raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+                assert busy is not None
+                assert busy.status == 503
+                assert time.monotonic() - started < 1.0
+            finally:
+                for _, writer in idle:
+                    writer.close()
+                    await writer.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_stop_drops_connections_in_progress() -> None:
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", lambda: SAMPLES, request_timeout_s=30.0)
+        port = await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the server is now waiting for the rest of the headers
+        started = time.monotonic()
+        await server.stop()
+        assert time.monotonic() - started < 2.0
+        async with asyncio.timeout(WAIT_S):
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read() == b""  # EOF or reset: the connection is gone
+        writer.close()
+        with pytest.raises(ConnectionError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+    asyncio.run(scenario())
+
+
+def test_run_serves_a_started_server_until_cancelled() -> None:
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", lambda: SAMPLES)
+        port = await server.start()  # fail fast first, then hand the server to a task
+        task = asyncio.get_running_loop().create_task(server.run())
+        assert (await get(port, "/healthz"))[0] == 200
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(ConnectionError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+    asyncio.run(scenario())
