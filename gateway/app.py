@@ -40,7 +40,9 @@ from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
+from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
+from gateway.adapters.metrics import MetricsServer, labelled
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
     PollerSettings,
@@ -260,6 +262,12 @@ class Gateway:
         self.samples = SampleQueue()
         self.mqtt: MqttSink | None = None
         self.central: CentralRelay | None = None
+        self.api: EdgeApiServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.started_at = utcnow()
+        self._devices: dict[str, DeviceState] = {}
+        self._last_seq = 0
+        self._cursors: dict[str, int] = {}
         self.worker: StoreWorker | None = None
         self.ready = asyncio.Event()
         self._record_lock = asyncio.Lock()
@@ -346,6 +354,71 @@ class Gateway:
                 ),
             )
 
+    def _build_api(self, store: EdgeStore) -> None:
+        api = self.config.api
+        token = resolve_secret(api.token, environ=self._environ) if api.token else None
+        self.api = EdgeApiServer.from_config(
+            api, store, site=self.config.site.id, token=token, status=self._runtime_status
+        )
+        if api.metrics_listen is not None:
+            self.metrics = MetricsServer(api.metrics_listen, self._collect_metrics, token)
+
+    def _sinks_connected(self) -> dict[str, bool]:
+        return {
+            name: sink.connected
+            for name, sink in (("mqtt", self.mqtt), ("central", self.central))
+            if sink is not None
+        }
+
+    def _acked(self, sink: str) -> int:
+        """The sink's acknowledged position: live from the relay, else its stored cursor."""
+        if sink == "mqtt" and self.mqtt is not None:
+            return self.mqtt.relay.acked_seq
+        if sink == "central" and self.central is not None:
+            return self.central.acked_seq
+        return self._cursors.get(sink, 0)
+
+    def _runtime_status(self) -> RuntimeStatus:
+        return RuntimeStatus(self.started_at, self._sinks_connected())
+
+    def _collect_metrics(self) -> dict[str, tuple[str, str, float]]:
+        c = self.counters
+        out: dict[str, tuple[str, str, float]] = {
+            "dockwatch_reads_total": ("counter", "Tag reads received from readers", c.reads),
+            "dockwatch_movements_total": ("counter", "Movements recorded", c.movements),
+            "dockwatch_duplicates_total": (
+                "counter",
+                "Movements already recorded (same movement_id)",
+                c.duplicates,
+            ),
+            "dockwatch_alerts_total": ("counter", "Alerts raised or cleared", c.alerts),
+            "dockwatch_last_seq": ("gauge", "Highest movement seq in the store", self._last_seq),
+            "dockwatch_tracked_tags": (
+                "gauge",
+                "Tags the portal engine tracks",
+                self.portal_engine.tracked_tags,
+            ),
+        }
+        for sink, connected in self._sinks_connected().items():
+            out[labelled("dockwatch_sink_connected", sink=sink)] = (
+                "gauge",
+                "1 while the sink is connected",
+                float(connected),
+            )
+            lag = self._last_seq - self._acked(sink)
+            out[labelled("dockwatch_sink_lag", sink=sink)] = (
+                "gauge",
+                "Movements recorded but not yet acknowledged by the sink",
+                lag,
+            )
+        for device, state in self._devices.items():
+            out[labelled("dockwatch_device_up", device=device)] = (
+                "gauge",
+                "1 online, 0.5 degraded, 0 offline",
+                {DeviceState.ONLINE: 1.0, DeviceState.DEGRADED: 0.5}.get(state, 0.0),
+            )
+        return out
+
     # -- recording ----------------------------------------------------------------------------
 
     async def record(self, movements: Sequence[Movement]) -> RecordResult | None:
@@ -356,6 +429,8 @@ class Gateway:
         async with self._record_lock:
             result = await worker.call(worker.store.record, movements, now=self._utcnow())
         self.counters.movements += len(result.recorded)
+        if result.recorded:
+            self._last_seq = result.recorded[-1].seq
         self.counters.duplicates += len(result.duplicates)
         for recorded in result.recorded:
             m = recorded.movement
@@ -377,6 +452,8 @@ class Gateway:
             self.mqtt.publish_stock(result.stock)
         if self.central is not None:
             self.central.notify()
+        if self.api is not None:
+            self.api.notify()
         await self._stock_changed(result.stock)
         if self.receiving is not None and result.recorded:
             moved = [r.movement for r in result.recorded]
@@ -413,6 +490,7 @@ class Gateway:
         self._spawn(self._device_status(status), name=f"status {status.device_id}")
 
     async def _device_status(self, status: DeviceStatus) -> None:
+        self._devices[status.device_id] = status.state
         if self.worker is not None:
             await self.worker.call(self.worker.store.set_device_status, status)
         if self.mqtt is not None:
@@ -516,8 +594,8 @@ class Gateway:
             backlog = ""
             if self.worker is not None:
                 store = self.worker.store
-                last = await self.worker.call(store.last_seq)
-                cursors = await self.worker.call(store.cursors)
+                last = self._last_seq = await self.worker.call(store.last_seq)
+                cursors = self._cursors = await self.worker.call(store.cursors)
                 backlog = " ".join(f"{k}_backlog={last - v}" for k, v in sorted(cursors.items()))
             log.info(
                 "summary: reads=%s movements=%s duplicates=%s alerts=%s tracked_tags=%s %s",
@@ -544,7 +622,15 @@ class Gateway:
         self.worker = await self._open_store()
         store = self.worker.store
         self._build_sinks(store)
+        self._build_api(store)
         cfg = self.config
+        self._last_seq = await self.worker.call(store.last_seq)
+        self._cursors = await self.worker.call(store.cursors)
+        # Listening sockets first: a port already taken fails start-up, not a task later on.
+        assert self.api is not None
+        await self.api.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         log.info(
             "gateway %s starting: %s reader(s), %s portal(s), %s shelf(ves), sinks: %s",
             cfg.site.id,
@@ -600,6 +686,9 @@ class Gateway:
                     tg.create_task(_supervised("mqtt sink", self.mqtt.run))
                 if self.central is not None:
                     tg.create_task(_supervised("central relay", self.central.run))
+                tg.create_task(_supervised("grpc api", self.api.run))
+                if self.metrics is not None:
+                    tg.create_task(_supervised("metrics", self.metrics.run))
                 tg.create_task(_supervised("summary", self._summary))
                 self.ready.set()
         finally:
