@@ -100,7 +100,7 @@ def load_expected(path: Path) -> list[ExpectedReceipt]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
-    return parse_expected(data)
+    return [] if data is None else parse_expected(data)  # an empty file expects nothing
 
 
 def utc_now() -> datetime:

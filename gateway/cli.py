@@ -19,6 +19,7 @@ from gateway import __version__
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("run",), "gateway.app", "run the gateway"),
     (("check-config",), "gateway.config_cli", "validate a config file and print every problem"),
+    (("receiving",), "gateway.receiving_cli", "check or add expected receipts (ASNs)"),
     (
         ("db", "upgrade"),
         "edge_store.migrate",
