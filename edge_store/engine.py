@@ -62,6 +62,14 @@ def redact_url(url: str | URL) -> str:
     return rendered.replace("=%2A%2A%2A", "=***")  # the renderer percent-encodes query values
 
 
+def with_password(url: str | URL, password: str | None) -> str | URL:
+    """The URL to connect with: the config keeps passwords out of URLs (they would be logged);
+    they come from a secret file or variable and are added here, as a ``URL`` object."""
+    if password is None:
+        return url
+    return make_url(url).set(password=password)
+
+
 def _is_memory(url: URL) -> bool:
     database = url.database or ""
     return database in {"", ":memory:"} or url.query.get("mode") == "memory"

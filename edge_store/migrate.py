@@ -22,9 +22,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection
 
-from edge_store.engine import WRITE_OPTION, make_engine, redact_url, store_errors
+from edge_store.engine import WRITE_OPTION, make_engine, redact_url, store_errors, with_password
 from gateway.errors import ConfigError, GatewayError, StoreError
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,7 @@ def _url_from_config(path: Path) -> str | URL:
         ) from exc
     store = cast(_LoadedConfig, config_module.load_config(path)).store
     password = getattr(store, "password", None)
-    if password is None:
-        return store.url
-    return make_url(store.url).set(password=password.reveal())
+    return with_password(store.url, None if password is None else password.reveal())
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,13 @@ Data flows one way (see DESIGN.md)::
                                          MqttSink (relay + retained state), CentralRelay
 
 Every movement is committed to the store (movement, stock level and outbox position in one
-transaction) before any sink sees it; sinks read the outbox with their own cursors. Store calls
-run on ONE worker thread so writes are serialised and the event loop never blocks on I/O.
+transaction) before any sink sees it; sinks read the outbox with their own cursors. The gateway's
+own store calls run on ONE worker thread, so its writes keep their order and the event loop never
+blocks on I/O (the sinks and the API read through the default executor).
+
+A store that fails (disk full, PostgreSQL restarting) does not lose movements: ``record`` keeps
+retrying the same batch with capped backoff while the engines wait, and a replay is harmless
+because ``movement_id`` makes recording idempotent.
 
 Each long-running part runs under :func:`_supervised`: a bug that escapes a part is logged with its
 traceback and the part restarts after a short pause, so one broken device or sink never takes the
@@ -36,6 +41,7 @@ from typing import ParamSpec, TypeVar
 
 import yaml
 
+from edge_store.engine import with_password
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
 from gateway.adapters.backoff import Backoff, BackoffPolicy
@@ -73,7 +79,7 @@ from gateway.domain.portal import PortalEngine, PortalSpec
 from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker, parse_expected
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.logs import configure_logging, redact
 
 log = logging.getLogger(__name__)
@@ -238,7 +244,11 @@ class Gateway:
                 location=LocationId(shelf.location),
                 sku=Sku(shelf.sku),
                 unit_weight_g=item.unit_weight_g,
-                tolerance_g=item.weight_tolerance_g or 0.1 * item.unit_weight_g,
+                tolerance_g=(
+                    0.1 * item.unit_weight_g
+                    if item.weight_tolerance_g is None
+                    else item.weight_tolerance_g
+                ),
                 pick_to=LocationId(shelf.pick_to),
                 restock_from=LocationId(shelf.restock_from),
                 params=config.debounce.shelf,
@@ -272,14 +282,20 @@ class Gateway:
         self.ready = asyncio.Event()
         self._record_lock = asyncio.Lock()
         self._down: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._active_alerts: set[str] = set()
+        self._statuses: asyncio.Queue[DeviceStatus] = asyncio.Queue()
+        self._stopping = False
 
     # -- start-up -----------------------------------------------------------------------------
 
     async def _open_store(self) -> StoreWorker:
         url = self.config.store.url
         log.info("opening edge store %s (upgrading its schema)", redact(url))
-        store = await asyncio.to_thread(EdgeStore.open, url, site=self.config.site.id)
+        secret = self.config.store.password
+        password = resolve_secret(secret, environ=self._environ) if secret else None
+        store = await asyncio.to_thread(
+            EdgeStore.open, with_password(url, password), site=self.config.site.id
+        )
         worker = StoreWorker(store)
         items = [
             ItemRecord(
@@ -306,6 +322,7 @@ class Gateway:
             self.low_stock.observe(level)
         # Outages still open from a previous run clear when their device comes back.
         for alert in await worker.call(store.alerts, active_only=True):
+            self._active_alerts.add(alert.alert_id)
             if alert.kind is AlertKind.DEVICE_DOWN:
                 self._down.add(alert.subject)
         return worker
@@ -338,21 +355,10 @@ class Gateway:
             )
         central = self.config.sinks.central
         if central is not None:
-            token = None
-            if central.token is not None:
-                token = resolve_secret(central.token, environ=self._environ)
-            self.central = CentralRelay(
-                source=store,
-                site=self.config.site.id,
-                target=central.target,
-                token=token,
-                batch_size=central.batch_max,
-                backoff=Backoff(
-                    BackoffPolicy(
-                        initial_s=central.reconnect.initial_s, max_s=central.reconnect.max_s
-                    )
-                ),
-            )
+            try:
+                self.central = CentralRelay.from_config(central, store, site=self.config.site.id)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"sinks.central: {exc}") from exc
 
     def _build_api(self, store: EdgeStore) -> None:
         api = self.config.api
@@ -361,7 +367,10 @@ class Gateway:
             api, store, site=self.config.site.id, token=token, status=self._runtime_status
         )
         if api.metrics_listen is not None:
-            self.metrics = MetricsServer(api.metrics_listen, self._collect_metrics, token)
+            # /healthz answers 503 until every part has started (container health checks).
+            self.metrics = MetricsServer(
+                api.metrics_listen, self._collect_metrics, token, health=self.ready.is_set
+            )
 
     def _sinks_connected(self) -> dict[str, bool]:
         return {
@@ -427,7 +436,7 @@ class Gateway:
             return None
         worker = self.worker
         async with self._record_lock:
-            result = await worker.call(worker.store.record, movements, now=self._utcnow())
+            result = await self._record_until_stored(worker, movements)
         self.counters.movements += len(result.recorded)
         if result.recorded:
             self._last_seq = result.recorded[-1].seq
@@ -461,6 +470,32 @@ class Gateway:
                 await self.raise_alert(alert)
         return result
 
+    async def _record_until_stored(
+        self, worker: StoreWorker, movements: Sequence[Movement]
+    ) -> RecordResult:
+        """Record, retrying with capped backoff for as long as the store refuses: the engines
+        cannot derive these movements again, so giving up would lose them."""
+        backoff = Backoff(BackoffPolicy(initial_s=0.2, max_s=10.0))
+        failing_since: float | None = None
+        while True:
+            try:
+                result = await worker.call(worker.store.record, movements, now=self._utcnow())
+            except StoreError as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.error(  # noqa: TRY400 - the StoreError names operation and cause
+                        "cannot record %s movement(s); retrying until the store takes them: %s",
+                        len(movements),
+                        exc,
+                    )
+                await asyncio.sleep(backoff.next_delay(time.monotonic()))
+                continue
+            if failing_since is not None:
+                log.info(
+                    "edge store recording again after %.1f s", time.monotonic() - failing_since
+                )
+            return result
+
     async def _stock_changed(self, levels: Iterable[StockLevel]) -> None:
         for level in levels:
             shelf_id = self._shelf_at.get((level.location, level.sku))
@@ -472,6 +507,12 @@ class Gateway:
                 await self.raise_alert(alert)
 
     async def raise_alert(self, alert: Alert) -> None:
+        if alert.active:
+            self._active_alerts.add(alert.alert_id)
+        elif alert.alert_id in self._active_alerts:
+            self._active_alerts.discard(alert.alert_id)
+        else:
+            return  # clearing what was never raised: nothing to store, publish or say
         self.counters.alerts += 1
         log.log(
             logging.WARNING if alert.active else logging.INFO,
@@ -486,13 +527,22 @@ class Gateway:
             self.mqtt.publish_alert(alert)
 
     def device_status(self, status: DeviceStatus) -> None:
-        """Adapters call this (on the loop thread) when a device changes state."""
-        self._spawn(self._device_status(status), name=f"status {status.device_id}")
+        """Adapters call this (on the loop thread) when a device changes state.
+
+        Statuses are handled in arrival order by one task (``_status_loop``); the queue is
+        unbounded because it holds state *changes* only, a handful per device at most."""
+        self._statuses.put_nowait(status)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._device_status(await self._statuses.get())
 
     async def _device_status(self, status: DeviceStatus) -> None:
         self._devices[status.device_id] = status.state
         if self.worker is not None:
             await self.worker.call(self.worker.store.set_device_status, status)
+        if self._stopping:
+            return  # devices go offline because WE stop: a status, not an outage to alert on
         if self.mqtt is not None:
             self.mqtt.publish_device_status(status)
         down = status.state is DeviceState.OFFLINE
@@ -610,22 +660,28 @@ class Gateway:
     def _now_us(self) -> int:
         return int(self._utcnow().timestamp() * 1_000_000)
 
-    def _spawn(self, coro: Awaitable[None], *, name: str) -> None:
-        async def wrapper() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(wrapper(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def run(self) -> None:
         self.worker = await self._open_store()
-        store = self.worker.store
+        try:
+            await self._run(self.worker)
+        finally:
+            self._stopping = True
+            while not self._statuses.empty():  # the adapters' last word: record it
+                await self._device_status(self._statuses.get_nowait())
+            if self.metrics is not None:
+                await self.metrics.stop()
+            if self.api is not None:
+                await self.api.stop()
+            await asyncio.to_thread(self.worker.close)
+            log.info("gateway %s stopped", self.config.site.id)
+
+    async def _run(self, worker: StoreWorker) -> None:
+        store = worker.store
         self._build_sinks(store)
         self._build_api(store)
         cfg = self.config
-        self._last_seq = await self.worker.call(store.last_seq)
-        self._cursors = await self.worker.call(store.cursors)
+        self._last_seq = await worker.call(store.last_seq)
+        self._cursors = await worker.call(store.cursors)
         # Listening sockets first: a port already taken fails start-up, not a task later on.
         assert self.api is not None
         await self.api.start()
@@ -642,61 +698,55 @@ class Gateway:
             )
             or "none",
         )
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for reader in cfg.readers:
-                    adapter = LlrpReaderAdapter(
-                        reader_id=reader.id,
-                        host=reader.host,
-                        port=reader.port,
-                        antennas=reader.antennas,
-                        out=self.reads,
-                        on_status=self.device_status,
-                        backoff=Backoff(
-                            BackoffPolicy(
-                                initial_s=reader.reconnect.initial_s,
-                                max_s=reader.reconnect.max_s,
-                            )
-                        ),
-                        keepalive_s=reader.keepalive_s,
-                        connect_timeout_s=reader.connect_timeout_s,
-                        report_every_ms=reader.report_every_ms,
-                        tx_power_dbm=reader.tx_power_dbm,
-                    )
-                    tg.create_task(_supervised(f"reader {reader.id}", adapter.run))
-                if cfg.readers:
-                    tg.create_task(_supervised("portal engine", self._portal_loop))
-                    tg.create_task(_supervised("portal clock", self._portal_ticker))
-                if cfg.shelves:
-                    timeouts = {s.modbus.timeout_s for s in cfg.shelves}
-                    poller = ModbusShelfPoller(
-                        [shelf_point(s) for s in cfg.shelves],
-                        on_sample=self.samples.put,
-                        on_status=self.device_status,
-                        settings=PollerSettings(
-                            poll_interval_s=cfg.debounce.shelf.poll_interval_s,
-                            timeout_s=max(timeouts),
-                        ),
-                    )
-                    tg.create_task(_supervised("shelf poller", poller.run))
-                    tg.create_task(_supervised("shelf engine", self._shelf_loop))
-                if self.receiving is not None:
-                    tg.create_task(_supervised("receiving", self._receiving_loop))
-                if self.mqtt is not None:
-                    tg.create_task(_supervised("mqtt sink", self.mqtt.run))
-                if self.central is not None:
-                    tg.create_task(_supervised("central relay", self.central.run))
-                tg.create_task(_supervised("grpc api", self.api.run))
-                if self.metrics is not None:
-                    tg.create_task(_supervised("metrics", self.metrics.run))
-                tg.create_task(_supervised("summary", self._summary))
-                self.ready.set()
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await asyncio.to_thread(self.worker.close)
-            log.info("gateway %s stopped", cfg.site.id)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_supervised("device status", self._status_loop))
+            for reader in cfg.readers:
+                adapter = LlrpReaderAdapter(
+                    reader_id=reader.id,
+                    host=reader.host,
+                    port=reader.port,
+                    antennas=reader.antennas,
+                    out=self.reads,
+                    on_status=self.device_status,
+                    backoff=Backoff(
+                        BackoffPolicy(
+                            initial_s=reader.reconnect.initial_s,
+                            max_s=reader.reconnect.max_s,
+                        )
+                    ),
+                    keepalive_s=reader.keepalive_s,
+                    connect_timeout_s=reader.connect_timeout_s,
+                    report_every_ms=reader.report_every_ms,
+                    tx_power_dbm=reader.tx_power_dbm,
+                )
+                tg.create_task(_supervised(f"reader {reader.id}", adapter.run))
+            if cfg.readers:
+                tg.create_task(_supervised("portal engine", self._portal_loop))
+                tg.create_task(_supervised("portal clock", self._portal_ticker))
+            if cfg.shelves:
+                timeouts = {s.modbus.timeout_s for s in cfg.shelves}
+                poller = ModbusShelfPoller(
+                    [shelf_point(s) for s in cfg.shelves],
+                    on_sample=self.samples.put,
+                    on_status=self.device_status,
+                    settings=PollerSettings(
+                        poll_interval_s=cfg.debounce.shelf.poll_interval_s,
+                        timeout_s=max(timeouts),
+                    ),
+                )
+                tg.create_task(_supervised("shelf poller", poller.run))
+                tg.create_task(_supervised("shelf engine", self._shelf_loop))
+            if self.receiving is not None:
+                tg.create_task(_supervised("receiving", self._receiving_loop))
+            if self.mqtt is not None:
+                tg.create_task(_supervised("mqtt sink", self.mqtt.run))
+            if self.central is not None:
+                tg.create_task(_supervised("central relay", self.central.run))
+            tg.create_task(_supervised("grpc api", self.api.run))
+            if self.metrics is not None:
+                tg.create_task(_supervised("metrics", self.metrics.run))
+            tg.create_task(_supervised("summary", self._summary))
+            self.ready.set()
 
 
 # -- CLI ------------------------------------------------------------------------------------------

@@ -49,6 +49,12 @@ SHELF_SCENARIO = ROOT / "simulators" / "scenarios" / "shelf_demo.yaml"
 STOCK_EVERY_S = 10.0
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -73,7 +79,8 @@ async def _wait_port(host: str, port: int, within_s: float) -> None:
             return
 
 
-def _mosquitto() -> str | None:
+def find_mosquitto() -> str | None:
+    """The mosquitto binary (Debian installs it in /usr/sbin, often not on a user's PATH)."""
     found = shutil.which("mosquitto")
     if found:
         return found
@@ -86,7 +93,7 @@ def _mosquitto() -> str | None:
 @contextlib.asynccontextmanager
 async def broker(host: str, port: int, workdir: Path) -> AsyncIterator[str]:
     """A private broker on ``host:port``; yields its description."""
-    binary = _mosquitto()
+    binary = find_mosquitto()
     if binary is not None:
         conf = workdir / "mosquitto.conf"
         conf.write_text(
@@ -279,29 +286,38 @@ async def watch(
                     print(line, flush=True)
 
 
+def _check_ports_free(config: GatewayConfig) -> None:
+    mqtt = config.sinks.mqtt
+    assert mqtt is not None
+    busy = [
+        f"{h}:{p}"
+        for h, p in [(mqtt.host, mqtt.port)]
+        + [(r.host, r.port) for r in config.readers]
+        + [(s.modbus.host, s.modbus.port) for s in config.shelves]
+        if not _port_free(h, p)
+    ]
+    if busy:
+        raise GatewayError(
+            f"demo ports already in use: {', '.join(sorted(set(busy)))} (is another demo running?)"
+        )
+
+
 async def run_demo(seconds: float | None, keep: bool) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="dockwatch-demo-"))
     try:
         environ = dict(os.environ)
         environ["DOCKWATCH_STORE_URL"] = f"sqlite:///{workdir / 'edge.db'}"
+        # The local API and metrics on ports of their own: a real gateway on this machine may
+        # hold the defaults.
+        environ["DOCKWATCH__API__GRPC_LISTEN"] = f"127.0.0.1:{_free_port()}"
+        environ["DOCKWATCH__API__METRICS_LISTEN"] = f"127.0.0.1:{_free_port()}"
         config = load_config(DEMO_CONFIG, environ=environ)
         mqtt = config.sinks.mqtt
         assert mqtt is not None, "deploy/demo.yaml configures an MQTT sink"
-        busy = [
-            f"{h}:{p}"
-            for h, p in [(mqtt.host, mqtt.port)]
-            + [(r.host, r.port) for r in config.readers]
-            + [(s.modbus.host, s.modbus.port) for s in config.shelves]
-            if not _port_free(h, p)
-        ]
-        if busy:
-            raise GatewayError(
-                f"demo ports already in use: {', '.join(sorted(set(busy)))} "
-                "(is another demo running?)"
-            )
+        _check_ports_free(config)
         async with broker(mqtt.host, mqtt.port, workdir) as description:
             print(f"dockwatch demo: site {config.site.id}; broker: {description}", flush=True)
-            protocol = mqtt.protocol if _mosquitto() else "3.1.1"
+            protocol = mqtt.protocol if find_mosquitto() else "3.1.1"
             if protocol != mqtt.protocol:
                 environ["DOCKWATCH__SINKS__MQTT__PROTOCOL"] = protocol
                 config = load_config(DEMO_CONFIG, environ=environ)
@@ -326,6 +342,9 @@ async def run_demo(seconds: float | None, keep: bool) -> None:
                         tg.create_task(_stop_after(seconds))
     except* _DemoOver:
         pass
+    except* GatewayError as group:
+        # One part failing ends the demo; say why as the gateway would, not as a traceback.
+        raise group.exceptions[0] from group
     finally:
         if keep:
             print(f"demo files kept in {workdir}")

@@ -46,6 +46,28 @@ def _describe(receipts: list[ExpectedReceipt]) -> str:
     return "\n".join(lines)
 
 
+def _replace(target: Path, text: str) -> None:
+    """Write ``target`` atomically, keeping its mode and owner: the gateway (often another
+    user) must still be able to read it. New files get 0644."""
+    try:
+        st: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        st = None
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644 if st is None else st.st_mode & 0o7777)
+        if st is not None and os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         receipts = load_expected(args.file)
@@ -98,10 +120,7 @@ def main(args: argparse.Namespace) -> int:
     for source in ([target] if target.exists() else []) + [args.file]:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
         documents.extend(data["receipts"] if isinstance(data, dict) else data or [])
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump({"receipts": documents}, fh, sort_keys=False)
-    Path(tmp).replace(target)
+    _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
     print(f"added {len(receipts)} receipt(s) to {target} ({len(documents)} in all)")
     print(_describe(receipts))
     return 0

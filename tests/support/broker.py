@@ -5,22 +5,13 @@ Fault tests stop and restart their own broker; the machine's shared broker is ne
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
+from gateway.demo import find_mosquitto
 from tests.support.net import free_port, wait_for_port
 
-
-def find_mosquitto() -> str | None:
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+__all__ = ["MosquittoBroker", "find_mosquitto"]
 
 
 class MosquittoBroker:
