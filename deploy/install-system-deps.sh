@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages dockwatch's commands need, when missing and installable.
 #   venv : python3-venv (Debian splits ensurepip out of python3)
-#   test : mosquitto + clients (private broker per test run), tshark (LLRP/MQTT dissection), mbpoll
+#   test : mosquitto + clients (private broker per test run), tshark (LLRP/MQTT dissection),
+#          mbpoll (independent Modbus client), openssl (throwaway TLS certificates)
 #   demo : mosquitto when it can be had (otherwise the demo uses its embedded broker)
 # Never fails the caller just because it is not root: it says what is missing instead.
 set -euo pipefail
@@ -21,7 +22,10 @@ apt_install() {
 case "$what" in
 venv)
     py=${PYTHON:-python3}
-    if ! "$py" -c 'import ensurepip, venv' 2>/dev/null; then
+    # Debian keeps ensurepip's wheels in pythonX.Y-venv: only a real venv tells whether it works.
+    probe=$(mktemp -d)
+    trap 'rm -rf "$probe"' EXIT
+    if ! "$py" -m venv "$probe/v" >/dev/null 2>&1; then
         ver=$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
         echo "install-system-deps: installing python${ver}-venv" >&2
         apt_install "python${ver}-venv" || apt_install python3-venv || {
@@ -34,6 +38,7 @@ test)
     have mosquitto_sub || pkgs+=(mosquitto-clients)
     have tshark || pkgs+=(tshark)
     have mbpoll || pkgs+=(mbpoll)
+    have openssl || pkgs+=(openssl)
     if [ ${#pkgs[@]} -gt 0 ]; then
         echo "install-system-deps: installing ${pkgs[*]}" >&2
         apt_install "${pkgs[@]}" || echo "install-system-deps: could not install ${pkgs[*]}; tests needing them will say so" >&2
@@ -41,7 +46,8 @@ test)
     ;;
 demo)
     if ! have mosquitto && [ ! -x /usr/sbin/mosquitto ]; then
-        apt_install mosquitto >/dev/null 2>&1 || echo "install-system-deps: mosquitto not available; the demo uses its embedded broker" >&2
+        echo "install-system-deps: installing mosquitto for the demo" >&2
+        apt_install mosquitto || echo "install-system-deps: mosquitto not available; the demo uses its embedded broker" >&2
     fi
     ;;
 *)
