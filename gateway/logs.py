@@ -15,8 +15,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Final
 
+# The password may hold '/', ':' or '@' (base64, generated secrets): it runs to the LAST '@'
+# before the host, so the greedy \S* backtracks exactly that far.
 _URL_CREDENTIALS: Final = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@"
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):\S*@(?=[^@\s/]+)"
 )
 _STANDARD_ATTRS: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
