@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -107,6 +108,16 @@ def load_expected(path: Path) -> list[ExpectedReceipt]:
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
     return [] if data is None else parse_expected(data)  # an empty file expects nothing
+
+
+def _warn_cleartext(key: str, host: str, what: str) -> None:
+    """A secret sent without TLS: fine on loopback, worth one warning anywhere else."""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    if host == "localhost":
+        return
+    log.warning("%s: %s goes to %s without TLS; configure tls to protect it", key, what, host)
 
 
 def utc_now() -> datetime:
@@ -353,7 +364,11 @@ class Gateway:
                 reconnect_initial_s=mqtt.reconnect.initial_s,
                 reconnect_max_s=mqtt.reconnect.max_s,
             )
+        if mqtt is not None and mqtt.password is not None and not mqtt.use_tls:
+            _warn_cleartext("sinks.mqtt", mqtt.host, "the MQTT password")
         central = self.config.sinks.central
+        if central is not None and central.token is not None and central.tls is None:
+            _warn_cleartext("sinks.central", central.host, "the central API token")
         if central is not None:
             try:
                 self.central = CentralRelay.from_config(central, store, site=self.config.site.id)
