@@ -24,8 +24,11 @@ from edge_store.repository import EdgeStore
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
 from gateway.domain import payloads
+from simulators.central import CentralLedger, CentralServer
 from simulators.llrp.server import LlrpReaderSimulator
+from simulators.modbus.server import ShelfSimulator
 from simulators.scenario import parse_scenario
+from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
 from tests.support.broker import MosquittoBroker
 from tests.support.net import free_port
 
@@ -203,3 +206,116 @@ def _check_outcome(config: GatewayConfig, subscriber: Subscriber) -> None:
     assert status[0]["state"] == "online"
     assert subscriber.on("dw/e2e/gateway/status")[0] == b"online"
     assert not [t for t in threading.enumerate() if "sllurp" in t.name.lower()]
+
+
+# -- weight shelf -> store -> central ingest, with the low-stock alert --------------------------
+
+SHELF_UNITS = 12
+PICKED_UNITS = 4
+
+
+def shelf_scenario() -> ShelfScenario:
+    return shelf_scenario_from_mapping(
+        {
+            "name": "app-shelf",
+            "seed": 3,
+            "duration_s": 60,
+            "shelves": [
+                {
+                    "id": "shelf-a1",
+                    "unit": 1,
+                    "sku": "SKU-1001",
+                    "unit_weight_g": 250.0,
+                    "item_sigma_g": 2.0,
+                    "initial_units": SHELF_UNITS,
+                    "noise_g": 0.5,
+                    "encoding": {"type": "float32", "word_order": "big", "scale": 1.0},
+                    # The gateway first sets the stock from the weight (reconcile_after_s: 1).
+                    "events": [{"t": 5.0, "pick": PICKED_UNITS}],
+                }
+            ],
+        }
+    )
+
+
+def shelf_config(tmp_path: Path, modbus_port: int, central_port: int) -> GatewayConfig:
+    return parse_config(
+        {
+            "site": {"id": "e2e-shelf"},
+            "store": {"url": f"sqlite:///{tmp_path / 'shelf.db'}"},
+            "catalog": {
+                "items": [
+                    {
+                        "sku": "SKU-1001",
+                        "gtin": "00614141123452",
+                        "name": "Widget",
+                        "unit_weight_g": 250.0,
+                        "weight_tolerance_g": 15.0,
+                        "reorder_point": 10,
+                    }
+                ]
+            },
+            "locations": [{"id": "shelf-a1"}],
+            "shelves": [
+                {
+                    "id": "shelf-a1",
+                    "location": "shelf-a1",
+                    "sku": "SKU-1001",
+                    "modbus": {"host": "127.0.0.1", "port": modbus_port, "unit": 1},
+                    "weight": {"table": "holding", "address": 0, "type": "float32"},
+                    "status": {"table": "holding", "address": 2, "stable_bit": 0},
+                }
+            ],
+            "debounce": {"shelf": {"reconcile_after_s": 1.0}},
+            "sinks": {"central": {"target": f"127.0.0.1:{central_port}"}},
+            "api": {
+                "grpc_listen": f"127.0.0.1:{free_port()}",
+                "metrics_listen": f"127.0.0.1:{free_port()}",
+            },
+        },
+        environ={},
+    )
+
+
+def test_shelf_pick_reaches_central_and_raises_low_stock(tmp_path: Path) -> None:
+    config = uvloop.run(_run_gateway_through_pick(tmp_path))
+    with EdgeStore.open(config.store.url, site="e2e-shelf") as store:
+        stored = [r.movement for r in store.movements_since(0)]
+        level = store.stock(location="shelf-a1", sku="SKU-1001")[0].on_hand
+        alerts = store.alerts(active_only=True)
+        central_cursor = store.get_cursor("central")
+    assert [(m.kind, m.quantity, m.from_location, m.to_location) for m in stored] == [
+        ("adjustment", SHELF_UNITS, "adjustment", "shelf-a1"),
+        ("pick", PICKED_UNITS, "shelf-a1", "picked"),
+    ]
+    assert level == SHELF_UNITS - PICKED_UNITS
+    assert [a.kind for a in alerts] == ["low_stock"]
+    assert "shelf-a1" in alerts[0].message
+    assert central_cursor == 2  # advanced on central's ack
+
+
+async def _run_gateway_through_pick(tmp_path: Path) -> GatewayConfig:
+    with CentralLedger(tmp_path / "central.db") as ledger:
+        central = CentralServer(ledger, listen="127.0.0.1:0")
+        central_port = await central.start()
+        try:
+            async with ShelfSimulator(scenario=shelf_scenario()) as sim:
+                config = shelf_config(tmp_path, sim.port, central_port)
+                gateway = Gateway(config)
+                task = asyncio.create_task(gateway.run())
+                try:
+                    async with asyncio.timeout(30):
+                        await central.wait_stored("e2e-shelf", 2)
+                        await gateway.ready.wait()
+                        assert gateway.central is not None
+                        await gateway.central.wait_acked(2)
+                finally:
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+        finally:
+            await central.stop()
+        received = ledger.movements("e2e-shelf")
+    assert [r.seq for r in received] == [1, 2]
+    assert received[1].movement.kind == "pick"
+    return config
