@@ -324,6 +324,11 @@ class SilentCentral(ingest_pb2_grpc.InventoryIngestServicer):
         return ingest_pb2.Cursor(site=request.site, acked_through_seq=0)
 
 
+# Armed when the first batch goes out: the second batch of the window must be sent within it
+# (a query and a write, milliseconds; the rest is room for a loaded machine).
+ACK_TIMEOUT_S = 0.6
+
+
 def test_without_acks_the_cursor_stays_and_the_window_is_resent(
     store: EdgeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -342,7 +347,7 @@ def test_without_acks_the_cursor_stays_and_the_window_is_resent(
             target=f"127.0.0.1:{port}",
             batch_size=10,
             max_in_flight=2,
-            ack_timeout_s=0.3,
+            ack_timeout_s=ACK_TIMEOUT_S,
             backoff=Backoff(FAST_BACKOFF),
         )
         async with running(relay):
@@ -355,7 +360,7 @@ def test_without_acks_the_cursor_stays_and_the_window_is_resent(
         assert store.get_cursor("central") == 0
 
     asyncio.run(scenario())
-    assert any("no ack for 0.3s" in r.getMessage() for r in caplog.records)
+    assert any(f"no ack for {ACK_TIMEOUT_S}s" in r.getMessage() for r in caplog.records)
 
 
 # --- the simulator as a process, killed and restarted ----------------------------------------
@@ -393,7 +398,7 @@ def test_central_killed_mid_stream_and_restarted_loses_nothing(
         _record(store, 0, total)
         central = _start_central(port, db)
         try:
-            await asyncio.to_thread(wait_for_port, "127.0.0.1", port)
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", port, WAIT_S)
             relay = _relay(store, port, batch_size=5, max_in_flight=4)
             async with running(relay):
                 async with asyncio.timeout(WAIT_S):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -318,11 +319,18 @@ def test_every_stock_snapshot_is_exactly_the_movements_up_to_its_as_of_seq(
 ) -> None:
     """A writer in another store instance commits one movement at a time during the queries."""
     total = 150
+    stretch = 25  # commits between two snapshots, at most
+    # Set after every snapshot; the writer waits for one after each stretch of commits, so the
+    # queries interleave with the writes however the machine schedules the two.
+    snapshot_taken = threading.Event()
 
     def writer() -> None:
         with EdgeStore.open(database_url, site=SITE) as other:
             for i in range(total):
                 _record(other, i, 1)
+                if i % stretch == stretch - 1:
+                    assert snapshot_taken.wait(WAIT_S), "no snapshot while writing"
+                    snapshot_taken.clear()
 
     async def scenario() -> None:
         server = _server(store)
@@ -333,6 +341,7 @@ def test_every_stock_snapshot_is_exactly_the_movements_up_to_its_as_of_seq(
             while not writing.done():
                 try:
                     snapshots.append(await api.GetStock(edge_api_pb2.StockQuery()))
+                    snapshot_taken.set()
                 except grpc.aio.AioRpcError as exc:
                     refusals.append(exc.code())
             await writing
@@ -551,7 +560,7 @@ def test_tls_with_a_token(sqlite_store: EdgeStore, tmp_path: Path) -> None:
                 assert await _code(no_token) == grpc.StatusCode.UNAUTHENTICATED
             async with stub(port) as plaintext:
                 refused = plaintext.GetStatus(
-                    edge_api_pb2.StatusRequest(), metadata=AUTH, timeout=3
+                    edge_api_pb2.StatusRequest(), metadata=AUTH, timeout=WAIT_S
                 )
                 assert await _code(refused) == grpc.StatusCode.UNAVAILABLE
 
@@ -590,7 +599,7 @@ def test_mutual_tls_admits_only_clients_signed_by_the_client_ca(
                 (stranger, grpc.StatusCode.UNAVAILABLE),
             ):
                 async with stub(port, credentials(pem)) as api:
-                    call = api.GetStatus(edge_api_pb2.StatusRequest(), timeout=3)
+                    call = api.GetStatus(edge_api_pb2.StatusRequest(), timeout=WAIT_S)
                     assert await _code(call) == expected, pem
 
     asyncio.run(scenario())

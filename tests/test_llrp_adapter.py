@@ -207,20 +207,47 @@ def sllurp_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("sllurp-reader")]
 
 
+FAST_BACKOFF = BackoffPolicy(initial_s=0.05, max_s=0.4, reset_after_s=5.0)
+
+
 def fast_backoff() -> Backoff:
-    return Backoff(BackoffPolicy(initial_s=0.05, max_s=0.4, reset_after_s=5.0))
+    return Backoff(FAST_BACKOFF)
+
+
+class RecordingBackoff(Backoff):
+    """A Backoff that remembers each delay it handed out, with the adapter's clock reading.
+
+    ``rng=lambda: 1.0`` makes every delay the policy's ceiling, so a test can name them.
+    """
+
+    __slots__ = ("delays",)
+
+    def __init__(self, policy: BackoffPolicy, *, rng: Callable[[], float] | None = None) -> None:
+        super().__init__(policy, rng=rng)
+        self.delays: list[tuple[float, float]] = []
+
+    def next_delay(self, now: float) -> float:
+        delay = super().next_delay(now)
+        self.delays.append((now, delay))
+        return delay
 
 
 class Recorder:
-    """What one adapter reported: statuses and batches, with a way to wait for a condition."""
+    """What one adapter reported: statuses and batches, with a way to wait for a condition.
+
+    ``status_at[i]`` is the monotonic time ``statuses[i]`` arrived (a DeviceStatus carries wall
+    time only); batches carry their own ``received_at_monotonic``.
+    """
 
     def __init__(self) -> None:
         self.statuses: list[DeviceStatus] = []
+        self.status_at: list[float] = []
         self.batches: list[ReadBatch] = []
         self._changed = asyncio.Event()
 
     def on_status(self, status: DeviceStatus) -> None:
         self.statuses.append(status)
+        self.status_at.append(time.monotonic())
         self._changed.set()
 
     def on_batch(self, batch: ReadBatch) -> None:
@@ -236,9 +263,10 @@ class Recorder:
     def batches_after(self, t: float) -> int:
         return sum(1 for b in self.batches if b.received_at_monotonic > t)
 
-    async def until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async def until(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
         # Wakes on every status or batch; also every 50 ms, for conditions on the adapter's
-        # stats or on a queue this recorder does not see.
+        # stats or on a queue this recorder does not see. The default deadline only bounds a
+        # broken run; tests that assert a time limit measure it themselves.
         async with asyncio.timeout(timeout_s):
             while not predicate():
                 self._changed.clear()
@@ -259,7 +287,9 @@ def make_adapter(
         "out": recorder.on_batch,
         "on_status": recorder.on_status,
         "backoff": fast_backoff(),
-        "keepalive_s": 0.5,
+        # 2 s of silence takes a healthy reader offline: room for a loaded machine, whose stalled
+        # event loop also stalls the in-process simulator. The watchdog test sets its own.
+        "keepalive_s": 1.0,
         "connect_timeout_s": 2.0,
         "report_every_ms": 100,
         "degraded_hold_s": 0.5,
@@ -298,6 +328,8 @@ def gateway_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
+POLITE_S = 1.0
+
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, float]], float]] = {
     "asyncio": asyncio.run,
     "uvloop": uvloop.run,
@@ -320,10 +352,12 @@ def test_reads_from_every_antenna_arrive_as_tag_reads(
         mono_start = time.monotonic()
         queue: asyncio.Queue[ReadBatch] = asyncio.Queue(maxsize=64)
         async with simulator() as sim:
-            adapter, rec = make_adapter(sim.port, out=queue, keepalive_s=1.0)
+            adapter, rec = make_adapter(
+                sim.port, out=queue, keepalive_s=1.0, polite_disconnect_s=POLITE_S
+            )
             async with running(adapter) as tasks:
                 seen: dict[int, TagRead] = {}
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(10):
                     while len(seen) < 4:
                         batch = await queue.get()
                         assert batch.reader_id == "door-1-reader"
@@ -370,7 +404,9 @@ def test_reads_from_every_antenna_arrive_as_tag_reads(
         return stopped_in
 
     stopped_in = LOOPS[loop](scenario())
-    assert stopped_in < 3.0
+    # Bounded by the polite disconnect's timeout (sllurp's own can hang for ever), with slack for
+    # a loaded machine; a healthy reader answers at once.
+    assert stopped_in < POLITE_S + 2.0
     assert gateway_errors(caplog) == []
 
 
@@ -383,7 +419,7 @@ def test_two_readers_share_one_queue() -> None:
             adapter_b, rec_b = make_adapter(sim_b.port, "reader-b", out=queue)
             by_reader: dict[str, set[str]] = {"reader-a": set(), "reader-b": set()}
             async with running(adapter_a, adapter_b):
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(10):
                     while min(len(epcs) for epcs in by_reader.values()) < 3:
                         batch = await queue.get()
                         by_reader[batch.reader_id].update(

@@ -6,6 +6,7 @@ import asyncio
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -72,13 +73,26 @@ def test_register_map_as_read_by_a_client() -> None:
                 assert status & (1 << registers.TARE_ACTIVE_BIT)
                 assert not status & (1 << registers.ADC_ERROR_BIT)
                 assert regs[registers.FORMAT] == 0
-                # Input registers show the same map; the heartbeat advances at 10 Hz.
+                # Input registers show the same map; the heartbeat advances at 10 Hz. Each read
+                # is bracketed by the monotonic clock, so the bounds hold however late the
+                # event loop (or the machine) runs: floor(b) - floor(a) lies in (b - a - 1,
+                # b - a + 1), and b - a lies between the brackets' inner and outer spans (the
+                # inner one is at least the 0.35 s slept: the heartbeat must have advanced).
+                sent_1 = time.monotonic()
                 ir = await client.read_input_registers(0, count=4, device_id=1)
+                got_1 = time.monotonic()
                 assert f32(ir.registers[0:2]) == pytest.approx(12 * 250.0)
                 first = ir.registers[registers.HEARTBEAT]
                 await asyncio.sleep(0.35)
+                sent_2 = time.monotonic()
                 later = (await read(client, registers.HEARTBEAT, 1)).registers[0]
-                assert later - first == pytest.approx(0.35 * HEARTBEAT_HZ, abs=1.5)
+                got_2 = time.monotonic()
+                ticks = (later - first) % 0x10000
+                assert (
+                    (sent_2 - got_1) * HEARTBEAT_HZ - 1
+                    < ticks
+                    < (got_2 - sent_1) * HEARTBEAT_HZ + 1
+                )
                 # Beyond the map: illegal data address.
                 beyond = await read(client, registers.MAP_SIZE, 1)
                 assert beyond.isError()
@@ -177,7 +191,8 @@ def test_ground_truth_is_written_as_events_happen(tmp_path: Path) -> None:
             ShelfEvent(6.0, ShelfEventKind.RESTOCK, 1.2, units=5),
             ShelfEvent(8.0, ShelfEventKind.BUMP, 0.3, grams=700.0),
             ShelfEvent(9.0, ShelfEventKind.FAILURE, 5.0, mode=FailureMode.FROZEN),
-            ShelfEvent(30.0, ShelfEventKind.PICK, 0.8, units=1),  # after the run: never written
+            # After the run (9.5 s of real time after it, at 20x): never written.
+            ShelfEvent(200.0, ShelfEventKind.PICK, 0.8, units=1),
         )
     )
     scenario = ShelfScenario(name="t", seed=1, shelves=(track,))

@@ -120,12 +120,21 @@ def test_broker_away_while_movements_keep_coming(
                 await await_for(lambda: sink.relay.acked_seq >= 30, within=10, what="streaming")
                 await asyncio.to_thread(broker.stop)
                 before = store.last_seq()
-                await asyncio.sleep(OUTAGE_S)  # the outage itself
+                # The outage lasts OUTAGE_S (its duration is the scenario, not a wait for
+                # something), and at least 50 movements are recorded meanwhile, however slowly
+                # a loaded machine records them.
+                await asyncio.sleep(OUTAGE_S)
+                await await_for(
+                    lambda: store.last_seq() - before > 50, within=30, what="movements meanwhile"
+                )
                 during = store.last_seq() - before
                 assert sink.relay.acked_seq <= before
                 await asyncio.to_thread(broker.start)
                 await await_for(lambda: sink.connected, within=10, what="reconnection")
-                await asyncio.sleep(0.5)  # some movements after the recovery too
+                back = store.last_seq()
+                await await_for(  # some movements after the recovery too
+                    lambda: store.last_seq() >= back + 20, within=10, what="movements after"
+                )
                 recording.cancel()
                 await await_for(
                     lambda: store.get_cursor("mqtt") == store.last_seq(), within=30, what="drain"
@@ -168,6 +177,7 @@ sinks:
     url: "{broker}"
     topic_prefix: "{prefix}"
     client_id: "{client_id}"
+    inflight_max: 1
     reconnect: {{initial_s: 0.1, max_s: 0.5}}
 api: {{grpc_listen: "127.0.0.1:{grpc}", metrics_listen: "127.0.0.1:{metrics}"}}
 """
@@ -213,7 +223,10 @@ def test_gateway_killed_mid_stream_and_restarted(
         try:
             for start in range(0, 2000, 500):
                 store.record(scenario(start, 500), now=T0)
-            wait_for(lambda: store.get_cursor("mqtt") >= 200, timeout=20, what="streaming")
+            # Killed at its first cursor write (every 0.1 s), with most of the backlog still to
+            # go: one publish in flight at a time (inflight_max: 1) stretches the drain to about
+            # a second, so a test process the machine is slow to wake still kills mid-stream.
+            wait_for(lambda: store.get_cursor("mqtt") > 0, timeout=20, what="streaming")
             gateway.send_signal(signal.SIGKILL)
             gateway.wait(timeout=10)
             assert 0 < store.get_cursor("mqtt") < store.last_seq(), "not killed mid-stream"
