@@ -314,7 +314,13 @@ class Scenario:
         self, door_or_reader: str, t0_wall: float, *, speed: float = 1.0
     ) -> ScenarioReadSource:
         """What the reader of ``door_or_reader`` hears, scenario time 0 being wall time
-        ``t0_wall`` and ``speed`` scenario seconds passing per wall second."""
+        ``t0_wall`` and ``speed`` scenario seconds passing per wall second.
+
+        ``speed`` compresses the scenario into the simulator's clock (reads are stamped on that
+        clock): a gateway sees pallets go ``speed`` times faster, with fewer reads. To run
+        faster than real time as the gateway would see it in real time, scale the simulator's
+        clock instead and keep ``speed=1.0`` on it (both would compress by ``speed`` squared);
+        see ``simulators.llrp.accuracy``."""
         return ScenarioReadSource(self, self.door(door_or_reader), t0_wall, speed=speed)
 
 

@@ -41,7 +41,7 @@ def scenario_data() -> dict[str, Any]:
     return {
         "name": "app-e2e",
         "seed": 7,
-        "duration_s": 8,
+        "duration_s": 10,
         "radio": {"miss_rate": 0.0, "shadowing_sigma_db": 1.0, "fading_sigma_db": 0.5},
         "doors": [
             {
@@ -57,7 +57,10 @@ def scenario_data() -> dict[str, Any]:
                 "id": "p1",
                 "door": "door-1",
                 "direction": "in",
-                "at_s": 0.5,
+                # On the door plane at 4 s: it starts 6 m out, so the reader, inventorying
+                # within a second or two, hears the whole approach (the outside antennas aim
+                # 2 m out; a pallet starting at the door would be heard by one side only).
+                "at_s": 4.0,
                 "speed_mps": 1.5,
                 "sscc": {"company_prefix": "0614141", "serial": 424242},
                 "cases": [

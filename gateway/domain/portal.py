@@ -4,10 +4,13 @@ Theory of operation (the long version, with the reasoning, is docs/portal.md)
 ------------------------------------------------------------------------------
 A portal is a door watched by one reader whose antennas are split in two sides: *outside*
 antennas (facing the yard or trailer) and *inside* antennas (facing the building). A tag carried
-through the door is heard first by one side, then by both, then by the other side only; its RSSI
-rises while it approaches a side's antennas and falls once past them. A tag parked near the door
-is heard for minutes with a flat RSSI and no change of side. A tag passing one door is often heard,
-weakly, by the neighbouring door's reader (a cross-read).
+through the door is heard first, and strongly, by one side, then by both, then by the other side
+only: the side it leaves stops hearing it. How its RSSI evolves within a side depends on where
+the antennas aim (aimed away from the door, the side it leaves hears it fade and the side it
+enters hears it grow), so RSSI slopes are kept for traces but do not vote. A tag parked near the
+door is heard for minutes by one side (or both), the other side at most now and then, weakly,
+through a back lobe. A tag passing one door is often heard by the neighbouring door's reader (a
+cross-read), sometimes as loudly on one side when its antennas aim across.
 
 **Evidence.** Per EPC the engine keeps a *pass*: its reads with no gap over ``idle_close_s``. Reads
 are summed into a *window*, per (portal, side): read count (summed TagSeenCount), first and last
@@ -15,28 +18,40 @@ read time, and over the RSSI samples their count, mean time, peak and its time, 
 slope and spread. All sums are integers (microseconds, centi-dBm), so the evidence does not
 depend on the order reads are added. A window never spans more than ``stray_dwell_s``: a longer
 pass rolls it over, a second window started half-way keeps any crossing of a long dwell inside
-one window.
+one window. A window opened in the middle of a pass remembers which sides were hearing the tag
+then (within ``idle_close_s``): for those, its first read is an artefact of the cut, not an
+arrival.
 
 **Deciding** a window happens when (a) the pass has been silent for ``idle_close_s``; (b) at a door
 both sides of which heard the tag, one side has been silent for ``idle_close_s`` while the other
 still hears it (a pallet dropped right behind the door is decided without waiting for it to
 leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
 
-1. *Door*: among portals that heard the tag in the window, the highest peak RSSI wins; within
-   ``cross_read_margin_db`` of it the one with more reads wins and confidence is reduced (x0.5 at
-   a tie, x1 at the margin). Only the winner can be credited with a crossing.
+1. *Door*: each portal that heard the tag has a strength: the mean of its two sides' peak RSSI if
+   it heard both (a crossing passes close to both; a neighbour's beam reaches one side of the
+   lane), else its one side's peak (it cannot be credited with a crossing, but still outranks
+   weaker doors, so a reader offline for half a pass does not hand the tag to a neighbour). The
+   strongest wins; within ``cross_read_margin_db`` of it the one with more reads wins, and
+   confidence is multiplied by 0.5 + 0.5 x max(strength gap / margin, log2 of the read ratio),
+   clipped to [0.5, 1]: x0.5 for a tie on both, x1 once either is decisive (the margin, twice
+   the reads).
 2. *Direction*: both sides of the winner must have heard the tag (else: no direction, counted
-   ``one_sided``) with ``min_reads`` reads in all. The transition score T in [-1, 1] (positive:
-   outside then inside) weighs which side heard it first (0.25), last (0.25), the mean RSSI sample
-   times (0.30) and the peak times (0.20), each separation divided by 20 % of the shorter side's
-   span (at least 50 ms) and clipped to [-1, 1]. The trend score R compares RSSI slopes: rising
-   outside and falling inside is inward (full at a 3 dB/s difference each way). Direction is the
-   sign of S = 0.75 T + 0.25 R (S = T without RSSI).
-3. *Confidence* = |S| x support x cross-read factor x motion. support = m / (m + 0.5), m the read
+   ``one_sided``) with ``min_reads`` reads in all. Separations between the sides are divided by
+   20 % of the shorter side's span, at least 0.4 s (two antenna cycles of a busy reader: less is
+   read-timing jitter), and clipped to [-1, 1]: F for which side heard it first, L for which
+   stopped first, and the timing agreement A = 0.6 x (mean RSSI-sample times) + 0.4 x (peak
+   times). A crossing is a hand-over: F and L must agree; a side that hears the tag before and
+   after the other brackets it (a parked tag) and gives no direction (``ambiguous``). The
+   transition T = sign x min(|F|, |L|) x (1 + sign x A) / 2, positive for outside-then-inside.
+   The side the tag left must have been silent for ``idle_close_s`` when the window is decided
+   (always so for (a) and (b); at (c) the hand-over may still be under way, and a later window
+   sees it whole).
+3. *Confidence* = |T| x support x cross-read factor x motion. support = m / (m + 0.5), m the read
    count of the weaker side (one read: 0.67, ten: 0.95). motion is 1 unless both sides saw a flat
-   RSSI: it falls from 1 at a 3 dB spread (standard deviation) to 0 at 1 dB. Below
-   ``min_confidence`` nothing is emitted. A parked tag has no ordered transition and a flat RSSI:
-   it stays far below the threshold (each rolled-over window is counted as a ``stray`` window).
+   RSSI: it falls from 1 at a 3 dB spread (standard deviation) to 0 at 1 dB (a side of two
+   antennas at different ranges is rarely that flat, even for a parked tag: the hand-over rule
+   is what rejects those). Below ``min_confidence`` nothing is emitted; each rolled-over window
+   without a crossing is counted as a ``stray`` window.
 4. *Already there*: each EPC remembers where its last crossing took it; a crossing to the
    location it is already in (re-reads, a pallet jostled in the door) is suppressed.
 
@@ -44,15 +59,18 @@ leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
 inward crossing: half-way between the last outside read and the first inside read) are within
 ``group_window_s``; a load spans at most ``stray_dwell_s``. A load settles once reader time passes
 its last moment + 2 x (``group_window_s`` + ``idle_close_s``) (a case is decided at most about
-2 x idle_close_s after its moment); its crossings are then emitted together as ``TagCrossed``
-sharing one ``pass_id``. A crossing decided after that settle time starts a new load, so the
-grouping depends only on the reads, not on how often ``feed``/``advance`` are called.
-``movements()`` makes one movement per (load, SKU): quantity = cases x pack_size eaches, the
-pallet's SSCC as ``container``, a ``movement_id`` recomputable from the movement itself.
+2 x idle_close_s after its moment) and no open pass heard on both sides of its door could still
+be decided by then (one last read by another, silent, reader waits on that reader's lagging
+clock); its crossings are then emitted together as ``TagCrossed`` sharing one ``pass_id``. A
+crossing decided after that settle time starts a new load, so the grouping depends only on the
+reads, not on how often ``feed``/``advance`` are called. ``movements()`` makes one movement per
+(load, SKU): quantity = cases x pack_size eaches, the pallet's SSCC as ``container``, a
+``movement_id`` recomputable from the movement itself.
 
 **Reader time.** Reader clocks may be skewed and reports arrive late, so idle decisions use each
 reader's own time: its newest read, or, once it has been silent, ``now_us`` minus its offset
-(measured at each ``feed``) minus ``idle_close_s`` of allowance for reports still on their way.
+(measured at each ``feed``) minus ``idle_close_s`` of allowance for reports still on their way. A
+pass waits on the clock of the reader that read it last.
 
 **Reader offline during a crossing.** If only one side of the winning door heard the tag, no
 direction is guessed: no crossing, no movement, counted as ``one_sided``. Inferring it from the
@@ -70,8 +88,9 @@ after ``horizon_s``; ids are pure functions of the evidence.
 
 Parameters: ``PortalParams`` (config ``debounce.portal``): idle_close_s 2.0, min_reads 2,
 min_confidence 0.6, stray_dwell_s 20.0, cross_read_margin_db 3.0, horizon_s 3600, max_tags 100000,
-group_window_s 1.5. The scoring weights and scales above are module constants, calibrated on
-synthetic door geometry; see docs/portal.md.
+group_window_s 1.5. The scoring weights and scales above are module constants, calibrated
+against the LLRP simulator's ground truth (``tests/test_portal_accuracy.py``,
+``benchmarks/portal_accuracy.py``); the reasoning and the figures are in docs/portal.md.
 """
 
 from __future__ import annotations
@@ -173,16 +192,18 @@ class CrossingEvidence:
     peak_rssi_outside: float | None
     peak_rssi_inside: float | None
     transition: float
-    """T in [-1, 1]: ordering of the sides, positive for outside-then-inside."""
+    """T in [-1, 1]: the hand-over between the sides, positive for outside-then-inside."""
     trend: float | None
-    """R in [-1, 1]: RSSI slopes, positive for rising outside and falling inside."""
+    """R in [-1, 1]: RSSI slopes, positive for rising outside and falling inside. A trace
+    only: its sign depends on where the antennas aim, so it does not vote."""
     support: float
     motion: float
     """1.0 unless both sides saw a flat RSSI (a still tag); 0.0 for a fully flat one."""
     runner_up: str | None
     """Another portal that heard the tag in the same window (a cross-read), if any."""
     runner_up_gap_db: float | None
-    """Winner's peak RSSI minus the runner-up's (negative if the winner won on read count)."""
+    """Winner's strength minus the runner-up's, in dB (negative if the winner won on read
+    count). Strength: the mean of the two sides' peak RSSI, or the one side's peak."""
     decided_by: DecidedBy
 
 
@@ -243,12 +264,13 @@ class PortalStats:
 _NO_PEAK: Final = -(10**9)
 _NEVER: Final = 1 << 62
 _SEPARATION: Final = 0.2  # a separation of this fraction of the shorter side's span votes fully
-_MIN_SCALE_US: Final = 50_000
+# ...and never less than this: two antenna cycles of a busy reader. Separations within it are
+# read-timing jitter (a 4-antenna reader visits each side every 0.1-0.2 s, and misses reads).
+_MIN_SCALE_US: Final = 400_000
 _FLAT_DB: Final = 1.0  # RSSI spread (std dev) at or below this on both sides: no motion at all
 _MOVING_DB: Final = 2.0  # ...and this much more: full motion
-_TREND_REF: Final = 3e-4  # 3 dB/s expressed in centi-dB per microsecond
-_W_FIRST, _W_LAST, _W_MEAN, _W_PEAK = 0.25, 0.25, 0.30, 0.20
-_W_TRANSITION, _W_TREND = 0.75, 0.25
+_TREND_REF: Final = 3e-4  # 3 dB/s expressed in centi-dB per microsecond (diagnostic only)
+_W_MEAN, _W_PEAK = 0.6, 0.4  # timing agreement: mean RSSI-sample times, then peak times
 _last_seen = attrgetter("last_seen_us")
 
 
@@ -307,10 +329,13 @@ class _Side:
 class _Window:
     """The evidence of one pass (or of one stretch of a long one): a side per (portal, side)."""
 
-    __slots__ = ("pairs", "quiet_checked", "quiet_hint", "sides", "start")
+    __slots__ = ("carried", "pairs", "quiet_checked", "quiet_hint", "sides", "start")
 
-    def __init__(self, start: int, n_codes: int) -> None:
+    def __init__(self, start: int, n_codes: int, carried: int = 0) -> None:
         self.start = start
+        # Sides (bit per code) that were hearing the tag when this window was opened in the
+        # middle of a pass: for them the window's first read is an artefact of the cut.
+        self.carried = carried
         self.sides: list[_Side | None] = [None] * n_codes
         self.pairs: list[int] = []  # portals both of whose sides heard the tag
         self.quiet_checked = -1  # the quiet-side instant last judged (not judged twice)
@@ -761,12 +786,24 @@ class PortalEngine:
             self._decide(tag, win, t, DecidedBy.DWELL_WINDOW, decided)
             if len(decided) == before and tag.win is win:
                 self._c.stray_windows += 1
-                tag.win = tag.win2 if tag.win2 is not None else _Window(t, self._n_codes)
+                if tag.win2 is not None:
+                    tag.win = tag.win2
+                else:
+                    tag.win = _Window(t, self._n_codes, self._active(win, t))
                 tag.win2 = None
         win = tag.win
         if tag.win2 is None and t - win.start > self._window_us >> 1:
-            tag.win2 = _Window(t, self._n_codes)
+            tag.win2 = _Window(t, self._n_codes, self._active(win, t))
         return win
+
+    def _active(self, win: _Window, t: int) -> int:
+        """The sides of ``win`` that heard the tag within idle_close_s before ``t`` (a mask)."""
+        cut = t - self._idle_us
+        mask = 0
+        for code, side in enumerate(win.sides):
+            if side is not None and side.last >= cut:
+                mask |= 1 << code
+        return mask
 
     def _quiet_side(self, tag: _Tag, win: _Window, t: int, decided: list[_Decided]) -> _Window:
         """Decide early if, at a portal both of whose sides heard the tag, one side has been
@@ -812,8 +849,12 @@ class PortalEngine:
         # End-of-pass outcomes are counted for passes without a crossing, not for the tail of
         # reads that follows an early (quiet-side) decision.
         final = (cause is DecidedBy.IDLE or cause is DecidedBy.EVICTED) and not tag.crossed
-        # 1. Which door: highest peak RSSI; within the margin, most reads.
-        heard: list[tuple[int, int, int]] = []  # (peak, reads, portal)
+        # 1. Which door. A tag carried through a door passes close to both of its sides, so a
+        # door that heard both is as strong as the mean of their peaks: a neighbour's beam
+        # reaches one side of the lane, rarely both. A door that heard one side only cannot be
+        # credited with a crossing, but its peak still outranks weaker doors (no guessing when
+        # a reader was offline). Within the margin, the door that heard the tag more often wins.
+        heard: list[tuple[int, int, int]] = []  # (strength, reads, portal)
         for portal in range(len(self._portals)):
             out_side = sides[2 * portal]
             in_side = sides[2 * portal + 1]
@@ -823,8 +864,10 @@ class PortalEngine:
             elif in_side is None:
                 heard.append((out_side.peak, out_side.n, portal))
             else:
-                peak = max(out_side.peak, in_side.peak)
-                heard.append((peak, out_side.n + in_side.n, portal))
+                strength = _NO_PEAK
+                if out_side.k and in_side.k:
+                    strength = (out_side.peak + in_side.peak) >> 1
+                heard.append((strength, out_side.n + in_side.n, portal))
         if not heard:
             return
         winner = heard[0]
@@ -833,15 +876,18 @@ class PortalEngine:
         gap_db: float | None = None
         if len(heard) > 1:
             heard.sort(key=_by_strength)
-            top_peak = heard[0][0]
-            close = [h for h in heard if top_peak - h[0] < self._margin_cdb]
+            top = heard[0][0]
+            close = [h for h in heard if top - h[0] < self._margin_cdb]
             winner = max(close, key=_by_reads)
             runner_up = next(h for h in heard if h is not winner)
             gap = winner[0] - runner_up[0]
             if winner[0] != _NO_PEAK and runner_up[0] != _NO_PEAK:
                 gap_db = gap / 100
             if gap < self._margin_cdb:
-                cross_factor = 0.5 + 0.5 * max(0, gap) / max(1, self._margin_cdb)
+                # Decisive in strength or in reads (twice as many count fully).
+                by_strength = max(0, gap) / max(1, self._margin_cdb)
+                by_reads = min(1.0, max(0.0, math.log2(winner[1] / max(1, runner_up[1]))))
+                cross_factor = 0.5 + 0.5 * max(by_strength, by_reads)
         portal = winner[2]
         o = sides[2 * portal]
         i = sides[2 * portal + 1]
@@ -857,29 +903,39 @@ class PortalEngine:
         # Separations are judged against the shorter side's span: a long dwell on one side
         # must not dilute the crossing at its end.
         scale = max(_MIN_SCALE_US, _SEPARATION * min(o.last - o.first, i.last - i.first))
-
-        weight = _W_FIRST + _W_LAST + _W_MEAN
-        total = _W_FIRST * _vote(i.first - o.first, scale)
-        total += _W_LAST * _vote(i.last - o.last, scale)
+        carried = win.carried >> (2 * portal)
+        o_first = win.start if carried & 1 else o.first
+        i_first = win.start if carried & 2 else i.first
+        v_first = _vote(i_first - o_first, scale)
+        v_last = _vote(i.last - o.last, scale)
         if o.k and i.k:
-            total += _W_MEAN * _vote(i.sx / i.k - o.sx / o.k, scale)
-            total += _W_PEAK * _vote(i.peak_x - o.peak_x, scale)
-            weight += _W_PEAK
+            timing = _W_MEAN * _vote(i.sx / i.k - o.sx / o.k, scale)
+            timing += _W_PEAK * _vote(i.peak_x - o.peak_x, scale)
         else:
-            total += _W_MEAN * _vote(((i.first + i.last) - (o.first + o.last)) / 2, scale)
-        transition = total / weight
-        slope_o = o.slope()
-        slope_i = i.slope()
-        trend: float | None = None
-        score = transition
-        if slope_o is not None and slope_i is not None:
-            trend = max(-1.0, min(1.0, (slope_o - slope_i) / (2 * _TREND_REF)))
-            score = _W_TRANSITION * transition + _W_TREND * trend
-        if score == 0.0:
+            timing = _vote(((i.first + i.last) - (o.first + o.last)) / 2, scale)
+        # A crossing hands the tag over: the side it leaves hears it first AND stops hearing it
+        # first. A side that hears it before and after the other (brackets it) has it parked in
+        # its field, whatever the other side's few reads say.
+        transition = 0.0
+        if v_first * v_last > 0:
+            sign = 1.0 if v_first > 0 else -1.0
+            transition = sign * min(abs(v_first), abs(v_last)) * (1.0 + sign * timing) / 2
+        if transition == 0.0:
             if final:
                 c.ambiguous += 1
             return
-        direction = Direction.IN if score > 0 else Direction.OUT
+        direction = Direction.IN if transition > 0 else Direction.OUT
+        # The side the tag left must have stopped hearing it. Idle and quiet-side decisions
+        # ensure it; at a dwell-window decision the hand-over may still be under way (or be a
+        # gap in a parked tag's reads), and a later, staggered window sees it whole.
+        left = o.last if direction is Direction.IN else i.last
+        if decided_us - left < self._idle_us:
+            return
+        slope_o = o.slope()
+        slope_i = i.slope()
+        trend: float | None = None
+        if slope_o is not None and slope_i is not None:
+            trend = max(-1.0, min(1.0, (slope_o - slope_i) / (2 * _TREND_REF)))
         weaker = min(o.n, i.n)
         support = weaker / (weaker + 0.5)
         # Flat RSSI on both sides (well sampled) means nothing moved: a parked tag.
@@ -887,7 +943,7 @@ class PortalEngine:
         motion = 1.0
         if len(spreads) == 2:
             motion = max(0.0, min(1.0, (max(spreads) - _FLAT_DB) / _MOVING_DB))
-        confidence = round(abs(score) * support * cross_factor * motion, 4)
+        confidence = round(abs(transition) * support * cross_factor * motion, 4)
         if confidence < self._params.min_confidence:
             if final:
                 c.low_confidence += 1
@@ -896,7 +952,7 @@ class PortalEngine:
         spec = self._portals[portal]
         destination = spec.inside_location if direction is Direction.IN else spec.outside_location
         if cause is DecidedBy.QUIET_SIDE or cause is DecidedBy.DWELL_WINDOW:
-            tag.win = _Window(decided_us, self._n_codes)
+            tag.win = _Window(decided_us, self._n_codes, self._active(win, decided_us))
             tag.win2 = None
         tag.crossed = True
         if tag.known_loc == destination:
@@ -958,11 +1014,36 @@ class PortalEngine:
         for crossing in decided:
             self._offer(crossing, emitted)
         for load in list(self._loads):
-            if load.settle_at <= reader_now[self._portal_reader[load.portal]]:
+            if load.settle_at <= reader_now[
+                self._portal_reader[load.portal]
+            ] and not self._may_still_join(load):
                 self._loads.remove(load)
                 self._emit(load, emitted)
         emitted.sort(key=lambda x: (x.moment_us, x.portal_id, x.epc))
         return emitted
+
+    def _may_still_join(self, load: _Load) -> bool:
+        """Whether an open pass heard on both sides of the load's door could still be decided
+        at or before the load's settle time. Such a pass waits on the clock of another reader
+        (the one that read it last, or the one whose heap holds its entry): when that reader
+        is silent its clock lags by the in-flight allowance. A heap entry's key never exceeds
+        its tag's last read, so the scan only runs when a heap's oldest entry is old enough."""
+        limit = load.settle_at - self._idle_us
+        portal = load.portal
+        for heap in self._deadlines:
+            if not heap or heap[0][0] > limit:
+                continue
+            for key, epc in heap:
+                if key > limit:
+                    continue
+                tag = self._open.get(epc)
+                if tag is None or tag.heap_key != key:
+                    continue  # stale entry
+                if tag.last_us <= limit and (
+                    portal in tag.win.pairs or (tag.win2 is not None and portal in tag.win2.pairs)
+                ):
+                    return True
+        return False
 
     def _close_idle(self, reader_now: list[int], decided: list[_Decided]) -> None:
         """Close the passes idle in their own reader's time, least recently read first."""
