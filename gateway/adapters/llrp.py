@@ -8,11 +8,19 @@ reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceErr
 tears the session down, waits a capped exponential backoff with full jitter
 (:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
 
-Threads. sllurp decodes on its own (non-daemon) thread. Everything that runs there either frames
-and decodes bytes (:class:`_ReaderClient`) or is a callback, and callbacks do nothing but
-``loop.call_soon_threadsafe(...)``: tag dicts are converted to :class:`TagRead` on the event loop.
-Blocking calls (``connect``, the polite ``disconnect``, ``join``) run in the default executor.
-Every event carries its session's number, so a late event from a torn-down client is ignored.
+Threads. sllurp decodes on its own (non-daemon) thread. What runs there is pure: read the socket,
+frame and decode (:class:`_ReaderClient`), convert each report's tag dicts to :class:`TagRead`
+(:func:`tag_reads_from_sllurp`), and post events with ``loop.call_soon_threadsafe(...)``. All
+state (counters, degraded/offline, watchdog, the queue) lives on the event loop. Blocking calls
+(``connect``, the polite ``disconnect``, ``join``) run in the default executor. Every event
+carries its session's number, so a late event from a torn-down client is ignored.
+
+Cost. Ingest is bound by sllurp's pure-Python decoding (about 10 us a tag read); everything the
+adapter adds must stay small beside it (``benchmarks/llrp_ingest.py`` measures the ratio). Hence:
+the socket is read 64 KiB at a time (sllurp reads 4 KiB, less than one 100-tag report, and every
+read releases the GIL to the other thread); a report is converted column by column and validated
+once for all its reads (:meth:`TagRead.batch`), entry by entry only when something is wrong with
+it; and the reports of one socket read are posted together, so the loop wakes once per read.
 
 Watchdog (the gateway's, not sllurp's). A session is torn down when
   * the TCP connect fails, or the handshake (capabilities, config, ROSpec) does not reach
@@ -34,7 +42,9 @@ logged at debug level; recovery logs one info line.
 Hand-off. Each RO_ACCESS_REPORT with at least one valid entry becomes one :class:`ReadBatch`, given
 to a callback or put into a bounded ``asyncio.Queue``. When the queue is full the OLDEST batch is
 dropped (fresh reads matter more to a portal than stale ones), counted in ``dropped_batches`` /
-``dropped_reads``, and the reader is degraded while it keeps happening.
+``dropped_reads``, and the reader is degraded while it keeps happening. Upstream of the queue, at
+most ``MAX_HANDOVERS_IN_FLIGHT`` posts of reports wait for the loop; beyond that sllurp's thread
+waits, and TCP pushes back on the reader.
 
 sllurp 3.0.5 traps handled here: its own reconnect waits a fixed 60 s (we set ``reconnect=False``
 and own reconnection); ``disconnect()`` can hang forever and its thread is not a daemon (we bound
@@ -50,6 +60,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import operator
+import select
 import socket
 import struct
 import threading
@@ -73,9 +85,14 @@ DEVICE_TYPE: Final = "llrp_reader"
 _HEADER: Final = struct.Struct("!HII")  # type/version, length, message id
 _SUPPORTED_VERSIONS: Final = frozenset({1, 2})  # LLRP 1.0.1 and 1.1
 DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
-# Reports handed to the loop but not yet converted. Beyond this, sllurp's thread waits (TCP then
-# pushes back on the reader, which buffers) instead of piling callbacks up on a busy loop.
-MAX_REPORTS_IN_FLIGHT: Final = 16
+# Hand-overs of reports (those of one socket read each) posted to the loop but not yet taken.
+# Beyond this, sllurp's thread waits (TCP then pushes back on the reader, which buffers) instead
+# of piling callbacks up on a busy loop.
+MAX_HANDOVERS_IN_FLIGHT: Final = 4
+# Bytes taken from the socket per system call. sllurp takes 4 KiB, less than one 100-tag report
+# (about 4.3 kB): two select()s and two recv()s per report, each releasing the GIL to the loop's
+# thread and waiting to get it back. 64 KiB holds a dozen such reports.
+RECV_BYTES: Final = 64 * 1024
 
 # Exceptions sllurp's pure-Python decoders raise on bytes they cannot make sense of.
 _DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
@@ -105,6 +122,20 @@ class ReadBatch:
     reader_id: DeviceId
     received_at_monotonic: float
     reads: tuple[TagRead, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertedReport:
+    """The tag entries of one RO_ACCESS_REPORT, converted: its valid reads and what was wrong.
+
+    ``malformed`` entries were dropped (``first_problem`` says why for the first one);
+    ``missing_fields`` are requested TagReportData fields the report's first entry lacks.
+    """
+
+    reads: tuple[TagRead, ...]
+    malformed: int = 0
+    first_problem: str | None = None
+    missing_fields: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +184,73 @@ def tag_read_from_sllurp(reader_id: DeviceId, entry: Mapping[str, Any]) -> TagRe
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"malformed TagReportData entry: {exc!r}") from exc
+
+
+# Column readers: ``map`` calls them from C, with no per-entry Python frame; each raises
+# KeyError when its field is absent.
+_EPC: Final = operator.itemgetter("EPC")
+_ANTENNA: Final = operator.itemgetter("AntennaID")
+_RSSI: Final = operator.itemgetter("PeakRSSI")
+_FIRST_SEEN: Final = operator.itemgetter("FirstSeenTimestampUTC")
+_LAST_SEEN: Final = operator.itemgetter("LastSeenTimestampUTC")
+_SEEN_COUNT: Final = operator.itemgetter("TagSeenCount")
+
+
+def tag_reads_from_sllurp(
+    reader_id: DeviceId, entries: Sequence[Mapping[str, Any]]
+) -> ConvertedReport:
+    """Convert the TagReportData dicts of one report; malformed entries are dropped and counted.
+
+    The result is what :func:`tag_read_from_sllurp` gives entry by entry. The usual report has
+    every requested field in every entry and nothing wrong: it is converted column by column
+    (``map`` over the entries, one ``join`` for the EPCs) and validated by
+    :meth:`TagRead.batch`, less than half the cost of converting entry by entry. A report
+    where any entry lacks a field, or where any value fails, is converted entry by entry, which
+    keeps the fallbacks (missing PeakRSSI, TagSeenCount, one timestamp) and says which
+    entries are malformed.
+    """
+    if not entries:
+        return ConvertedReport(())
+    # A reader applies one content selector to every entry: the first one tells.
+    missing = _REQUESTED_FIELDS.difference(entries[0])
+    if not missing:
+        try:
+            return ConvertedReport(_tag_reads_by_column(reader_id, entries))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            pass  # some entry is incomplete or invalid: entry by entry says which
+    reads = []
+    malformed = 0
+    first_problem: ProtocolError | None = None
+    for entry in entries:
+        try:
+            reads.append(tag_read_from_sllurp(reader_id, entry))
+        except ProtocolError as exc:
+            malformed += 1
+            first_problem = first_problem or exc
+    return ConvertedReport(
+        tuple(reads),
+        malformed,
+        None if first_problem is None else str(first_problem),
+        frozenset(missing),
+    )
+
+
+def _tag_reads_by_column(
+    reader_id: DeviceId, entries: Sequence[Mapping[str, Any]]
+) -> tuple[TagRead, ...]:
+    """The fast path of :func:`tag_reads_from_sllurp`: the same conversions, a column at a time."""
+    # A space cannot occur in hex: an EPC holding one adds a piece, and TagRead.batch then
+    # rejects the columns for their lengths (a non-bytes EPC makes join raise TypeError).
+    epcs = b" ".join(map(_EPC, entries)).decode("ascii").upper().split(" ")
+    return TagRead.batch(
+        reader_id,
+        antennas=list(map(int, map(_ANTENNA, entries))),
+        epcs=epcs,
+        rssi_dbm=list(map(float, map(_RSSI, entries))),
+        first_seen_us=list(map(int, map(_FIRST_SEEN, entries))),
+        last_seen_us=list(map(int, map(_LAST_SEEN, entries))),
+        seen_counts=list(map(int, map(_SEEN_COUNT, entries))),
+    )
 
 
 def reader_config(
@@ -231,7 +329,7 @@ class LinkWatchdog:
 class _SessionSink:
     """The loop-side receivers of the events a :class:`_ReaderClient` posts."""
 
-    report: Callable[[int, list[Mapping[str, Any]], Callable[[], None]], None]
+    reports: Callable[[int, list[ConvertedReport], Callable[[], None]], None]
     message: Callable[[int, str, Mapping[str, Any]], None]
     inventorying: Callable[[int], None]
     failed: Callable[[int, str, BaseException | None], None]
@@ -266,8 +364,10 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         post: Callable[..., None],
         session: int,
         sink: _SessionSink,
+        reader_id: DeviceId,
     ) -> None:
         super().__init__(host, port, config=config, timeout=socket_timeout_s)
+        self._reader_id = reader_id
         self._post_event = post
         self._session_no = session
         self._events = sink
@@ -275,23 +375,61 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         self._frame_buffer = bytearray()
         self._stream_failed = False
         self._worker: threading.Thread | None = None
-        self._in_flight = threading.BoundedSemaphore(MAX_REPORTS_IN_FLIGHT)
+        self._in_flight = threading.BoundedSemaphore(MAX_HANDOVERS_IN_FLIGHT)
+        # Reports converted from the current socket read, posted together at its end: one
+        # wake-up of the loop per read rather than per report. Only sllurp's thread touches it.
+        self._pending_reports: list[ConvertedReport] = []
         self.add_state_callback(LLRPReaderState.STATE_INVENTORYING, self._notify_inventorying)
         self.add_disconnected_callback(self._notify_disconnected)
 
     # -- sllurp thread -------------------------------------------------------------------------
 
     def main_loop(self) -> None:
-        self._worker = threading.current_thread()
-        try:
-            super().main_loop()
-        finally:
-            self._post_event(self._events.thread_exited, self._session_no)
+        """sllurp's receive loop, with a larger read per system call (see ``RECV_BYTES``).
 
-    def raw_data_received(self, data: bytes) -> None:
+        Like sllurp's: wait for the socket, read, frame; stop when asked to (after the read that
+        woke it); on end of stream or a socket error, let sllurp's ``on_lost_connection`` reset
+        its state and call the disconnected callbacks (``reconnect`` is off: it never retries).
+        """
+        self._worker = threading.current_thread()
+        chunk = bytearray(RECV_BYTES)
+        received = memoryview(chunk)
+        sock = self._socket
+        try:
+            if sock is None:  # connect() starts this thread only once the socket is up
+                self._give_up("sllurp reader thread started without a socket")
+                return
+            while True:
+                select.select([sock], [], [])
+                try:
+                    size = sock.recv_into(chunk)
+                except OSError as exc:
+                    logger.debug("LLRP socket of %s:%s failed: %r", self._host, self._port, exc)
+                    size = 0
+                if size:
+                    self.raw_data_received(received[:size])
+                if self._stop_main_loop.is_set():
+                    break
+                if not size:
+                    self.on_lost_connection()
+                    break
+        except Exception as exc:  # the thread's top level: a bug must not end it silently
+            logger.exception("sllurp reader thread of %s:%s failed", self._host, self._port)
+            self._give_up(f"sllurp reader thread failed: {exc!r}", exc)
+        finally:
+            self._socket_thread = None  # what sllurp's loop does on the way out
+            self._emit(self._events.thread_exited, self._session_no)
+
+    def raw_data_received(self, data: bytes | memoryview) -> None:
         """Frame LLRP messages; unlike sllurp, give up on the stream at the first bad frame."""
         if self._stream_failed:
             return
+        try:
+            self._frame(data)
+        finally:
+            self._hand_over()
+
+    def _frame(self, data: bytes | memoryview) -> None:
         buffer = self._frame_buffer
         buffer += data
         while len(buffer) >= _HEADER.size:
@@ -318,16 +456,13 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             name = message.getName()
             body = message.msgdict[name]
             if name == "RO_ACCESS_REPORT":
-                if not self._room_for_a_report():
-                    return
-                self._post_event(
-                    self._events.report,
-                    self._session_no,
-                    body["TagReportData"],
-                    self._in_flight.release,
+                # Converted here, while the loop may still be busy with earlier reports: the
+                # loop then only accounts and enqueues.
+                self._pending_reports.append(
+                    tag_reads_from_sllurp(self._reader_id, body["TagReportData"])
                 )
             else:
-                self._post_event(self._events.message, self._session_no, name, body)
+                self._emit(self._events.message, self._session_no, name, body)
             try:
                 self.llrp.handleMessage(message)
             except _DECODE_ERRORS as exc:
@@ -336,19 +471,31 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 self._give_up(f"LLRP handshake failed in sllurp: {exc!r}", exc)
                 return
 
-    def _room_for_a_report(self) -> bool:
-        """Wait until the loop has taken enough reports; False if the session is stopping."""
+    def _hand_over(self) -> None:
+        """Post the pending reports, once the loop has taken enough earlier hand-overs."""
+        reports = self._pending_reports
+        if not reports:
+            return
+        self._pending_reports = []
         while not self._in_flight.acquire(timeout=0.1):
             if self._stop_main_loop.is_set():
-                return False
-        return True
+                return  # the session is stopping: nobody will take them
+        self._post_event(self._events.reports, self._session_no, reports, self._in_flight.release)
+
+    def _emit(self, fn: Callable[..., None], *args: object) -> None:
+        """Post an event after the reports that came before it (sllurp's thread only)."""
+        self._hand_over()
+        self._post_event(fn, *args)
 
     def _give_up(self, reason: str, cause: BaseException | None = None) -> None:
         self._stream_failed = True
         self._frame_buffer.clear()
-        self._post_event(self._events.failed, self._session_no, reason, cause)
+        self._emit(self._events.failed, self._session_no, reason, cause)
         # main_loop checks this flag after each read and exits; the socket is closed by close().
         self._stop_main_loop.set()
+
+    # sllurp's callbacks post directly: they do not depend on the order of reports, and
+    # ``_emit`` (which touches ``_pending_reports``) must not run off sllurp's thread.
 
     def _notify_inventorying(self, _client: object, _state: int) -> None:
         self._post_event(self._events.inventorying, self._session_no)
@@ -582,6 +729,7 @@ class LlrpReaderAdapter:
             post=lambda fn, *args: _post(loop, fn, *args),
             session=session,
             sink=self._sink(),
+            reader_id=self.reader_id,
         )
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
         connecting.add_done_callback(lambda _: self._wake.set())
@@ -658,7 +806,7 @@ class LlrpReaderAdapter:
 
     def _sink(self) -> _SessionSink:
         return _SessionSink(
-            report=self._on_report,
+            reports=self._on_reports,
             message=self._on_message,
             inventorying=self._on_inventorying,
             failed=self._fail,
@@ -666,40 +814,33 @@ class LlrpReaderAdapter:
             thread_exited=self._on_thread_exited,
         )
 
-    def _on_report(
-        self, session: int, entries: list[Mapping[str, Any]], taken: Callable[[], None]
+    def _on_reports(
+        self, session: int, reports: list[ConvertedReport], taken: Callable[[], None]
     ) -> None:
-        taken()  # sllurp's thread may hand over the next report
+        taken()  # sllurp's thread may hand over more
         if session != self._session:
             return
         now = self._clock()
         self._watchdog.heard(now)
-        if not entries:
-            return
-        reader_id = self.reader_id
-        reads = []
-        malformed = 0
-        first_problem: ProtocolError | None = None
-        for entry in entries:
-            try:
-                reads.append(tag_read_from_sllurp(reader_id, entry))
-            except ProtocolError as exc:
-                malformed += 1
-                first_problem = first_problem or exc
-        if malformed:
-            self._malformed += malformed
+        for report in reports:
+            self._on_report(report, now)
+
+    def _on_report(self, report: ConvertedReport, now: float) -> None:
+        if report.malformed:
+            self._malformed += report.malformed
             self._problem(
-                now, "malformed", f"{malformed} malformed tag entries in a report: {first_problem}"
+                now,
+                "malformed",
+                f"{report.malformed} malformed tag entries in a report: {report.first_problem}",
             )
-        else:
+        elif report.missing_fields:
             # The ROSpec asked for these fields; a reader that drops one (e.g. PeakRSSI) still
-            # yields reads, but the portal engine loses evidence. One check per report suffices:
-            # a reader applies one content selector to every entry.
-            missing = _REQUESTED_FIELDS.difference(entries[0])
-            if missing:
-                self._problem(now, "fields", f"reports lack requested fields {sorted(missing)}")
-        if reads:
-            self._deliver(ReadBatch(reader_id, now, tuple(reads)), now)
+            # yields reads, but the portal engine loses evidence.
+            self._problem(
+                now, "fields", f"reports lack requested fields {sorted(report.missing_fields)}"
+            )
+        if report.reads:
+            self._deliver(ReadBatch(self.reader_id, now, report.reads), now)
 
     def _on_message(self, session: int, name: str, body: Mapping[str, Any]) -> None:
         if session != self._session:

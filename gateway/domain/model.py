@@ -8,9 +8,12 @@ clock, so callers pass time in.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import operator
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from itertools import repeat
 from typing import NewType
 
 Epc = NewType("Epc", str)
@@ -58,6 +61,7 @@ class Severity(enum.StrEnum):
 
 # A set test is ~6x cheaper than a per-character scan; TagRead is built ~30,000 times a second.
 _UPPER_HEX = frozenset("0123456789ABCDEF")
+_UPPER_HEX_BYTES = b"0123456789ABCDEF"
 
 
 def _require_utc(name: str, value: datetime) -> None:
@@ -90,6 +94,76 @@ class TagRead:
             raise ValueError("last_seen_us is before first_seen_us")
         if self.seen_count < 1:
             raise ValueError(f"seen_count must be >= 1, got {self.seen_count}")
+
+    @staticmethod
+    def batch(
+        reader_id: DeviceId,
+        *,
+        antennas: Sequence[int],
+        epcs: Sequence[str],
+        rssi_dbm: Sequence[float | None],
+        first_seen_us: Sequence[int],
+        last_seen_us: Sequence[int],
+        seen_counts: Sequence[int],
+    ) -> tuple[TagRead, ...]:
+        """The reads of one reader given as columns (one element per read): all of them or none.
+
+        Each column is checked against the rules of ``__post_init__`` in one pass of C code (a
+        min/max, a join, a byte translation), then every instance is built without running them
+        again: less than half the cost of ``TagRead(...)``, whose generated ``__init__`` pays a
+        generic ``object.__setattr__`` per field (the price of ``frozen``). An LLRP reader
+        delivers tens of thousands of reads a second, so this is most of what the gateway adds
+        to sllurp's decoding.
+
+        Raises:
+            ValueError: the columns differ in length, or at least one read would be rejected by
+                ``TagRead(...)``; which one is not said: build those reads one by one to find out.
+        """
+        count = len(epcs)
+        columns = (antennas, rssi_dbm, first_seen_us, last_seen_us, seen_counts)
+        if any(len(column) != count for column in columns):
+            raise ValueError("TagRead.batch: columns differ in length")
+        if not count:
+            return ()
+        # The same rules as __post_init__, which stays the reference: keep the two in step.
+        # (min/max stand for "every element" exactly on ints, which the signature asks for.)
+        if min(antennas) < 0 or max(antennas) > 0xFFFF:
+            raise ValueError("TagRead.batch: an antenna is out of range")
+        try:
+            joined = "".join(epcs)
+        except TypeError as exc:  # TagRead() rejects a non-str EPC with a ValueError too
+            raise ValueError("TagRead.batch: an EPC is not a str") from exc
+        if not (
+            all(epcs)
+            and joined.isascii()
+            and not joined.encode("ascii").translate(None, _UPPER_HEX_BYTES)
+        ):
+            raise ValueError("TagRead.batch: an EPC is empty or not upper-case hex")
+        if any(map(operator.gt, first_seen_us, last_seen_us)):
+            raise ValueError("TagRead.batch: a last_seen_us is before its first_seen_us")
+        if min(seen_counts) < 1:
+            raise ValueError("TagRead.batch: a seen_count is below 1")
+
+        # Allocate the instances empty, then fill one field across all of them at a time: each
+        # step is a C loop calling the slot's setter (which the generated __init__ reaches
+        # through object.__setattr__), with no Python frame per read.
+        reads = list(map(object.__new__, repeat(TagRead, count)))
+        slots = vars(TagRead)
+        values: dict[str, Iterable[object]] = {
+            "reader_id": repeat(reader_id, count),
+            "antenna": antennas,
+            "epc": epcs,
+            "rssi_dbm": rssi_dbm,
+            "first_seen_us": first_seen_us,
+            "last_seen_us": last_seen_us,
+            "seen_count": seen_counts,
+        }
+        for name in _TAG_READ_FIELDS:  # a field added without a column here fails (KeyError)
+            deque(map(slots[name].__set__, reads, values[name]), maxlen=0)
+        return tuple(reads)
+
+
+_TAG_READ_FIELDS = tuple(each.name for each in fields(TagRead))
 
 
 @dataclass(frozen=True, slots=True)

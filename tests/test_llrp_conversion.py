@@ -1,0 +1,105 @@
+"""The fast, column-wise conversion of a report gives exactly what entry-by-entry conversion
+gives: same reads, same malformed count, same first problem. ``TagRead.batch`` accepts and
+rejects exactly what ``TagRead(...)`` does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.adapters.llrp import tag_read_from_sllurp, tag_reads_from_sllurp
+from gateway.domain.model import DeviceId, Epc, TagRead
+from gateway.errors import ProtocolError
+
+READER = DeviceId("r1")
+
+hex_epc = st.text(alphabet="0123456789abcdef", min_size=1, max_size=32)
+bad_epc = st.sampled_from(["", "zz", "12 4", "ÿ"])
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    epc = draw(st.one_of(hex_epc, hex_epc, hex_epc, bad_epc))
+    entry["EPC"] = epc.encode("latin-1")
+    if draw(st.integers(0, 9)):
+        entry["AntennaID"] = draw(st.integers(-1, 70000))
+    if draw(st.integers(0, 5)):
+        entry["PeakRSSI"] = draw(st.integers(-128, 0))
+    first = draw(st.integers(0, 2**53))
+    if draw(st.integers(0, 9)):
+        entry["FirstSeenTimestampUTC"] = first
+    if draw(st.integers(0, 9)):
+        entry["LastSeenTimestampUTC"] = first + draw(st.integers(-5, 10**6))
+    if draw(st.integers(0, 5)):
+        entry["TagSeenCount"] = draw(st.integers(-1, 500))
+    if not draw(st.integers(0, 20)):
+        del entry["EPC"]
+    return entry
+
+
+def one_by_one(report: list[dict[str, Any]]) -> tuple[list[TagRead], int, str | None]:
+    reads: list[TagRead] = []
+    malformed = 0
+    first_problem: str | None = None
+    for entry in report:
+        try:
+            reads.append(tag_read_from_sllurp(READER, entry))
+        except ProtocolError as exc:
+            malformed += 1
+            first_problem = first_problem or str(exc)
+    return reads, malformed, first_problem
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(entries(), max_size=12))
+def test_report_conversion_equals_entry_by_entry(report: list[dict[str, Any]]) -> None:
+    converted = tag_reads_from_sllurp(READER, report)
+    reads, malformed, first_problem = one_by_one(report)
+    assert list(converted.reads) == reads
+    assert converted.malformed == malformed
+    assert converted.first_problem == first_problem
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-1, 70000),
+            st.one_of(hex_epc.map(str.upper), bad_epc, hex_epc),
+            st.one_of(st.none(), st.floats(-128, 0)),
+            st.integers(0, 10**9),
+            st.integers(-3, 10**6),
+            st.integers(-1, 9),
+        ),
+        max_size=8,
+    )
+)
+def test_batch_accepts_exactly_what_the_constructor_accepts(
+    rows: list[tuple[int, str, float | None, int, int, int]],
+) -> None:
+    expected: list[TagRead] | None = []
+    for antenna, epc, rssi, first, extra, count in rows:
+        try:
+            assert expected is not None
+            expected.append(TagRead(READER, antenna, Epc(epc), rssi, first, first + extra, count))
+        except ValueError:
+            expected = None
+            break
+    try:
+        got: list[TagRead] | None = list(
+            TagRead.batch(
+                READER,
+                antennas=[r[0] for r in rows],
+                epcs=[r[1] for r in rows],
+                rssi_dbm=[r[2] for r in rows],
+                first_seen_us=[r[3] for r in rows],
+                last_seen_us=[r[3] + r[4] for r in rows],
+                seen_counts=[r[5] for r in rows],
+            )
+        )
+    except ValueError:
+        got = None
+    assert got == expected
