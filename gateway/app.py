@@ -94,7 +94,7 @@ batch when it is full and count it: see docs/llrp.md)."""
 TICK_S = 0.25
 """How often the portal engine's clock advances (closes idle passes)."""
 RESTART_PAUSE_S = 1.0
-SUMMARY_EVERY_S = 60.0
+SUMMARY_EVERY_S = 30.0
 
 
 EXPECTED_POLL_S = 5.0
@@ -133,6 +133,7 @@ class Counters:
     """What the gateway did since it started, for the periodic summary line."""
 
     reads: int = 0
+    reads_by_antenna: dict[tuple[str, int], int] = field(default_factory=dict)
     movements: int = 0
     duplicates: int = 0
     alerts: int = 0
@@ -587,6 +588,10 @@ class Gateway:
         while True:
             batch = await self.reads.get()
             self.counters.reads += len(batch.reads)
+            by_antenna = self.counters.reads_by_antenna
+            for read in batch.reads:
+                key = (read.reader_id, read.antenna)
+                by_antenna[key] = by_antenna.get(key, 0) + 1
             crossings = engine.feed(batch.reads, self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
@@ -662,14 +667,18 @@ class Gateway:
                 last = self._last_seq = await self.worker.call(store.last_seq)
                 cursors = self._cursors = await self.worker.call(store.cursors)
                 backlog = " ".join(f"{k}_backlog={last - v}" for k, v in sorted(cursors.items()))
+            antennas: dict[str, list[str]] = {}
+            for (reader, antenna), n in sorted(c.reads_by_antenna.items()):
+                antennas.setdefault(reader, []).append(f"{antenna}:{n}")
             log.info(
-                "summary: reads=%s movements=%s duplicates=%s alerts=%s tracked_tags=%s %s",
+                "summary: reads=%s movements=%s duplicates=%s alerts=%s tracked_tags=%s %s%s",
                 c.reads,
                 c.movements,
                 c.duplicates,
                 c.alerts,
                 self.portal_engine.tracked_tags,
                 backlog,
+                "".join(f" reads[{r}]={' '.join(a)}" for r, a in antennas.items()),
             )
 
     def _now_us(self) -> int:
