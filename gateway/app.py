@@ -293,7 +293,6 @@ class Gateway:
         self.worker: StoreWorker | None = None
         self.ready = asyncio.Event()
         self._record_lock = asyncio.Lock()
-        self._down: set[str] = set()
         self._active_alerts: set[str] = set()
         self._statuses: asyncio.Queue[DeviceStatus] = asyncio.Queue()
         self._stopping = False
@@ -332,11 +331,9 @@ class Gateway:
             if shelf_id is not None:
                 self.shelf_engines[shelf_id].set_on_hand(level.on_hand)
             self.low_stock.observe(level)
-        # Outages still open from a previous run clear when their device comes back.
+        # Alerts still open from a previous run (outages, low stock) clear when resolved.
         for alert in await worker.call(store.alerts, active_only=True):
             self._active_alerts.add(alert.alert_id)
-            if alert.kind is AlertKind.DEVICE_DOWN:
-                self._down.add(alert.subject)
         return worker
 
     def _build_sinks(self, store: EdgeStore) -> None:
@@ -562,15 +559,12 @@ class Gateway:
         if self.mqtt is not None:
             self.mqtt.publish_device_status(status)
         down = status.state is DeviceState.OFFLINE
-        if down == (status.device_id in self._down):
+        alert_id = f"{AlertKind.DEVICE_DOWN}:{status.device_id}"
+        if down == (alert_id in self._active_alerts):
             return  # only a change of up/down is an alert (degraded is a status, not an outage)
-        if down:
-            self._down.add(status.device_id)
-        else:
-            self._down.discard(status.device_id)
         await self.raise_alert(
             Alert(
-                alert_id=f"{AlertKind.DEVICE_DOWN}:{status.device_id}",
+                alert_id=alert_id,
                 kind=AlertKind.DEVICE_DOWN,
                 severity=Severity.CRITICAL if down else Severity.INFO,
                 subject=status.device_id,
