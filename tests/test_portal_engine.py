@@ -587,8 +587,8 @@ def test_unknown_and_unrecognised_epcs_cross_but_move_no_stock() -> None:
 def test_reads_from_antennas_of_no_portal_are_ignored() -> None:
     engine = make_engine()
     reads = crossing(case_epc(9))
-    stranger = [replace(r, reader_id=DeviceId("reader-9")) for r in reads]
-    unmapped = [replace(r, antenna=7) for r in reads]
+    stranger = [r._replace(reader_id=DeviceId("reader-9")) for r in reads]
+    unmapped = [r._replace(antenna=7) for r in reads]
     assert run(engine, stranger + unmapped) == []
     assert engine.stats.ignored_reads == 2 * len(reads)
     assert engine.tracked_tags == 0

@@ -64,8 +64,7 @@ def scenes(draw: st.DrawFn) -> list[TagRead]:
     quantum = draw(st.sampled_from([1, 1_000, 50_000]))
     if quantum > 1:
         reads = [
-            replace(
-                r,
+            r._replace(
                 first_seen_us=r.first_seen_us // quantum * quantum,
                 last_seen_us=r.last_seen_us // quantum * quantum,
             )
