@@ -406,6 +406,14 @@ class EdgeStore:
             ).all()
         return [self._recorded(row) for row in rows]
 
+    def recorded_at(self, seq: int) -> datetime | None:
+        """When movement ``seq`` was committed (``record``'s ``now``); None when no such seq."""
+        with self._read("recorded_at") as conn:
+            value: datetime | None = conn.execute(
+                select(MovementRow.recorded_at).where(MovementRow.seq == seq)
+            ).scalar()
+        return value
+
     def movement_by_id(self, movement_id: str) -> RecordedMovement | None:
         with self._read("movement_by_id") as conn:
             row = conn.execute(

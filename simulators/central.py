@@ -22,13 +22,26 @@ batch the simulator
      the skipped range is logged and counted. ``missing`` is how many seqs up to the high-water
      mark are still absent (a later resend fills them);
 
+   In the same transaction every *unique* movement is applied to the site's totals: the on-hand
+   quantity per (location, SKU), ``from_location -= quantity``, ``to_location += quantity``,
+   exactly the gateway's stock arithmetic. Duplicates and conflicts change nothing, so the
+   totals equal the gateway's stock whenever central holds every seq up to the gateway's last;
 3. answers with ``IngestAck{acked_through_seq = the batch's last seq}`` (cumulative: the stream
    is in seq order, so everything before it was stored too).
 
-``GetCursor`` returns the site's high-water mark. The ledger's counters live in the database, so
-they survive restarts. A summary line is printed every ``--summary-interval`` seconds when
-something changed. Optional TLS (``--tls-cert``/``--tls-key``) and bearer-token auth
-(``--token-file``; metadata ``authorization: Bearer <token>``).
+A batch is stored with one lookup of its ids and one of its seqs (in chunks of
+``LOOKUP_CHUNK``) and bulk inserts, not a query per movement: a batch costs about one fsync.
+
+``GetCursor`` returns the site's high-water mark. The ledger's counters and totals live in the
+database, so they survive restarts (a ledger written before totals existed gets them rebuilt from
+its stored movements when opened).
+
+Reports: a summary line is printed every ``--summary-interval`` seconds when something changed;
+at exit the totals per site, location and SKU are printed as a table; ``--totals-file PATH``
+keeps a JSON report (counters and totals per site) up to date on the same schedule (written
+atomically); ``--report`` prints the report of an existing ``--db`` and exits without serving.
+Optional TLS (``--tls-cert``/``--tls-key``) and bearer-token auth (``--token-file``; metadata
+``authorization: Bearer <token>``).
 """
 
 from __future__ import annotations
@@ -37,10 +50,13 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +77,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50070"
 DEFAULT_DB = "var/central.db"
+LOOKUP_CHUNK = 500
+"""Ids (or seqs) per lookup query, well below SQLite's limit on bound parameters."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sites (
@@ -87,7 +105,21 @@ CREATE TABLE IF NOT EXISTS gap_events (
     last_seq INTEGER NOT NULL,
     detected_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS totals (
+    site TEXT NOT NULL,
+    location TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    on_hand INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (site, location, sku)
+);
 """
+
+_ADD_TOTALS = (
+    "INSERT INTO totals (site, location, sku, on_hand, last_seq) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (site, location, sku) DO UPDATE SET on_hand = on_hand + excluded.on_hand, "
+    "last_seq = max(last_seq, excluded.last_seq)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +137,18 @@ class SiteStats:
     @property
     def missing(self) -> int:
         return self.acked_through_seq - self.unique
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTotal:
+    """Central's on-hand quantity of one SKU at one location of one site, after the unique
+    movements it stored (``last_seq``: the highest seq that changed it)."""
+
+    site: str
+    location: str
+    sku: str
+    on_hand: int
+    last_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +174,28 @@ class CentralLedger:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.executescript(_SCHEMA)
+            self._rebuild_totals_if_missing()
+
+    def _rebuild_totals_if_missing(self) -> None:
+        """Totals for a ledger written before they existed (stored movements, no totals)."""
+        conn = self._conn
+        if conn.execute("SELECT 1 FROM totals LIMIT 1").fetchone() is not None:
+            return
+        if conn.execute("SELECT 1 FROM movements LIMIT 1").fetchone() is None:
+            return
+        log.info("central ledger %s: computing totals from the stored movements", self.path)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for (site,) in conn.execute("SELECT DISTINCT site FROM movements").fetchall():
+                rows = conn.execute(
+                    "SELECT payload FROM movements WHERE site = ? ORDER BY seq", (site,)
+                ).fetchall()
+                pbs = [types_pb2.Movement.FromString(row[0]) for row in rows]
+                conn.executemany(_ADD_TOTALS, _total_deltas(site, pbs))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -150,8 +216,9 @@ class CentralLedger:
         self, site: str, movements: Sequence[types_pb2.Movement], *, now: datetime
     ) -> BatchOutcome:
         """Store one batch of ``site`` (already validated, in seq order) in one transaction."""
-        stored = duplicates = conflicts = 0
+        duplicates = conflicts = 0
         gaps: list[tuple[int, int]] = []
+        stored: list[types_pb2.Movement] = []
         at = now.isoformat()
         with self._lock:
             conn = self._conn
@@ -161,26 +228,24 @@ class CentralLedger:
                 (high,) = conn.execute(
                     "SELECT high_water FROM sites WHERE site = ?", (site,)
                 ).fetchone()
+                # What is already stored under the batch's ids and seqs; updated as the batch
+                # is classified, so a repeat inside the batch counts as a duplicate too.
+                seq_of = self._lookup(conn, "movement_id, seq", "movement_id", site, movements)
+                id_at = self._lookup(conn, "seq, movement_id", "seq", site, movements)
                 for pb in movements:
-                    row = conn.execute(
-                        "SELECT seq FROM movements WHERE site = ? AND movement_id = ?",
-                        (site, pb.movement_id),
-                    ).fetchone()
-                    if row is not None:
+                    stored_seq = seq_of.get(pb.movement_id)
+                    if stored_seq is not None:
                         duplicates += 1
-                        if row[0] != pb.seq:
+                        if stored_seq != pb.seq:
                             log.warning(
                                 "site %s: movement %s resent with seq %s, stored with seq %s",
                                 site,
                                 pb.movement_id,
                                 pb.seq,
-                                row[0],
+                                stored_seq,
                             )
                         continue
-                    taken = conn.execute(
-                        "SELECT movement_id FROM movements WHERE site = ? AND seq = ?",
-                        (site, pb.seq),
-                    ).fetchone()
+                    taken = id_at.get(pb.seq)
                     if taken is not None:
                         conflicts += 1
                         log.error(
@@ -188,23 +253,26 @@ class CentralLedger:
                             "(was the gateway's store reset?)",
                             site,
                             pb.seq,
-                            taken[0],
+                            taken,
                             pb.movement_id,
                         )
                         continue
                     if pb.seq > high + 1:
                         gaps.append((high + 1, pb.seq - 1))
-                        conn.execute(
-                            "INSERT INTO gap_events VALUES (?, ?, ?, ?)",
-                            (site, high + 1, pb.seq - 1, at),
-                        )
-                    conn.execute(
-                        "INSERT INTO movements (site, seq, movement_id, payload, received_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (site, pb.seq, pb.movement_id, pb.SerializeToString(), at),
-                    )
-                    stored += 1
+                    seq_of[pb.movement_id] = pb.seq
+                    id_at[pb.seq] = pb.movement_id
+                    stored.append(pb)
                     high = max(high, pb.seq)
+                conn.executemany(
+                    "INSERT INTO movements (site, seq, movement_id, payload, received_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(site, pb.seq, pb.movement_id, pb.SerializeToString(), at) for pb in stored],
+                )
+                conn.executemany(
+                    "INSERT INTO gap_events VALUES (?, ?, ?, ?)",
+                    [(site, first, last, at) for first, last in gaps],
+                )
+                conn.executemany(_ADD_TOTALS, _total_deltas(site, stored))
                 conn.execute(
                     "UPDATE sites SET high_water = ?, received = received + ?, "
                     "duplicates = duplicates + ?, conflicts = conflicts + ?, gaps = gaps + ? "
@@ -223,7 +291,27 @@ class CentralLedger:
                 last,
                 last - first + 1,
             )
-        return BatchOutcome(stored, duplicates, conflicts, tuple(gaps))
+        return BatchOutcome(len(stored), duplicates, conflicts, tuple(gaps))
+
+    @staticmethod
+    def _lookup(
+        conn: sqlite3.Connection,
+        columns: str,
+        key: str,
+        site: str,
+        movements: Sequence[types_pb2.Movement],
+    ) -> dict[Any, Any]:
+        """``{key: other column}`` of the stored movements of ``site`` whose ``key`` (movement_id
+        or seq) is one of the batch's."""
+        keys = [getattr(pb, key) for pb in movements]
+        found: dict[Any, Any] = {}
+        for i in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[i : i + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            # Only placeholders are formatted in; the column names are our own constants.
+            query = f"SELECT {columns} FROM movements WHERE site = ? AND {key} IN ({marks})"  # noqa: S608
+            found.update(conn.execute(query, (site, *chunk)).fetchall())
+        return found
 
     def cursor(self, site: str) -> int:
         with self._lock:
@@ -242,6 +330,17 @@ class CentralLedger:
             ).fetchall()
         return [SiteStats(*row) for row in rows]
 
+    def totals(self, site: str | None = None) -> list[SiteTotal]:
+        """On-hand per (site, location, SKU), ordered so; only ``site``'s when given."""
+        query = "SELECT site, location, sku, on_hand, last_seq FROM totals"
+        params: tuple[str, ...] = ()
+        if site is not None:
+            query += " WHERE site = ?"
+            params = (site,)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY site, location, sku", params).fetchall()
+        return [SiteTotal(*row) for row in rows]
+
     def movements(self, site: str) -> list[RecordedMovement]:
         """The stored movements of ``site`` in the order they arrived."""
         with self._lock:
@@ -249,6 +348,19 @@ class CentralLedger:
                 "SELECT payload FROM movements WHERE site = ? ORDER BY arrival", (site,)
             ).fetchall()
         return [movement_from_proto(types_pb2.Movement.FromString(row[0])) for row in rows]
+
+
+def _total_deltas(
+    site: str, movements: Sequence[types_pb2.Movement]
+) -> list[tuple[str, str, str, int, int]]:
+    """Rows for ``_ADD_TOTALS``: the movements' net change per (location, sku), summed."""
+    deltas: dict[tuple[str, str], list[int]] = {}
+    for pb in movements:
+        for location, sign in ((pb.from_location, -1), (pb.to_location, 1)):
+            entry = deltas.setdefault((location, pb.sku), [0, 0])
+            entry[0] += sign * pb.quantity
+            entry[1] = max(entry[1], pb.seq)
+    return [(site, loc, sku, change, last) for (loc, sku), (change, last) in deltas.items()]
 
 
 def summary_line(stats: Sequence[SiteStats]) -> str:
@@ -263,6 +375,68 @@ def summary_line(stats: Sequence[SiteStats]) -> str:
     }
     sites = " ".join(f"{s.site}@{s.acked_through_seq}" for s in stats) or "-"
     return "central: " + " ".join(f"{k}={v}" for k, v in total.items()) + f" sites={sites}"
+
+
+def totals_table(totals: Sequence[SiteTotal]) -> str:
+    """The totals as an aligned text table, one row per (site, location, SKU)."""
+    header = ("SITE", "LOCATION", "SKU", "ON_HAND", "LAST_SEQ")
+    rows = [(t.site, t.location, t.sku, str(t.on_hand), str(t.last_seq)) for t in totals]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    right = {3, 4}
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in (header, *rows)
+    ]
+    if not rows:
+        lines.append("(no movements stored)")
+    return "\n".join(lines)
+
+
+def report(ledger: CentralLedger) -> dict[str, Any]:
+    """Counters and totals per site, as JSON-ready data (the ``--totals-file`` contents)."""
+    totals = ledger.totals()
+    return {
+        "sites": {
+            s.site: {
+                "acked_through_seq": s.acked_through_seq,
+                "received": s.received,
+                "unique": s.unique,
+                "duplicates": s.duplicates,
+                "gaps": s.gaps,
+                "missing": s.missing,
+                "conflicts": s.conflicts,
+                "totals": [
+                    {
+                        "location": t.location,
+                        "sku": t.sku,
+                        "on_hand": t.on_hand,
+                        "last_seq": t.last_seq,
+                    }
+                    for t in totals
+                    if t.site == s.site
+                ],
+            }
+            for s in ledger.stats()
+        }
+    }
+
+
+def write_report(ledger: CentralLedger, path: Path) -> None:
+    """Write :func:`report` to ``path`` atomically (a reader never sees half a file)."""
+    text = json.dumps(report(ledger), indent=2) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class IngestService(ingest_pb2_grpc.InventoryIngestServicer):
@@ -499,6 +673,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="print a summary line every S seconds when something changed (5)",
     )
+    parser.add_argument(
+        "--totals-file",
+        type=Path,
+        metavar="PATH",
+        help="keep a JSON report (counters and totals per site, location and SKU) in PATH, "
+        "rewritten with each summary and at exit",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the summary and the totals of --db, then exit (no server)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
 
 
@@ -514,14 +700,28 @@ def main(args: argparse.Namespace) -> int:
     if args.summary_interval <= 0:
         print("dockwatch simulate central: --summary-interval must be > 0", file=sys.stderr)
         return 2
+    if args.report and not Path(args.db).is_file():
+        print(f"dockwatch simulate central: --report: no ledger at {args.db}", file=sys.stderr)
+        return 2
     try:
         with CentralLedger(args.db) as ledger:
-            server = CentralServer(ledger, listen=args.listen, token=token, tls=tls)
-            asyncio.run(_serve(server, args.summary_interval))
+            if not args.report:
+                server = CentralServer(ledger, listen=args.listen, token=token, tls=tls)
+                asyncio.run(_serve(server, args.summary_interval, args.totals_file))
+            _final_report(ledger, args.totals_file)
     except (OSError, sqlite3.Error) as exc:
         print(f"dockwatch simulate central: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _final_report(ledger: CentralLedger, totals_file: Path | None) -> None:
+    """The totals table, then the summary line (the last line printed), and the JSON file."""
+    print("central totals per site, location and SKU:")
+    print(totals_table(ledger.totals()))
+    print(summary_line(ledger.stats()), flush=True)
+    if totals_file is not None:
+        write_report(ledger, totals_file)
 
 
 def _secrets(args: argparse.Namespace) -> tuple[str | None, ServerTls | None]:
@@ -538,7 +738,10 @@ def _secrets(args: argparse.Namespace) -> tuple[str | None, ServerTls | None]:
     return token, tls
 
 
-async def _serve(server: CentralServer, summary_interval: float) -> None:
+async def _serve(server: CentralServer, summary_interval: float, totals_file: Path | None) -> None:
+    """Serve until SIGINT/SIGTERM, printing the summary line (and rewriting ``totals_file``)
+    every ``summary_interval`` seconds when something changed; the final report is the
+    caller's."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -546,14 +749,18 @@ async def _serve(server: CentralServer, summary_interval: float) -> None:
     await server.start()
     last = ""
     try:
-        while not stop.is_set():
+        while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(summary_interval):
                     await stop.wait()
+            if stop.is_set():
+                break
             line = summary_line(await asyncio.to_thread(server.ledger.stats))
             if line != last:
                 print(line, flush=True)
                 last = line
+                if totals_file is not None:
+                    await asyncio.to_thread(write_report, server.ledger, totals_file)
     finally:
         await server.stop(grace=1.0)
 

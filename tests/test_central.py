@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -30,7 +32,14 @@ from gateway.domain.model import (
     SourceType,
 )
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
-from simulators.central import CentralLedger, CentralServer, ServerTls, SiteStats
+from simulators.central import (
+    CentralLedger,
+    CentralServer,
+    IngestService,
+    ServerTls,
+    SiteStats,
+    SiteTotal,
+)
 from tests.conftest import missing
 from tests.support.net import free_port, wait_for_port
 
@@ -366,7 +375,7 @@ def test_without_acks_the_cursor_stays_and_the_window_is_resent(
 # --- the simulator as a process, killed and restarted ----------------------------------------
 
 
-def _start_central(port: int, db: Path) -> subprocess.Popen[str]:
+def _start_central(port: int, db: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -380,6 +389,7 @@ def _start_central(port: int, db: Path) -> subprocess.Popen[str]:
             str(db),
             "--summary-interval",
             "0.1",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -392,6 +402,7 @@ def test_central_killed_mid_stream_and_restarted_loses_nothing(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.adapters.central")
     port, db = free_port(), tmp_path / "central.db"
+    report_file = tmp_path / "report" / "central.json"
     total = 400
 
     async def scenario() -> str:
@@ -414,7 +425,7 @@ def test_central_killed_mid_stream_and_restarted_loses_nothing(
                 # Only acks move the cursor: it never passes what central durably stored.
                 with CentralLedger(db) as after_kill:
                     assert cursor_while_down <= _stats(after_kill).acked_through_seq
-                central = _start_central(port, db)
+                central = _start_central(port, db, "--totals-file", str(report_file))
                 async with asyncio.timeout(WAIT_S):
                     await relay.wait_acked(total)
             central.send_signal(signal.SIGTERM)
@@ -437,6 +448,20 @@ def test_central_killed_mid_stream_and_restarted_loses_nothing(
     assert f"unique={total}" in last_line
     assert "gaps=0" in last_line
     assert f"{SITE}@{total}" in last_line
+    # The report at exit: central's totals are the gateway's stock, as a table and as JSON.
+    stock = store.stock()
+    assert {(lv.location, lv.sku) for lv in stock} == {("receiving", "SKU-1"), ("yard", "SKU-1")}
+    table = out[out.index("central totals per site, location and SKU:") :].splitlines()
+    assert table[1].split() == ["SITE", "LOCATION", "SKU", "ON_HAND", "LAST_SEQ"]
+    assert [row.split() for row in table[2:4]] == [
+        [SITE, lv.location, lv.sku, str(lv.on_hand), str(lv.last_seq)] for lv in stock
+    ]
+    written = json.loads(report_file.read_text())["sites"][SITE]
+    assert (written["unique"], written["gaps"], written["missing"]) == (total, 0, 0)
+    assert written["totals"] == [
+        {"location": lv.location, "sku": lv.sku, "on_hand": lv.on_hand, "last_seq": lv.last_seq}
+        for lv in stock
+    ]
     relay_logs = [r for r in caplog.records if r.name == "gateway.adapters.central"]
     assert [r.levelname for r in relay_logs if r.levelno >= logging.ERROR] == ["ERROR"]
     assert sum("reachable again" in r.getMessage() for r in relay_logs) == 1
@@ -510,6 +535,11 @@ def test_simulator_counts_duplicates_gaps_and_conflicts(tmp_path: Path) -> None:
             ]
             assert ledger.stats()[0].missing == 2  # seqs 4 and 6
             assert [r.seq for r in ledger.movements(SITE)] == [1, 2, 5, 3, 7]
+            # Only the unique movements (0, 1, 4, 2, 6: 1+2+5+3+2 eaches) count in the totals.
+            assert ledger.totals() == [
+                SiteTotal(SITE, "receiving", "SKU-1", 13, 7),
+                SiteTotal(SITE, "yard", "SKU-1", -13, 7),
+            ]
 
     asyncio.run(scenario())
 
@@ -531,6 +561,96 @@ def test_simulator_refuses_calls_without_the_token(tmp_path: Path) -> None:
                 cursor = await stub.GetCursor(ingest_pb2.CursorRequest(site=SITE), metadata=good)
                 assert cursor.acked_through_seq == 0
             await server.stop()
+            assert ledger.stats() == []
+
+    asyncio.run(scenario())
+
+
+def test_a_ledger_without_totals_gets_them_from_its_movements(tmp_path: Path) -> None:
+    """A ledger written before totals existed: opening it computes them."""
+    db = tmp_path / "central.db"
+    with CentralLedger(db) as ledger:
+        batch = [movement_to_proto(RecordedMovement(i + 1, SITE, _movement(i))) for i in range(9)]
+        ledger.apply(SITE, batch, now=T0)
+        before = ledger.totals()
+    assert before == [
+        SiteTotal(SITE, "receiving", "SKU-1", sum(1 + i % 5 for i in range(9)), 9),
+        SiteTotal(SITE, "yard", "SKU-1", -sum(1 + i % 5 for i in range(9)), 9),
+    ]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE totals")
+    with CentralLedger(db) as reopened:
+        assert reopened.totals() == before
+        assert reopened.totals("elsewhere") == []
+
+
+def test_report_prints_the_totals_of_a_ledger_and_exits(tmp_path: Path) -> None:
+    db = tmp_path / "central.db"
+    with CentralLedger(db) as ledger:
+        batch = [movement_to_proto(RecordedMovement(i + 1, SITE, _movement(i))) for i in range(3)]
+        ledger.apply(SITE, batch, now=T0)
+    argv = [sys.executable, "-m", "gateway.cli", "simulate", "central", "--report", "--db"]
+    done = subprocess.run([*argv, str(db)], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "central totals per site, location and SKU:",
+        "SITE     LOCATION   SKU    ON_HAND  LAST_SEQ",
+        "dc-test  receiving  SKU-1        6         3",
+        "dc-test  yard       SKU-1       -6         3",
+        "central: received=3 unique=3 duplicates=0 gaps=0 missing=0 conflicts=0 sites=dc-test@3",
+    ]
+    missing_db = subprocess.run(
+        [*argv, str(tmp_path / "nope.db")], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert missing_db.returncode == 2
+    assert "no ledger at" in missing_db.stderr
+
+
+def test_pages_larger_than_the_message_limit_travel_as_several_batches(
+    store: EdgeStore, tmp_path: Path
+) -> None:
+    """A central whose gRPC message limit is 4 KiB (gRPC's default is 4 MiB: the same
+    situation as a large ``batch_max``) still gets every movement."""
+    limit = 4096
+
+    @asynccontextmanager
+    async def limited_central(ledger: CentralLedger) -> AsyncIterator[int]:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
+        ingest_pb2_grpc.add_InventoryIngestServicer_to_server(IngestService(ledger), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            yield port
+        finally:
+            await server.stop(None)
+
+    def relay(port: int, max_batch_bytes: int) -> CentralRelay:
+        return CentralRelay(
+            store,
+            site=SITE,
+            target=f"127.0.0.1:{port}",
+            batch_size=200,  # ~200 bytes each: a page is ten times the limit
+            max_batch_bytes=max_batch_bytes,
+            backoff=Backoff(FAST_BACKOFF),
+        )
+
+    async def scenario() -> None:
+        _record(store, 0, 300)
+        with CentralLedger(tmp_path / "split.db") as ledger:
+            async with limited_central(ledger) as port:
+                split = relay(port, limit - 200)
+                async with running(split):
+                    async with asyncio.timeout(WAIT_S):
+                        await split.wait_acked(300)
+            _assert_exactly_once_in_order(ledger.movements(SITE), 300)
+        # The control: one batch per page is refused by the same central; nothing arrives.
+        with (
+            CentralLedger(tmp_path / "whole.db") as ledger,
+            LogWatch("gateway.adapters.central", "RESOURCE_EXHAUSTED") as refused,
+        ):
+            async with limited_central(ledger) as port, running(relay(port, 1 << 20)):
+                async with asyncio.timeout(WAIT_S):
+                    await refused.wait()
             assert ledger.stats() == []
 
     asyncio.run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -14,10 +15,18 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway import __version__
-from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
+from gateway.adapters.grpc_api import (
+    EDGE_API_SERVICE,
+    LIST_PAGE_DEFAULT,
+    LIST_PAGE_MAX,
+    EdgeApiServer,
+    RuntimeStatus,
+)
 from gateway.adapters.proto_convert import (
     datetime_from_timestamp,
     movement_from_proto,
@@ -134,16 +143,29 @@ async def stub(
         yield edge_api_pb2_grpc.EdgeApiStub(channel)
 
 
-async def _take(
-    call: grpc.aio.UnaryStreamCall[edge_api_pb2.WatchRequest, types_pb2.Movement], n: int
-) -> list[types_pb2.Movement]:
-    out: list[types_pb2.Movement] = []
+WatchCall = grpc.aio.UnaryStreamCall[edge_api_pb2.WatchRequest, edge_api_pb2.WatchMovementsResponse]
+
+
+async def _responses(call: WatchCall, n: int) -> list[edge_api_pb2.WatchMovementsResponse]:
+    """The next responses of a watch until they hold n movements (exactly: no more arrive)."""
+    out: list[edge_api_pb2.WatchMovementsResponse] = []
+    count = 0
     async with asyncio.timeout(WAIT_S):
-        while len(out) < n:
-            message = await call.read()
-            assert isinstance(message, types_pb2.Movement), f"stream ended after {len(out)}"
-            out.append(message)
+        while count < n:
+            response = await call.read()
+            assert isinstance(response, edge_api_pb2.WatchMovementsResponse), (
+                f"stream ended after {count} movements"
+            )
+            assert response.movements, "an empty response"
+            out.append(response)
+            count += len(response.movements)
+    assert count == n, f"{count} movements arrived, expected {n}"
     return out
+
+
+async def _take(call: WatchCall, n: int) -> list[types_pb2.Movement]:
+    """The next n movements of a watch, whatever responses carry them."""
+    return [m for response in await _responses(call, n) for m in response.movements]
 
 
 async def _eventually(condition: Callable[[], bool]) -> None:
@@ -181,6 +203,97 @@ def test_watch_replays_the_backlog_in_pages_then_follows_live_movements(store: E
             resumed.cancel()
             live_only.cancel()
             await _eventually(lambda: server.active_watches == 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_backlog_larger_than_a_page_arrives_in_pages_of_at_most_page_size(
+    store: EdgeStore,
+) -> None:
+    async def scenario() -> None:
+        _record(store, 0, 25)
+        server = _server(store, page_size=10)
+        async with serving(server) as port, stub(port) as api:
+            call = api.WatchMovements(edge_api_pb2.WatchRequest(after_seq=3))
+            responses = await _responses(call, 22)
+            assert [len(r.movements) for r in responses] == [10, 10, 2]
+            assert [m for r in responses for m in r.movements] == _expected(4, 25)
+            # Each says how far the store reached when it was read: here, all of the backlog.
+            assert [r.last_seq for r in responses] == [25, 25, 25]
+
+            # A burst recorded at once is a backlog too: pages again, then caught up.
+            await asyncio.to_thread(_record, store, 25, 14)
+            server.notify()
+            burst = await _responses(call, 14)
+            assert [len(r.movements) for r in burst] == [10, 4]
+            assert [m for r in burst for m in r.movements] == _expected(26, 39)
+            assert [r.last_seq for r in burst] == [39, 39]
+            call.cancel()
+            await _eventually(lambda: server.active_watches == 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_live_movement_arrives_at_once_in_its_own_response(store: EdgeStore) -> None:
+    async def scenario() -> None:
+        _record(store, 0, 3)
+        # The page is large and the poll long: only notify() can deliver it, and it must not
+        # wait for more movements to fill a page.
+        server = _server(store, page_size=500)
+        async with serving(server) as port, stub(port) as api:
+            call = api.WatchMovements(edge_api_pb2.WatchRequest())
+            assert await _take(call, 3) == _expected(1, 3)  # caught up
+            for i in (3, 4):
+                await asyncio.to_thread(_record, store, i, 1)
+                started = time.monotonic()
+                server.notify()
+                (response,) = await _responses(call, 1)
+                assert time.monotonic() - started < 2.0
+                assert list(response.movements) == _expected(i + 1, i + 1)
+                assert response.last_seq == i + 1
+            call.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_page_too_large_for_one_message_is_split_in_seq_order(sqlite_store: EdgeStore) -> None:
+    """Movements with many EPCs: a page's responses stay under the size limit, and a movement
+    larger than the limit still travels, alone."""
+
+    def big(i: int, epcs: int) -> Movement:
+        return dataclasses.replace(
+            _movement(i),
+            kind=MovementKind.RECEIPT,
+            sku=Sku("SKU-1"),
+            from_location=LocationId("yard"),
+            to_location=LocationId("receiving"),
+            source_type=SourceType.RFID_PORTAL,
+            source_id="door-1",
+            epcs=tuple(f"3074257BF7194E4{i:05X}{e:04X}" for e in range(epcs)),
+        )
+
+    async def scenario() -> None:
+        sizes = [5, 5, 5, 5, 40, 5, 5]  # EPCs per movement; the fifth is above the limit alone
+        movements = [big(i, n) for i, n in enumerate(sizes)]
+        await asyncio.to_thread(sqlite_store.record, movements, now=T0)
+        small = max(
+            movement_to_proto(RecordedMovement(seq=i + 1, site=SITE, movement=m)).ByteSize()
+            for i, m in enumerate(movements)
+            if len(m.epcs) == 5
+        )
+        # Two small movements fit (each costs its size plus at most 6 bytes of framing), a
+        # third does not.
+        limit = 2 * (small + 6) + 4
+        server = _server(sqlite_store, max_response_bytes=limit)
+        async with serving(server) as port, stub(port) as api:
+            call = api.WatchMovements(edge_api_pb2.WatchRequest())
+            responses = await _responses(call, len(sizes))
+            assert [len(r.movements) for r in responses] == [2, 2, 1, 2]
+            assert [r.ByteSize() <= limit for r in responses] == [True, True, False, True]
+            got = [movement_from_proto(m) for r in responses for m in r.movements]
+            assert [r.movement for r in got] == movements
+            assert [r.seq for r in got] == list(range(1, 8))
+            call.cancel()
 
     asyncio.run(scenario())
 
@@ -271,6 +384,147 @@ async def _connect(port: int) -> None:
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.close()
     await writer.wait_closed()
+
+
+# --- ListMovements ------------------------------------------------------------------------
+
+
+def test_list_movements_pages_to_the_end(store: EdgeStore) -> None:
+    async def scenario() -> None:
+        _record(store, 0, 25)
+        server = _server(store)
+        async with serving(server) as port, stub(port) as api:
+            pages: list[edge_api_pb2.MovementPage] = []
+            after = 0
+            while not pages or pages[-1].next_after_seq < pages[-1].last_seq:
+                page = await api.ListMovements(
+                    edge_api_pb2.ListMovementsRequest(after_seq=after, page_size=10)
+                )
+                pages.append(page)
+                after = page.next_after_seq
+            assert [len(p.movements) for p in pages] == [10, 10, 5]
+            assert [(p.next_after_seq, p.last_seq) for p in pages] == [(10, 25), (20, 25), (25, 25)]
+            assert [m for p in pages for m in p.movements] == _expected(1, 25)
+
+            # At the end: an empty page that says so; then new movements continue it.
+            end = await api.ListMovements(edge_api_pb2.ListMovementsRequest(after_seq=25))
+            assert (list(end.movements), end.next_after_seq, end.last_seq) == ([], 25, 25)
+            await asyncio.to_thread(_record, store, 25, 3)
+            more = await api.ListMovements(edge_api_pb2.ListMovementsRequest(after_seq=25))
+            assert list(more.movements) == _expected(26, 28)
+            assert (more.next_after_seq, more.last_seq) == (28, 28)
+
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await api.ListMovements(edge_api_pb2.ListMovementsRequest(after_seq=29))
+            assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert "beyond the last recorded seq 28" in (info.value.details() or "")
+
+    asyncio.run(scenario())
+
+
+def test_list_movements_pages_are_bounded(sqlite_store: EdgeStore) -> None:
+    total = LIST_PAGE_MAX + 7
+    for first in range(0, total, 1000):
+        _record(sqlite_store, first, min(1000, total - first))
+
+    async def scenario() -> None:
+        async with serving(_server(sqlite_store)) as port, stub(port) as api:
+            default = await api.ListMovements(edge_api_pb2.ListMovementsRequest())
+            assert len(default.movements) == LIST_PAGE_DEFAULT
+            assert default.next_after_seq == LIST_PAGE_DEFAULT
+            huge = await api.ListMovements(
+                edge_api_pb2.ListMovementsRequest(after_seq=3, page_size=4_000_000_000)
+            )
+            assert len(huge.movements) == LIST_PAGE_MAX
+            assert (huge.movements[0].seq, huge.next_after_seq) == (4, 3 + LIST_PAGE_MAX)
+            assert huge.last_seq == total
+
+    asyncio.run(scenario())
+
+
+# --- health and reflection -------------------------------------------------------------------
+
+
+def _health(channel: grpc.aio.Channel) -> Any:
+    # grpcio-health-checking's stub types declare no methods; the calls are checked by the tests.
+    return health_pb2_grpc.HealthStub(channel)
+
+
+def test_health_is_open_serving_while_running_and_not_serving_from_stop(
+    sqlite_store: EdgeStore,
+) -> None:
+    serving_ = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def scenario() -> None:
+        server = _server(sqlite_store, token=TOKEN)
+        port = await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = _health(channel)
+                # No token: probes need no secret.
+                for service in ("", EDGE_API_SERVICE):
+                    answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                    assert answer.status == serving_, service
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await health.Check(health_pb2.HealthCheckRequest(service="nope.Nope"))
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+                watch = health.Watch(health_pb2.HealthCheckRequest(service=EDGE_API_SERVICE))
+                assert (await watch.read()).status == serving_
+                server.set_serving(False)  # e.g. the app lost its store
+                assert (await watch.read()).status == not_serving
+                assert (await health.Check(health_pb2.HealthCheckRequest())).status == not_serving
+                server.set_serving(True)
+                assert (await watch.read()).status == serving_
+
+                started = time.monotonic()
+                stopping = asyncio.ensure_future(server.stop(10.0))
+                assert (await watch.read()).status == not_serving
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await watch.read()
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+                await stopping
+                assert time.monotonic() - started < 5.0  # the open watch did not hold stop
+        finally:
+            await server.stop(1.0)
+
+    asyncio.run(scenario())
+
+
+def _reflection_call(channel: grpc.aio.Channel) -> Any:
+    return channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+
+
+async def _list_services(channel: grpc.aio.Channel, metadata: Any = ()) -> list[str]:
+    call = _reflection_call(channel)(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata
+    )
+    response = await call.read()
+    return [s.name for s in response.list_services_response.service]
+
+
+def test_reflection_lists_the_services_to_token_holders_only(sqlite_store: EdgeStore) -> None:
+    async def scenario() -> None:
+        async with (
+            serving(_server(sqlite_store, token=TOKEN)) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            assert sorted(await _list_services(channel, AUTH)) == [
+                "dockwatch.edge.v1.EdgeApi",
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ]
+            for metadata in ((), (("authorization", "Bearer wrong"),)):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await _list_services(channel, metadata)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    asyncio.run(scenario())
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -502,17 +756,19 @@ def test_the_bearer_token_is_required_on_every_method(
                     api.ListAlerts(edge_api_pb2.AlertQuery(), metadata=metadata),
                     api.ListDevices(edge_api_pb2.DeviceQuery(), metadata=metadata),
                     api.WatchMovements(edge_api_pb2.WatchRequest(), metadata=metadata),
+                    api.ListMovements(edge_api_pb2.ListMovementsRequest(), metadata=metadata),
                 ]
-                assert [await _code(c) for c in calls] == [grpc.StatusCode.UNAUTHENTICATED] * 5
+                assert [await _code(c) for c in calls] == [grpc.StatusCode.UNAUTHENTICATED] * 6
             for call in (
                 api.GetStatus(edge_api_pb2.StatusRequest(), metadata=AUTH),
                 api.GetStatus(
                     edge_api_pb2.StatusRequest(), metadata=(("authorization", f"bearer {TOKEN}"),)
                 ),
                 api.WatchMovements(edge_api_pb2.WatchRequest(), metadata=AUTH),
+                api.ListMovements(edge_api_pb2.ListMovementsRequest(), metadata=AUTH),
             ):
                 assert await _code(call) == grpc.StatusCode.OK
-            assert server.refused_calls == 15
+            assert server.refused_calls == 18
 
     asyncio.run(scenario())
     records = [r for r in caplog.records if r.name == LOGGER]

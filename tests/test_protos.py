@@ -127,11 +127,18 @@ def test_generated_code_lives_in_gateway_proto_but_keeps_wire_names() -> None:
     edge = edge_api_pb2.DESCRIPTOR.services_by_name["EdgeApi"]
     assert set(edge.methods_by_name) == {
         "WatchMovements",
+        "ListMovements",
         "GetStock",
         "ListAlerts",
         "ListDevices",
         "GetStatus",
     }
+    # One watch, streaming pages of movements (etcd-style), not one message per movement.
+    watch = edge.methods_by_name["WatchMovements"]
+    assert watch.server_streaming
+    assert watch.output_type.fields_by_name["movements"].message_type is (
+        types_pb2.Movement.DESCRIPTOR
+    )
     assert hasattr(ingest_pb2_grpc, "InventoryIngestStub")
     assert hasattr(edge_api_pb2_grpc, "add_EdgeApiServicer_to_server")
     # No top-level "dockwatch" package was needed to import any of it.

@@ -11,9 +11,13 @@ acknowledged. A *session* is one channel and one ``Ingest`` stream:
    backup (lower cursor) is refilled; a store cursor behind central (acks lost before the cursor
    was written) just re-sends a few duplicates, which central ignores by ``movement_id``.
 2. A sender pages ``movements_since(next, batch_size)`` and writes one ``IngestBatch`` per page,
-   in seq order, keeping at most ``max_in_flight`` batches unacknowledged (the window). When the
-   store has nothing new it waits for :meth:`notify` (call it after each ``EdgeStore.record``),
-   or ``poll_interval_s`` as a safety net for movements recorded by another process.
+   in seq order, keeping at most ``max_in_flight`` batches unacknowledged (the window). A page
+   whose encoded size exceeds ``MAX_BATCH_BYTES`` is split into several batches, so a large
+   ``batch_size`` never runs into gRPC's message size limit (4 MiB by default on the receiving
+   side) and stalls the relay on one refused batch forever. Pages are read and converted to
+   protobuf in a worker thread. When the store has nothing new the sender waits for
+   :meth:`notify` (call it after each ``EdgeStore.record``), or ``poll_interval_s`` as a safety
+   net for movements recorded by another process.
 3. A receiver reads ``IngestAck``s. Acks are cumulative: ``acked_through_seq = n`` retires every
    in-flight batch ending at or below ``n`` and advances the store cursor to ``n``. Only acks
    move the cursor, so a crash or a dropped stream never skips a movement; the next session
@@ -28,8 +32,9 @@ Logging: ONE error when central becomes unreachable, debug lines for further fai
 and one line when it is back. The bearer token is never logged.
 
 Store calls are synchronous (SQLAlchemy) and run in worker threads (``asyncio.to_thread``).
-Defaults: ``batch_size=200``, ``max_in_flight=4``, ``ack_timeout_s=30``, ``poll_interval_s=5``,
-``connect_timeout_s=5``.
+Defaults: ``batch_size=200`` (the app passes ``sinks.central.batch_max``, 500 by default),
+``max_in_flight=4``, ``max_batch_bytes=MAX_BATCH_BYTES`` (1 MiB), ``ack_timeout_s=30``,
+``poll_interval_s=5``, ``connect_timeout_s=5``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from gateway.adapters.proto_convert import movement_to_proto
 from gateway.domain.model import RecordedMovement
 from gateway.errors import PublishError, StoreError
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
+from gateway.proto.dockwatch.edge.v1 import types_pb2
 
 if TYPE_CHECKING:
     from gateway.config import CentralSinkConfig
@@ -58,6 +64,8 @@ log = logging.getLogger(__name__)
 
 SINK = "central"
 """The name of this sink's cursor in the store."""
+MAX_BATCH_BYTES = 1 << 20
+"""Largest encoded IngestBatch the relay sends (a quarter of gRPC's default receive limit)."""
 
 
 class MovementSource(Protocol):
@@ -107,6 +115,7 @@ class CentralRelay:
         tls: ChannelTls | None = None,
         batch_size: int = 200,
         max_in_flight: int = 4,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         ack_timeout_s: float = 30.0,
         connect_timeout_s: float = 5.0,
         poll_interval_s: float = 5.0,
@@ -116,8 +125,8 @@ class CentralRelay:
     ) -> None:
         if not site:
             raise ValueError("site must not be empty")
-        if batch_size < 1 or max_in_flight < 1:
-            raise ValueError("batch_size and max_in_flight must be >= 1")
+        if batch_size < 1 or max_in_flight < 1 or max_batch_bytes < 1:
+            raise ValueError("batch_size, max_in_flight and max_batch_bytes must be >= 1")
         if min(ack_timeout_s, connect_timeout_s, poll_interval_s) <= 0:
             raise ValueError("timeouts and poll_interval_s must be > 0")
         self._source = source
@@ -129,6 +138,7 @@ class CentralRelay:
         self._tls = tls
         self._batch_size = batch_size
         self._max_in_flight = max_in_flight
+        self._max_batch_bytes = max_batch_bytes
         self._ack_timeout_s = ack_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._poll_interval_s = poll_interval_s
@@ -304,6 +314,28 @@ class CentralRelay:
                 self._acked.notify_all()
 
 
+def _batches(
+    source: MovementSource, site: str, after_seq: int, limit: int, max_bytes: int
+) -> list[ingest_pb2.IngestBatch]:
+    """The next page after ``after_seq`` as batches of at most ``max_bytes`` encoded (a single
+    larger movement still travels alone). Runs in a worker thread."""
+    batches: list[ingest_pb2.IngestBatch] = []
+    chunk: list[types_pb2.Movement] = []
+    size = 0
+    for recorded in source.movements_since(after_seq, limit):
+        pb = movement_to_proto(recorded)
+        # The movement's bytes plus its field tag and length prefix (at most 1 + 5 bytes).
+        cost = pb.ByteSize() + 6
+        if chunk and size + cost > max_bytes:
+            batches.append(ingest_pb2.IngestBatch(site=site, movements=chunk))
+            chunk, size = [], 0
+        chunk.append(pb)
+        size += cost
+    if chunk:
+        batches.append(ingest_pb2.IngestBatch(site=site, movements=chunk))
+    return batches
+
+
 class _Session:
     """One ``Ingest`` stream: a sender and a receiver sharing the in-flight window."""
 
@@ -333,31 +365,39 @@ class _Session:
         while True:
             # Clear before reading: a notify() that lands after the read is not lost.
             relay._wakeup.clear()
-            page = await asyncio.to_thread(
-                relay._source.movements_since, self._next_after, relay._batch_size
+            batches = await asyncio.to_thread(
+                _batches,
+                relay._source,
+                relay._site,
+                self._next_after,
+                relay._batch_size,
+                relay._max_batch_bytes,
             )
-            if not page:
+            if not batches:
                 try:
                     async with asyncio.timeout(relay._poll_interval_s):
                         await relay._wakeup.wait()
                 except TimeoutError:
                     pass
                 continue
-            await self._window.acquire()
-            batch = ingest_pb2.IngestBatch(
-                site=relay._site, movements=[movement_to_proto(m) for m in page]
-            )
-            self._in_flight.append(page[-1].seq)
-            if len(self._in_flight) == 1:
-                self._arm_ack_deadline()
-            try:
-                await self._call.write(batch)
-            except grpc.aio.AioRpcError as exc:
-                raise PublishError(f"central {relay._target}: {_describe(exc)}") from exc
-            except asyncio.InvalidStateError as exc:  # the call already ended: say how
-                status = f"{(await self._call.code()).name}: {await self._call.details()}"
-                raise PublishError(f"central {relay._target}: {status}") from exc
-            self._next_after = page[-1].seq
+            for batch in batches:
+                await self._send(batch)
+
+    async def _send(self, batch: ingest_pb2.IngestBatch) -> None:
+        relay = self._relay
+        await self._window.acquire()
+        last_seq = batch.movements[-1].seq
+        self._in_flight.append(last_seq)
+        if len(self._in_flight) == 1:
+            self._arm_ack_deadline()
+        try:
+            await self._call.write(batch)
+        except grpc.aio.AioRpcError as exc:
+            raise PublishError(f"central {relay._target}: {_describe(exc)}") from exc
+        except asyncio.InvalidStateError as exc:  # the call already ended: say how
+            status = f"{(await self._call.code()).name}: {await self._call.details()}"
+            raise PublishError(f"central {relay._target}: {status}") from exc
+        self._next_after = last_seq
 
     async def receive(self) -> None:
         relay = self._relay

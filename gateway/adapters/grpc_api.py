@@ -5,15 +5,31 @@ Theory of operation
 The API is read-only and stateless: every call reads the edge store (whose API is synchronous)
 in a worker thread (``asyncio.to_thread``), so a slow database never blocks the event loop.
 
-``WatchMovements(after_seq)``: a watch pages ``movements_since(cursor, page_size)`` and sends each
-movement in seq order, advancing its cursor. A short page means it has caught up; it then waits
-for :meth:`EdgeApiServer.notify` (the app calls it after each ``EdgeStore.record``) or at most
-``poll_interval_s`` (a safety net for movements another process recorded, or a missed notify),
-and pages again. seq is gap-free and only grows, so paging by cursor neither skips nor repeats.
-The wake-up is a *generation event*: ``notify()`` sets the current event and installs a fresh
-one, and a watch takes the current event *before* it reads the store, so a notify landing between
-its read and its wait is never lost. gRPC flow control is the back-pressure: a watch awaits each
-write, so a slow client costs one page of memory, not a growing queue.
+``WatchMovements(after_seq)``: a watch pages ``movements_since(cursor, page_size)`` and sends
+each page as one ``WatchMovementsResponse`` (several movements per message, as etcd's Watch and
+Pub/Sub's StreamingPull do: each gRPC message has a fixed cost that dominates in gRPC Python, so
+one message per movement would cap a stream at about 12,000 movements/s on two cores). A page is
+read *and converted to protobuf* in the worker thread, together with the store's ``last_seq``
+(read after the page, so it is never below the page's last seq; every response carries it), and
+split into responses of at most ``MAX_RESPONSE_BYTES`` encoded (gRPC clients refuse messages
+above 4 MiB by default, and a page of movements with many EPCs could exceed that); the event loop
+only writes ready messages. A page that ends before ``last_seq`` means more is stored: the next
+page is read ahead while this one is sent, so a catching-up watch overlaps reading with sending
+and holds at most two pages. A page that reaches ``last_seq`` means the watch has caught up: it
+then waits for :meth:`EdgeApiServer.notify` (the app calls it after each ``EdgeStore.record``) or
+at most ``poll_interval_s`` (a safety net for movements another process recorded, or a missed
+notify), and pages again; a live movement therefore goes out as soon as it is read, usually
+alone in its response: nothing is held back to fill a page. seq is gap-free and only grows, so
+paging by cursor neither skips nor repeats. The wake-up is a *generation event*: ``notify()``
+sets the current event and installs a fresh one, and a watch takes the current event *before* it
+reads the store, so a notify landing between its read and its wait is never lost. gRPC flow
+control is the back-pressure: a watch awaits each write, so a slow client costs at most two
+pages of memory, not a growing queue.
+
+``ListMovements(after_seq, page_size)``: one page, read in the worker thread together with
+``last_seq`` (the page first, so ``last_seq`` is never below the page's last seq). ``page_size``
+0 means ``LIST_PAGE_DEFAULT``; above ``LIST_PAGE_MAX`` it is lowered to it (a bounded answer,
+as Google's API guidelines coerce oversized pages), so one call never reads the whole store.
 
 ``GetStock``: ``as_of_seq`` must be exactly the seq the levels include. The store reads them in
 separate transactions, so the snapshot reads ``last_seq``, the levels, then ``last_seq`` again:
@@ -24,10 +40,23 @@ proves no movement was committed in between. It retries a few times and answers 
 Security: TLS (server certificate, optionally client certificates signed by ``tls_client_ca_file``
 for mutual TLS) and a bearer token (``authorization: Bearer <token>`` metadata, compared with
 ``hmac.compare_digest``, ``UNAUTHENTICATED`` otherwise), checked by a server interceptor so that
-every method, present or future, is covered. An API with neither a token nor client
-certificates may only listen on a loopback address: anything else is a :class:`ConfigError`.
-Refused calls are logged at most once per ``REFUSAL_LOG_EVERY_S`` (with a count); the token is
-never logged.
+every method, present or future, is covered (but health: see below). An API with neither a token nor
+client certificates may only listen on a loopback address: anything else is a :class:`ConfigError`.
+Refused calls are logged at most once per ``REFUSAL_LOG_EVERY_S`` (with a count); the token is never
+logged.
+
+Health and reflection: the server also serves the standard ``grpc.health.v1.Health`` (status
+``SERVING`` from :meth:`EdgeApiServer.start` until :meth:`EdgeApiServer.stop`, ``NOT_SERVING``
+from the moment ``stop`` begins; :meth:`EdgeApiServer.set_serving` lets the app report a
+temporary outage) for the whole server (``""``) and for ``dockwatch.edge.v1.EdgeApi``, and server
+reflection (``grpc.reflection.v1alpha.ServerReflection``, grpcio-reflection's servicer). Health
+needs NO token, like the metrics endpoint's ``/healthz``: orchestrators probe it without secrets,
+and it reveals only "serving or not" (TLS, and client certificates when configured, still apply:
+they are the transport). Reflection needs the token like every other method: the schema is
+public in this repository, but who may ask a given gateway is not. The health servicer is ours
+(on grpcio-health-checking's generated service) rather than grpcio-health-checking's reference
+one because that one's ``Watch`` streams never end, so each open watch would hold ``stop`` for
+its whole grace period; ours send ``NOT_SERVING`` and then end with ``UNAVAILABLE``.
 
 Shutdown: :meth:`EdgeApiServer.stop` first ends open watches with ``UNAVAILABLE`` (clients
 resume with their last seq), then gives unary calls ``grace_s`` to finish.
@@ -37,7 +66,9 @@ position comes from another store); at most ``max_watches`` are open at once
 (``RESOURCE_EXHAUSTED`` beyond), so that watches, which never end on their own, cannot take every
 slot from the short queries.
 
-Defaults: ``page_size=500``, ``poll_interval_s=5``, ``max_watches=32``, ``stop_grace_s=2``.
+Defaults: ``page_size=500`` (watch pages), ``max_response_bytes=MAX_RESPONSE_BYTES`` (1 MiB),
+``poll_interval_s=5``, ``max_watches=32``, ``stop_grace_s=2``; ListMovements pages 500 by
+default, 5000 at most.
 """
 
 from __future__ import annotations
@@ -54,6 +85,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from gateway import __version__
 from gateway.adapters.proto_convert import (
@@ -93,6 +126,17 @@ UNARY_CALLS_MAX = 32
 """Queries served at once besides the watches (more wait in gRPC's queue or are refused)."""
 REFUSAL_LOG_EVERY_S = 60.0
 """At most one log line per this many seconds about refused (unauthenticated) calls."""
+LIST_PAGE_DEFAULT = 500
+"""ListMovements' page size when the request gives none."""
+LIST_PAGE_MAX = 5000
+"""ListMovements never answers more movements than this at once."""
+MAX_RESPONSE_BYTES = 1 << 20
+"""A watch splits a page into responses of at most this many bytes encoded (one movement larger
+than this still travels, alone): gRPC clients refuse messages above 4 MiB by default."""
+EDGE_API_SERVICE = edge_api_pb2.DESCRIPTOR.services_by_name["EdgeApi"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_OPEN_METHODS = f"/{HEALTH_SERVICE}/"
+"""Methods served without the bearer token (see the module docstring)."""
 
 _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -258,6 +302,63 @@ class _Watches:
         self.notify()
 
 
+def _movement_protos(
+    store: EdgeStoreReader, after_seq: int, limit: int
+) -> list[types_pb2.Movement]:
+    """A page of movements as protobuf messages (in the caller's worker thread)."""
+    return [movement_to_proto(m) for m in store.movements_since(after_seq, limit)]
+
+
+def _movement_page(
+    store: EdgeStoreReader, after_seq: int, limit: int
+) -> tuple[list[types_pb2.Movement], int]:
+    """A page, then the last seq: every seq in the page is <= the last seq returned."""
+    page = _movement_protos(store, after_seq, limit)
+    return page, store.last_seq()
+
+
+@dataclass(frozen=True, slots=True)
+class _WatchPage:
+    """One page of a watch, ready to send: ``responses`` (none when nothing was stored after the
+    cursor) end at seq ``end`` (the cursor itself when empty); ``last_seq`` was read after it."""
+
+    responses: list[edge_api_pb2.WatchMovementsResponse]
+    end: int
+    last_seq: int
+
+    @property
+    def more_stored(self) -> bool:
+        return bool(self.responses) and self.end < self.last_seq
+
+
+def _watch_page(store: EdgeStoreReader, after_seq: int, limit: int, max_bytes: int) -> _WatchPage:
+    """The page after ``after_seq`` as responses of at most ``max_bytes`` encoded (in the
+    caller's worker thread)."""
+    page, last_seq = _movement_page(store, after_seq, limit)
+    responses: list[edge_api_pb2.WatchMovementsResponse] = []
+    chunk: list[types_pb2.Movement] = []
+    size = 0
+    for pb in page:
+        # The movement's bytes plus its field tag and length prefix (at most 1 + 5 bytes).
+        cost = pb.ByteSize() + 6
+        if chunk and size + cost > max_bytes:
+            responses.append(
+                edge_api_pb2.WatchMovementsResponse(movements=chunk, last_seq=last_seq)
+            )
+            chunk, size = [], 0
+        chunk.append(pb)
+        size += cost
+    if chunk:
+        responses.append(edge_api_pb2.WatchMovementsResponse(movements=chunk, last_seq=last_seq))
+    return _WatchPage(responses, page[-1].seq if page else after_seq, last_seq)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a read-ahead's failure as seen: the watch that wanted it may have ended first."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
     def __init__(
         self,
@@ -267,6 +368,7 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
         watches: _Watches,
         status: Callable[[], RuntimeStatus],
         page_size: int,
+        max_response_bytes: int,
         poll_interval_s: float,
         max_watches: int,
     ) -> None:
@@ -275,6 +377,7 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
         self._watches = watches
         self._status = status
         self._page_size = page_size
+        self._max_response_bytes = max_response_bytes
         self._poll_interval_s = poll_interval_s
         self._max_watches = max_watches
         self._store_ok = True
@@ -283,11 +386,14 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
         self, context: _Context, operation: str, fn: Callable[P, T], *args: P.args, **kw: P.kwargs
     ) -> T:
         """``fn`` in a worker thread; a store failure becomes UNAVAILABLE for the client and one
-        log line when the store becomes unreadable (and one when it is back)."""
+        log line when the store becomes unreadable (and one when it is back). A stored value
+        the wire format cannot carry (converted in the thread too) is INTERNAL."""
         try:
             result = await asyncio.to_thread(fn, *args, **kw)
         except StoreError as exc:
             failure = exc
+        except ProtocolError as exc:  # a stored value the wire format cannot carry: a bug
+            await self._unencodable(context, exc)
         else:
             if not self._store_ok:
                 self._store_ok = True
@@ -307,12 +413,17 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
             return fn(*args, **kw)
         except ProtocolError as exc:  # a stored value the wire format cannot carry: a bug
             failure = exc
+        await self._unencodable(context, failure)
+
+    @staticmethod
+    async def _unencodable(context: _Context, failure: ProtocolError) -> NoReturn:
         log.error("local API: cannot encode a response: %s", failure)
         await context.abort(grpc.StatusCode.INTERNAL, f"cannot encode the response: {failure}")
 
     async def WatchMovements(
         self, request: edge_api_pb2.WatchRequest, context: _Context
-    ) -> AsyncIterator[types_pb2.Movement]:
+    ) -> AsyncIterator[edge_api_pb2.WatchMovementsResponse]:
+        """The responses of one watch (never empty), in seq order, until the client cancels."""
         watches = self._watches
         cursor = request.after_seq
         peer = context.peer()
@@ -322,6 +433,9 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
                 f"{watches.active} watches are open, the most this gateway serves",
             )
         watches.active += 1
+        # The next page, read ahead while the current one is sent, and the wake-up event taken
+        # before that read began.
+        ahead: tuple[asyncio.Event, asyncio.Future[_WatchPage]] | None = None
         try:
             last_seq = await self._read(context, "WatchMovements", self._store.last_seq)
             if cursor > last_seq:
@@ -333,24 +447,63 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
                 )
             log.debug("watch from %s opened after seq %d", peer, cursor)
             while True:
-                news = watches.news  # taken before reading: a notify after this wakes us
+                if ahead is None:
+                    news = watches.news  # taken before reading: a notify after this wakes us
+                    page = await self._read_page(context, cursor)
+                else:
+                    (news, reading), ahead = ahead, None
+                    page = await reading
                 if watches.closing:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is stopping")
-                page = await self._read(
-                    context, "WatchMovements", self._store.movements_since, cursor, self._page_size
-                )
-                for recorded in page:
-                    yield await self._convert(context, movement_to_proto, recorded)
-                    cursor = recorded.seq
-                if len(page) < self._page_size:
+                if page.more_stored:
+                    # Read the next page while this one is being sent.
+                    ahead = (
+                        watches.news,
+                        asyncio.ensure_future(self._read_page(context, page.end)),
+                    )
+                    ahead[1].add_done_callback(_retrieve)
+                for response in page.responses:
+                    yield response
+                    cursor = response.movements[-1].seq
+                if not page.more_stored:
                     try:
                         async with asyncio.timeout(self._poll_interval_s):
                             await news.wait()
                     except TimeoutError:
                         pass  # the safety-net poll
         finally:
+            if ahead is not None:
+                ahead[1].cancel()
             watches.active -= 1
             log.debug("watch from %s closed at seq %d", peer, cursor)
+
+    async def _read_page(self, context: _Context, after_seq: int) -> _WatchPage:
+        return await self._read(
+            context,
+            "WatchMovements",
+            _watch_page,
+            self._store,
+            after_seq,
+            self._page_size,
+            self._max_response_bytes,
+        )
+
+    async def ListMovements(
+        self, request: edge_api_pb2.ListMovementsRequest, context: _Context
+    ) -> edge_api_pb2.MovementPage:
+        limit = min(request.page_size or LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
+        after = request.after_seq
+        page, last_seq = await self._read(
+            context, "ListMovements", _movement_page, self._store, after, limit
+        )
+        if after > last_seq:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"after_seq {after} is beyond the last recorded seq {last_seq}",
+            )
+        return edge_api_pb2.MovementPage(
+            movements=page, next_after_seq=page[-1].seq if page else after, last_seq=last_seq
+        )
 
     async def GetStock(
         self, request: edge_api_pb2.StockQuery, context: _Context
@@ -444,11 +597,67 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
         return self._store.last_seq(), cursors
 
 
+# --- health --------------------------------------------------------------------------------------
+
+_ServingStatus: TypeAlias = int
+"""A ``grpc.health.v1.HealthCheckResponse.ServingStatus`` number."""
+
+
+class _Health(health_pb2_grpc.HealthServicer):
+    """``grpc.health.v1.Health`` for ``services``: Check answers at once; Watch sends the status,
+    then every change, and ends with UNAVAILABLE after sending NOT_SERVING at shutdown."""
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self._status: dict[str, _ServingStatus] = dict.fromkeys(
+            services, health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self._changed = asyncio.Event()  # a generation event, as for the movement watches
+        self._stopped = False
+
+    def set(self, status: _ServingStatus) -> None:
+        """Every service's status; ignored once stopped (NOT_SERVING is then final)."""
+        if self._stopped:
+            return
+        for service in self._status:
+            self._status[service] = status
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def stop(self) -> None:
+        self.set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stopped = True
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: _Context
+    ) -> health_pb2.HealthCheckResponse:
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: _Context
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        sent: _ServingStatus | None = None
+        while True:
+            changed = self._changed  # taken before reading the status: no change is missed
+            status = self._status.get(
+                request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            )
+            if status != sent:
+                yield health_pb2.HealthCheckResponse(status=status)
+                sent = status
+            if self._stopped:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is stopping")
+            await changed.wait()
+
+
 # --- authentication ----------------------------------------------------------------------------
 
 
 class _BearerAuth(grpc.aio.ServerInterceptor):
-    """Refuses every call without ``authorization: Bearer <token>`` with UNAUTHENTICATED."""
+    """Refuses every call without ``authorization: Bearer <token>`` with UNAUTHENTICATED,
+    except the health service's."""
 
     def __init__(self, expected: bytes, refusals: RefusalLog) -> None:
         self._expected = expected
@@ -464,7 +673,9 @@ class _BearerAuth(grpc.aio.ServerInterceptor):
         metadata: Sequence[tuple[str, str | bytes]] = handler_call_details.invocation_metadata or ()
         given = next((value for key, value in metadata if key == "authorization"), None)
         handler = await continuation(handler_call_details)
-        if bearer_matches(self._expected, given):
+        if handler_call_details.method.startswith(_OPEN_METHODS) or bearer_matches(
+            self._expected, given
+        ):
             return handler
         reason = "no bearer token" if given is None else "wrong bearer token"
         refusals = self._refusals
@@ -487,6 +698,14 @@ class _BearerAuth(grpc.aio.ServerInterceptor):
 
 
 # --- the server ----------------------------------------------------------------------------------
+
+
+def _serving_status(serving: bool) -> _ServingStatus:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
 
 
 def _read_pem(path: str | Path, key: str) -> bytes:
@@ -520,13 +739,14 @@ class EdgeApiServer:
         tls_client_ca_file: str | Path | None = None,
         status: Callable[[], RuntimeStatus] | None = None,
         page_size: int = 500,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         poll_interval_s: float = 5.0,
         max_watches: int = 32,
         stop_grace_s: float = 2.0,
         utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if page_size < 1 or max_watches < 1:
-            raise ValueError("page_size and max_watches must be >= 1")
+        if page_size < 1 or max_watches < 1 or max_response_bytes < 1:
+            raise ValueError("page_size, max_response_bytes and max_watches must be >= 1")
         if poll_interval_s <= 0 or stop_grace_s < 0:
             raise ValueError("poll_interval_s must be > 0 and stop_grace_s >= 0")
         if (tls_cert_file is None) != (tls_key_file is None):
@@ -553,12 +773,15 @@ class EdgeApiServer:
         self._tls_files = (tls_cert_file, tls_key_file, tls_client_ca_file)
         self._status = status
         self._page_size = page_size
+        self._max_response_bytes = max_response_bytes
         self._poll_interval_s = poll_interval_s
         self._max_watches = max_watches
         self._stop_grace_s = stop_grace_s
         self._utcnow = utcnow
         self._started_at: datetime | None = None
         self._watches = _Watches()
+        self._health: _Health | None = None
+        self._serving = True
         self._server: grpc.aio.Server | None = None
         self._refusals = RefusalLog(log, "gRPC API")
         self.port = 0
@@ -601,6 +824,14 @@ class EdgeApiServer:
         """Wake every open watch: call it (on the loop's thread) after each store ``record``."""
         self._watches.notify()
 
+    def set_serving(self, serving: bool) -> None:
+        """What the health service reports while the server runs (SERVING by default):
+        False reports NOT_SERVING, e.g. while the edge store is unreachable. Call it on the
+        loop's thread. After :meth:`stop` the status stays NOT_SERVING."""
+        self._serving = serving
+        if self._health is not None:
+            self._health.set(_serving_status(serving))
+
     def _runtime_status(self) -> RuntimeStatus:
         if self._status is not None:
             return self._status()
@@ -628,6 +859,11 @@ class EdgeApiServer:
             ],
         )
         self._watches = _Watches()
+        health = _Health(("", EDGE_API_SERVICE))
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            (EDGE_API_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
         edge_api_pb2_grpc.add_EdgeApiServicer_to_server(
             _EdgeApi(
                 self._store,
@@ -635,6 +871,7 @@ class EdgeApiServer:
                 watches=self._watches,
                 status=self._runtime_status,
                 page_size=self._page_size,
+                max_response_bytes=self._max_response_bytes,
                 poll_interval_s=self._poll_interval_s,
                 max_watches=self._max_watches,
             ),
@@ -648,14 +885,20 @@ class EdgeApiServer:
         except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
             raise GatewayError(f"gRPC API cannot listen on {self._listen}: {exc}") from exc
         await server.start()
-        self._server, self.port = server, port
+        self._server, self.port, self._health = server, port, health
+        health.set(_serving_status(self._serving))
         self._started_at = self._utcnow()
         auth = [
             "TLS" if credentials is not None else "plaintext",
             *(["client certificates"] if self._tls_files[2] is not None else []),
             *(["bearer token"] if self._expected is not None else []),
         ]
-        log.info("gRPC API listening on %s (port %d, %s)", self._listen, port, ", ".join(auth))
+        log.info(
+            "gRPC API listening on %s (port %d, %s; health and reflection on)",
+            self._listen,
+            port,
+            ", ".join(auth),
+        )
         return port
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -673,11 +916,13 @@ class EdgeApiServer:
         )
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """End open watches with UNAVAILABLE, give other calls ``grace_s`` (default
-        ``stop_grace_s``) to finish, then stop. Idempotent."""
+        """Report NOT_SERVING, end open watches (movements and health) with UNAVAILABLE, give
+        other calls ``grace_s`` (default ``stop_grace_s``) to finish, then stop. Idempotent."""
         server, self._server = self._server, None
         if server is None:
             return
+        if self._health is not None:
+            self._health.stop()
         self._watches.close()
         await server.stop(self._stop_grace_s if grace_s is None else grace_s)
         log.info("gRPC API on %s stopped", self._listen)

@@ -26,7 +26,7 @@ from gateway.proto.dockwatch.edge.v1 import types_pb2 as dockwatch_dot_edge_dot_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n dockwatch/edge/v1/edge_api.proto\x12\x11\x64ockwatch.edge.v1\x1a\x1d\x64ockwatch/edge/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x0cWatchRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\"+\n\nStockQuery\x12\x10\n\x08location\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\"_\n\rStockSnapshot\x12\x0c\n\x04site\x18\x01 \x01(\t\x12-\n\x06levels\x18\x02 \x03(\x0b\x32\x1d.dockwatch.edge.v1.StockLevel\x12\x11\n\tas_of_seq\x18\x03 \x01(\x04\"%\n\nAlertQuery\x12\x17\n\x0finclude_cleared\x18\x01 \x01(\x08\"5\n\tAlertList\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.dockwatch.edge.v1.Alert\"\r\n\x0b\x44\x65viceQuery\">\n\nDeviceList\x12\x30\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1f.dockwatch.edge.v1.DeviceStatus\"\x0f\n\rStatusRequest\"J\n\nSinkStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12\x11\n\tconnected\x18\x04 \x01(\x08\"\x9e\x01\n\rGatewayStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12,\n\x05sinks\x18\x05 \x03(\x0b\x32\x1d.dockwatch.edge.v1.SinkStatus2\x92\x03\n\x07\x45\x64geApi\x12P\n\x0eWatchMovements\x12\x1f.dockwatch.edge.v1.WatchRequest\x1a\x1b.dockwatch.edge.v1.Movement0\x01\x12K\n\x08GetStock\x12\x1d.dockwatch.edge.v1.StockQuery\x1a .dockwatch.edge.v1.StockSnapshot\x12I\n\nListAlerts\x12\x1d.dockwatch.edge.v1.AlertQuery\x1a\x1c.dockwatch.edge.v1.AlertList\x12L\n\x0bListDevices\x12\x1e.dockwatch.edge.v1.DeviceQuery\x1a\x1d.dockwatch.edge.v1.DeviceList\x12O\n\tGetStatus\x12 .dockwatch.edge.v1.StatusRequest\x1a .dockwatch.edge.v1.GatewayStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n dockwatch/edge/v1/edge_api.proto\x12\x11\x64ockwatch.edge.v1\x1a\x1d\x64ockwatch/edge/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"!\n\x0cWatchRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\"Z\n\x16WatchMovementsResponse\x12.\n\tmovements\x18\x01 \x03(\x0b\x32\x1b.dockwatch.edge.v1.Movement\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\"<\n\x14ListMovementsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\r\"h\n\x0cMovementPage\x12.\n\tmovements\x18\x01 \x03(\x0b\x32\x1b.dockwatch.edge.v1.Movement\x12\x16\n\x0enext_after_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\"+\n\nStockQuery\x12\x10\n\x08location\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\"_\n\rStockSnapshot\x12\x0c\n\x04site\x18\x01 \x01(\t\x12-\n\x06levels\x18\x02 \x03(\x0b\x32\x1d.dockwatch.edge.v1.StockLevel\x12\x11\n\tas_of_seq\x18\x03 \x01(\x04\"%\n\nAlertQuery\x12\x17\n\x0finclude_cleared\x18\x01 \x01(\x08\"5\n\tAlertList\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.dockwatch.edge.v1.Alert\"\r\n\x0b\x44\x65viceQuery\">\n\nDeviceList\x12\x30\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1f.dockwatch.edge.v1.DeviceStatus\"\x0f\n\rStatusRequest\"J\n\nSinkStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12\x11\n\tconnected\x18\x04 \x01(\x08\"\x9e\x01\n\rGatewayStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12,\n\x05sinks\x18\x05 \x03(\x0b\x32\x1d.dockwatch.edge.v1.SinkStatus2\xfb\x03\n\x07\x45\x64geApi\x12^\n\x0eWatchMovements\x12\x1f.dockwatch.edge.v1.WatchRequest\x1a).dockwatch.edge.v1.WatchMovementsResponse0\x01\x12Y\n\rListMovements\x12\'.dockwatch.edge.v1.ListMovementsRequest\x1a\x1f.dockwatch.edge.v1.MovementPage\x12K\n\x08GetStock\x12\x1d.dockwatch.edge.v1.StockQuery\x1a .dockwatch.edge.v1.StockSnapshot\x12I\n\nListAlerts\x12\x1d.dockwatch.edge.v1.AlertQuery\x1a\x1c.dockwatch.edge.v1.AlertList\x12L\n\x0bListDevices\x12\x1e.dockwatch.edge.v1.DeviceQuery\x1a\x1d.dockwatch.edge.v1.DeviceList\x12O\n\tGetStatus\x12 .dockwatch.edge.v1.StatusRequest\x1a .dockwatch.edge.v1.GatewayStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHREQUEST']._serialized_start=119
   _globals['_WATCHREQUEST']._serialized_end=152
-  _globals['_STOCKQUERY']._serialized_start=154
-  _globals['_STOCKQUERY']._serialized_end=197
-  _globals['_STOCKSNAPSHOT']._serialized_start=199
-  _globals['_STOCKSNAPSHOT']._serialized_end=294
-  _globals['_ALERTQUERY']._serialized_start=296
-  _globals['_ALERTQUERY']._serialized_end=333
-  _globals['_ALERTLIST']._serialized_start=335
-  _globals['_ALERTLIST']._serialized_end=388
-  _globals['_DEVICEQUERY']._serialized_start=390
-  _globals['_DEVICEQUERY']._serialized_end=403
-  _globals['_DEVICELIST']._serialized_start=405
-  _globals['_DEVICELIST']._serialized_end=467
-  _globals['_STATUSREQUEST']._serialized_start=469
-  _globals['_STATUSREQUEST']._serialized_end=484
-  _globals['_SINKSTATUS']._serialized_start=486
-  _globals['_SINKSTATUS']._serialized_end=560
-  _globals['_GATEWAYSTATUS']._serialized_start=563
-  _globals['_GATEWAYSTATUS']._serialized_end=721
-  _globals['_EDGEAPI']._serialized_start=724
-  _globals['_EDGEAPI']._serialized_end=1126
+  _globals['_WATCHMOVEMENTSRESPONSE']._serialized_start=154
+  _globals['_WATCHMOVEMENTSRESPONSE']._serialized_end=244
+  _globals['_LISTMOVEMENTSREQUEST']._serialized_start=246
+  _globals['_LISTMOVEMENTSREQUEST']._serialized_end=306
+  _globals['_MOVEMENTPAGE']._serialized_start=308
+  _globals['_MOVEMENTPAGE']._serialized_end=412
+  _globals['_STOCKQUERY']._serialized_start=414
+  _globals['_STOCKQUERY']._serialized_end=457
+  _globals['_STOCKSNAPSHOT']._serialized_start=459
+  _globals['_STOCKSNAPSHOT']._serialized_end=554
+  _globals['_ALERTQUERY']._serialized_start=556
+  _globals['_ALERTQUERY']._serialized_end=593
+  _globals['_ALERTLIST']._serialized_start=595
+  _globals['_ALERTLIST']._serialized_end=648
+  _globals['_DEVICEQUERY']._serialized_start=650
+  _globals['_DEVICEQUERY']._serialized_end=663
+  _globals['_DEVICELIST']._serialized_start=665
+  _globals['_DEVICELIST']._serialized_end=727
+  _globals['_STATUSREQUEST']._serialized_start=729
+  _globals['_STATUSREQUEST']._serialized_end=744
+  _globals['_SINKSTATUS']._serialized_start=746
+  _globals['_SINKSTATUS']._serialized_end=820
+  _globals['_GATEWAYSTATUS']._serialized_start=823
+  _globals['_GATEWAYSTATUS']._serialized_end=981
+  _globals['_EDGEAPI']._serialized_start=984
+  _globals['_EDGEAPI']._serialized_end=1491
 # @@protoc_insertion_point(module_scope)

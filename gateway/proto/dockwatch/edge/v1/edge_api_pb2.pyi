@@ -5,7 +5,8 @@ The LOCAL API of one dockwatch gateway: watch movements as they are committed an
 current stock, alerts and devices. Served by the gateway itself (config `api.grpc_listen`).
 
 Every response reflects the edge store at the moment it was read; WatchMovements first replays
-the stored backlog after `after_seq`, in seq order, then follows new movements live.
+the stored backlog after `after_seq`, in seq order, then follows new movements live, several
+movements per message (see WatchMovementsResponse).
 """
 
 from collections import abc as _abc
@@ -44,6 +45,102 @@ class WatchRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchMovementsResponse(_message.Message):
+    """One message of a WatchMovements stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENTS_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    last_seq: _builtins.int
+    """The highest seq committed when these movements were read (>= the seq of the last one here):
+    last_seq minus that seq is how far the client is behind the store at this point.
+    """
+    @_builtins.property
+    def movements(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Movement]:
+        """Never empty; in seq order and consecutive, continuing the previous response of the stream
+        (the first one starts at the request's after_seq + 1). At most the server's page size
+        (500), and at most about 1 MiB encoded, so that no response exceeds gRPC's default 4 MiB
+        message limit (a page of movements with many EPCs is split over several responses).
+        """
+
+    def __init__(
+        self,
+        *,
+        movements: _abc.Iterable[_types_pb2.Movement] | None = ...,
+        last_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_seq", b"last_seq", "movements", b"movements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMovementsResponse: _TypeAlias = WatchMovementsResponse  # noqa: Y015
+
+@_typing.final
+class ListMovementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    """Start after this seq; 0 starts with the first movement still in the store. Beyond the last
+    recorded seq: OUT_OF_RANGE (the position comes from another store), as for WatchMovements.
+    """
+    page_size: _builtins.int
+    """At most this many movements. 0: the server's default (500); above the server's maximum
+    (5000) the page is that maximum. A page may be shorter than asked only at the end.
+    """
+    def __init__(
+        self,
+        *,
+        after_seq: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMovementsRequest: _TypeAlias = ListMovementsRequest  # noqa: Y015
+
+@_typing.final
+class MovementPage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    next_after_seq: _builtins.int
+    """The after_seq of the next page: the seq of the last movement here, or the request's
+    after_seq when the page is empty.
+    """
+    last_seq: _builtins.int
+    """The highest seq committed when the page was read (>= next_after_seq). next_after_seq ==
+    last_seq: this page reached the end; WatchMovements(after_seq = last_seq) follows on.
+    """
+    @_builtins.property
+    def movements(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Movement]:
+        """In seq order, consecutive: seq after_seq + 1, after_seq + 2, ..."""
+
+    def __init__(
+        self,
+        *,
+        movements: _abc.Iterable[_types_pb2.Movement] | None = ...,
+        next_after_seq: _builtins.int = ...,
+        last_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_seq", b"last_seq", "movements", b"movements", "next_after_seq", b"next_after_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MovementPage: _TypeAlias = MovementPage  # noqa: Y015
 
 @_typing.final
 class StockQuery(_message.Message):

@@ -86,6 +86,8 @@ class _AlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertKind.V
     ALERT_KIND_RECEIVING_DISCREPANCY: _AlertKind.ValueType  # 2
     ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE: _AlertKind.ValueType  # 3
     ALERT_KIND_DEVICE_DOWN: _AlertKind.ValueType  # 4
+    ALERT_KIND_SYNC_BEHIND: _AlertKind.ValueType  # 5
+    """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
 
 class AlertKind(_AlertKind, metaclass=_AlertKindEnumTypeWrapper): ...
 
@@ -94,6 +96,8 @@ ALERT_KIND_LOW_STOCK: AlertKind.ValueType  # 1
 ALERT_KIND_RECEIVING_DISCREPANCY: AlertKind.ValueType  # 2
 ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE: AlertKind.ValueType  # 3
 ALERT_KIND_DEVICE_DOWN: AlertKind.ValueType  # 4
+ALERT_KIND_SYNC_BEHIND: AlertKind.ValueType  # 5
+"""A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
 Global___AlertKind: _TypeAlias = AlertKind  # noqa: Y015
 
 class _Severity:
