@@ -20,25 +20,39 @@ because ``movement_id`` makes recording idempotent.
 Each long-running part runs under :func:`_supervised`: a bug that escapes a part is logged with its
 traceback and the part restarts after a short pause, so one broken device or sink never takes the
 gateway down. ``Gateway.run`` returns only when cancelled (SIGINT/SIGTERM in ``dockwatch run``).
+
+Health and sync (docs/metrics.md): ``/healthz`` is liveness (200 while the process serves);
+``/readyz`` is 503 with the reason while starting, stopping, restarting a crashed part, or while
+the edge store fails (a failing ``record`` until it succeeds again, or the store check below).
+Every ``check_every_s`` (5 s) one task pings the store (``last_seq``) and compares each sink's
+lag with its ``lag_alert_s``: the lag in seconds is the age of the oldest movement the sink has not
+acknowledged. Record times are kept in memory (one ``(last seq, monotonic time)`` entry per
+``record`` call, dropped once every sink acknowledged it, at most ``RECORD_TIMES_MAX``); a movement
+older than that (recorded before this process started, or dropped from the bounded memory) is
+dated by the store's ``recorded_at``. A sink behind by more than ``lag_alert_s`` raises a
+``sync_behind`` alert (stored, published, listed like every alert) that clears once the lag is
+below half the threshold.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import ipaddress
 import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import yaml
 
@@ -49,7 +63,7 @@ from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.adapters.metrics import MetricsServer, labelled
+from gateway.adapters.metrics import MetricsServer, Sample, labelled
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
     PollerSettings,
@@ -72,6 +86,7 @@ from gateway.domain.model import (
     DeviceStatus,
     LocationId,
     Movement,
+    MovementKind,
     Severity,
     Sku,
     StockLevel,
@@ -95,6 +110,10 @@ TICK_S = 0.25
 """How often the portal engine's clock advances (closes idle passes)."""
 RESTART_PAUSE_S = 1.0
 SUMMARY_EVERY_S = 30.0
+CHECK_EVERY_S = 5.0
+"""How often the store is pinged for readiness and each sink's lag compared with its threshold."""
+RECORD_TIMES_MAX = 65_536
+"""Record times kept in memory for the sinks' lag in seconds (one per ``record`` call)."""
 
 
 EXPECTED_POLL_S = 5.0
@@ -120,6 +139,14 @@ def _warn_cleartext(key: str, host: str, what: str) -> None:
     log.warning("%s: %s goes to %s without TLS; configure tls to protect it", key, what, host)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -129,15 +156,37 @@ def _path(value: object | None) -> str | None:
 
 
 @dataclass(slots=True)
+class Timing:
+    """A Prometheus summary without quantiles: how many, and their total in seconds."""
+
+    count: int = 0
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total_s += seconds
+
+
+@dataclass(slots=True)
 class Counters:
-    """What the gateway did since it started, for the periodic summary line."""
+    """What the gateway did since it started, for the periodic summary line and the metrics."""
 
     reads: int = 0
     reads_by_antenna: dict[tuple[str, int], int] = field(default_factory=dict)
     movements: int = 0
+    movements_by_kind: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(MovementKind, 0)
+    )
     duplicates: int = 0
     alerts: int = 0
+    store_record: Timing = field(default_factory=Timing)
     started: float = field(default_factory=time.monotonic)
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
 
 
 class StoreWorker:
@@ -146,18 +195,99 @@ class StoreWorker:
     def __init__(self, store: EdgeStore) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
+        self.errors = 0
+        """Calls that failed with a StoreError."""
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+        except StoreError:
+            self.errors += 1
+            raise
+
+    async def timed(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, float]:
+        """``call``, and how long ``fn`` itself ran on the store's thread (queueing excluded)."""
+        return await self.call(_timed, partial(fn, *args, **kwargs))
+
+    @staticmethod
+    def reason(exc: StoreError) -> str:
+        """The failed operation and the driver's error class, for an unauthenticated /readyz:
+        the message itself names the database server and stays in the log."""
+        operation = str(exc).split(" ", 1)[0]
+        cause = exc.__cause__
+        source = getattr(cause, "orig", None) or cause
+        what = type(source).__name__ if source is not None else "StoreError"
+        prefix = f"{operation} failed: " if operation.isidentifier() else ""
+        return f"{prefix}{what} (details in the gateway log)"
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.store.close()
 
 
-async def _supervised(name: str, factory: Callable[[], Awaitable[None]]) -> None:
-    """Run ``factory()`` for ever: a crash is logged with its traceback and the part restarts."""
+class RecordTimes:
+    """When movements were committed, on the monotonic clock: the sinks' lag in seconds.
+
+    One ``(last seq, time)`` entry per ``record`` call, oldest first; an entry dates every seq
+    above the previous entry's. Entries every sink acknowledged are forgotten, and at most
+    ``limit`` are kept (the oldest go). Seqs at or below ``floor`` (committed before this
+    process started, or forgotten) are not in memory: :meth:`missing` names them, and the caller
+    dates them from the store with :meth:`dated`; until then they count from ``started``.
+    """
+
+    def __init__(self, *, started: float, limit: int = RECORD_TIMES_MAX) -> None:
+        self._started = started
+        self._limit = limit
+        self._entries: deque[tuple[int, float]] = deque()
+        self._floor = 0
+        self._from_store: dict[int, float] = {}
+
+    def start_after(self, seq: int) -> None:
+        """Seqs up to ``seq`` were committed before this process started."""
+        self._floor = seq
+
+    def recorded(self, last_seq: int, at: float) -> None:
+        self._entries.append((last_seq, at))
+        if len(self._entries) > self._limit:
+            self._floor = self._entries.popleft()[0]
+
+    def forget_through(self, seq: int) -> None:
+        """Every sink acknowledged everything up to ``seq``."""
+        while self._entries and self._entries[0][0] <= seq:
+            self._floor = self._entries.popleft()[0]
+
+    def _index(self, seq: int) -> int | None:
+        if seq <= self._floor:
+            return None
+        i = bisect.bisect_left(self._entries, seq, key=lambda entry: entry[0])
+        return i if i < len(self._entries) else None
+
+    def missing(self, seq: int) -> bool:
+        """Memory cannot date ``seq``: look it up in the store."""
+        return self._index(seq) is None
+
+    def dated(self, times: dict[int, float]) -> None:
+        """Times of seqs memory misses, from the store (replaces the previous ones)."""
+        self._from_store = times
+
+    def at(self, seq: int, now: float) -> float:
+        """When ``seq`` was committed (a seq above everything recorded here: ``now``)."""
+        i = self._index(seq)
+        if i is not None:
+            return self._entries[i][1]
+        return self._from_store.get(seq, self._started if seq <= self._floor else now)
+
+    def stored_time(self, seq: int) -> float | None:
+        return self._from_store.get(seq)
+
+
+async def _supervised(
+    name: str, factory: Callable[[], Awaitable[None]], restarting: set[str] | None = None
+) -> None:
+    """Run ``factory()`` for ever: a crash is logged with its traceback and the part restarts.
+
+    ``restarting`` (optional) holds ``name`` during the pause before a restart (for /readyz)."""
     while True:
         try:
             await factory()
@@ -167,7 +297,13 @@ async def _supervised(name: str, factory: Callable[[], Awaitable[None]]) -> None
             log.exception("%s crashed; restarting in %.0f s", name, RESTART_PAUSE_S)
         else:
             log.warning("%s stopped unexpectedly; restarting in %.0f s", name, RESTART_PAUSE_S)
-        await asyncio.sleep(RESTART_PAUSE_S)
+        if restarting is not None:
+            restarting.add(name)
+        try:
+            await asyncio.sleep(RESTART_PAUSE_S)
+        finally:
+            if restarting is not None:
+                restarting.discard(name)
 
 
 def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
@@ -237,11 +373,18 @@ class Gateway:
         *,
         utcnow: Callable[[], datetime] = utc_now,
         environ: dict[str, str] | None = None,
+        check_every_s: float = CHECK_EVERY_S,
     ) -> None:
+        if not check_every_s > 0:
+            raise ValueError(f"check_every_s must be > 0, got {check_every_s}")
         self.config = config
         self._utcnow = utcnow
         self._environ = environ
+        self._check_every_s = check_every_s
         self.counters = Counters()
+        for reader in config.readers:  # every configured antenna has a series, reads or not
+            for antenna in reader.antennas:
+                self.counters.reads_by_antenna[reader.id, antenna] = 0
         self.catalog = catalog_of(config)
         self.portal_engine = PortalEngine(
             portals=portal_specs(config), catalog=self.catalog, params=config.debounce.portal
@@ -286,8 +429,10 @@ class Gateway:
         self.central: CentralRelay | None = None
         self.api: EdgeApiServer | None = None
         self.metrics: MetricsServer | None = None
+        self.readers: dict[str, LlrpReaderAdapter] = {}
+        self.shelf_poller: ModbusShelfPoller | None = None
         self.started_at = utcnow()
-        self._devices: dict[str, DeviceState] = {}
+        self._devices: dict[str, DeviceStatus] = {}
         self._last_seq = 0
         self._cursors: dict[str, int] = {}
         self.worker: StoreWorker | None = None
@@ -296,6 +441,15 @@ class Gateway:
         self._active_alerts: set[str] = set()
         self._statuses: asyncio.Queue[DeviceStatus] = asyncio.Queue()
         self._stopping = False
+        self._restarting: set[str] = set()
+        self._store_problems: dict[str, str] = {}
+        """Why the store is not usable, by what found out ("record", "check"); empty: fine."""
+        self.record_times = RecordTimes(started=self.counters.started)
+        self._lag_alert_s = {
+            name: sink.lag_alert_s
+            for name, sink in (("mqtt", config.sinks.mqtt), ("central", config.sinks.central))
+            if sink is not None and sink.lag_alert_s is not None
+        }
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -380,10 +534,23 @@ class Gateway:
             api, store, site=self.config.site.id, token=token, status=self._runtime_status
         )
         if api.metrics_listen is not None:
-            # /healthz answers 503 until every part has started (container health checks).
+            # /healthz is liveness (200 while the loop serves): starting, a store outage or a
+            # part restarting are readiness matters (/readyz), not reasons to restart the process.
             self.metrics = MetricsServer(
-                api.metrics_listen, self._collect_metrics, token, health=self.ready.is_set
+                api.metrics_listen, self._collect_metrics, token, ready=self.not_ready
             )
+
+    def not_ready(self) -> str | None:
+        """None when the gateway is ready to do its job, else why not (one line, no secrets)."""
+        if self._stopping:
+            return "stopping"
+        if not self.ready.is_set():
+            return "starting"
+        if self._store_problems:
+            return f"store unavailable: {next(iter(self._store_problems.values()))}"
+        if self._restarting:
+            return f"restarting after a crash: {', '.join(sorted(self._restarting))}"
+        return None
 
     def _sinks_connected(self) -> dict[str, bool]:
         return {
@@ -393,53 +560,316 @@ class Gateway:
         }
 
     def _acked(self, sink: str) -> int:
-        """The sink's acknowledged position: live from the relay, else its stored cursor."""
+        """The sink's acknowledged position: live from the relay, or its stored cursor while
+        the relay has not read it yet (a relay starts at 0 until its first connection)."""
+        acked = self._cursors.get(sink, 0)
         if sink == "mqtt" and self.mqtt is not None:
-            return self.mqtt.relay.acked_seq
+            return max(acked, self.mqtt.relay.acked_seq)
         if sink == "central" and self.central is not None:
-            return self.central.acked_seq
-        return self._cursors.get(sink, 0)
+            return max(acked, self.central.acked_seq)
+        return acked
+
+    def sync_status(self) -> dict[str, int]:
+        """``last_seq`` (the store's highest seq) and each sink's acknowledged seq, by name."""
+        status = {"last_seq": self._last_seq}
+        for name, sink in (("mqtt", self.mqtt), ("central", self.central)):
+            if sink is not None:
+                status[name] = self._acked(name)
+        return status
 
     def _runtime_status(self) -> RuntimeStatus:
         return RuntimeStatus(self.started_at, self._sinks_connected())
 
-    def _collect_metrics(self) -> dict[str, tuple[str, str, float]]:
+    def _collect_metrics(self) -> dict[str, Sample]:
+        """Every metric (docs/metrics.md lists them); reads memory only, never the store."""
         c = self.counters
-        out: dict[str, tuple[str, str, float]] = {
-            "dockwatch_reads_total": ("counter", "Tag reads received from readers", c.reads),
-            "dockwatch_movements_total": ("counter", "Movements recorded", c.movements),
-            "dockwatch_duplicates_total": (
+        out: dict[str, Sample] = {}
+
+        def put(name: str, kind: str, help_text: str, value: float, /, **labels: str) -> None:
+            out[labelled(name, **labels)] = (kind, help_text, value)
+
+        for (reader, antenna), n in c.reads_by_antenna.items():
+            put(
+                "dockwatch_reads_total",
                 "counter",
-                "Movements already recorded (same movement_id)",
-                c.duplicates,
-            ),
-            "dockwatch_alerts_total": ("counter", "Alerts raised or cleared", c.alerts),
-            "dockwatch_last_seq": ("gauge", "Highest movement seq in the store", self._last_seq),
-            "dockwatch_tracked_tags": (
-                "gauge",
-                "Tags the portal engine tracks",
-                self.portal_engine.tracked_tags,
-            ),
-        }
+                "Tag reads received, by reader and antenna",
+                n,
+                reader=reader,
+                antenna=str(antenna),
+            )
+        put(
+            "dockwatch_read_queue_batches",
+            "gauge",
+            "Read batches waiting in the hand-off queue from the LLRP readers to the portal engine",
+            self.reads.qsize(),
+        )
+        put(
+            "dockwatch_read_queue_capacity_batches",
+            "gauge",
+            "Capacity of the read hand-off queue (when full, a reader drops the oldest batch)",
+            self.reads.maxsize,
+        )
+        for reader_id, adapter in self.readers.items():
+            stats = adapter.stats
+            put(
+                "dockwatch_reader_dropped_batches_total",
+                "counter",
+                "Read batches dropped because the hand-off queue was full",
+                stats.dropped_batches,
+                reader=reader_id,
+            )
+            put(
+                "dockwatch_reader_dropped_reads_total",
+                "counter",
+                "Tag reads in the batches dropped because the hand-off queue was full",
+                stats.dropped_reads,
+                reader=reader_id,
+            )
+            put(
+                "dockwatch_reader_malformed_reads_total",
+                "counter",
+                "Tag report entries dropped as malformed (no antenna, EPC or timestamp)",
+                stats.malformed_reads,
+                reader=reader_id,
+            )
+            put(
+                "dockwatch_reader_reconnects_total",
+                "counter",
+                "LLRP connection attempts after the first one (reconnects, failed or not)",
+                stats.reconnects,
+                reader=reader_id,
+            )
+        put(
+            "dockwatch_shelf_queue_samples",
+            "gauge",
+            "Weight samples waiting for the shelf engine",
+            len(self.samples),
+        )
+        put(
+            "dockwatch_shelf_queue_capacity_samples",
+            "gauge",
+            "Capacity of the weight sample queue (when full, the oldest sample is dropped)",
+            self.samples.maxsize,
+        )
+        put(
+            "dockwatch_shelf_samples_dropped_total",
+            "counter",
+            "Weight samples dropped because their queue was full",
+            self.samples.dropped,
+        )
+        for kind, n in c.movements_by_kind.items():
+            put("dockwatch_movements_total", "counter", "Movements recorded, by kind", n, kind=kind)
+        put(
+            "dockwatch_duplicates_total",
+            "counter",
+            "Movements already recorded (same movement_id)",
+            c.duplicates,
+        )
+        put("dockwatch_alerts_total", "counter", "Alerts raised or cleared", c.alerts)
+        put("dockwatch_alerts_active", "gauge", "Alerts active now", len(self._active_alerts))
+        put("dockwatch_last_seq", "gauge", "Highest movement seq in the store", self._last_seq)
+        put(
+            "dockwatch_tracked_tags",
+            "gauge",
+            "Tags the portal engine tracks",
+            self.portal_engine.tracked_tags,
+        )
+        now = time.monotonic()
         for sink, connected in self._sinks_connected().items():
-            out[labelled("dockwatch_sink_connected", sink=sink)] = (
+            put(
+                "dockwatch_sink_connected",
                 "gauge",
                 "1 while the sink is connected",
                 float(connected),
+                sink=sink,
             )
-            lag = self._last_seq - self._acked(sink)
-            out[labelled("dockwatch_sink_lag", sink=sink)] = (
+            lag, lag_s, _ = self._sink_lag(sink, now)
+            put(
+                "dockwatch_sink_lag",
                 "gauge",
                 "Movements recorded but not yet acknowledged by the sink",
                 lag,
+                sink=sink,
             )
-        for device, state in self._devices.items():
-            out[labelled("dockwatch_device_up", device=device)] = (
+            put(
+                "dockwatch_sink_lag_seconds",
+                "gauge",
+                "Age of the oldest movement the sink has not acknowledged (0 when caught up)",
+                lag_s,
+                sink=sink,
+            )
+        for device, status in self._devices.items():
+            put(
+                "dockwatch_device_up",
                 "gauge",
                 "1 online, 0.5 degraded, 0 offline",
-                {DeviceState.ONLINE: 1.0, DeviceState.DEGRADED: 0.5}.get(state, 0.0),
+                {DeviceState.ONLINE: 1.0, DeviceState.DEGRADED: 0.5}.get(status.state, 0.0),
+                device=device,
             )
+            for state in DeviceState:
+                put(
+                    "dockwatch_device_state",
+                    "gauge",
+                    "1 for the state the device is in, 0 for the others",
+                    float(status.state is state),
+                    device=device,
+                    type=status.device_type,
+                    state=state,
+                )
+        if self.shelf_poller is not None:
+            for endpoint, trips in self.shelf_poller.round_trips().items():
+                help_text = "Round-trip time of successful Modbus read requests, by device"
+                put(
+                    "dockwatch_modbus_rtt_seconds_sum",
+                    "summary",
+                    help_text,
+                    trips.total_s,
+                    endpoint=endpoint,
+                )
+                put(
+                    "dockwatch_modbus_rtt_seconds_count",
+                    "summary",
+                    help_text,
+                    trips.count,
+                    endpoint=endpoint,
+                )
+                put(
+                    "dockwatch_modbus_rtt_last_seconds",
+                    "gauge",
+                    "Round-trip time of the last successful Modbus read request, by device",
+                    trips.last_s,
+                    endpoint=endpoint,
+                )
+        help_text = "Time the edge store took to commit one batch of movements (record)"
+        put("dockwatch_store_record_seconds_sum", "summary", help_text, c.store_record.total_s)
+        put("dockwatch_store_record_seconds_count", "summary", help_text, c.store_record.count)
+        put(
+            "dockwatch_store_errors_total",
+            "counter",
+            "Calls of the gateway to the edge store that failed",
+            self.worker.errors if self.worker is not None else 0,
+        )
+        put(
+            "dockwatch_ready",
+            "gauge",
+            "1 when /readyz answers 200 (ready), else 0",
+            float(self.not_ready() is None),
+        )
         return out
+
+    # -- sink lag -----------------------------------------------------------------------------
+
+    def _sink_lag(self, sink: str, now: float) -> tuple[int, float, int]:
+        """(movements not acknowledged, age in seconds of the oldest, its seq or 0)."""
+        last = self._last_seq
+        acked = self._acked(sink)
+        if acked >= last:
+            return 0, 0.0, 0
+        oldest = acked + 1
+        return last - acked, max(0.0, now - self.record_times.at(oldest, now)), oldest
+
+    def _forget_acknowledged(self) -> None:
+        """Drop the record times every sink has acknowledged."""
+        sinks = list(self._sinks_connected())
+        if sinks:
+            self.record_times.forget_through(min(self._acked(sink) for sink in sinks))
+
+    async def _date_from_store(self, worker: StoreWorker) -> None:
+        """Look up in the store the record time of each sink's oldest unacknowledged movement
+        that memory does not hold (recorded before this process started, or forgotten)."""
+        times = self.record_times
+        found: dict[int, float] = {}
+        for sink in self._sinks_connected():  # every configured sink
+            acked = self._acked(sink)
+            seq = acked + 1
+            if acked >= self._last_seq or not times.missing(seq):
+                continue
+            known = times.stored_time(seq)
+            if known is None:
+                recorded = await worker.call(worker.store.recorded_at, seq)
+                known = time.monotonic()
+                if recorded is not None:  # None: not committed when we looked, so just now
+                    known -= max(0.0, (self._utcnow() - recorded).total_seconds())
+            found[seq] = known
+        times.dated(found)
+
+    async def _check_loop(self) -> None:
+        while True:
+            await self._check()
+            await asyncio.sleep(self._check_every_s)
+
+    async def _check(self) -> None:
+        """Ping the store (readiness), date the sinks' backlogs, raise or clear sync alerts."""
+        worker = self.worker
+        assert worker is not None
+        try:
+            last = await worker.call(worker.store.last_seq)
+            self._last_seq = max(self._last_seq, last)
+            await self._date_from_store(worker)
+        except StoreError as exc:
+            if "check" not in self._store_problems:
+                log.error("edge store check failed: %s", exc)  # noqa: TRY400 - one line says it
+            self._store_problems["check"] = worker.reason(exc)
+            return
+        if self._store_problems.pop("check", None) is not None:
+            log.info("edge store answers again")
+        self._forget_acknowledged()
+        now = time.monotonic()
+        for sink, threshold_s in self._lag_alert_s.items():
+            await self._sync_alert(sink, threshold_s, now)
+        for alert_id in sorted(self._active_alerts):
+            kind, _, sink = alert_id.partition(":")
+            if kind == AlertKind.SYNC_BEHIND and sink not in self._lag_alert_s:
+                # Raised by a run whose config watched this sink: nothing would ever clear it.
+                await self.raise_alert(self._sync_behind(alert_id, sink, None, now))
+
+    async def _sync_alert(self, sink: str, threshold_s: float, now: float) -> None:
+        """Raise ``sync_behind`` when the lag exceeds the threshold; clear it below half."""
+        alert_id = f"{AlertKind.SYNC_BEHIND}:{sink}"
+        active = alert_id in self._active_alerts
+        _, lag_s, _ = self._sink_lag(sink, now)
+        if (not active and lag_s > threshold_s) or (active and lag_s <= threshold_s / 2):
+            await self.raise_alert(self._sync_behind(alert_id, sink, threshold_s, now))
+
+    def _sync_behind(
+        self, alert_id: str, sink: str, threshold_s: float | None, now: float
+    ) -> Alert:
+        """The sync_behind alert of ``sink``: raised when it is not active, else cleared."""
+        lag, lag_s, oldest = self._sink_lag(sink, now)
+        raising = alert_id not in self._active_alerts
+        if raising:
+            message = (
+                f"{sink} is behind: {lag} movement(s) not acknowledged, the oldest "
+                f"(seq {oldest}) recorded {_duration(lag_s)} ago (threshold {threshold_s:g} s)"
+            )
+        elif threshold_s is None:
+            message = f"{sink} is no longer watched for lag"
+        elif lag == 0:
+            message = f"{sink} caught up"
+        else:
+            message = (
+                f"{sink} is catching up: {lag} movement(s) not acknowledged, the oldest "
+                f"recorded {_duration(lag_s)} ago"
+            )
+        details: dict[str, object] = {
+            "sink": sink,
+            "lag_movements": lag,
+            "lag_seconds": round(lag_s, 3),
+            "oldest_unacknowledged_seq": oldest,
+            "connected": self._sinks_connected().get(sink, False),
+        }
+        if threshold_s is not None:
+            details["threshold_s"] = threshold_s
+        return Alert(
+            alert_id=alert_id,
+            kind=AlertKind.SYNC_BEHIND,
+            severity=Severity.WARNING if raising else Severity.INFO,
+            subject=sink,
+            message=message,
+            raised_at=self._utcnow(),
+            active=raising,
+            details=details,
+        )
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -452,10 +882,15 @@ class Gateway:
             result = await self._record_until_stored(worker, movements)
         self.counters.movements += len(result.recorded)
         if result.recorded:
-            self._last_seq = result.recorded[-1].seq
+            last = result.recorded[-1].seq
+            self._last_seq = max(self._last_seq, last)
+            if self.mqtt is not None or self.central is not None:
+                self.record_times.recorded(last, time.monotonic())
         self.counters.duplicates += len(result.duplicates)
+        by_kind = self.counters.movements_by_kind
         for recorded in result.recorded:
             m = recorded.movement
+            by_kind[m.kind] = by_kind.get(m.kind, 0) + 1
             log.info(
                 "movement seq=%s %s %s x%s %s -> %s (%s %s, confidence %.2f)",
                 recorded.seq,
@@ -492,8 +927,11 @@ class Gateway:
         failing_since: float | None = None
         while True:
             try:
-                result = await worker.call(worker.store.record, movements, now=self._utcnow())
+                result, seconds = await worker.timed(
+                    worker.store.record, movements, now=self._utcnow()
+                )
             except StoreError as exc:
+                self._store_problems["record"] = worker.reason(exc)
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.error(  # noqa: TRY400 - the StoreError names operation and cause
@@ -503,7 +941,9 @@ class Gateway:
                     )
                 await asyncio.sleep(backoff.next_delay(time.monotonic()))
                 continue
+            self.counters.store_record.observe(seconds)
             if failing_since is not None:
+                self._store_problems.pop("record", None)
                 log.info(
                     "edge store recording again after %.1f s", time.monotonic() - failing_since
                 )
@@ -551,7 +991,7 @@ class Gateway:
             await self._device_status(await self._statuses.get())
 
     async def _device_status(self, status: DeviceStatus) -> None:
-        self._devices[status.device_id] = status.state
+        self._devices[status.device_id] = status
         if self.worker is not None:
             await self.worker.call(self.worker.store.set_device_status, status)
         if self._stopping:
@@ -693,12 +1133,47 @@ class Gateway:
             await asyncio.to_thread(self.worker.close)
             log.info("gateway %s stopped", self.config.site.id)
 
+    def _build_devices(self) -> None:
+        cfg = self.config
+        for reader in cfg.readers:
+            self.readers[reader.id] = LlrpReaderAdapter(
+                reader_id=reader.id,
+                host=reader.host,
+                port=reader.port,
+                antennas=reader.antennas,
+                out=self.reads,
+                on_status=self.device_status,
+                backoff=Backoff(
+                    BackoffPolicy(
+                        initial_s=reader.reconnect.initial_s,
+                        max_s=reader.reconnect.max_s,
+                    )
+                ),
+                keepalive_s=reader.keepalive_s,
+                connect_timeout_s=reader.connect_timeout_s,
+                report_every_ms=reader.report_every_ms,
+                tx_power_dbm=reader.tx_power_dbm,
+            )
+        if cfg.shelves:
+            timeouts = {s.modbus.timeout_s for s in cfg.shelves}
+            self.shelf_poller = ModbusShelfPoller(
+                [shelf_point(s) for s in cfg.shelves],
+                on_sample=self.samples.put,
+                on_status=self.device_status,
+                settings=PollerSettings(
+                    poll_interval_s=cfg.debounce.shelf.poll_interval_s,
+                    timeout_s=max(timeouts),
+                ),
+            )
+
     async def _run(self, worker: StoreWorker) -> None:
         store = worker.store
         self._build_sinks(store)
         self._build_api(store)
+        self._build_devices()
         cfg = self.config
         self._last_seq = await worker.call(store.last_seq)
+        self.record_times.start_after(self._last_seq)
         self._cursors = await worker.call(store.cursors)
         # Listening sockets first: a port already taken fails start-up, not a task later on.
         assert self.api is not None
@@ -716,54 +1191,32 @@ class Gateway:
             )
             or "none",
         )
+        restarting = self._restarting
+
+        def part(name: str, factory: Callable[[], Awaitable[None]]) -> Coroutine[Any, Any, None]:
+            return _supervised(name, factory, restarting)
+
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_supervised("device status", self._status_loop))
-            for reader in cfg.readers:
-                adapter = LlrpReaderAdapter(
-                    reader_id=reader.id,
-                    host=reader.host,
-                    port=reader.port,
-                    antennas=reader.antennas,
-                    out=self.reads,
-                    on_status=self.device_status,
-                    backoff=Backoff(
-                        BackoffPolicy(
-                            initial_s=reader.reconnect.initial_s,
-                            max_s=reader.reconnect.max_s,
-                        )
-                    ),
-                    keepalive_s=reader.keepalive_s,
-                    connect_timeout_s=reader.connect_timeout_s,
-                    report_every_ms=reader.report_every_ms,
-                    tx_power_dbm=reader.tx_power_dbm,
-                )
-                tg.create_task(_supervised(f"reader {reader.id}", adapter.run))
+            tg.create_task(part("device status", self._status_loop))
+            for reader_id, adapter in self.readers.items():
+                tg.create_task(part(f"reader {reader_id}", adapter.run))
             if cfg.readers:
-                tg.create_task(_supervised("portal engine", self._portal_loop))
-                tg.create_task(_supervised("portal clock", self._portal_ticker))
-            if cfg.shelves:
-                timeouts = {s.modbus.timeout_s for s in cfg.shelves}
-                poller = ModbusShelfPoller(
-                    [shelf_point(s) for s in cfg.shelves],
-                    on_sample=self.samples.put,
-                    on_status=self.device_status,
-                    settings=PollerSettings(
-                        poll_interval_s=cfg.debounce.shelf.poll_interval_s,
-                        timeout_s=max(timeouts),
-                    ),
-                )
-                tg.create_task(_supervised("shelf poller", poller.run))
-                tg.create_task(_supervised("shelf engine", self._shelf_loop))
+                tg.create_task(part("portal engine", self._portal_loop))
+                tg.create_task(part("portal clock", self._portal_ticker))
+            if self.shelf_poller is not None:
+                tg.create_task(part("shelf poller", self.shelf_poller.run))
+                tg.create_task(part("shelf engine", self._shelf_loop))
             if self.receiving is not None:
-                tg.create_task(_supervised("receiving", self._receiving_loop))
+                tg.create_task(part("receiving", self._receiving_loop))
             if self.mqtt is not None:
-                tg.create_task(_supervised("mqtt sink", self.mqtt.run))
+                tg.create_task(part("mqtt sink", self.mqtt.run))
             if self.central is not None:
-                tg.create_task(_supervised("central relay", self.central.run))
-            tg.create_task(_supervised("grpc api", self.api.run))
+                tg.create_task(part("central relay", self.central.run))
+            tg.create_task(part("grpc api", self.api.run))
             if self.metrics is not None:
-                tg.create_task(_supervised("metrics", self.metrics.run))
-            tg.create_task(_supervised("summary", self._summary))
+                tg.create_task(part("metrics", self.metrics.run))
+            tg.create_task(part("summary", self._summary))
+            tg.create_task(part("store and sync check", self._check_loop))
             self.ready.set()
 
 

@@ -709,6 +709,10 @@ class TlsClientConfig:
             yield missing, "cert_file and key_file go together"
 
 
+DEFAULT_LAG_ALERT_S: Final = 300.0
+"""Default ``sinks.*.lag_alert_s``: a sink five minutes behind is worth an alert."""
+
+
 @dataclass(frozen=True, slots=True)
 class MqttSinkConfig:
     url: str = field(metadata=_m(check=_check_mqtt_url))
@@ -728,6 +732,9 @@ class MqttSinkConfig:
     password_env: str | None = field(default=None, metadata=_m(env_name=True))
     tls: TlsClientConfig | None = None
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    lag_alert_s: float | None = field(default=DEFAULT_LAG_ALERT_S, metadata=_POSITIVE)
+    """A ``sync_behind`` alert is raised when the oldest movement this sink has not acknowledged
+    is older than this; ``null``: never."""
     password: Secret | None = field(
         default=None, metadata=_m(secret=("password_file", "password_env"), internal=True)
     )
@@ -760,6 +767,8 @@ class CentralSinkConfig:
     token_env: str | None = field(default=None, metadata=_m(env_name=True))
     batch_max: int = field(default=500, metadata=_m(lo=1, hi=100_000))
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    lag_alert_s: float | None = field(default=DEFAULT_LAG_ALERT_S, metadata=_POSITIVE)
+    """As ``sinks.mqtt.lag_alert_s``, for central."""
     token: Secret | None = field(
         default=None, metadata=_m(secret=("token_file", "token_env"), internal=True)
     )

@@ -8,14 +8,19 @@ and the reader's retained ``online`` status. Stopping the gateway leaves no sllu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,13 +29,26 @@ from edge_store.repository import EdgeStore
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
 from gateway.domain import payloads
+from gateway.domain.model import (
+    Alert,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    Sku,
+    SourceType,
+)
+from gateway.errors import ConfigError
+from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from simulators.central import CentralLedger, CentralServer
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.modbus.server import ShelfSimulator
 from simulators.scenario import parse_scenario
 from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
+from tests.conftest import PG_ADMIN_URL
 from tests.support.broker import MosquittoBroker
 from tests.support.net import free_port
+from tests.test_metrics import Family, get, parse_exposition
 
 pytestmark = pytest.mark.integration
 
@@ -281,10 +299,11 @@ def shelf_config(tmp_path: Path, modbus_port: int, central_port: int) -> Gateway
 
 
 def test_shelf_pick_reaches_central_and_raises_low_stock(tmp_path: Path) -> None:
-    config = uvloop.run(_run_gateway_through_pick(tmp_path))
+    config, central_totals = uvloop.run(_run_gateway_through_pick(tmp_path))
     with EdgeStore.open(config.store.url, site="e2e-shelf") as store:
         stored = [r.movement for r in store.movements_since(0)]
         level = store.stock(location="shelf-a1", sku="SKU-1001")[0].on_hand
+        gateway_totals = {(s.location, s.sku): s.on_hand for s in store.stock()}
         alerts = store.alerts(active_only=True)
         central_cursor = store.get_cursor("central")
     assert [(m.kind, m.quantity, m.from_location, m.to_location) for m in stored] == [
@@ -295,9 +314,14 @@ def test_shelf_pick_reaches_central_and_raises_low_stock(tmp_path: Path) -> None
     assert [a.kind for a in alerts] == ["low_stock"]
     assert "shelf-a1" in alerts[0].message
     assert central_cursor == 2  # advanced on central's ack
+    # Central inventory, from what it received alone, holds what the gateway holds.
+    assert central_totals == gateway_totals
+    assert central_totals[("shelf-a1", "SKU-1001")] == SHELF_UNITS - PICKED_UNITS
 
 
-async def _run_gateway_through_pick(tmp_path: Path) -> GatewayConfig:
+async def _run_gateway_through_pick(
+    tmp_path: Path,
+) -> tuple[GatewayConfig, dict[tuple[str, str], int]]:
     with CentralLedger(tmp_path / "central.db") as ledger:
         central = CentralServer(ledger, listen="127.0.0.1:0")
         central_port = await central.start()
@@ -319,6 +343,323 @@ async def _run_gateway_through_pick(tmp_path: Path) -> GatewayConfig:
         finally:
             await central.stop()
         received = ledger.movements("e2e-shelf")
+        totals = {(t.location, t.sku): t.on_hand for t in ledger.totals("e2e-shelf")}
     assert [r.seq for r in received] == [1, 2]
     assert received[1].movement.kind == "pick"
-    return config
+    return config, totals
+
+
+# -- health, readiness, metrics and the sync-behind alert ---------------------------------------
+
+LAG_ALERT_S = 0.3
+CHECK_EVERY_S = 0.05
+
+
+def health_config(
+    tmp_path: Path,
+    *,
+    store_url: str | None = None,
+    mqtt_url: str | None = None,
+    reader_port: int | None = None,
+    lag_alert_s: float | None = LAG_ALERT_S,
+) -> GatewayConfig:
+    """A gateway with one item, a door, optionally an MQTT sink and a reader."""
+    raw: dict[str, Any] = {
+        "site": {"id": "health"},
+        "store": {"url": store_url or f"sqlite:///{tmp_path / 'health.db'}"},
+        "catalog": {"items": [{"sku": "SKU-1001", "gtin": "00614141123452", "name": "Widget"}]},
+        "locations": [{"id": "yard", "kind": "dock"}, {"id": "receiving"}],
+        "api": {
+            "grpc_listen": f"127.0.0.1:{free_port()}",
+            "metrics_listen": f"127.0.0.1:{free_port()}",
+        },
+    }
+    if mqtt_url is not None:
+        raw["sinks"] = {
+            "mqtt": {
+                "url": mqtt_url,
+                "topic_prefix": "dw/health",
+                "lag_alert_s": lag_alert_s,
+                "reconnect": {"initial_s": 0.05, "max_s": 0.2},
+            }
+        }
+    if reader_port is not None:
+        raw["readers"] = [
+            {
+                "id": "door-1-reader",
+                "host": "127.0.0.1",
+                "port": reader_port,
+                "antennas": [1, 2],
+                "reconnect": {"initial_s": 0.1, "max_s": 0.5},
+            }
+        ]
+        raw["portals"] = [
+            {
+                "id": "door-1",
+                "reader": "door-1-reader",
+                "outside_antennas": [1],
+                "inside_antennas": [2],
+                "outside_location": "yard",
+                "inside_location": "receiving",
+            }
+        ]
+    return parse_config(raw, environ={})
+
+
+def receipt(n: int) -> Movement:
+    return Movement(
+        movement_id=MovementId(f"health-{n}"),
+        kind=MovementKind.RECEIPT,
+        sku=Sku("SKU-1001"),
+        quantity=1,
+        from_location=LocationId("yard"),
+        to_location=LocationId("receiving"),
+        source_type=SourceType.MANUAL,
+        source_id="test",
+        observed_at=datetime.now(UTC),
+        confidence=1.0,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(gateway: Gateway) -> AsyncIterator[int]:
+    """The gateway running until the block ends; yields the metrics port once it is ready."""
+    task = asyncio.create_task(gateway.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            ready = asyncio.create_task(gateway.ready.wait())
+            await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # start-up failed: raise its error here
+        assert gateway.metrics is not None
+        yield gateway.metrics.port
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+WAIT_S = 20.0
+
+
+async def until_true(predicate: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Re-check ``predicate`` until it holds; fail after ``WAIT_S`` (a broken run only)."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                if await predicate():
+                    return
+                await asyncio.sleep(CHECK_EVERY_S)
+    except TimeoutError:
+        raise AssertionError(f"not within {WAIT_S} s: {what}") from None
+
+
+async def scrape(port: int) -> dict[str, Family]:
+    status, _, body = await get(port, "/metrics")
+    assert status == 200
+    return parse_exposition(body.decode("utf-8"))
+
+
+def value(families: dict[str, Family], name: str, **labels: str) -> float:
+    samples = families[name].samples
+    assert samples is not None
+    by_labels = {tuple(sorted(pairs)): v for pairs, v in samples.items()}
+    return by_labels[tuple(sorted(labels.items()))]
+
+
+async def active_alerts(gateway: Gateway) -> dict[str, Alert]:
+    worker = gateway.worker
+    assert worker is not None
+    return {a.alert_id: a for a in await worker.call(worker.store.alerts, active_only=True)}
+
+
+def test_a_sink_behind_raises_sync_behind_and_catching_up_clears_it(
+    tmp_path: Path, own_broker: MosquittoBroker
+) -> None:
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))  # bound, never listening: the reader is refused
+        config = health_config(
+            tmp_path, mqtt_url=own_broker.url, reader_port=refusing.getsockname()[1]
+        )
+        uvloop.run(_sink_behind_then_caught_up(config, own_broker))
+
+
+async def _sink_behind_then_caught_up(config: GatewayConfig, broker: MosquittoBroker) -> None:
+    gateway = Gateway(config, check_every_s=CHECK_EVERY_S)
+    async with running(gateway) as port:
+        assert gateway.mqtt is not None
+        mqtt_sink = gateway.mqtt
+        assert (await get(port, "/readyz"))[::2] == (200, b"ready\n")
+        assert (await get(port, "/healthz"))[::2] == (200, b"ok\n")
+
+        async def connected() -> bool:
+            return mqtt_sink.connected
+
+        await until_true(connected, "connected to the broker")
+        broker.stop()
+        await until_true(lambda: _not(connected), "the broker connection lost")
+        recording = time.monotonic()
+        await gateway.record([receipt(1)])
+
+        async def behind() -> bool:
+            return "sync_behind:mqtt" in await active_alerts(gateway)
+
+        await until_true(behind, "a sync_behind alert")
+        raised = (await active_alerts(gateway))["sync_behind:mqtt"]
+        assert (raised.kind, raised.severity, raised.subject) == ("sync_behind", "warning", "mqtt")
+        assert "1 movement(s) not acknowledged" in raised.message
+        assert raised.details["lag_movements"] == 1
+        assert cast(float, raised.details["lag_seconds"]) > LAG_ALERT_S
+        assert gateway.api is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.api.port}") as channel:
+            listed = await edge_api_pb2_grpc.EdgeApiStub(channel).ListAlerts(
+                edge_api_pb2.AlertQuery()
+            )
+        [listed_alert] = [a for a in listed.alerts if a.alert_id == "sync_behind:mqtt"]
+        assert listed_alert.kind == types_pb2.ALERT_KIND_SYNC_BEHIND
+        assert listed_alert.message == raised.message
+
+        families = await scrape(port)
+        assert value(families, "dockwatch_sink_lag", sink="mqtt") == 1
+        lag_s = value(families, "dockwatch_sink_lag_seconds", sink="mqtt")
+        assert LAG_ALERT_S < lag_s <= time.monotonic() - recording  # the age of seq 1
+        assert value(families, "dockwatch_sink_connected", sink="mqtt") == 0
+        assert value(families, "dockwatch_movements_total", kind="receipt") == 1
+        assert value(families, "dockwatch_movements_total", kind="shipment") == 0
+        record_time = families["dockwatch_store_record_seconds"]
+        assert record_time.type == "summary"
+        assert record_time.suffixed["_count"] == {(): 1.0}
+        assert record_time.suffixed["_sum"][()] > 0
+        # The reader never answered: its antennas have series at 0, its state is offline.
+        assert value(families, "dockwatch_reads_total", antenna="1", reader="door-1-reader") == 0
+        assert value(families, "dockwatch_reads_total", antenna="2", reader="door-1-reader") == 0
+        reader = {"device": "door-1-reader", "type": "llrp_reader"}
+        assert value(families, "dockwatch_device_state", **reader, state="offline") == 1
+        assert value(families, "dockwatch_device_state", **reader, state="online") == 0
+        assert (
+            value(families, "dockwatch_reader_dropped_batches_total", reader="door-1-reader") == 0
+        )
+        assert value(families, "dockwatch_read_queue_batches") == 0
+        # A sink that is behind does not make the gateway unready: it still records.
+        assert value(families, "dockwatch_ready") == 1
+        assert (await get(port, "/readyz"))[0] == 200
+
+        broker.start()
+
+        async def caught_up() -> bool:
+            return "sync_behind:mqtt" not in await active_alerts(gateway)
+
+        await until_true(caught_up, "the sync_behind alert cleared")
+        assert mqtt_sink.relay.acked_seq == 1
+        families = await scrape(port)
+        assert value(families, "dockwatch_sink_lag", sink="mqtt") == 0
+        assert value(families, "dockwatch_sink_lag_seconds", sink="mqtt") == 0
+        worker = gateway.worker
+        assert worker is not None
+        cleared = {a.alert_id: a for a in await worker.call(worker.store.alerts, active_only=False)}
+        assert cleared["sync_behind:mqtt"].active is False
+        assert cleared["sync_behind:mqtt"].message == "mqtt caught up"
+
+
+async def _not(predicate: Callable[[], Awaitable[bool]]) -> bool:
+    return not await predicate()
+
+
+def test_lag_of_movements_from_a_previous_run_is_dated_by_the_store(tmp_path: Path) -> None:
+    hour = timedelta(hours=1)
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))  # no broker: the backlog stays
+        dead_broker = f"mqtt://127.0.0.1:{refusing.getsockname()[1]}"
+
+        async def first_run() -> None:
+            config = health_config(tmp_path, mqtt_url=dead_broker, lag_alert_s=None)
+            gateway = Gateway(config, check_every_s=CHECK_EVERY_S)
+            async with running(gateway):
+                await gateway.record([receipt(1), receipt(2)])
+
+        async def second_run_an_hour_later() -> tuple[float, float]:
+            config = health_config(tmp_path, mqtt_url=dead_broker, lag_alert_s=300.0)
+            later = Gateway(
+                config, utcnow=lambda: datetime.now(UTC) + hour, check_every_s=CHECK_EVERY_S
+            )
+            async with running(later) as port:
+
+                async def alerted() -> bool:
+                    return "sync_behind:mqtt" in await active_alerts(later)
+
+                await until_true(alerted, "a sync_behind alert for the old backlog")
+                families = await scrape(port)
+                return (
+                    value(families, "dockwatch_sink_lag", sink="mqtt"),
+                    value(families, "dockwatch_sink_lag_seconds", sink="mqtt"),
+                )
+
+        uvloop.run(first_run())
+        lag, lag_s = uvloop.run(second_run_an_hour_later())
+    # Recorded an hour ago by the second run's clock: the store's recorded_at counts, not the
+    # second process' start (which would say a fraction of a second).
+    assert lag == 2
+    assert hour.total_seconds() <= lag_s < hour.total_seconds() + WAIT_S
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_readyz_reports_an_unavailable_store_until_it_answers_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    config = health_config(tmp_path, store_url=database_url)
+    database = database_url.rpartition("/")[2]
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+
+    def allow_connections(allowed: bool) -> None:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:  # and drop the gateway's pooled connections: a server going away
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+
+    async def scenario() -> tuple[bytes, float, float]:
+        gateway = Gateway(config, check_every_s=CHECK_EVERY_S)
+        async with running(gateway) as port:
+            assert (await get(port, "/readyz"))[::2] == (200, b"ready\n")
+            await asyncio.to_thread(allow_connections, False)
+            try:
+
+                async def unready() -> bool:
+                    return (await get(port, "/readyz"))[0] == 503
+
+                await until_true(unready, "/readyz 503 while the store is unreachable")
+                reason = (await get(port, "/readyz"))[2]
+                assert (await get(port, "/healthz"))[0] == 200  # alive: no restart needed
+                families = await scrape(port)
+            finally:
+                await asyncio.to_thread(allow_connections, True)
+
+            async def ready() -> bool:
+                return (await get(port, "/readyz"))[0] == 200
+
+            await until_true(ready, "/readyz 200 once the store answers again")
+            return (
+                reason,
+                value(families, "dockwatch_ready"),
+                value(families, "dockwatch_store_errors_total"),
+            )
+
+    reason, ready_gauge, errors = uvloop.run(scenario())
+    # The driver's message names the database server: it stays in the log, unauthenticated
+    # probes get the operation and the error class.
+    assert reason == (
+        b"store unavailable: last_seq failed: OperationalError (details in the gateway log)\n"
+    )
+    assert ready_gauge == 0
+    assert errors >= 1
+
+
+def test_lag_alert_threshold_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        health_config(tmp_path, mqtt_url="mqtt://127.0.0.1", lag_alert_s=0)
+    assert err.value.problems == ["sinks.mqtt.lag_alert_s: must be a number > 0, got 0"]
+    config = health_config(tmp_path, mqtt_url="mqtt://127.0.0.1", lag_alert_s=None)
+    assert config.sinks.mqtt is not None
+    assert config.sinks.mqtt.lag_alert_s is None

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -47,11 +47,16 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
 
 
+Labels = tuple[tuple[str, str], ...]
+
+
 @dataclass
 class Family:
     type: str = ""
     help: str = ""
-    samples: dict[tuple[tuple[str, str], ...], float] | None = None
+    samples: dict[Labels, float] | None = None
+    suffixed: dict[str, dict[Labels, float]] = field(default_factory=dict)
+    """A summary's ``_sum`` and ``_count`` samples, by suffix."""
 
 
 def parse_exposition(text: str) -> dict[str, Family]:
@@ -74,6 +79,11 @@ def parse_exposition(text: str) -> dict[str, Family]:
             match = _SAMPLE_LINE.fullmatch(line)
             assert match is not None, f"not a sample line: {line!r}"
             name, labels, value = match.groups()
+            suffix = ""
+            if current is not None and families[current].type == "summary":
+                suffix = name.removeprefix(current)
+                assert suffix in ("", "_sum", "_count"), f"{name} in summary {current}"
+                name = current
             assert name == current, f"{name} outside its family"
             assert families[name].type, f"{name} before its TYPE line"
             pairs: list[tuple[str, str]] = []
@@ -85,6 +95,8 @@ def parse_exposition(text: str) -> dict[str, Family]:
                 body = body[label.end() :]
             samples = families[name].samples
             assert samples is not None
+            if suffix:
+                samples = families[name].suffixed.setdefault(suffix, {})
             samples[tuple(pairs)] = float(value)
     return families
 
@@ -210,6 +222,39 @@ def test_render_refuses_what_a_scraper_would_reject() -> None:
     assert render({}) == ""
 
 
+def test_a_summary_is_one_family_of_its_sum_and_count() -> None:
+    rtt = "Round-trip time."
+    samples: Samples = {
+        labelled("dockwatch_rtt_seconds_sum", endpoint="a:502"): ("summary", rtt, 0.25),
+        labelled("dockwatch_rtt_seconds_count", endpoint="a:502"): ("summary", rtt, 10),
+        labelled("dockwatch_rtt_seconds_sum", endpoint="b:502"): ("summary", rtt, 0),
+        labelled("dockwatch_rtt_seconds_count", endpoint="b:502"): ("summary", rtt, 0),
+        labelled("dockwatch_rtt_seconds", quantile="0.5"): ("summary", rtt, 0.02),
+        "dockwatch_rtt_seconds_total": ("counter", "Not part of the summary.", 3),
+    }
+    text = render(samples)
+    families = parse_exposition(text)
+    assert text.count("# TYPE dockwatch_rtt_seconds summary\n") == 1
+    assert "# TYPE dockwatch_rtt_seconds_sum" not in text
+    rtt_family = families["dockwatch_rtt_seconds"]
+    assert (rtt_family.type, rtt_family.help) == ("summary", rtt)
+    assert rtt_family.samples == {(("quantile", "0.5"),): 0.02}
+    assert rtt_family.suffixed == {
+        "_sum": {(("endpoint", "a:502"),): 0.25, (("endpoint", "b:502"),): 0.0},
+        "_count": {(("endpoint", "a:502"),): 10.0, (("endpoint", "b:502"),): 0.0},
+    }
+    assert families["dockwatch_rtt_seconds_total"].type == "counter"
+
+
+def test_render_refuses_summary_samples_a_scraper_could_not_place() -> None:
+    with pytest.raises(ValueError, match="summary sample"):
+        render({"x_seconds": ("summary", "", 1)})  # neither _sum, _count nor a quantile
+    with pytest.raises(ValueError, match="summary sample"):
+        render({"_sum": ("summary", "", 1)})
+    with pytest.raises(ValueError, match="family"):
+        render({"x_sum": ("summary", "", 1), "x": ("gauge", "", 1)})
+
+
 # --- routes and auth -----------------------------------------------------------------------
 
 
@@ -237,6 +282,43 @@ def test_healthz_routes_and_methods() -> None:
     asyncio.run(scenario())
 
 
+def test_readyz_gives_the_reason_on_one_line() -> None:
+    reason: str | None = "starting"
+
+    async def scenario() -> None:
+        nonlocal reason
+        server = MetricsServer("127.0.0.1:0", lambda: SAMPLES, ready=lambda: reason)
+        async with serving(server) as port:
+            assert (await get(port, "/readyz"))[::2] == (503, b"starting\n")
+            assert (await get(port, "/healthz"))[::2] == (200, b"ok\n")  # alive all along
+            reason = "store unavailable: last_seq failed:\nOperationalError:  gone"
+            status, headers, body = await get(port, "/readyz")
+            assert (status, body) == (
+                503,
+                b"store unavailable: last_seq failed: OperationalError: gone\n",
+            )
+            assert headers["Content-Type"].startswith("text/plain")
+            reason = None
+            assert (await get(port, "/readyz"))[::2] == (200, b"ready\n")
+            assert (await get(port, "/readyz", method="POST"))[0] == 405
+
+    asyncio.run(scenario())
+
+
+def test_readyz_without_its_own_check_follows_health() -> None:
+    healthy = True
+
+    async def scenario() -> None:
+        nonlocal healthy
+        server = MetricsServer("127.0.0.1:0", lambda: SAMPLES, health=lambda: healthy)
+        async with serving(server) as port:
+            assert (await get(port, "/readyz"))[::2] == (200, b"ready\n")
+            healthy = False
+            assert (await get(port, "/readyz"))[::2] == (503, b"unhealthy\n")
+
+    asyncio.run(scenario())
+
+
 def test_the_token_guards_metrics_but_not_healthz(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
 
@@ -253,6 +335,7 @@ def test_the_token_guards_metrics_but_not_healthz(caplog: pytest.LogCaptureFixtu
             assert status == 200
             assert b"dockwatch_movements_total 42" in body
             assert (await get(port, "/healthz"))[0] == 200
+            assert (await get(port, "/readyz"))[0] == 200
 
     asyncio.run(scenario())
     assert all(TOKEN not in r.getMessage() for r in caplog.records)

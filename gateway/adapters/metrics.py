@@ -1,4 +1,4 @@
-"""A minimal Prometheus endpoint: ``GET /metrics`` (text format 0.0.4) and ``GET /healthz``.
+"""A minimal Prometheus endpoint: ``GET /metrics`` (text format 0.0.4), ``/healthz``, ``/readyz``.
 
 Theory of operation
 -------------------
@@ -20,14 +20,18 @@ subset of HTTP/1.x a scraper, a probe and curl use, and treats every byte as hos
 ``/metrics`` calls ``collect()`` (a plain or async callable) for ``{name: (type, help, value)}``.
 A name may carry labels (``dockwatch_sink_lag{sink="mqtt"}``, see :func:`labelled`); samples are
 grouped into families by the name before ``{``, each family printed once with its ``# HELP`` and
-``# TYPE`` lines, families and samples sorted by name. A ``collect`` that raises answers 500, and
-is logged once when it starts failing and once when it recovers, not at every scrape.
+``# TYPE`` lines, families and samples sorted by name. A ``summary`` is given as its ``X_sum``
+and ``X_count`` samples (and optionally ``X{quantile="..."}``), which all belong to family ``X``.
+A ``collect`` that raises answers 500, and is logged once when it starts failing and once when it
+recovers, not at every scrape.
 
-``/healthz`` answers 200 ``ok`` (or 503 when the optional ``health()`` says so). It needs no
-token even when one is configured: it says nothing but "alive", and container health checks
-must not need secrets. ``/metrics`` follows the rules of the gRPC API: with a token, requests
-need ``Authorization: Bearer <token>`` (401 otherwise); without one the endpoint may only
-listen on loopback (:class:`ConfigError` otherwise).
+``/healthz`` (liveness) answers 200 ``ok``, or 503 ``unhealthy`` when the optional ``health()``
+says so. ``/readyz`` (readiness) answers 200 ``ready``, or 503 with the one-line reason the
+optional ``ready()`` returns (without ``ready()`` it follows ``health()``). Neither needs the
+token even when one is configured: they say "alive" and "ready or why not", and container health
+checks must not need secrets. ``/metrics`` follows the rules of the gRPC API: with a token,
+requests need ``Authorization: Bearer <token>`` (401 otherwise); without one the endpoint may
+only listen on loopback (:class:`ConfigError` otherwise).
 
 Defaults: ``request_timeout_s=5``, ``max_request_bytes=8192``, ``max_connections=16``.
 """
@@ -52,19 +56,20 @@ from gateway.adapters.grpc_api import (
 )
 from gateway.errors import GatewayError
 
-__all__ = ["CONTENT_TYPE", "Collector", "MetricsServer", "Samples", "labelled", "render"]
+__all__ = ["CONTENT_TYPE", "Collector", "MetricsServer", "Sample", "Samples", "labelled", "render"]
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-METRIC_TYPES = frozenset({"counter", "gauge", "untyped"})
+METRIC_TYPES = frozenset({"counter", "gauge", "summary", "untyped"})
+_SUMMARY_SUFFIXES = ("_sum", "_count")
 MAX_HEADER_LINES = 100
 LINGER_S = 1.0
 """After answering, read and discard what the client still sends for at most this long."""
 LINGER_BYTES = 65_536
 
 Sample = tuple[str, str, float]
-"""(type, help, value): type is ``counter``, ``gauge`` or ``untyped``."""
+"""(type, help, value): type is ``counter``, ``gauge``, ``summary`` or ``untyped``."""
 Samples = Mapping[str, Sample]
 Collector = Callable[[], Samples | Awaitable[Samples]]
 
@@ -72,6 +77,7 @@ _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
 _SAMPLE_NAME = re.compile(rf"({_NAME})(?:\{{(?:{_LABEL}(?:,{_LABEL})*)?\}})?")
+_QUANTILE_LABEL = re.compile(r'[{,]quantile="')
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REASONS = {
     200: "OK",
@@ -126,9 +132,22 @@ class _Family:
     samples: list[tuple[str, float]] = field(default_factory=list)
 
 
+def _family_name(name: str, base: str, kind: str) -> str:
+    """The family a sample belongs to: its name, less ``_sum``/``_count`` for a summary."""
+    if kind != "summary":
+        return base
+    for suffix in _SUMMARY_SUFFIXES:
+        if base.endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    if not _QUANTILE_LABEL.search(name):
+        raise ValueError(f"{name}: a summary sample is X_sum, X_count or X with a quantile label")
+    return base
+
+
 def render(samples: Samples) -> str:
-    """The samples in the Prometheus text format; ValueError for an invalid name or type, or
-    two samples of one family that disagree on the type."""
+    """The samples in the Prometheus text format; ValueError for an invalid name or type, a
+    summary sample that is not ``X_sum``/``X_count``/``X{quantile=...}``, or two samples of one
+    family that disagree on the type."""
     families: dict[str, _Family] = {}
     for name, (kind, help_text, value) in samples.items():
         match = _SAMPLE_NAME.fullmatch(name)
@@ -136,7 +155,8 @@ def render(samples: Samples) -> str:
             raise ValueError(f"not a valid sample name: {name!r}")
         if kind not in METRIC_TYPES:
             raise ValueError(f"{name}: type must be one of {sorted(METRIC_TYPES)}, got {kind!r}")
-        family = families.setdefault(match.group(1), _Family(kind, help_text))
+        family_name = _family_name(name, match.group(1), kind)
+        family = families.setdefault(family_name, _Family(kind, help_text))
         if family.type != kind:
             raise ValueError(f"{name}: type {kind!r} differs from its family's {family.type!r}")
         family.samples.append((name, value))
@@ -241,12 +261,14 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 class MetricsServer:
-    """The ``/metrics`` and ``/healthz`` endpoint on ``listen`` (``host:port``; port 0 picks one).
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``listen`` (``host:port``; port 0 picks one).
 
     ``collect`` returns ``{name: (type, help, value)}`` (it may be async; it runs on the event
     loop, so it must not block: read the store through a worker thread). ``health`` (optional)
-    returns whether the gateway is healthy. Raises :class:`ConfigError` at construction for a
-    non-loopback ``listen`` without ``token``.
+    returns whether the process is alive and well; ``ready`` (optional) returns None when the
+    gateway is ready to do its job, else the reason it is not (one line, sent to unauthenticated
+    clients: no secrets). Both run on the event loop and must not block. Raises
+    :class:`ConfigError` at construction for a non-loopback ``listen`` without ``token``.
     """
 
     def __init__(
@@ -256,6 +278,7 @@ class MetricsServer:
         token: str | None = None,
         *,
         health: Callable[[], bool] | None = None,
+        ready: Callable[[], str | None] | None = None,
         request_timeout_s: float = 5.0,
         max_request_bytes: int = 8192,
         max_connections: int = 16,
@@ -275,6 +298,7 @@ class MetricsServer:
         self._listen = listen
         self._collect = collect
         self._health = health
+        self._ready = ready
         self._timeout_s = request_timeout_s
         self._max_request_bytes = max_request_bytes
         self._max_connections = max_connections
@@ -380,13 +404,15 @@ class MetricsServer:
         except _BadRequest as exc:
             return _plain(exc.status, str(exc)), False
         head = request.method == b"HEAD"
-        if request.path not in (b"/metrics", b"/healthz"):
+        if request.path not in (b"/metrics", b"/healthz", b"/readyz"):
             return _plain(404, "not found"), head
         if request.method not in (b"GET", b"HEAD"):
             return _plain(405, "method not allowed", ("Allow", "GET, HEAD")), False
         if request.path == b"/healthz":
-            healthy = self._health is None or self._health()
-            return (_plain(200, "ok") if healthy else _plain(503, "unhealthy")), head
+            return (_plain(200, "ok") if self._healthy() else _plain(503, "unhealthy")), head
+        if request.path == b"/readyz":
+            reason = self._not_ready()
+            return (_plain(200, "ready") if reason is None else _plain(503, reason)), head
         if self._expected is not None and not bearer_matches(self._expected, request.authorization):
             peer = writer.get_extra_info("peername")
             reason = "no bearer token" if request.authorization is None else "wrong bearer token"
@@ -397,6 +423,19 @@ class MetricsServer:
                 401, "unauthorized", ("WWW-Authenticate", 'Bearer realm="dockwatch"')
             ), head
         return await self._metrics(), head
+
+    def _healthy(self) -> bool:
+        return self._health is None or self._health()
+
+    def _not_ready(self) -> str | None:
+        """None when ready, else the reason on one line."""
+        if self._ready is not None:
+            reason = self._ready()
+        else:
+            reason = None if self._healthy() else "unhealthy"
+        if reason is None:
+            return None
+        return " ".join(reason.split()) or "not ready"
 
     async def _metrics(self) -> _Response:
         try:

@@ -35,6 +35,11 @@ Theory of operation
   is dropped (for weight, the newest reading is the valuable one, and the shelf engine tolerates
   gaps); drops are counted and logged once per episode.
 
+* **Round trips.** Every successful read request is timed (``time.perf_counter``, from sending the
+  request to decoding its answer, waits for the connection excluded); :meth:`round_trips` gives
+  the count, total, last and largest per device (``host:port``), for metrics. Timeouts and
+  exception responses are not round trips of a working device and are not counted.
+
 Clocks: ``clock`` (monotonic seconds) timestamps samples and ages heartbeats; ``utc_now`` stamps
 status changes. Intervals, timeouts and backoff delays are real seconds of the event loop.
 """
@@ -347,6 +352,19 @@ class SampleQueue:
 # -- the poller ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RoundTrips:
+    """Successful read requests of one device (``host:port``) since the poller was created."""
+
+    count: int = 0
+    total_s: float = 0.0
+    last_s: float = 0.0
+    max_s: float = 0.0
+
+    def observe(self, seconds: float) -> RoundTrips:
+        return RoundTrips(self.count + 1, self.total_s + seconds, seconds, max(self.max_s, seconds))
+
+
 @dataclass(slots=True)
 class _Health:
     state: DeviceState | None = None
@@ -394,6 +412,7 @@ class ModbusShelfPoller:
             self._devices.setdefault((point.host, point.port), []).append(point)
         self._health = {p.shelf_id: _Health() for p in points}
         self._pollers: list[_DevicePoller] = []
+        self._round_trips = {f"{host}:{port}": RoundTrips() for host, port in self._devices}
 
     @property
     def devices(self) -> list[tuple[str, int]]:
@@ -407,6 +426,11 @@ class ModbusShelfPoller:
         """Read requests sent so far (all devices), for metrics and benchmarks."""
         return sum(p.requests for p in self._pollers)
 
+    def round_trips(self) -> dict[str, RoundTrips]:
+        """Per device (``host:port``), its successful read requests and their round-trip times;
+        every configured device is present from the start (count 0 until its first answer)."""
+        return dict(self._round_trips)
+
     async def run(self) -> None:
         """Poll until cancelled. A device task never ends on a device error; only bugs escape."""
         async with asyncio.TaskGroup() as group:
@@ -419,6 +443,9 @@ class ModbusShelfPoller:
 
     def _emit(self, sample: WeightSample) -> None:
         self._on_sample(sample)
+
+    def _round_trip(self, endpoint: str, seconds: float) -> None:
+        self._round_trips[endpoint] = self._round_trips[endpoint].observe(seconds)
 
     def _set_state(self, point: ShelfPoint, state: DeviceState, detail: str) -> None:
         health = self._health[point.shelf_id]
@@ -613,6 +640,7 @@ class _DevicePoller:
         )
         what = f"unit {block.unit} {block.table} registers {block.address}..{block.end - 1}"
         self.requests += 1
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.timeout_s):
                 response: ModbusPDU = await read(
@@ -643,6 +671,7 @@ class _DevicePoller:
                 unit=block.unit,
                 code=0,
             )
+        self.owner._round_trip(self.endpoint, time.perf_counter() - started)
         return registers
 
     def _deliver(

@@ -51,6 +51,8 @@ class AlertKind(enum.StrEnum):
     RECEIVING_DISCREPANCY = "receiving_discrepancy"
     UNEXPLAINED_WEIGHT_CHANGE = "unexplained_weight_change"
     DEVICE_DOWN = "device_down"
+    SYNC_BEHIND = "sync_behind"
+    """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
 
 
 class Severity(enum.StrEnum):
