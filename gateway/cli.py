@@ -19,7 +19,10 @@ from gateway import __version__
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("run",), "gateway.app", "run the gateway"),
     (("check-config",), "gateway.config_cli", "validate a config file and print every problem"),
-    (("receiving",), "gateway.receiving_cli", "check or add expected receipts (ASNs)"),
+    (("receipts",), "gateway.receiving_cli", "load, check or list expected receipts (ASNs)"),
+    (("receiving",), "gateway.receiving_cli", "the same as receipts (older name)"),
+    (("stock",), "gateway.api_cli", "show a running gateway's stock per location and SKU"),
+    (("movements",), "gateway.api_cli", "list (and --follow) a running gateway's movements"),
     (
         ("db", "upgrade"),
         "edge_store.migrate",
@@ -31,6 +34,11 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
         ("simulate", "central"),
         "simulators.central",
         "run the central inventory (gRPC ingest) simulator",
+    ),
+    (
+        ("simulate", "all"),
+        "simulators.all",
+        "run the LLRP, Modbus and central simulators of some scenarios together",
     ),
     (("demo",), "gateway.demo", "simulators + gateway + broker, movements and stock shown live"),
 )

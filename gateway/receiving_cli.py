@@ -1,13 +1,21 @@
-"""``dockwatch receiving check|add``: expected receipts (ASNs) from the command line.
+"""``dockwatch receipts check|load|list``: expected receipts (ASNs) from the command line.
 
 The gateway reads expected receipts from the file named by ``receiving.expected_file`` and
 re-reads it whenever it changes (every few seconds), adding receipts it does not know yet. So:
 
-- ``dockwatch receiving check ASN.yaml [--config gw.yaml]`` validates a file: its structure and,
-  with a config, that every SKU and EPC is in the catalog. Exit 0 when valid, 2 otherwise.
-- ``dockwatch receiving add ASN.yaml --config gw.yaml`` validates the new receipts, then merges
-  them into the configured expected file (written atomically: a temporary file renamed over it),
-  where the running gateway picks them up. A receipt id already there is an error.
+- ``dockwatch receipts check ASN.yaml [-c gw.yaml]`` validates a file: its structure and, with a
+  config, that every SKU and EPC is in the catalog and every door is a configured portal.
+- ``dockwatch receipts load ASN.yaml -c gw.yaml`` validates the new receipts the same way, then
+  merges them into the configured expected file (written atomically: a temporary file renamed
+  over it), where the running gateway picks them up. A receipt id already there is an error and
+  nothing is written.
+- ``dockwatch receipts list -c gw.yaml`` prints what the expected file holds.
+
+``FILE`` may be ``-`` for standard input (``docker compose exec -T gateway dockwatch receipts
+load - < ASN.yaml``).
+
+``dockwatch receiving`` is the older name of the same command (``add`` = ``load``).
+Exit status: 0 done, 1 the expected file could not be read or written, 2 invalid input.
 """
 
 from __future__ import annotations
@@ -16,23 +24,46 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from gateway.app import catalog_of, load_expected
-from gateway.config import config_path_from_env, load_config
-from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker
+from gateway.app import catalog_of
+from gateway.config import GatewayConfig, config_path_from_env, load_config
+from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker, parse_expected
 from gateway.errors import ConfigError
+
+ACTIONS = ("check", "load", "add", "list")
+
+
+class _Failed(Exception):
+    """Ends the command: the message is printed to standard error, ``status`` is returned."""
+
+    def __init__(self, status: int, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.status = status
+        self.lines = lines
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check", "add"), help="validate, or add to the gateway")
-    parser.add_argument("file", type=Path, help="expected receipts (YAML or JSON)")
+    parser.add_argument(
+        "action",
+        choices=ACTIONS,
+        help="check: validate FILE; load (or add): validate FILE and merge it into the "
+        "gateway's receiving.expected_file; list: show what that file expects",
+    )
+    parser.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        help="expected receipts (YAML or JSON; - reads standard input); not with list",
+    )
     parser.add_argument("--config", "-c", help="gateway config (default: $DOCKWATCH_CONFIG)")
 
 
-def _describe(receipts: list[ExpectedReceipt]) -> str:
+def describe(receipts: list[ExpectedReceipt]) -> str:
+    """One line per receipt: its door and what it expects."""
     lines = []
     for r in receipts:
         eaches = sum(line.quantity or 0 for line in r.lines)
@@ -68,59 +99,131 @@ def _replace(target: Path, text: str) -> None:
         raise
 
 
-def main(args: argparse.Namespace) -> int:
+def _config(given: str | None, required: bool) -> tuple[str, GatewayConfig] | None:
+    path = given
+    if path is None and (required or os.environ.get("DOCKWATCH_CONFIG")):
+        try:
+            path = str(config_path_from_env())
+        except ConfigError as exc:
+            raise _Failed(2, f"{exc} (give --config FILE)") from exc
+    if path is None:
+        return None
     try:
-        receipts = load_expected(args.file)
-    except ValueError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
-        return 2
-    config_path = args.config
-    if config_path is None and (args.action == "add" or os.environ.get("DOCKWATCH_CONFIG")):
-        config_path = config_path_from_env()
-    if config_path is None:
-        print(f"{args.file}: OK ({len(receipts)} receipt(s); catalog not checked)")
-        print(_describe(receipts))
-        return 0
-    try:
-        config = load_config(config_path)
+        return path, load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{config_path}: {problem}", file=sys.stderr)
-        return 2
+        raise _Failed(2, *(f"{path}: {problem}" for problem in exc.problems)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """An expected-receipts file, read once (it may be standard input), and what it holds."""
+
+    name: str
+    entries: list[object]
+    receipts: list[ExpectedReceipt]
+
+
+def _read(path: Path, status: int) -> _Document:
+    """Read and validate ``path`` (``-``: standard input) the way the gateway reads the file."""
+    name = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if name == "<stdin>" else path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
+        raise _Failed(status, f"{name}: cannot read: {exc}") from exc
+    try:
+        receipts = [] if data is None else parse_expected(data)  # empty: expects nothing
+    except ValueError as exc:
+        raise _Failed(status, f"{name}: {exc}") from exc
+    entries = data["receipts"] if isinstance(data, dict) else data
+    return _Document(name, list(entries or []), receipts)
+
+
+def _check_against(config: GatewayConfig, name: str, receipts: list[ExpectedReceipt]) -> None:
+    """Every SKU in the catalog, every door a portal; EPCs resolve (the tracker's own rules)."""
     catalog = catalog_of(config)
-    unknown = sorted(
+    portals = {p.id for p in config.portals}
+    problems = sorted(
         f"{r.receipt_id}: sku {line.sku!r} is not in the catalog"
         for r in receipts
         for line in r.lines
         if line.sku is not None and catalog.by_sku(line.sku) is None
     )
-    if unknown:
-        for problem in unknown:
-            print(f"{args.file}: {problem}", file=sys.stderr)
-        return 2
-    tracker = ReceivingTracker(catalog=catalog)
+    problems += [
+        f"{r.receipt_id}: door {r.door!r} is not a configured portal "
+        f"({', '.join(sorted(portals)) or 'none configured'})"
+        for r in receipts
+        if r.door is not None and r.door not in portals
+    ]
+    if not problems:
+        try:
+            ReceivingTracker(catalog=catalog).add_expected(receipts)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise _Failed(2, *(f"{name}: {problem}" for problem in problems))
+
+
+def _expected_file(config_path: str, config: GatewayConfig) -> Path:
     target = config.receiving.expected_file
-    existing: list[ExpectedReceipt] = []
-    if args.action == "add" and target is None:
-        print(f"{config_path}: receiving.expected_file is not set", file=sys.stderr)
-        return 2
-    try:
-        if target is not None and args.action == "add" and target.exists():
-            existing = load_expected(target)
-        tracker.add_expected([*existing, *receipts])
-    except ValueError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
-        return 2
-    if args.action == "check":
-        print(f"{args.file}: OK ({len(receipts)} receipt(s), checked against the catalog)")
-        print(_describe(receipts))
+    if target is None:
+        raise _Failed(
+            2,
+            f"{config_path}: receiving.expected_file is not set: the gateway reads expected "
+            "receipts from that file",
+        )
+    return target
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        if args.file is not None:
+            raise _Failed(2, "receipts list takes no FILE (it lists receiving.expected_file)")
+        found = _config(args.config, required=True)
+        assert found is not None
+        config_path, config = found
+        target = _expected_file(config_path, config)
+        receipts = _read(target, 1).receipts
+        print(f"{target}: {len(receipts)} expected receipt(s)")
+        if receipts:
+            print(describe(receipts))
         return 0
-    assert target is not None
-    documents: list[object] = []
-    for source in ([target] if target.exists() else []) + [args.file]:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-        documents.extend(data["receipts"] if isinstance(data, dict) else data or [])
-    _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
-    print(f"added {len(receipts)} receipt(s) to {target} ({len(documents)} in all)")
-    print(_describe(receipts))
+    if args.file is None:
+        raise _Failed(
+            2, f"receipts {args.action} needs the FILE of expected receipts (- for stdin)"
+        )
+    new = _read(args.file, 2)
+    found = _config(args.config, required=args.action in {"load", "add"})
+    if found is None:
+        print(f"{new.name}: OK, {len(new.receipts)} receipt(s); catalog and doors not checked")
+        print(describe(new.receipts))
+        return 0
+    config_path, config = found
+    _check_against(config, new.name, new.receipts)
+    print(f"{new.name}: OK, {len(new.receipts)} receipt(s), checked against {config_path}")
+    if args.action == "check":
+        print(describe(new.receipts))
+        return 0
+    target = _expected_file(config_path, config)
+    existing = _read(target, 1) if target.exists() else _Document(str(target), [], [])
+    known = {r.receipt_id for r in existing.receipts}
+    again = [r.receipt_id for r in new.receipts if r.receipt_id in known]
+    if again:
+        raise _Failed(2, f"{new.name}: receipt(s) {', '.join(again)} already expected in {target}")
+    documents = existing.entries + new.entries
+    try:
+        _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
+    except OSError as exc:
+        raise _Failed(1, f"{target}: cannot write: {exc}") from exc
+    print(f"loaded {len(new.receipts)} receipt(s) into {target} ({len(documents)} in all)")
+    print(describe(new.receipts))
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except _Failed as failed:
+        for line in failed.lines:
+            print(line, file=sys.stderr)
+        return failed.status

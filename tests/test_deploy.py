@@ -1,12 +1,16 @@
-"""The deployment files agree with the code: compose, the image, the systemd unit, Mosquitto.
+"""The deployment files agree with the code: sample configs, compose, the image, the systemd
+unit, Mosquitto.
 
-Docker cannot run here, so these check what can be checked without it: the files parse, name
-files that exist, pass settings the gateway accepts, and run commands the CLI knows.
+No Docker engine runs here, so these check what can be checked without one: Docker Compose
+itself validates and resolves the compose file (`docker compose config` needs no engine), systemd
+verifies the unit, the files name files that exist, pass settings the gateway accepts, and run
+commands the CLI knows.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -20,7 +24,7 @@ import yaml
 
 from gateway.adapters.grpc_api import EdgeApiServer
 from gateway.adapters.metrics import MetricsServer
-from gateway.cli import build_parser
+from gateway.cli import build_parser, main
 from gateway.config import load_config, resolve_secret
 from gateway.demo import PORTAL_SCENARIO, SHELF_SCENARIO
 from tests.conftest import missing
@@ -29,7 +33,48 @@ from tests.support.net import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-IMAGE_SCENARIOS = "/opt/dockwatch/scenarios/"
+CONFIGS = [*sorted(p.name for p in DEPLOY.glob("*.example.yaml")), "demo.yaml"]
+COMPOSE_PLUGIN = Path("/usr/local/lib/docker/cli-plugins/docker-compose")
+
+
+# --- sample configs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_sample_config_passes_check_config(
+    config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "--no-env", str(DEPLOY / config)]) == 0, capsys.readouterr().err
+    assert f"{DEPLOY / config}: OK" in capsys.readouterr().out
+
+
+def test_the_dc_sample_has_four_doors_and_sends_to_central() -> None:
+    cfg = load_config(DEPLOY / "dc.example.yaml", environ={})
+    assert len(cfg.readers) == len(cfg.portals) == 4
+    assert {p.reader for p in cfg.portals} == {r.id for r in cfg.readers}
+    assert {p.role for p in cfg.portals} == {"inbound", "outbound"}
+    assert {"yard", "receiving", "staging", "shipping"} <= {loc.id for loc in cfg.locations}
+    assert not cfg.shelves
+    assert cfg.sinks.central is not None
+    assert cfg.sinks.central.tls is not None  # movements leave the site encrypted
+    assert cfg.store.url == "sqlite:////var/lib/dockwatch/edge.db"  # the unit's StateDirectory
+
+
+def test_the_store_sample_weighs_every_shelf_and_alerts_on_low_stock() -> None:
+    cfg = load_config(DEPLOY / "store.example.yaml", environ={})
+    assert len(cfg.shelves) >= 4
+    assert not cfg.readers
+    items = {item.sku: item for item in cfg.catalog.items}
+    for shelf in cfg.shelves:
+        assert items[shelf.sku].unit_weight_g is not None
+    with_reorder = [s for s in cfg.shelves if items[s.sku].reorder_point is not None]
+    assert len(with_reorder) >= len(cfg.shelves) - 1
+    # Several shelves share one multi-channel transmitter (one address, one unit id each).
+    by_endpoint: dict[tuple[str, int], list[int]] = {}
+    for shelf in cfg.shelves:
+        by_endpoint.setdefault((shelf.modbus.host, shelf.modbus.port), []).append(shelf.modbus.unit)
+    assert max(len(units) for units in by_endpoint.values()) > 1
+    assert all(len(set(units)) == len(units) for units in by_endpoint.values())
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +90,76 @@ def _service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     return service
 
 
+def _compose_command() -> list[str]:
+    """``docker compose`` (v2), as the operator runs it; fails under CI=true when missing."""
+    docker = shutil.which("docker")
+    if docker is not None:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    if COMPOSE_PLUGIN.is_file():  # the plugin also runs on its own, without the docker CLI
+        return [str(COMPOSE_PLUGIN)]
+    missing("docker compose v2 (deploy/install-system-deps.sh test installs it)")
+    raise AssertionError("unreachable")
+
+
+def _compose_config(compose_file: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``docker compose config`` in a clean environment (no operator variables, no ~/.docker)."""
+    command = [*_compose_command(), "--project-directory", str(DEPLOY), "-f", str(compose_file)]
+    return subprocess.run(
+        [*command, *args, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
+    )
+
+
+@pytest.mark.parametrize(("profile", "services"), [((), 2), (("--profile", "demo"), 3)])
+def test_docker_compose_accepts_and_resolves_the_compose_file(
+    profile: tuple[str, ...], services: int, tmp_path: Path
+) -> None:
+    result = _compose_config(DEPLOY / "compose.yaml", tmp_path, *profile)
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert resolved["name"] == "dockwatch"
+    assert len(resolved["services"]) == services
+    gateway = resolved["services"]["gateway"]
+    # The anchors and defaults resolve to what docs/deploy.md says.
+    assert gateway["image"] == "dockwatch:0.1.0"
+    assert gateway["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert Path(gateway["build"]["context"]) == ROOT
+    (config_mount,) = [
+        v for v in gateway["volumes"] if v["target"] == "/etc/dockwatch/gateway.yaml"
+    ]
+    assert config_mount["source"] == str(DEPLOY / "gateway.yaml")
+    assert config_mount["read_only"] is True
+    assert resolved["secrets"]["api_token"]["file"] == str(DEPLOY / "secrets" / "api-token")
+
+
+def test_docker_compose_rejects_what_the_spec_does_not_allow(tmp_path: Path) -> None:
+    """The check above is a real one: a misspelt key fails it."""
+    text = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    assert "    stop_grace_period: 30s\n" in text
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(text.replace("    stop_grace_period: 30s\n", "    stop_grace_perod: 30s\n"))
+    result = _compose_config(broken, tmp_path)
+    assert result.returncode != 0
+    assert "stop_grace_perod" in result.stderr
+
+
 def test_compose_declares_the_broker_the_gateway_and_the_demo_simulators(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    assert set(services) == {"mosquitto", "gateway", "llrp-sim", "modbus-sim"}
+    assert set(services) == {"mosquitto", "gateway", "simulators"}
     assert "profiles" not in services["gateway"]
     assert "profiles" not in services["mosquitto"]
-    for sim in ("llrp-sim", "modbus-sim"):
-        assert services[sim]["profiles"] == ["demo"]
-        assert services[sim]["network_mode"] == "service:gateway"
+    assert services["simulators"]["profiles"] == ["demo"]
+    assert services["simulators"]["network_mode"] == "service:gateway"
     mosquitto = _service(compose, "mosquitto")
     assert mosquitto["image"].startswith("eclipse-mosquitto:")
     assert "./mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in mosquitto["volumes"]
@@ -80,7 +185,7 @@ def _gateway_environ(compose: dict[str, Any], token_file: Path) -> dict[str, str
     return environ
 
 
-@pytest.mark.parametrize("config", ["demo.yaml", "gateway.example.yaml"])
+@pytest.mark.parametrize("config", CONFIGS)
 def test_the_gateway_accepts_the_settings_compose_gives_it(
     compose: dict[str, Any], tmp_path: Path, config: str
 ) -> None:
@@ -109,16 +214,31 @@ class _NoStore:
         raise AssertionError(f"the store was used: {name}")
 
 
-def test_the_simulators_play_the_scenarios_of_dockwatch_demo(compose: dict[str, Any]) -> None:
-    """The demo profile is ``dockwatch demo`` in containers: same commands, same scenarios."""
-    scenarios = {"llrp": PORTAL_SCENARIO.name, "modbus": SHELF_SCENARIO.name}
-    for sim, kind in (("llrp-sim", "llrp"), ("modbus-sim", "modbus")):
-        command = _service(compose, sim)["command"]
-        assert command[:2] == ["simulate", kind]
-        args = build_parser(command[:2]).parse_args(command)
-        # The image copies simulators/scenarios (where gateway.demo finds them) here.
-        assert str(args.scenario) == IMAGE_SCENARIOS + scenarios[kind]
-        assert PORTAL_SCENARIO.parent == ROOT / "simulators" / "scenarios"
+def test_the_simulators_play_the_scenarios_of_dockwatch_demo_where_demo_yaml_expects_them(
+    compose: dict[str, Any],
+) -> None:
+    """The demo profile is ``dockwatch demo`` in containers: the same scenarios, and every
+    reader, shelf transmitter and central address of deploy/demo.yaml served."""
+    from simulators.all import plan
+
+    command = _service(compose, "simulators")["command"]
+    assert command[:2] == ["simulate", "all"]
+    args = build_parser(command[:2]).parse_args(command)
+    planned = plan(args)
+    specs = {p.spec.name: p.spec for p in planned}
+    assert set(specs) == {"llrp", "modbus", "central"}
+    scenarios = {Path(a) for spec in specs.values() for a in spec.args if a.endswith(".yaml")}
+    assert scenarios == {PORTAL_SCENARIO, SHELF_SCENARIO}  # the ones `dockwatch demo` plays
+    served = {endpoint for spec in specs.values() for endpoint in spec.endpoints}
+    demo = load_config(DEPLOY / "demo.yaml", environ={})
+    expected = {(r.host, r.port) for r in demo.readers}
+    expected |= {(s.modbus.host, s.modbus.port) for s in demo.shelves}
+    if demo.sinks.central is not None:
+        expected.add((demo.sinks.central.host, demo.sinks.central.port))
+    assert served == expected
+    # Ground truth and the central ledger land in the volume the service mounts.
+    assert str(args.truth_dir).startswith("/var/lib/dockwatch/")
+    assert "demo-truth:/var/lib/dockwatch" in _service(compose, "simulators")["volumes"]
 
 
 # --- the image -------------------------------------------------------------------------------
@@ -197,12 +317,20 @@ def test_the_systemd_unit_runs_dockwatch_hardened_and_restarts_on_failure() -> N
     assert service["Restart"] == ["on-failure"]
     assert service["User"][0] not in {"root", "0"}
     assert service["EnvironmentFile"][0].lstrip("-").startswith("/etc/dockwatch/")
+    # The store lives in the state directory, the only place the service can write.
+    assert service["StateDirectory"] == ["dockwatch"]
+    assert service["WorkingDirectory"] == ["/var/lib/dockwatch"]
     for key, value in {
+        "DynamicUser": "yes",
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
         "ProtectHome": "yes",
         "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "PrivateUsers": "yes",
+        "RestrictSUIDSGID": "yes",
         "CapabilityBoundingSet": "",
+        "UMask": "0077",
     }.items():
         assert service[key] == [value], key
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
@@ -211,9 +339,8 @@ def test_the_systemd_unit_runs_dockwatch_hardened_and_restarts_on_failure() -> N
 def test_systemd_itself_accepts_the_unit(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        # An extra, independent check (the unit's content is asserted above); a container
-        # without systemd cannot run it, and installing systemd just for it is not worth it.
-        pytest.skip("systemd-analyze not installed")
+        missing("systemd-analyze (deploy/install-system-deps.sh test installs it)")
+    assert analyze is not None
     # verify also checks that ExecStart exists: point it at a binary this machine has.
     text = (DEPLOY / "dockwatch.service").read_text()
     unit = tmp_path / "dockwatch.service"

@@ -1,7 +1,10 @@
-"""``dockwatch receiving check|add``: expected receipts validated and handed to the gateway."""
+"""``dockwatch receipts check|load|list`` (and its older name ``receiving``): expected receipts
+validated and handed to the gateway through its ``receiving.expected_file``."""
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,105 @@ def test_add_merges_into_the_expected_file_and_refuses_a_repeated_id(
     assert main(["receiving", "add", str(asn), "--config", str(config)]) == 2
     assert "ASN-1" in capsys.readouterr().err
     assert [r.receipt_id for r in load_expected(expected)] == ["ASN-1", "ASN-2"]
+
+
+def test_receipts_load_then_list_shows_what_the_gateway_will_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("")
+    config = gateway_config(tmp_path, expected)
+    assert main(["receipts", "list", "-c", str(config)]) == 0
+    assert f"{expected}: 0 expected receipt(s)" in capsys.readouterr().out
+    asn = write(tmp_path / "asn.yaml", ASN)
+    assert main(["receipts", "load", str(asn), "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"loaded 1 receipt(s) into {expected} (1 in all)" in out
+    assert main(["receipts", "list", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"{expected}: 1 expected receipt(s)" in out
+    assert "ASN-1: door door-1, 1 line(s), 12 eaches" in out
+    # The file stays readable by the gateway, which usually runs as another user.
+    assert expected.stat().st_mode & 0o044 == 0o044
+
+
+def test_receipts_load_reads_standard_input_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``docker compose exec -T gateway dockwatch receipts load - < ASN.yaml``."""
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("")
+    config = gateway_config(tmp_path, expected)
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(ASN)))
+    assert main(["receipts", "load", "-", "-c", str(config)]) == 0
+    assert "<stdin>: OK, 1 receipt(s)" in capsys.readouterr().out
+    assert [r.receipt_id for r in load_expected(expected)] == ["ASN-1"]
+
+
+def test_receipts_check_names_a_door_that_is_not_a_portal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asn = write(
+        tmp_path / "asn.yaml",
+        {
+            "receipts": [
+                {"id": "X", "door": "door-9", "lines": [{"sku": "SKU-1001", "quantity": 1}]}
+            ]
+        },
+    )
+    config = ROOT / "deploy" / "demo.yaml"
+    assert main(["receipts", "check", str(asn), "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "X: door 'door-9' is not a configured portal (door-1, door-2)" in err
+
+
+def test_receipts_load_needs_a_config_with_an_expected_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOCKWATCH_CONFIG", raising=False)
+    asn = write(tmp_path / "asn.yaml", ASN)
+    assert main(["receipts", "load", str(asn)]) == 2
+    assert "DOCKWATCH_CONFIG is not set (give --config FILE)" in capsys.readouterr().err
+    config = ROOT / "deploy" / "demo.yaml"  # no receiving.expected_file
+    assert main(["receipts", "load", str(asn), "-c", str(config)]) == 2
+    assert "receiving.expected_file is not set" in capsys.readouterr().err
+    assert main(["receipts", "list", "-c", str(config)]) == 2
+    assert main(["receipts", "load", "-c", str(config)]) == 2
+    assert "receipts load needs the FILE" in capsys.readouterr().err
+
+
+def test_receipts_list_exits_1_when_the_expected_file_is_broken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("receipts: 5\n")
+    config = gateway_config(tmp_path, expected)
+    assert main(["receipts", "list", "-c", str(config)]) == 1
+    assert str(expected) in capsys.readouterr().err
+    asn = write(tmp_path / "asn.yaml", ASN)
+    assert main(["receipts", "load", str(asn), "-c", str(config)]) == 1
+    assert expected.read_text() == "receipts: 5\n"  # left as it was
+
+
+def test_receipts_uses_dockwatch_config_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("")
+    monkeypatch.setenv("DOCKWATCH_CONFIG", os.fspath(gateway_config(tmp_path, expected)))
+    asn = write(tmp_path / "asn.yaml", ASN)
+    assert main(["receipts", "load", str(asn)]) == 0
+    assert [r.receipt_id for r in load_expected(expected)] == ["ASN-1"]
+
+
+def test_the_example_in_the_operators_guide_is_valid_for_the_dc_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in guide.split("```yaml\n")[1:]]
+    (example,) = [b for b in blocks if b.startswith("receipts:")]
+    asn = tmp_path / "asn.yaml"
+    asn.write_text(example)
+    config = ROOT / "deploy" / "dc.example.yaml"
+    assert main(["receipts", "check", str(asn), "-c", str(config)]) == 0
+    assert "1 tagged case(s)" in capsys.readouterr().out
