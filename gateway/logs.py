@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TextIO
 
 # The password may hold '/', ':' or '@' (base64, generated secrets): it runs to the LAST '@'
 # before the host, so the greedy \S* backtracks exactly that far.
@@ -69,13 +69,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"))
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """One handler on the root logger, writing to ``stream`` (standard error by default)."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party libraries are chatty at INFO; their warnings still come through.
-    for noisy in ("sllurp", "pymodbus", "amqtt", "transitions", "alembic", "grpc"):
+    for noisy in ("sllurp", "amqtt", "transitions", "alembic", "grpc"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # pymodbus logs a late answer to a request the adapter already timed out as an ERROR with a
+    # hex dump; the adapter reports every failure itself (once down, once recovered).
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -138,7 +138,8 @@ def test_demo_config_loads_with_the_demo_devices() -> None:
     )
     assert door1.outside_antennas == (1, 2)
     assert door1.inside_antennas == (3, 4)
-    assert [(s.modbus.port, s.modbus.unit) for s in cfg.shelves] == [(15020, 1), (15020, 2)]
+    units = [(s.modbus.port, s.modbus.unit) for s in cfg.shelves]
+    assert units == [(15020, u) for u in (1, 2, 3, 4)]
     for shelf in cfg.shelves:
         assert (shelf.weight.type, shelf.weight.word_order, shelf.weight.address) == (
             "float32",
@@ -147,7 +148,7 @@ def test_demo_config_loads_with_the_demo_devices() -> None:
         )
         assert shelf.status is not None
         assert (shelf.status.address, shelf.status.stable_bit) == (2, 0)
-    assert 3 <= len(cfg.catalog.items) <= 4
+    assert 3 <= len(cfg.catalog.items) <= 5
     for item in cfg.catalog.items:
         assert item.gtin[1:8] == "0614141"
         assert int(item.gtin[13]) == gtin_check_digit(item.gtin[:13])
@@ -619,7 +620,7 @@ def test_generic_overrides_parse_yaml_scalars() -> None:
         ({"DOCKWATCH__SINKS__MQTT__QOZ": "1"},
          "DOCKWATCH__SINKS__MQTT__QOZ: no key 'qoz' in sinks.mqtt (allowed: url, topic_prefix, "
          "qos, client_id, protocol, keepalive_s, inflight_max, username, password_file, "
-         "password_env, tls, reconnect)"),
+         "password_env, tls, reconnect, lag_alert_s)"),
         ({"DOCKWATCH__READERS__PORT": "1"},
          "DOCKWATCH__READERS__PORT: readers is a list; only scalar keys of sections can be "
          "overridden"),
@@ -719,8 +720,8 @@ def test_check_config_valid_prints_summary(capsys: pytest.CaptureFixture[str]) -
     assert re.search(r"site:\s+demo", out)
     assert re.search(r"readers:\s+2", out)
     assert re.search(r"portals:\s+2", out)
-    assert re.search(r"shelves:\s+2", out)
-    assert re.search(r"items:\s+4", out)
+    assert re.search(r"shelves:\s+4", out)
+    assert re.search(r"items:\s+5", out)
     assert "mqtt mqtt://127.0.0.1:11883" in out
 
 
@@ -759,3 +760,25 @@ def test_check_config_missing_file_exits_2(
 
 def test_gateway_config_type_is_exported() -> None:
     assert isinstance(parse_config(base(), environ=NO_ENV), GatewayConfig)
+
+
+def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
+    """The site file a newcomer copies from the README loads (its secret files stood in)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"```yaml\n(.*?)```", readme, re.DOTALL)
+    assert found, "README.md has no yaml example"
+    secret, ca = tmp_path / "mqtt-password", tmp_path / "ca.pem"
+    secret.write_text("s3cret\n")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    text = (
+        found[1]
+        .replace("/run/secrets/mqtt-password", str(secret))
+        .replace("/etc/dockwatch/ca.pem", str(ca))
+    )
+    site = tmp_path / "site.yaml"
+    site.write_text(text)
+    cfg = load_config(site, environ={})
+    assert cfg.site.id == "dc-east"
+    assert [p.id for p in cfg.portals] == ["door-1"]
+    assert [s.id for s in cfg.shelves] == ["shelf-a1"]
+    assert cfg.sinks.central is not None
