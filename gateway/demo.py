@@ -387,7 +387,8 @@ async def run_demo(seconds: float | None, keep: bool, log_level: str = "INFO") -
         environ["DOCKWATCH_STORE_URL"] = f"sqlite:///{workdir / 'edge.db'}"
         # The local API, metrics and central on ports of their own: a real gateway on this
         # machine may hold the defaults.
-        environ["DOCKWATCH__API__GRPC_LISTEN"] = f"127.0.0.1:{_free_port()}"
+        api_listen = f"127.0.0.1:{_free_port()}"
+        environ["DOCKWATCH__API__GRPC_LISTEN"] = api_listen
         metrics_listen = f"127.0.0.1:{_free_port()}"
         environ["DOCKWATCH__API__METRICS_LISTEN"] = metrics_listen
         central_listen = f"127.0.0.1:{_free_port()}"
@@ -409,6 +410,7 @@ async def run_demo(seconds: float | None, keep: bool, log_level: str = "INFO") -
                     f"simulators: {len(config.readers)} LLRP readers, {len(config.shelves)} "
                     f"weighing shelves, central inventory on {central_listen}",
                     f"metrics: http://{metrics_listen}/metrics (and /healthz, /readyz)",
+                    f"local gRPC API: {api_listen} (try: dockwatch stock --api {api_listen})",
                     f"gateway log, simulator logs and ground truth: {workdir} (--keep keeps them)",
                 ]
                 for note in notes:
