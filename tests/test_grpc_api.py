@@ -22,6 +22,7 @@ from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway import __version__
 from gateway.adapters.grpc_api import (
     EDGE_API_SERVICE,
+    HEALTH_WATCHES_MAX,
     LIST_PAGE_DEFAULT,
     LIST_PAGE_MAX,
     EdgeApiServer,
@@ -486,6 +487,53 @@ def test_health_is_open_serving_while_running_and_not_serving_from_stop(
                 assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
                 await stopping
                 assert time.monotonic() - started < 5.0  # the open watch did not hold stop
+        finally:
+            await server.stop(1.0)
+
+    asyncio.run(scenario())
+
+
+def test_open_health_watches_are_capped_and_cannot_lock_out_the_token_holders(
+    sqlite_store: EdgeStore,
+) -> None:
+    """Health needs no token: without a cap, anyone could hold every call slot of the server."""
+
+    async def scenario() -> None:
+        server = _server(sqlite_store, token=TOKEN)
+        port = await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = _health(channel)
+                request = health_pb2.HealthCheckRequest(service=EDGE_API_SERVICE)
+                held = [health.Watch(request) for _ in range(HEALTH_WATCHES_MAX)]
+                for watch in held:
+                    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+                # Unauthenticated streams beyond the cap are refused, many times over.
+                for _ in range(3 * HEALTH_WATCHES_MAX):
+                    extra = health.Watch(request)
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await extra.read()
+                    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                api = edge_api_pb2_grpc.EdgeApiStub(channel)
+                metadata = (("authorization", f"Bearer {TOKEN}"),)
+                status = await api.GetStatus(edge_api_pb2.StatusRequest(), metadata=metadata)
+                assert status.site == SITE
+                # A closed watch frees its place.
+                held.pop().cancel()
+                refusals: list[grpc.StatusCode] = []
+                async with asyncio.timeout(WAIT_S):
+                    while True:
+                        again = health.Watch(request)
+                        try:
+                            await again.read()
+                            break
+                        except grpc.aio.AioRpcError as exc:  # the cancel is not processed yet
+                            refusals.append(exc.code())
+                            await asyncio.sleep(0.02)
+                assert set(refusals) <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
+                for watch in held:
+                    watch.cancel()
+                again.cancel()
         finally:
             await server.stop(1.0)
 

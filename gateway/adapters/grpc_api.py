@@ -123,6 +123,8 @@ T = TypeVar("T")
 SNAPSHOT_ATTEMPTS = 8
 """GetStock reads (last_seq, levels, last_seq) at most this often before answering ABORTED."""
 UNARY_CALLS_MAX = 32
+HEALTH_WATCHES_MAX = 4
+"""Open ``Health/Watch`` streams (which need no token) served at once."""
 """Queries served at once besides the watches (more wait in gRPC's queue or are refused)."""
 REFUSAL_LOG_EVERY_S = 60.0
 """At most one log line per this many seconds about refused (unauthenticated) calls."""
@@ -271,7 +273,7 @@ def check_auth_rule(
         raise ConfigError(
             f"{key}: refusing to serve the {what} without authentication on {listen!r}, a "
             "non-loopback address: configure a token (api.token_file or api.token_env)"
-            + (" or client certificates (api.tls.client_ca_file)" if what == "gRPC API" else "")
+            + " or client certificates (api.tls.client_ca_file)"
             + ", or listen on 127.0.0.1"
         )
     logger.warning(
@@ -605,14 +607,20 @@ _ServingStatus: TypeAlias = int
 
 class _Health(health_pb2_grpc.HealthServicer):
     """``grpc.health.v1.Health`` for ``services``: Check answers at once; Watch sends the status,
-    then every change, and ends with UNAVAILABLE after sending NOT_SERVING at shutdown."""
+    then every change, and ends with UNAVAILABLE after sending NOT_SERVING at shutdown.
 
-    def __init__(self, services: Sequence[str]) -> None:
+    Health needs no token, so its watches, which never end on their own, are capped at
+    ``max_watches`` (RESOURCE_EXHAUSTED beyond): without a cap, anyone who can reach the port
+    could hold every call slot of the server and lock out the authenticated clients."""
+
+    def __init__(self, services: Sequence[str], max_watches: int = HEALTH_WATCHES_MAX) -> None:
         self._status: dict[str, _ServingStatus] = dict.fromkeys(
             services, health_pb2.HealthCheckResponse.NOT_SERVING
         )
         self._changed = asyncio.Event()  # a generation event, as for the movement watches
         self._stopped = False
+        self._max_watches = max_watches
+        self.watches = 0
 
     def set(self, status: _ServingStatus) -> None:
         """Every service's status; ignored once stopped (NOT_SERVING is then final)."""
@@ -638,18 +646,27 @@ class _Health(health_pb2_grpc.HealthServicer):
     async def Watch(
         self, request: health_pb2.HealthCheckRequest, context: _Context
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
-        sent: _ServingStatus | None = None
-        while True:
-            changed = self._changed  # taken before reading the status: no change is missed
-            status = self._status.get(
-                request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        if self.watches >= self._max_watches:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.watches} health watches are open, the most this gateway serves",
             )
-            if status != sent:
-                yield health_pb2.HealthCheckResponse(status=status)
-                sent = status
-            if self._stopped:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is stopping")
-            await changed.wait()
+        self.watches += 1
+        try:
+            sent: _ServingStatus | None = None
+            while True:
+                changed = self._changed  # taken before reading the status: no change is missed
+                status = self._status.get(
+                    request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                )
+                if status != sent:
+                    yield health_pb2.HealthCheckResponse(status=status)
+                    sent = status
+                if self._stopped:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "the gateway is stopping")
+                await changed.wait()
+        finally:
+            self.watches -= 1
 
 
 # --- authentication ----------------------------------------------------------------------------
@@ -849,7 +866,7 @@ class EdgeApiServer:
         server = grpc.aio.server(
             interceptors=interceptors,
             # Watches last; the rest are short queries, which keep this much room beside them.
-            maximum_concurrent_rpcs=self._max_watches + UNARY_CALLS_MAX,
+            maximum_concurrent_rpcs=self._max_watches + UNARY_CALLS_MAX + HEALTH_WATCHES_MAX,
             options=[
                 # A second gateway on the same port must fail, not share the traffic.
                 ("grpc.so_reuseport", 0),
