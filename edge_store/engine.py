@@ -44,6 +44,16 @@ _SECRET_QUERY_KEYS = ("password", "passwd", "secret", "token", "key")
 _USERINFO_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z0-9+.\-]+://)(?P<user>[^:/@]*):[^@/]*@")
 
 
+PG_LIVENESS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""libpq connection parameters the PostgreSQL engine sets unless the URL sets them."""
+
+
 def redact_url(url: str | URL) -> str:
     """``url`` with its password (and any secret-looking query parameter) replaced by ``***``.
 
@@ -93,8 +103,14 @@ def make_engine(url: str | URL) -> Engine:
             # which then scans the whole table for every batch (seen: 0.5 s per batch at 100k
             # rows). Unprepared statements are planned with their actual parameters. (Forcing
             # custom plans server-side instead would also re-plan every foreign-key check.)
+            # connect_timeout and TCP keepalives: a database host that goes silent (a network
+            # partition, a paused VM) must fail the gateway's store calls within seconds, not
+            # hang them for the kernel's retransmission timeout. A URL parameter overrides each.
+            liveness = {key: value for key, value in PG_LIVENESS.items() if key not in parsed.query}
             engine = create_engine(
-                parsed, pool_pre_ping=True, connect_args={"prepare_threshold": None}
+                parsed,
+                pool_pre_ping=True,
+                connect_args={"prepare_threshold": None, **liveness},
             )
     except (ArgumentError, ValueError, ImportError) as exc:
         # Parse errors quote the URL they got; quote the redacted one instead.

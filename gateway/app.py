@@ -43,6 +43,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections import deque
@@ -63,7 +64,7 @@ from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.adapters.metrics import MetricsServer, Sample, labelled
+from gateway.adapters.metrics import MetricsServer, Sample, labelled, server_tls_context
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
     PollerSettings,
@@ -76,7 +77,14 @@ from gateway.adapters.modbus import (
     WordOrder,
 )
 from gateway.adapters.mqtt import MqttSink
-from gateway.config import GatewayConfig, ShelfConfig, load_config, resolve_secret
+from gateway.adapters.tls import client_context
+from gateway.config import (
+    GatewayConfig,
+    ShelfConfig,
+    TlsClientConfig,
+    load_config,
+    resolve_secret,
+)
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.model import (
     Alert,
@@ -112,6 +120,8 @@ RESTART_PAUSE_S = 1.0
 SUMMARY_EVERY_S = 30.0
 CHECK_EVERY_S = 5.0
 """How often the store is pinged for readiness and each sink's lag compared with its threshold."""
+STORE_CHECK_TIMEOUT_S = 10.0
+"""A store ping unanswered for this long makes /readyz say the store is not answering."""
 RECORD_TIMES_MAX = 65_536
 """Record times kept in memory for the sinks' lag in seconds (one per ``record`` call)."""
 
@@ -337,7 +347,20 @@ def catalog_of(config: GatewayConfig) -> Catalog:
     )
 
 
-def shelf_point(shelf: ShelfConfig) -> ShelfPoint:
+def device_tls(tls: TlsClientConfig | None, key: str) -> ssl.SSLContext | None:
+    """The TLS context of a reader's or shelf's ``tls:`` block (``key``: its config path)."""
+    if tls is None:
+        return None
+    return client_context(
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+        check_hostname=not tls.insecure,
+        key=key,
+    )
+
+
+def shelf_point(shelf: ShelfConfig, tls: ssl.SSLContext | None = None) -> ShelfPoint:
     weight = RegisterField(
         table=RegisterTable(shelf.weight.table),
         address=shelf.weight.address,
@@ -361,6 +384,7 @@ def shelf_point(shelf: ShelfConfig) -> ShelfPoint:
         unit=shelf.modbus.unit,
         weight=weight,
         status=status,
+        tls=tls,
     )
 
 
@@ -374,6 +398,7 @@ class Gateway:
         utcnow: Callable[[], datetime] = utc_now,
         environ: dict[str, str] | None = None,
         check_every_s: float = CHECK_EVERY_S,
+        check_timeout_s: float = STORE_CHECK_TIMEOUT_S,
     ) -> None:
         if not check_every_s > 0:
             raise ValueError(f"check_every_s must be > 0, got {check_every_s}")
@@ -381,6 +406,8 @@ class Gateway:
         self._utcnow = utcnow
         self._environ = environ
         self._check_every_s = check_every_s
+        self._check_timeout_s = check_timeout_s
+        self._ping: asyncio.Future[int] | None = None
         self.counters = Counters()
         for reader in config.readers:  # every configured antenna has a series, reads or not
             for antenna in reader.antennas:
@@ -534,10 +561,18 @@ class Gateway:
             api, store, site=self.config.site.id, token=token, status=self._runtime_status
         )
         if api.metrics_listen is not None:
+            # One api.tls for both listeners: the metrics endpoint speaks HTTPS with the gRPC
+            # API's certificate, and its client CA guards /metrics (not the probes' paths).
+            tls = api.tls
+            context = (
+                server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file)
+                if tls is not None
+                else None
+            )
             # /healthz is liveness (200 while the loop serves): starting, a store outage or a
             # part restarting are readiness matters (/readyz), not reasons to restart the process.
             self.metrics = MetricsServer(
-                api.metrics_listen, self._collect_metrics, token, ready=self.not_ready
+                api.metrics_listen, self._collect_metrics, token, tls=context, ready=self.not_ready
             )
 
     def not_ready(self) -> str | None:
@@ -799,13 +834,33 @@ class Gateway:
             await asyncio.sleep(self._check_every_s)
 
     async def _check(self) -> None:
-        """Ping the store (readiness), date the sinks' backlogs, raise or clear sync alerts."""
+        """Ping the store (readiness), date the sinks' backlogs, raise or clear sync alerts;
+        then tell the gRPC health service whether the gateway is ready."""
+        try:
+            await self._check_store_and_sync()
+        finally:
+            if self.api is not None:
+                self.api.set_serving(self.not_ready() is None)
+
+    async def _check_store_and_sync(self) -> None:
         worker = self.worker
         assert worker is not None
+        # One ping at a time: a store that hangs (rather than fails) keeps its ping, and the
+        # checks that follow wait for that same one instead of queueing more behind it.
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.ensure_future(worker.call(worker.store.last_seq))
         try:
-            last = await worker.call(worker.store.last_seq)
-            self._last_seq = max(self._last_seq, last)
-            await self._date_from_store(worker)
+            async with asyncio.timeout(self._check_timeout_s):
+                last = await asyncio.shield(self._ping)
+                self._last_seq = max(self._last_seq, last)
+                await self._date_from_store(worker)
+        except TimeoutError:
+            if "check" not in self._store_problems:
+                log.error(  # noqa: TRY400 - a timeout has no traceback worth printing
+                    "edge store has not answered for %.0f s", self._check_timeout_s
+                )
+            self._store_problems["check"] = f"not answering within {self._check_timeout_s:g} s"
+            return
         except StoreError as exc:
             if "check" not in self._store_problems:
                 log.error("edge store check failed: %s", exc)  # noqa: TRY400 - one line says it
@@ -921,31 +976,40 @@ class Gateway:
     async def _record_until_stored(
         self, worker: StoreWorker, movements: Sequence[Movement]
     ) -> RecordResult:
-        """Record, retrying with capped backoff for as long as the store refuses: the engines
-        cannot derive these movements again, so giving up would lose them."""
+        """Record, retrying for as long as the store refuses: the engines cannot derive these
+        movements again, so giving up would lose them."""
+        result, seconds = await self._until_stored(
+            worker,
+            "record",
+            f"record {len(movements)} movement(s)",
+            partial(worker.timed, worker.store.record, movements, now=self._utcnow()),
+        )
+        self.counters.store_record.observe(seconds)
+        return result
+
+    async def _until_stored(
+        self, worker: StoreWorker, key: str, what: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``call()`` until the store takes it, with capped backoff; one error line when it
+        starts failing, one when it works again; ``/readyz`` says why meanwhile (``key``)."""
         backoff = Backoff(BackoffPolicy(initial_s=0.2, max_s=10.0))
         failing_since: float | None = None
         while True:
             try:
-                result, seconds = await worker.timed(
-                    worker.store.record, movements, now=self._utcnow()
-                )
+                result = await call()
             except StoreError as exc:
-                self._store_problems["record"] = worker.reason(exc)
+                self._store_problems[key] = worker.reason(exc)
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.error(  # noqa: TRY400 - the StoreError names operation and cause
-                        "cannot record %s movement(s); retrying until the store takes them: %s",
-                        len(movements),
-                        exc,
+                        "cannot %s; retrying until the store takes it: %s", what, exc
                     )
                 await asyncio.sleep(backoff.next_delay(time.monotonic()))
                 continue
-            self.counters.store_record.observe(seconds)
             if failing_since is not None:
-                self._store_problems.pop("record", None)
+                self._store_problems.pop(key, None)
                 log.info(
-                    "edge store recording again after %.1f s", time.monotonic() - failing_since
+                    "edge store took it after %.1f s: %s", time.monotonic() - failing_since, what
                 )
             return result
 
@@ -974,8 +1038,14 @@ class Gateway:
             "raised" if alert.active else "cleared",
             alert.message,
         )
-        if self.worker is not None:
-            await self.worker.call(self.worker.store.upsert_alert, alert)
+        worker = self.worker
+        if worker is not None:
+            await self._until_stored(
+                worker,
+                "alert",
+                f"store the {alert.kind} alert",
+                partial(worker.call, worker.store.upsert_alert, alert),
+            )
         if self.mqtt is not None:
             self.mqtt.publish_alert(alert)
 
@@ -1135,7 +1205,7 @@ class Gateway:
 
     def _build_devices(self) -> None:
         cfg = self.config
-        for reader in cfg.readers:
+        for i, reader in enumerate(cfg.readers):
             self.readers[reader.id] = LlrpReaderAdapter(
                 reader_id=reader.id,
                 host=reader.host,
@@ -1153,11 +1223,19 @@ class Gateway:
                 connect_timeout_s=reader.connect_timeout_s,
                 report_every_ms=reader.report_every_ms,
                 tx_power_dbm=reader.tx_power_dbm,
+                tls=device_tls(reader.tls, f"readers[{i}].tls"),
             )
         if cfg.shelves:
+            # One context per connection: the shelves behind it share it (config checks they
+            # agree on their tls block).
+            contexts: dict[tuple[str, int], ssl.SSLContext | None] = {}
+            for i, shelf in enumerate(cfg.shelves):
+                connection = (shelf.modbus.host, shelf.modbus.port)
+                if connection not in contexts:
+                    contexts[connection] = device_tls(shelf.modbus.tls, f"shelves[{i}].modbus.tls")
             timeouts = {s.modbus.timeout_s for s in cfg.shelves}
             self.shelf_poller = ModbusShelfPoller(
-                [shelf_point(s) for s in cfg.shelves],
+                [shelf_point(s, contexts[(s.modbus.host, s.modbus.port)]) for s in cfg.shelves],
                 on_sample=self.samples.put,
                 on_status=self.device_status,
                 settings=PollerSettings(

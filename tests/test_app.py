@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_store.repository import EdgeStore
@@ -31,14 +32,16 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.domain import payloads
 from gateway.domain.model import (
     Alert,
+    AlertKind,
     LocationId,
     Movement,
     MovementId,
     MovementKind,
+    Severity,
     Sku,
     SourceType,
 )
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from simulators.central import CentralLedger, CentralServer
 from simulators.llrp.server import LlrpReaderSimulator
@@ -654,6 +657,110 @@ def test_readyz_reports_an_unavailable_store_until_it_answers_again(
     )
     assert ready_gauge == 0
     assert errors >= 1
+
+
+def test_a_hanging_store_makes_the_gateway_unready_and_grpc_health_not_serving(
+    tmp_path: Path,
+) -> None:
+    """A database host gone silent hangs calls instead of failing them: readiness must say so."""
+    config = health_config(tmp_path)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    release = threading.Event()
+
+    async def scenario() -> tuple[bytes, int]:
+        gateway = Gateway(config, check_every_s=CHECK_EVERY_S, check_timeout_s=0.3)
+        async with running(gateway) as port:
+            assert gateway.worker is not None
+            store = gateway.worker.store
+            last_seq = store.last_seq
+            async with grpc.aio.insecure_channel(config.api.grpc_listen) as channel:
+                # grpcio-health-checking's stub types declare no methods.
+                health: Any = health_pb2_grpc.HealthStub(channel)
+
+                async def health_is(status: int) -> bool:
+                    answer = await health.Check(health_pb2.HealthCheckRequest())
+                    return bool(answer.status == status)
+
+                await until_true(lambda: health_is(serving), "gRPC health SERVING once started")
+
+                def hanging() -> int:
+                    release.wait(WAIT_S)
+                    return last_seq()
+
+                store.last_seq = hanging  # type: ignore[method-assign]
+                try:
+
+                    async def unready() -> bool:
+                        return (await get(port, "/readyz"))[0] == 503
+
+                    await until_true(unready, "/readyz 503 while the store does not answer")
+                    reason = (await get(port, "/readyz"))[2]
+                    await until_true(
+                        lambda: health_is(health_pb2.HealthCheckResponse.NOT_SERVING),
+                        "gRPC health NOT_SERVING while the store does not answer",
+                    )
+                finally:
+                    store.last_seq = last_seq  # type: ignore[method-assign]
+                    release.set()
+
+                async def ready() -> bool:
+                    return (await get(port, "/readyz"))[0] == 200
+
+                await until_true(ready, "/readyz 200 once the store answers again")
+                await until_true(lambda: health_is(serving), "gRPC health SERVING again")
+                status = (await health.Check(health_pb2.HealthCheckRequest())).status
+            return reason, status
+
+    reason, status = uvloop.run(scenario())
+    assert reason == b"store unavailable: not answering within 0.3 s\n"
+    assert status == serving
+
+
+def test_an_alert_the_store_refuses_is_stored_once_it_takes_it(tmp_path: Path) -> None:
+    config = health_config(tmp_path)
+    refusals = 3
+
+    async def scenario() -> list[str]:
+        gateway = Gateway(config, check_every_s=CHECK_EVERY_S)
+        async with running(gateway) as port:
+            assert gateway.worker is not None
+            store = gateway.worker.store
+            upsert = store.upsert_alert
+            calls: list[str] = []
+
+            def flaky(alert: Alert) -> None:
+                calls.append(alert.alert_id)
+                if len(calls) <= refusals:
+                    raise StoreError("upsert_alert failed: disk I/O error")
+                upsert(alert)
+
+            store.upsert_alert = flaky  # type: ignore[method-assign]
+            raising = asyncio.create_task(gateway.raise_alert(device_down_alert()))
+
+            async def unready() -> bool:
+                return (await get(port, "/readyz"))[0] == 503
+
+            await until_true(unready, "/readyz 503 while the alert cannot be stored")
+            async with asyncio.timeout(WAIT_S):
+                await raising
+            assert (await get(port, "/readyz"))[0] == 200
+            stored = [a.alert_id for a in await asyncio.to_thread(store.alerts)]
+            assert len(calls) == refusals + 1
+            return stored
+
+    assert uvloop.run(scenario()) == [device_down_alert().alert_id]
+
+
+def device_down_alert() -> Alert:
+    return Alert(
+        alert_id="device_down:door-1-reader",
+        kind=AlertKind.DEVICE_DOWN,
+        severity=Severity.WARNING,
+        subject="door-1-reader",
+        active=True,
+        message="door-1-reader is offline: connection refused",
+        raised_at=datetime(2026, 11, 22, 9, 0, tzinfo=UTC),
+    )
 
 
 def test_lag_alert_threshold_is_validated(tmp_path: Path) -> None:
