@@ -158,7 +158,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="database URL, e.g. sqlite:///./var/edge.db or postgresql+psycopg://user@host/db",
     )
     source.add_argument(
-        "--config", type=Path, metavar="FILE", help="gateway config file; upgrades its store.url"
+        "--config",
+        "-c",
+        type=Path,
+        metavar="FILE",
+        help="gateway config file; upgrades its store.url",
     )
 
 

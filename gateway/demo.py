@@ -54,7 +54,7 @@ from gateway.domain.model import (
 )
 from gateway.errors import GatewayError
 from gateway.logs import configure_logging
-from simulators.launcher import Simulators, SimulatorSpec, launched, wait_port
+from simulators.launcher import Simulators, SimulatorSpec, launched, port_free, wait_port
 from simulators.scenario import Scenario, load_scenario
 
 log = logging.getLogger(__name__)
@@ -72,16 +72,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def find_mosquitto() -> str | None:
@@ -369,7 +359,7 @@ def _check_ports_free(config: GatewayConfig) -> None:
         for h, p in [(mqtt.host, mqtt.port)]
         + [(r.host, r.port) for r in config.readers]
         + [(s.modbus.host, s.modbus.port) for s in config.shelves]
-        if not _port_free(h, p)
+        if not port_free(h, p)
     ]
     if busy:
         raise GatewayError(

@@ -203,6 +203,7 @@ async def _relay(sim: RunningSimulator, out: TextIO) -> None:
 
 async def _wait_listening(sim: RunningSimulator, within_s: float) -> None:
     exited = asyncio.ensure_future(sim.process.wait())
+    listening: asyncio.Future[None] | None = None
     try:
         async with asyncio.timeout(within_s):
             for host, port in sim.spec.endpoints:
@@ -211,7 +212,6 @@ async def _wait_listening(sim: RunningSimulator, within_s: float) -> None:
                     {listening, exited}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if listening not in done:
-                    listening.cancel()
                     raise SimulatorFailed(
                         f"simulator {sim.spec.name} {sim.exit_status()} before listening on "
                         f"{host}:{port}; "
@@ -226,6 +226,8 @@ async def _wait_listening(sim: RunningSimulator, within_s: float) -> None:
         ) from exc
     finally:
         exited.cancel()
+        if listening is not None:
+            listening.cancel()  # still probing when the time ran out or the child exited
 
 
 async def wait_port(host: str, port: int) -> None:

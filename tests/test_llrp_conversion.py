@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,11 @@ def test_batch_accepts_exactly_what_the_constructor_accepts(
     except ValueError:
         got = None
     assert got == expected
+
+
+def test_a_tag_read_is_validated_however_it_is_built() -> None:
+    read = TagRead(DeviceId("r"), 1, Epc("30AB"), -50.0, 10, 20)
+    assert read._replace(antenna=2).antenna == 2
+    for bad in ({"antenna": 70_000}, {"epc": "30ab"}, {"last_seen_us": 5}, {"seen_count": 0}):
+        with pytest.raises(ValueError, match=r"antenna|EPC|last_seen|seen_count"):
+            read._replace(**bad)

@@ -51,11 +51,10 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.proto_convert import movement_to_proto
+from gateway.adapters.proto_convert import chunk_by_size, movement_to_proto
 from gateway.domain.model import RecordedMovement
 from gateway.errors import PublishError, StoreError
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
-from gateway.proto.dockwatch.edge.v1 import types_pb2
 
 if TYPE_CHECKING:
     from gateway.config import CentralSinkConfig
@@ -319,21 +318,11 @@ def _batches(
 ) -> list[ingest_pb2.IngestBatch]:
     """The next page after ``after_seq`` as batches of at most ``max_bytes`` encoded (a single
     larger movement still travels alone). Runs in a worker thread."""
-    batches: list[ingest_pb2.IngestBatch] = []
-    chunk: list[types_pb2.Movement] = []
-    size = 0
-    for recorded in source.movements_since(after_seq, limit):
-        pb = movement_to_proto(recorded)
-        # The movement's bytes plus its field tag and length prefix (at most 1 + 5 bytes).
-        cost = pb.ByteSize() + 6
-        if chunk and size + cost > max_bytes:
-            batches.append(ingest_pb2.IngestBatch(site=site, movements=chunk))
-            chunk, size = [], 0
-        chunk.append(pb)
-        size += cost
-    if chunk:
-        batches.append(ingest_pb2.IngestBatch(site=site, movements=chunk))
-    return batches
+    movements = map(movement_to_proto, source.movements_since(after_seq, limit))
+    return [
+        ingest_pb2.IngestBatch(site=site, movements=chunk)
+        for chunk in chunk_by_size(movements, max_bytes)
+    ]
 
 
 class _Session:

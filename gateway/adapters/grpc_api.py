@@ -91,6 +91,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway import __version__
 from gateway.adapters.proto_convert import (
     alert_to_proto,
+    chunk_by_size,
     datetime_to_timestamp,
     device_status_to_proto,
     movement_to_proto,
@@ -337,21 +338,10 @@ def _watch_page(store: EdgeStoreReader, after_seq: int, limit: int, max_bytes: i
     """The page after ``after_seq`` as responses of at most ``max_bytes`` encoded (in the
     caller's worker thread)."""
     page, last_seq = _movement_page(store, after_seq, limit)
-    responses: list[edge_api_pb2.WatchMovementsResponse] = []
-    chunk: list[types_pb2.Movement] = []
-    size = 0
-    for pb in page:
-        # The movement's bytes plus its field tag and length prefix (at most 1 + 5 bytes).
-        cost = pb.ByteSize() + 6
-        if chunk and size + cost > max_bytes:
-            responses.append(
-                edge_api_pb2.WatchMovementsResponse(movements=chunk, last_seq=last_seq)
-            )
-            chunk, size = [], 0
-        chunk.append(pb)
-        size += cost
-    if chunk:
-        responses.append(edge_api_pb2.WatchMovementsResponse(movements=chunk, last_seq=last_seq))
+    responses = [
+        edge_api_pb2.WatchMovementsResponse(movements=chunk, last_seq=last_seq)
+        for chunk in chunk_by_size(page, max_bytes)
+    ]
     return _WatchPage(responses, page[-1].seq if page else after_seq, last_seq)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "alert_from_proto",
     "alert_to_proto",
+    "chunk_by_size",
     "datetime_from_timestamp",
     "datetime_to_timestamp",
     "device_status_from_proto",
@@ -179,6 +180,28 @@ def _from_struct(struct: struct_pb2.Struct) -> dict[str, object]:
 
 
 # --- messages --------------------------------------------------------------------------------
+
+
+def chunk_by_size(
+    movements: Iterable[types_pb2.Movement], max_bytes: int
+) -> list[list[types_pb2.Movement]]:
+    """``movements`` in order, cut into runs whose encoding as a repeated field stays within
+    ``max_bytes`` (a single larger movement still travels alone): one gRPC message each, under
+    the receiver's message size limit (4 MiB by default in gRPC)."""
+    chunks: list[list[types_pb2.Movement]] = []
+    chunk: list[types_pb2.Movement] = []
+    size = 0
+    for pb in movements:
+        # The movement's bytes plus its field tag and length prefix (at most 1 + 5 bytes).
+        cost = pb.ByteSize() + 6
+        if chunk and size + cost > max_bytes:
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(pb)
+        size += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def movement_to_proto(recorded: RecordedMovement) -> types_pb2.Movement:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import repeat
-from typing import Final, NamedTuple, NewType
+from typing import Any, Final, NamedTuple, NewType, Self
 
 Epc = NewType("Epc", str)
 """An EPC as upper-case hex of the tag's EPC bank (e.g. ``3074257BF7194E4000001A85``)."""
@@ -117,6 +117,11 @@ class TagRead(_TagReadFields):
         return _new_tuple(
             cls, (reader_id, antenna, epc, rssi_dbm, first_seen_us, last_seen_us, seen_count)
         )
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> Self:  # type: ignore[override]  # same contract
+        # namedtuple's _make (and _replace, which calls it) would build without validating.
+        return cls(*iterable)
 
     @staticmethod
     def batch(
