@@ -21,9 +21,12 @@ Exit status: 0 done, 1 the expected file could not be read or written, 2 invalid
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,19 +208,36 @@ def _run(args: argparse.Namespace) -> int:
         print(describe(new.receipts))
         return 0
     target = _expected_file(config_path, config)
-    existing = _read(target, 1) if target.exists() else _Document(str(target), [], [])
-    known = {r.receipt_id for r in existing.receipts}
-    again = [r.receipt_id for r in new.receipts if r.receipt_id in known]
-    if again:
-        raise _Failed(2, f"{new.name}: receipt(s) {', '.join(again)} already expected in {target}")
-    documents = existing.entries + new.entries
-    try:
-        _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
-    except OSError as exc:
-        raise _Failed(1, f"{target}: cannot write: {exc}") from exc
+    with _locked(target):  # two loads at once must not lose each other's receipts
+        existing = _read(target, 1) if target.exists() else _Document(str(target), [], [])
+        known = {r.receipt_id for r in existing.receipts}
+        again = [r.receipt_id for r in new.receipts if r.receipt_id in known]
+        if again:
+            raise _Failed(
+                2, f"{new.name}: receipt(s) {', '.join(again)} already expected in {target}"
+            )
+        documents = existing.entries + new.entries
+        try:
+            _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
+        except OSError as exc:
+            raise _Failed(1, f"{target}: cannot write: {exc}") from exc
     print(f"loaded {len(new.receipts)} receipt(s) into {target} ({len(documents)} in all)")
     print(describe(new.receipts))
     return 0
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """An exclusive lock on ``target``'s lock file (``.<name>.lock`` beside it) for a
+    read-merge-replace: the replace swaps the file itself, so the lock cannot be on it."""
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        handle = lock_path.open("a")
+    except OSError as exc:
+        raise _Failed(1, f"{lock_path}: cannot lock: {exc}") from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def main(args: argparse.Namespace) -> int:

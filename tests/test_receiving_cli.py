@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,25 @@ def test_the_example_in_the_operators_guide_is_valid_for_the_dc_sample(
     config = ROOT / "deploy" / "dc.example.yaml"
     assert main(["receipts", "check", str(asn), "-c", str(config)]) == 0
     assert "1 tagged case(s)" in capsys.readouterr().out
+
+
+def test_loads_running_at_once_lose_no_receipts(tmp_path: Path) -> None:
+    """Two ASN feeds loading at the same moment: each load reads, merges and replaces the file,
+    so without a lock the last writer would drop the other's receipts."""
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("")  # an empty file expects nothing
+    config = gateway_config(tmp_path, expected)
+    feeds = [
+        write(
+            tmp_path / f"asn-{n}.yaml",
+            [{"id": f"ASN-{n}", "lines": [{"sku": "SKU-1001", "quantity": n + 1}]}],
+        )
+        for n in range(12)
+    ]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(
+            pool.map(lambda f: main(["receipts", "load", str(f), "-c", str(config)]), feeds)
+        )
+    assert codes == [0] * len(feeds)
+    loaded = sorted(r.receipt_id for r in load_expected(expected))
+    assert loaded == sorted(f"ASN-{n}" for n in range(12))
