@@ -476,7 +476,12 @@ class ReaderConfig:
     host: str = field(metadata=_m(check=_check_ipv4_host))
     antennas: tuple[int, ...] = field(metadata=_m(lo=1, hi=65535, nonempty=True, unique=True))
     """Every antenna the ROSpec enables (sllurp enables only antenna 1 unless told)."""
-    port: int = field(default=5084, metadata=_PORT)
+    tls: TlsClientConfig | None = None
+    """LLRP over TLS; None: plain TCP. Before ``port``, whose default it sets."""
+    port: int = field(
+        default=5084, metadata=_m(lo=1, hi=65535, derive=lambda s: _tls_port(s, 5084, 5085))
+    )
+    """Default 5084 (IANA llrp), or 5085 (encrypted-llrp) with ``tls``."""
     keepalive_s: float = field(default=10.0, metadata=_POSITIVE)
     """The reader sends a KEEPALIVE this often; silence for ~3 periods means the link is dead."""
     connect_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
@@ -565,10 +570,20 @@ class PortalConfig:
             )
 
 
+def _tls_port(scope: _Scope, plain: int, secure: int) -> int:
+    """The default port of a device link: its protocol's TLS port when ``tls`` is given."""
+    return plain if scope.values.get("tls") is None else secure
+
+
 @dataclass(frozen=True, slots=True)
 class ModbusConfig:
     host: str = field(metadata=_m(check=_check_host))
-    port: int = field(default=502, metadata=_PORT)
+    tls: TlsClientConfig | None = None
+    """Modbus/TCP Security (TLS); None: plain Modbus TCP. Before ``port``, whose default it sets."""
+    port: int = field(
+        default=502, metadata=_m(lo=1, hi=65535, derive=lambda s: _tls_port(s, 502, 802))
+    )
+    """Default 502 (IANA mbap), or 802 (mbap-s) with ``tls``."""
     unit: int = field(default=1, metadata=_m(lo=0, hi=247))
     timeout_s: float = field(default=1.0, metadata=_POSITIVE)
 
@@ -1431,6 +1446,8 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
                 "(device ids share MQTT status topics)",
             )
     registers: dict[tuple[str, int, int, str], list[tuple[int, int, int]]] = {}
+    # One connection per host:port carries all its shelves, so one TLS setting must serve them.
+    connections: dict[tuple[str, int], tuple[int, TlsClientConfig | None]] = {}
     for i, shelf in shelves:
         path = ("shelves", i)
         _check_ref(ctx, (*path, "location"), shelf.location, known_locations, "location")
@@ -1462,6 +1479,19 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
                         f"Modbus unit {modbus.host}:{modbus.port}/{modbus.unit}",
                     )
             registers.setdefault(device, []).append((start, end, i))
+        if (
+            _ok(modbus)
+            and all(_ok(v) for v in (modbus.host, modbus.port))
+            and ctx.whole(modbus.tls)
+        ):
+            first, tls = connections.setdefault((modbus.host, modbus.port), (i, modbus.tls))
+            if tls != modbus.tls:
+                ctx.report(
+                    (*path, "modbus", "tls"),
+                    f"differs from shelves[{first}].modbus.tls, which reaches the same Modbus "
+                    f"connection {modbus.host}:{modbus.port}: its shelves share one connection, "
+                    "so give them the same tls (or none)",
+                )
 
 
 def _with_implicit_locations(cfg: GatewayConfig) -> GatewayConfig:

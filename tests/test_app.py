@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import socket
+import ssl
 import threading
 import time
+import urllib.error
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +54,7 @@ from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
 from tests.conftest import PG_ADMIN_URL
 from tests.support.broker import MosquittoBroker
 from tests.support.net import free_port
+from tests.support.tls import self_signed_server
 from tests.test_metrics import Family, get, parse_exposition
 
 pytestmark = pytest.mark.integration
@@ -770,3 +774,33 @@ def test_lag_alert_threshold_is_validated(tmp_path: Path) -> None:
     config = health_config(tmp_path, mqtt_url="mqtt://127.0.0.1", lag_alert_s=None)
     assert config.sinks.mqtt is not None
     assert config.sinks.mqtt.lag_alert_s is None
+
+
+def test_metrics_are_served_over_https_with_the_api_tls_certificate(tmp_path: Path) -> None:
+    # One api.tls for both listeners: the gRPC API and the metrics endpoint.
+    pem = self_signed_server(tmp_path / "tls")
+    config = parse_config(
+        {
+            "site": {"id": "tls"},
+            "store": {"url": f"sqlite:///{tmp_path / 'tls.db'}"},
+            "api": {
+                "grpc_listen": f"127.0.0.1:{free_port()}",
+                "metrics_listen": f"127.0.0.1:{free_port()}",
+                "tls": {"cert_file": str(pem.cert_file), "key_file": str(pem.key_file)},
+            },
+        },
+        environ={},
+    )
+    trusted = ssl.create_default_context(cafile=pem.cert_file)
+
+    async def scenario() -> None:
+        async with running(Gateway(config)) as port:
+            status, _, body = await get(port, "/metrics", tls=trusted)
+            assert status == 200
+            assert value(parse_exposition(body.decode()), "dockwatch_ready") == 1
+            assert (await get(port, "/healthz", tls=trusted))[::2] == (200, b"ok\n")
+            assert (await get(port, "/readyz", tls=trusted))[::2] == (200, b"ready\n")
+            with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+                await get(port, "/healthz")  # plain HTTP: the port speaks HTTPS only
+
+    uvloop.run(scenario())

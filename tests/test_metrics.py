@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import json
 import logging
 import math
+import os
 import re
+import shutil
+import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
-from gateway.adapters.metrics import CONTENT_TYPE, MetricsServer, Samples, labelled, render
+from gateway.adapters.metrics import (
+    CONTENT_TYPE,
+    MetricsServer,
+    Samples,
+    labelled,
+    render,
+    server_tls_context,
+)
 from gateway.errors import ConfigError, GatewayError
+from tests.conftest import missing
+from tests.support.tls import Pem, certificate_authority, issue
 
 pytestmark = pytest.mark.integration
 
@@ -121,14 +139,20 @@ class Reply:
 
 
 def _get(
-    port: int, path: str, *, token: str | None = None, method: str = "GET"
+    port: int,
+    path: str,
+    *,
+    token: str | None = None,
+    method: str = "GET",
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, Mapping[str, str], bytes]:
-    """A real HTTP client (urllib), in a worker thread."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    """A real HTTP client (urllib), in a worker thread; HTTPS with the client context ``tls``."""
+    scheme = "http" if tls is None else "https"
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}", method=method)
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+        with urllib.request.urlopen(request, timeout=WAIT_S, context=tls) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         with exc:
@@ -515,5 +539,272 @@ def test_run_serves_a_started_server_until_cancelled() -> None:
             await task
         with pytest.raises(ConnectionError):
             await asyncio.open_connection("127.0.0.1", port)
+
+    asyncio.run(scenario())
+
+
+# --- TLS (api.tls) ---------------------------------------------------------------------------
+
+Runner = Callable[[Coroutine[Any, Any, None]], None]
+ON_BOTH_LOOPS = pytest.mark.parametrize(
+    "run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"]
+)  # the gateway runs on uvloop, whose TLS is its own implementation
+CONNECTION_FAILED = (
+    urllib.error.URLError,
+    ConnectionError,
+    http.client.HTTPException,
+    ssl.SSLError,
+)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A server certificate for 127.0.0.1 from one CA, client certificates from another."""
+
+    server_ca: Pem
+    server: Pem
+    client_ca: Pem
+    client: Pem
+    stranger: Pem
+    """A client certificate signed by the server CA, which the gateway does not accept."""
+
+    def server_context(self, *, client_certs: bool = False) -> ssl.SSLContext:
+        ca = self.client_ca.cert_file if client_certs else None
+        return server_tls_context(self.server.cert_file, self.server.key_file, ca)
+
+    def client_context(self, pem: Pem | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.server_ca.cert_file)
+        if pem is not None:
+            context.load_cert_chain(pem.cert_file, pem.key_file)
+        return context
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    server_ca = certificate_authority(root / "server-ca")
+    client_ca = certificate_authority(root / "client-ca", "clients")
+    return Pki(
+        server_ca=server_ca,
+        server=issue(server_ca, root / "server", "localhost", server=True),
+        client_ca=client_ca,
+        client=issue(client_ca, root / "client", "prometheus", server=False),
+        stranger=issue(server_ca, root / "stranger", "stranger", server=False),
+    )
+
+
+@ON_BOTH_LOOPS
+def test_https_scrape_with_a_token(pki: Pki, run: Runner, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    client = pki.client_context()
+
+    async def scenario() -> None:
+        # TLS and a token: any address, and no warning about a token in clear.
+        server = MetricsServer("0.0.0.0:0", lambda: SAMPLES, TOKEN, tls=pki.server_context())
+        async with serving(server) as port:
+            status, headers, body = await get(port, "/metrics", token=TOKEN, tls=client)
+            assert (status, headers["Content-Type"]) == (200, CONTENT_TYPE)
+            assert parse_exposition(body.decode())["dockwatch_movements_total"].samples == {
+                (): 42.0
+            }
+            status, headers, _ = await get(port, "/metrics", tls=client)
+            assert status == 401
+            assert headers["WWW-Authenticate"].startswith("Bearer")
+            assert (await get(port, "/metrics", token="wrong", tls=client))[0] == 401
+            assert (await get(port, "/healthz", tls=client))[::2] == (200, b"ok\n")
+            assert (await get(port, "/readyz", tls=client))[::2] == (200, b"ready\n")
+            # A client that does not trust the certificate gets nothing.
+            with pytest.raises(CONNECTION_FAILED):
+                await get(port, "/healthz", tls=ssl.create_default_context())
+
+    run(scenario())
+    assert not [r for r in caplog.records if "unencrypted" in r.getMessage()]
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+    started = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]
+    assert len(started) == 1
+    assert "HTTPS" in started[0]
+
+
+@ON_BOTH_LOOPS
+def test_client_certificates_guard_metrics_but_not_the_probes(pki: Pki, run: Runner) -> None:
+    client, anonymous = pki.client_context(pki.client), pki.client_context()
+
+    async def scenario() -> None:
+        # Client certificates are authentication enough to listen on any address.
+        server = MetricsServer(
+            "0.0.0.0:0", lambda: SAMPLES, tls=pki.server_context(client_certs=True)
+        )
+        async with serving(server) as port:
+            assert (await get(port, "/metrics", tls=client))[0] == 200
+            # Probes (Docker HEALTHCHECK, kubelet httpGet) have no client certificate.
+            assert (await get(port, "/healthz", tls=anonymous))[::2] == (200, b"ok\n")
+            assert (await get(port, "/readyz", tls=anonymous))[::2] == (200, b"ready\n")
+            status, _, body = await get(port, "/metrics", tls=anonymous)
+            assert (status, body) == (403, b"client certificate required\n")
+            # A certificate that is presented must come from the client CA.
+            with pytest.raises(CONNECTION_FAILED):
+                await get(port, "/healthz", tls=pki.client_context(pki.stranger))
+            assert server.handshake_failures == 1
+            assert (await get(port, "/metrics", tls=client))[0] == 200  # still serving
+
+        # With a token as well, /metrics needs both (as the gRPC API does).
+        both = MetricsServer(
+            "0.0.0.0:0", lambda: SAMPLES, TOKEN, tls=pki.server_context(client_certs=True)
+        )
+        async with serving(both) as port:
+            assert (await get(port, "/metrics", token=TOKEN, tls=client))[0] == 200
+            assert (await get(port, "/metrics", tls=client))[0] == 401
+            assert (await get(port, "/metrics", token=TOKEN, tls=anonymous))[0] == 403
+            assert (await get(port, "/healthz", tls=anonymous))[0] == 200
+
+    run(scenario())
+
+
+@ON_BOTH_LOOPS
+def test_plain_http_and_stalled_handshakes_on_the_tls_port_are_closed(
+    pki: Pki, run: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    timeout_s = 0.3
+
+    async def scenario() -> None:
+        server = MetricsServer(
+            "127.0.0.1:0", lambda: SAMPLES, tls=pki.server_context(), request_timeout_s=timeout_s
+        )
+        async with serving(server) as port:
+            # A client that connects and never starts the handshake ...
+            silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
+            # (closed whatever happens: uvloop's loop.close() hangs on an open transport when
+            # its ResourceWarning is an error, which would turn a failure into a hang)
+            try:
+                started = time.monotonic()
+                # ... plain HTTP: the connection is closed without an answer, twice ...
+                assert await raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") is None
+                assert await raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") is None
+                # ... neither stalls the server ...
+                assert (await get(port, "/healthz", tls=pki.client_context()))[0] == 200
+                assert server.handshake_failures == 2
+                # ... and the silent client is cut off by the handshake timeout.
+                async with asyncio.timeout(WAIT_S):
+                    with contextlib.suppress(ConnectionError):
+                        assert await silent_reader.read() == b""
+                assert time.monotonic() - started >= timeout_s - 0.01
+            finally:
+                silent_writer.close()
+            assert (await get(port, "/metrics", tls=pki.client_context()))[0] == 200
+
+    run(scenario())
+    failed = [r for r in caplog.records if "handshake failed" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.INFO, logging.DEBUG]
+    assert "plain HTTP" in failed[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback
+
+
+def test_tls_alone_does_not_open_a_non_loopback_address(pki: Pki) -> None:
+    # TLS encrypts but admits anyone: without a token or client certificates, loopback only.
+    with pytest.raises(ConfigError, match=r"api\.metrics_listen") as err:
+        MetricsServer("0.0.0.0:9108", lambda: SAMPLES, tls=pki.server_context())
+    assert "client certificates (api.tls.client_ca_file)" in str(err.value)
+    MetricsServer("127.0.0.1:9108", lambda: SAMPLES, tls=pki.server_context())
+
+
+def test_a_token_over_plain_http_beyond_loopback_warns_once(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    MetricsServer("0.0.0.0:9108", lambda: SAMPLES, TOKEN)
+    MetricsServer("127.0.0.1:9108", lambda: SAMPLES, TOKEN)  # loopback: nobody on the path
+    MetricsServer("0.0.0.0:9108", lambda: SAMPLES, TOKEN, tls=pki.server_context())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "0.0.0.0:9108" in warnings[0]
+    assert "unencrypted" in warnings[0]
+    assert TOKEN not in warnings[0]
+
+
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("the openssl binary")
+    assert openssl is not None
+    subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30)
+
+
+def test_unusable_tls_files_are_config_errors_naming_the_key(pki: Pki, tmp_path: Path) -> None:
+    server, other = pki.server, pki.client
+    encrypted = tmp_path / "encrypted.key"
+    _openssl("pkey", "-in", str(server.key_file), "-aes256", "-passout", "pass:x",
+             "-out", str(encrypted))  # fmt: skip
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_bytes(b"\x30\x82 DER bytes")
+    cases: list[tuple[tuple[Path, Path, Path | None], str]] = [
+        ((not_pem, server.key_file, None), r"^api\.tls\.cert_file: .* is not a PEM certificate"),
+        ((server.cert_file, not_pem, None), r"^api\.tls\.key_file: .* is not a PEM private key"),
+        ((server.cert_file, other.key_file, None), r"^api\.tls\.cert_file/api\.tls\.key_file"),
+        ((server.cert_file, encrypted, None), r"^api\.tls\.key_file: .* is encrypted"),
+        ((server.cert_file, server.key_file, not_pem), r"^api\.tls\.client_ca_file: "),
+        ((server.cert_file, server.key_file, server.key_file), r"^api\.tls\.client_ca_file: "),
+        ((tmp_path / "gone.pem", server.key_file, None), r"^api\.tls\.cert_file: cannot read"),
+    ]
+    for files, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            server_tls_context(*files)
+    context = pki.server_context()
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_NONE
+    assert pki.server_context(client_certs=True).verify_mode == ssl.CERT_OPTIONAL
+    with pytest.raises(ValueError, match="server-side"):
+        MetricsServer("127.0.0.1:0", lambda: SAMPLES, tls=ssl.create_default_context())
+    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    legacy.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED  # whatever OpenSSL still allows
+    with pytest.raises(ValueError, match=r"TLS 1\.2"):
+        MetricsServer("127.0.0.1:0", lambda: SAMPLES, tls=legacy)
+
+
+# --- the image's health check --------------------------------------------------------------
+
+DOCKERFILE = Path(__file__).resolve().parents[1] / "deploy" / "Dockerfile"
+
+
+def _healthcheck_probe() -> list[str]:
+    """The command of deploy/Dockerfile's HEALTHCHECK (exec form), with this interpreter."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK ")]
+    command = json.loads(line.partition(" CMD ")[2])
+    assert command[0] == "python"
+    return [sys.executable, *command[1:]]
+
+
+async def _probe(port: int, scheme: str = "http") -> int:
+    """The probe's exit status against 127.0.0.1:``port``."""
+    env = {**os.environ, "DOCKWATCH_HEALTH_URL": f"{scheme}://127.0.0.1:{port}/healthz"}
+    process = await asyncio.create_subprocess_exec(
+        *_healthcheck_probe(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    async with asyncio.timeout(WAIT_S):
+        return await process.wait()
+
+
+def test_the_image_health_check_works_with_and_without_tls(pki: Pki) -> None:
+    healthy = True
+
+    async def scenario() -> None:
+        plain = MetricsServer("127.0.0.1:0", lambda: SAMPLES, health=lambda: healthy)
+        mutual = MetricsServer(
+            "127.0.0.1:0",
+            lambda: SAMPLES,
+            TOKEN,
+            tls=pki.server_context(client_certs=True),
+            health=lambda: healthy,
+        )
+        async with serving(plain) as plain_port, serving(mutual) as tls_port:
+            assert await _probe(plain_port) == 0
+            assert await _probe(tls_port) == 0  # no token, no client certificate needed
+            assert await _probe(tls_port, "https") == 0  # told the scheme: one try
+            nonlocal healthy
+            healthy = False
+            assert await _probe(plain_port) == 1
+            assert await _probe(tls_port) == 1
+        assert await _probe(plain_port) == 1  # nothing listens any more
 
     asyncio.run(scenario())

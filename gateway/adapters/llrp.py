@@ -22,9 +22,18 @@ read releases the GIL to the other thread); a report is converted column by colu
 once for all its reads (:meth:`TagRead.batch`), entry by entry only when something is wrong with
 it; and the reports of one socket read are posted together, so the loop wakes once per read.
 
+TLS (optional, per reader: LLRP over TLS, port 5085). Given an ``ssl.SSLContext``, the session
+wraps its socket right after the TCP connect; the TLS handshake is part of ``connect`` (bounded by
+``connect_timeout_s``) and its failure is a connect failure, named in plain words (untrusted
+certificate, host name mismatch, a plain port: :func:`gateway.adapters.tls.describe_tls_error`).
+The TLS socket is non-blocking: sllurp's thread reads until the SSL object asks for more bytes
+and only then select()s (decrypted bytes buffered inside the SSL object do not wake select), and
+every SSL call (reads, writes from the executor's polite disconnect, shutdown) holds one lock, as
+OpenSSL forbids using one connection from two threads at once. The plain TCP path is unchanged.
+
 Watchdog (the gateway's, not sllurp's). A session is torn down when
-  * the TCP connect fails, or the handshake (capabilities, config, ROSpec) does not reach
-    inventory within ``connect_timeout_s``;
+  * the TCP connect or the TLS handshake fails, or the LLRP handshake (capabilities, config,
+    ROSpec) does not reach inventory within ``connect_timeout_s``;
   * nothing at all (report, keepalive, any message) arrives for ``2 * keepalive_s`` once
     inventorying; the ROSpec's reader config asks for a KEEPALIVE every ``keepalive_s``;
   * sllurp's reader thread exits or reports the connection lost;
@@ -63,6 +72,7 @@ import logging
 import operator
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -75,6 +85,7 @@ from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPRea
 from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
 from gateway.adapters.backoff import Backoff
+from gateway.adapters.tls import describe_tls_error
 from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
 from gateway.errors import ConfigError, DeviceError, ProtocolError
 
@@ -365,9 +376,15 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         session: int,
         sink: _SessionSink,
         reader_id: DeviceId,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, port, config=config, timeout=socket_timeout_s)
         self._reader_id = reader_id
+        self._tls = tls
+        # One SSL object must not be used by two threads at once (OpenSSL's rule): sllurp's
+        # thread reads, and the executor's polite disconnect writes. Held only for non-blocking
+        # calls, so neither side ever waits on the network while holding it.
+        self._tls_lock = threading.Lock()
         self._post_event = post
         self._session_no = session
         self._events = sink
@@ -399,6 +416,9 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             if sock is None:  # connect() starts this thread only once the socket is up
                 self._give_up("sllurp reader thread started without a socket")
                 return
+            if isinstance(sock, ssl.SSLSocket):
+                self._tls_loop(sock, chunk, received)
+                return
             while True:
                 select.select([sock], [], [])
                 try:
@@ -419,6 +439,82 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         finally:
             self._socket_thread = None  # what sllurp's loop does on the way out
             self._emit(self._events.thread_exited, self._session_no)
+
+    def _tls_loop(self, sock: ssl.SSLSocket, chunk: bytearray, received: memoryview) -> None:
+        """``main_loop`` over TLS: the socket is non-blocking, and select() only follows a read
+        that found nothing.
+
+        select() sees the kernel's buffer, not the SSL object's: decrypted bytes of a record
+        already taken from the socket (``sock.pending()``) would not wake it, and a handshake
+        reply could wait there until the watchdog gives up. So read until the SSL object asks
+        for more bytes (``SSLWantReadError``), and only then wait for the socket.
+        """
+        lock = self._tls_lock
+        heard = False
+        while True:
+            try:
+                with lock:
+                    size = sock.recv_into(chunk)
+            except ssl.SSLWantReadError:
+                if self._stop_main_loop.is_set():
+                    break
+                select.select([sock], [], [])
+                continue
+            except ssl.SSLWantWriteError:  # TLS itself must send first (e.g. a key update)
+                select.select([], [sock], [], 1.0)
+                continue
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # an end of stream all the same
+                size = 0
+            except ssl.SSLError as exc:
+                # An alert (a refused client certificate...) or a broken record: say which.
+                self._give_up(
+                    f"TLS error on the reader connection: {describe_tls_error(exc, peer='reader')}",
+                    exc,
+                )
+                break
+            except OSError as exc:
+                logger.debug("LLRP socket of %s:%s failed: %r", self._host, self._port, exc)
+                size = 0
+            if size:
+                heard = True
+                self.raw_data_received(received[:size])
+            if self._stop_main_loop.is_set():
+                break
+            if not size:
+                if not heard:
+                    # A reader that checks client certificates after the handshake (TLS 1.3)
+                    # and dislikes ours may just close: the likeliest cause, worth saying.
+                    self._give_up(
+                        "the reader closed the TLS connection before sending anything (does it "
+                        "require a client certificate? tls.cert_file and tls.key_file)"
+                    )
+                    break
+                self.on_lost_connection()
+                break
+
+    def send_data(self, data: bytes) -> None:
+        """sllurp's send; over TLS, non-blocking writes under the SSL lock (see ``_tls_lock``)."""
+        sock = self._socket
+        if not isinstance(sock, ssl.SSLSocket):
+            super().send_data(data)
+            return
+        view = memoryview(data)
+        deadline = time.monotonic() + self._socktimeout
+        while view:
+            try:
+                with self._tls_lock:
+                    sent = sock.send(view)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                sent = 0
+            if sent:
+                view = view[sent:]
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"sending to the LLRP reader timed out ({self._socktimeout:g} s)"
+                )
+            select.select([], [sock], [], min(remaining, 0.1))
 
     def raw_data_received(self, data: bytes | memoryview) -> None:
         """Frame LLRP messages; unlike sllurp, give up on the stream at the first bad frame."""
@@ -522,11 +618,28 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             sock.connect((self._host, self._port))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls_handshake(sock)
         except BaseException:
             sock.close()
             raise
         self._socket = sock
         return True
+
+    def _tls_handshake(self, sock: socket.socket) -> ssl.SSLSocket:
+        """Wrap the connected socket (the handshake is bound by its timeout); then make it
+        non-blocking for ``_tls_loop`` and ``send_data``."""
+        assert self._tls is not None
+        try:
+            # The host checked against the certificate (unless check_hostname is off), and
+            # sent as SNI when it is a name. On failure the SSL socket closes itself.
+            tls_sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise ConnectionError(
+                f"TLS handshake failed: {describe_tls_error(exc, peer='reader')}"
+            ) from exc
+        tls_sock.setblocking(False)
+        return tls_sock
 
     def close(self, *, polite_timeout_s: float, join_timeout_s: float) -> bool:
         """Stop the session's thread and close its socket; return whether the thread is gone.
@@ -546,13 +659,20 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         sock = self._socket
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                with self._tls_lock:  # an SSL socket's shutdown drops its SSL object
+                    sock.shutdown(socket.SHUT_RDWR)
             except OSError as exc:
                 logger.debug("shutdown of the LLRP socket failed: %r", exc)
         if worker is not None:
             worker.join(join_timeout_s)
         self.hard_disconnect()
         return worker is None or not worker.is_alive()
+
+    def hard_disconnect(self) -> None:
+        # sllurp's, under the SSL lock: it drops the SSL object another thread may be using
+        # (sllurp's thread calls this on a lost connection while a polite disconnect sends).
+        with self._tls_lock:
+            super().hard_disconnect()
 
     def thread_alive(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
@@ -588,6 +708,7 @@ class LlrpReaderAdapter:
         polite_disconnect_s: float = 1.0,
         thread_join_s: float = 3.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        tls: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -626,6 +747,7 @@ class LlrpReaderAdapter:
         self._polite_disconnect_s = polite_disconnect_s
         self._thread_join_s = thread_join_s
         self._max_frame_bytes = max_frame_bytes
+        self._tls = tls
         self._clock = clock
         self._utcnow = utcnow
 
@@ -730,6 +852,7 @@ class LlrpReaderAdapter:
             session=session,
             sink=self._sink(),
             reader_id=self.reader_id,
+            tls=self._tls,
         )
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
         connecting.add_done_callback(lambda _: self._wake.set())
@@ -1001,9 +1124,10 @@ class LlrpReaderAdapter:
             self._offline_since = None
         elif previous is None and state is not DeviceState.OFFLINE:
             logger.info(
-                "LLRP reader %s at %s is online",
+                "LLRP reader %s at %s is online%s",
                 self.reader_id,
                 self.endpoint,
+                "" if self._tls is None else " (TLS)",
                 extra={"reader_id": self.reader_id},
             )
         self._on_status(

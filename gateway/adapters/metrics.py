@@ -28,10 +28,26 @@ recovers, not at every scrape.
 ``/healthz`` (liveness) answers 200 ``ok``, or 503 ``unhealthy`` when the optional ``health()``
 says so. ``/readyz`` (readiness) answers 200 ``ready``, or 503 with the one-line reason the
 optional ``ready()`` returns (without ``ready()`` it follows ``health()``). Neither needs the
-token even when one is configured: they say "alive" and "ready or why not", and container health
-checks must not need secrets. ``/metrics`` follows the rules of the gRPC API: with a token,
-requests need ``Authorization: Bearer <token>`` (401 otherwise); without one the endpoint may
-only listen on loopback (:class:`ConfigError` otherwise).
+token nor a client certificate even when they are configured: they say "alive" and "ready or why
+not", and container health checks (Docker's ``HEALTHCHECK``, a kubelet's ``httpGet`` probe) have
+neither secrets nor client certificates.
+
+TLS (optional, ``tls``: a server-side :class:`ssl.SSLContext`, TLS 1.2 or later, built from
+``api.tls`` by :func:`server_tls_context`): the endpoint then speaks HTTPS only. The handshake is
+asyncio's, bounded by ``request_timeout_s`` (a client that never finishes it is cut off then); a
+handshake that fails (a plain-HTTP client, a client that does not trust the certificate, a
+client certificate the CA did not sign) closes that connection and logs one line (INFO for the
+first since start, DEBUG after: a misconfigured scraper retries every 15 s), and the server
+keeps serving. When the context verifies clients (``api.tls.client_ca_file``), client
+certificates are OPTIONAL at the handshake, so that probes still reach ``/healthz`` and
+``/readyz``, and REQUIRED for ``/metrics`` (403 without one); a certificate that is presented
+must be valid, or the handshake fails.
+
+``/metrics`` follows the rules of the gRPC API: every configured mechanism applies (a bearer
+token: ``Authorization: Bearer <token>``, 401 otherwise; client certificates: 403 without one),
+and an endpoint with neither may only listen on loopback (:class:`ConfigError` otherwise; TLS
+alone encrypts but admits anyone). A token on a non-loopback address without TLS is accepted
+with one warning: it travels in clear.
 
 Defaults: ``request_timeout_s=5``, ``max_request_bytes=8192``, ``max_connections=16``.
 """
@@ -44,19 +60,31 @@ import inspect
 import logging
 import math
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.adapters.grpc_api import (
     RefusalLog,
     bearer_matches,
     check_auth_rule,
     check_token,
+    is_loopback_listen,
     listen_host,
 )
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 
-__all__ = ["CONTENT_TYPE", "Collector", "MetricsServer", "Sample", "Samples", "labelled", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "Collector",
+    "MetricsServer",
+    "Sample",
+    "Samples",
+    "labelled",
+    "render",
+    "server_tls_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +111,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -250,6 +279,10 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     Closing a socket with unread input makes the kernel send RST, which can destroy the
     response still in flight to the client (an error answer to a request we did not read
     whole, or a client turned away while it was still sending).
+
+    TLS has no half-close (``can_write_eof()`` is False): the drain alone runs, so a client
+    that reads until EOF sees it when it closes or after ``LINGER_S``; HTTP clients stop at
+    ``Content-Length`` and close first.
     """
     if writer.can_write_eof():
         writer.write_eof()
@@ -260,6 +293,89 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 discarded += len(chunk)
 
 
+# --- TLS -------------------------------------------------------------------------------------
+
+
+class _EncryptedKey(Exception):
+    """The key file asked for a password (raised from OpenSSL's password callback)."""
+
+
+def _refuse_password() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal and a service would hang there.
+    raise _EncryptedKey
+
+
+def _check_pem(path: Path, marker: bytes, key: str, what: str) -> None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+    if marker not in data:
+        raise ConfigError(f"{key}: {path} is not a PEM {what}")
+
+
+def server_tls_context(
+    cert_file: str | Path, key_file: str | Path, client_ca_file: str | Path | None = None
+) -> ssl.SSLContext:
+    """The server-side context for ``api.tls`` (TLS 1.2 or later): the certificate chain and its
+    key, and with ``client_ca_file`` client certificates verified against that CA but optional
+    at the handshake (see the module docstring). ConfigError naming the ``api.tls`` key for a
+    file that cannot be read or used, an encrypted key, or a key that does not match."""
+    cert, key = Path(cert_file), Path(key_file)
+    _check_pem(cert, b"-----BEGIN CERTIFICATE-----", "api.tls.cert_file", "certificate")
+    _check_pem(key, b"PRIVATE KEY-----", "api.tls.key_file", "private key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(cert, key, password=_refuse_password)
+    except _EncryptedKey as exc:
+        raise ConfigError(
+            f"api.tls.key_file: {key} is encrypted; the gateway needs an unencrypted key "
+            "(protect it with file permissions; `openssl pkey -in KEY -out KEY.plain` decrypts it)"
+        ) from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"api.tls.cert_file/api.tls.key_file: cannot use {cert} with {key}: {exc}"
+        ) from exc
+    if client_ca_file is not None:
+        ca = Path(client_ca_file)
+        _check_pem(ca, b"-----BEGIN CERTIFICATE-----", "api.tls.client_ca_file", "certificate")
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"api.tls.client_ca_file: cannot use {ca}: {exc}") from exc
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+_PLAIN_HTTP_HINT = {"HTTP_REQUEST": "the client speaks plain HTTP to this HTTPS port"}
+
+
+def _reporting_handshake_failures(
+    report: Callable[[ssl.SSLError], None],
+) -> type[ssl.SSLObject]:
+    """An :class:`ssl.SSLObject` class that reports a failed handshake before failing it.
+
+    asyncio (and uvloop) run the handshake inside the transport and close a connection whose
+    handshake fails without telling the server (it is an ``OSError``: logged only in the
+    loop's debug mode). ``SSLContext.sslobject_class`` is the documented hook on the objects
+    they create.
+    """
+
+    class _SSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise  # the handshake waits for the peer: not a failure
+            except ssl.SSLError as exc:
+                report(exc)
+                raise
+
+    return _SSLObject
+
+
 class MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on ``listen`` (``host:port``; port 0 picks one).
 
@@ -267,8 +383,14 @@ class MetricsServer:
     loop, so it must not block: read the store through a worker thread). ``health`` (optional)
     returns whether the process is alive and well; ``ready`` (optional) returns None when the
     gateway is ready to do its job, else the reason it is not (one line, sent to unauthenticated
-    clients: no secrets). Both run on the event loop and must not block. Raises
-    :class:`ConfigError` at construction for a non-loopback ``listen`` without ``token``.
+    clients: no secrets). Both run on the event loop and must not block.
+
+    ``tls`` (optional) is a server-side context (:func:`server_tls_context`); the server sets its
+    ``sslobject_class`` to log failed handshakes, so give each server its own. A context that
+    verifies clients (``verify_mode`` not ``CERT_NONE``) makes ``/metrics`` require a verified
+    client certificate. Raises :class:`ConfigError` at construction for a non-loopback
+    ``listen`` with neither ``token`` nor client certificates, ValueError for a context that is
+    not a server one or allows less than TLS 1.2.
     """
 
     def __init__(
@@ -277,6 +399,7 @@ class MetricsServer:
         collect: Collector,
         token: str | None = None,
         *,
+        tls: ssl.SSLContext | None = None,
         health: Callable[[], bool] | None = None,
         ready: Callable[[], str | None] | None = None,
         request_timeout_s: float = 5.0,
@@ -287,14 +410,29 @@ class MetricsServer:
             raise ValueError(
                 "request_timeout_s must be > 0, max_request_bytes >= 256, max_connections >= 1"
             )
+        if tls is not None:
+            if tls.protocol != ssl.PROTOCOL_TLS_SERVER:
+                raise ValueError("tls must be a server-side context (ssl.PROTOCOL_TLS_SERVER)")
+            if tls.minimum_version not in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+                raise ValueError("tls must require TLS 1.2 or later (minimum_version)")
+            tls.sslobject_class = _reporting_handshake_failures(self._handshake_failed)
+        self._tls = tls
+        self._client_certs = tls is not None and tls.verify_mode != ssl.CERT_NONE
         self._expected = check_token(token, "api.token")
         check_auth_rule(
             listen=listen,
             key="api.metrics_listen",
-            authenticated=self._expected is not None,
+            authenticated=self._expected is not None or self._client_certs,
             what="metrics endpoint",
             logger=log,
         )
+        if self._expected is not None and tls is None and not is_loopback_listen(listen):
+            log.warning(
+                "metrics endpoint on %s: the bearer token travels unencrypted (no api.tls); "
+                "anyone on the path can read it",
+                listen,
+            )
+        self._handshake_failures = 0
         self._listen = listen
         self._collect = collect
         self._health = health
@@ -318,19 +456,51 @@ class MetricsServer:
         port = int(self._listen.rpartition(":")[2])
         try:
             server = await asyncio.start_server(
-                self._serve, host, port, limit=self._max_request_bytes
+                self._serve,
+                host,
+                port,
+                limit=self._max_request_bytes,
+                ssl=self._tls,
+                # Without these a client that stalls the handshake or the closing exchange holds
+                # its socket for asyncio's defaults (60 s and 30 s).
+                ssl_handshake_timeout=self._timeout_s if self._tls else None,
+                ssl_shutdown_timeout=self._timeout_s if self._tls else None,
             )
         except OSError as exc:
             raise GatewayError(f"metrics endpoint cannot listen on {self._listen}: {exc}") from exc
         self._server = server
         self.port = int(server.sockets[0].getsockname()[1])
+        security = [
+            "HTTPS" if self._tls is not None else "plain HTTP",
+            *(["client certificates for /metrics"] if self._client_certs else []),
+            *(["bearer token for /metrics"] if self._expected is not None else []),
+        ]
         log.info(
-            "metrics endpoint listening on %s (port %d%s)",
+            "metrics endpoint listening on %s (port %d, %s)",
             self._listen,
             self.port,
-            ", bearer token" if self._expected else "",
+            ", ".join(security),
         )
         return self.port
+
+    @property
+    def handshake_failures(self) -> int:
+        """TLS handshakes that failed since construction (plain HTTP, untrusted certificates)."""
+        return self._handshake_failures
+
+    def _handshake_failed(self, exc: ssl.SSLError) -> None:
+        """One line per failed handshake: INFO the first time, DEBUG after (a scraper with the
+        wrong scheme or CA retries at every interval). The connection is closed by asyncio."""
+        self._handshake_failures += 1
+        reason = _PLAIN_HTTP_HINT.get(exc.reason or "", str(exc))
+        if self._handshake_failures == 1:
+            log.info(
+                "metrics endpoint: a TLS handshake failed, connection closed: %s (further "
+                "failures are logged at DEBUG level)",
+                reason,
+            )
+        else:
+            log.debug("metrics endpoint: a TLS handshake failed, connection closed: %s", reason)
 
     async def stop(self) -> None:
         """Stop listening and drop connections still being served. Idempotent."""
@@ -378,8 +548,10 @@ class MetricsServer:
             finally:
                 self._active -= 1
             await _linger(reader, writer)
-        except (ConnectionError, TimeoutError):
-            writer.transport.abort()  # the client left, or does not read what we send
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            # The client left, does not read what we send, or broke the TLS session.
+            log.debug("metrics endpoint: connection dropped: %r", exc)
+            writer.transport.abort()
         except Exception:  # the top of a connection's task: log it, keep serving others
             log.exception("metrics endpoint: request failed")
             writer.transport.abort()
@@ -413,16 +585,24 @@ class MetricsServer:
         if request.path == b"/readyz":
             reason = self._not_ready()
             return (_plain(200, "ready") if reason is None else _plain(503, reason)), head
+        # With CERT_OPTIONAL a certificate that was presented has been verified (else the
+        # handshake failed); none gives None, and CERT_NONE contexts give {}.
+        if self._client_certs and not writer.get_extra_info("peercert"):
+            self._refuse(writer, "no client certificate")
+            return _plain(403, "client certificate required"), head
         if self._expected is not None and not bearer_matches(self._expected, request.authorization):
-            peer = writer.get_extra_info("peername")
             reason = "no bearer token" if request.authorization is None else "wrong bearer token"
-            self._refusals.refused(
-                f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer), reason
-            )
+            self._refuse(writer, reason)
             return _plain(
                 401, "unauthorized", ("WWW-Authenticate", 'Bearer realm="dockwatch"')
             ), head
         return await self._metrics(), head
+
+    def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        peer = writer.get_extra_info("peername")
+        self._refusals.refused(
+            f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer), reason
+        )
 
     def _healthy(self) -> bool:
         return self._health is None or self._health()

@@ -35,6 +35,14 @@ Theory of operation
   is dropped (for weight, the newest reading is the valuable one, and the shelf engine tolerates
   gaps); drops are counted and logged once per episode.
 
+* **TLS.** A device whose shelves carry an ``ssl.SSLContext`` (``ShelfPoint.tls``) is polled over
+  Modbus/TCP Security (pymodbus' ``AsyncModbusTlsClient``: the same MBAP frames inside TLS,
+  IANA port 802). Shelves behind one connection share its context. pymodbus only says "not
+  connected" when a handshake fails; the reason (untrusted certificate, host name mismatch...) is
+  recorded through :func:`gateway.adapters.tls.report_handshake_failures` and becomes the
+  detail of the one error logged. A device that closes a TLS connection before answering (the
+  usual sign of a client certificate it does not accept) is reported as such, not as a timeout.
+
 * **Round trips.** Every successful read request is timed (``time.perf_counter``, from sending the
   request to decoding its answer, waits for the connection excluded); :meth:`round_trips` gives
   the count, total, last and largest per device (``host:port``), for metrics. Timeouts and
@@ -50,6 +58,7 @@ import asyncio
 import enum
 import logging
 import math
+import ssl
 import struct
 import time
 from collections import deque
@@ -57,11 +66,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.tls import (
+    describe_tls_error,
+    handshake_failures,
+    report_handshake_failures,
+)
 from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 from gateway.errors import DeviceError
 
@@ -162,6 +176,10 @@ class ShelfPoint:
     status: StatusWord | None = None
     heartbeat: RegisterField | None = None
     """A counter the transmitter increments while it converts; a frozen one means a hung ADC."""
+    tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    """Modbus/TCP Security (TLS) with this context; None: plain Modbus TCP. Every shelf of one
+    connection (host:port) must carry the same context object. The poller sets the context's
+    ``sslobject_class`` (unless already set) to learn why a handshake failed."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.unit <= 255:
@@ -410,6 +428,12 @@ class ModbusShelfPoller:
         self._devices: dict[tuple[str, int], list[ShelfPoint]] = {}
         for point in points:
             self._devices.setdefault((point.host, point.port), []).append(point)
+        for (host, port), shared in self._devices.items():
+            if any(p.tls is not shared[0].tls for p in shared):
+                names = ", ".join(p.shelf_id for p in shared)
+                raise ValueError(
+                    f"shelves {names} share the connection {host}:{port} but not its TLS context"
+                )
         self._health = {p.shelf_id: _Health() for p in points}
         self._pollers: list[_DevicePoller] = []
         self._round_trips = {f"{host}:{port}": RoundTrips() for host, port in self._devices}
@@ -510,6 +534,11 @@ class _DevicePoller:
         self.host, self.port = host, port
         self.endpoint = f"{host}:{port}"
         self.points = list(points)
+        self.tls = points[0].tls
+        if self.tls is not None:
+            report_handshake_failures(self.tls)
+        # Whether the current connection has answered a request yet (see _connection_lost).
+        self._answered = False
         blocks = plan_reads(
             points, max_registers=self.settings.max_registers, max_gap=self.settings.max_gap
         )
@@ -523,7 +552,7 @@ class _DevicePoller:
             unit: _UnitRetry(Backoff(self.settings.backoff, rng=owner._rng)) for unit in self.units
         }
         self._heartbeats = {p.shelf_id: _Heartbeat() for p in points}
-        self._client: AsyncModbusTcpClient | None = None
+        self._client: AsyncModbusTcpClient | AsyncModbusTlsClient | None = None
         self.requests = 0
 
     @property
@@ -563,27 +592,45 @@ class _DevicePoller:
         self._close()
         # Our own timeout wraps every call; pymodbus' internal one is set longer so that it never
         # fires first (it would log an error per request), and its auto-reconnect is off.
-        client = AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            timeout=self.settings.timeout_s * 2 + 1.0,
-            retries=0,
-            reconnect_delay=0,
-            name=f"modbus {self.endpoint}",
+        timeout = self.settings.timeout_s * 2 + 1.0
+        name = f"modbus {self.endpoint}"
+        client = (
+            AsyncModbusTcpClient(
+                self.host, port=self.port, timeout=timeout, retries=0, reconnect_delay=0, name=name
+            )
+            if self.tls is None
+            else AsyncModbusTlsClient(
+                self.host,
+                port=self.port,
+                sslctx=self.tls,
+                timeout=timeout,
+                retries=0,
+                reconnect_delay=0,
+                name=name,
+            )
         )
+        link = "TCP" if self.tls is None else "TLS"
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                connected = await client.connect()
-                _reraise_lost_cancellation()
+            with handshake_failures() as failures:
+                async with asyncio.timeout(self.settings.timeout_s):
+                    connected = await client.connect()
+                    _reraise_lost_cancellation()
         except TimeoutError as exc:
             client.close()
             raise DeviceError(
-                self.device_id, f"no TCP connection within {self.settings.timeout_s:g} s"
+                self.device_id, f"no {link} connection within {self.settings.timeout_s:g} s"
             ) from exc
         if not connected:
             client.close()
+            if failures:
+                cause = failures[-1]
+                raise DeviceError(
+                    self.device_id,
+                    f"TLS handshake failed: {describe_tls_error(cause, peer='transmitter')}",
+                ) from cause
             raise DeviceError(self.device_id, "TCP connection refused or unreachable")
         self._client = client
+        self._answered = False
 
     async def _poll_forever(self, loop: asyncio.AbstractEventLoop) -> None:
         interval = self.settings.poll_interval_s
@@ -648,12 +695,16 @@ class _DevicePoller:
                 )
                 _reraise_lost_cancellation()
         except TimeoutError as exc:
+            if self.tls is not None and not client.connected:
+                raise self._connection_lost(what) from exc
             raise ModbusTimeout(
                 self.device_id,
                 f"no answer within {self.settings.timeout_s:g} s reading {what}",
                 unit=block.unit,
             ) from exc
         except ModbusException as exc:
+            if self.tls is not None and not client.connected:
+                raise self._connection_lost(what) from exc
             raise DeviceError(self.device_id, f"reading {what} failed: {exc}") from exc
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
@@ -672,7 +723,20 @@ class _DevicePoller:
                 code=0,
             )
         self.owner._round_trip(self.endpoint, time.perf_counter() - started)
+        self._answered = True
         return registers
+
+    def _connection_lost(self, what: str) -> DeviceError:
+        """The TLS connection went away under a request: say so rather than "no answer"."""
+        if self._answered:
+            return DeviceError(self.device_id, f"the TLS connection was closed reading {what}")
+        # TLS 1.3 checks the client's certificate after the client's handshake is done: a
+        # transmitter that refuses ours closes the connection before the first answer.
+        return DeviceError(
+            self.device_id,
+            "the transmitter closed the TLS connection before answering (does it require a "
+            "client certificate? tls.cert_file and tls.key_file)",
+        )
 
     def _deliver(
         self, point: ShelfPoint, blocks: Sequence[ReadBlock], words: Sequence[list[int]], at: float

@@ -63,6 +63,7 @@ from gateway.adapters.mqtt_client import (
     MqttConnection,
     PublishRefused,
 )
+from gateway.adapters.tls import client_context
 from gateway.domain import payloads
 from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.errors import ConfigError, PublishError
@@ -746,14 +747,14 @@ class MqttSink:
 
     def _tls_context(self) -> ssl.SSLContext:
         ca_file, cert_file, key_file = self._tls_files
-        try:
-            context = ssl.create_default_context(cafile=ca_file)
-            if cert_file is not None and key_file is not None:
-                context.load_cert_chain(cert_file, key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"sinks.mqtt.tls: cannot load certificates: {exc}") from exc
         # Like mosquitto_pub --insecure: the chain is still verified, the host name is not.
-        context.check_hostname = not self._tls_insecure
+        context = client_context(
+            ca_file=ca_file,
+            cert_file=cert_file if key_file is not None else None,
+            key_file=key_file if cert_file is not None else None,
+            check_hostname=not self._tls_insecure,
+            key="sinks.mqtt.tls",
+        )
         context.sslsocket_class = _ClosingSSLSocket
         return context
 

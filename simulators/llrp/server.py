@@ -57,6 +57,7 @@ import hashlib
 import itertools
 import logging
 import signal
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -64,7 +65,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Self
 
-from gateway.errors import ProtocolError
+from gateway.adapters.tls import server_context
+from gateway.errors import ConfigError, ProtocolError
 from simulators.llrp import codec as c
 from simulators.llrp.source import ReadSource, SimRead, TagPopulation
 
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5084
+DEFAULT_TLS_PORT = 5085  # IANA encrypted-llrp
 IMPINJ_PEN = c.VENDOR_IMPINJ
 _SIM_MODEL = 1
 _SIM_FIRMWARE = "dockwatch-sim 1.0"
@@ -185,7 +188,10 @@ class LlrpReaderSimulator:
     * ``capabilities``: replace the whole capabilities response (its msg_id is rewritten);
     * ``fail_requests``: fault: answer these request types (:class:`codec.MessageType`) with this
       non-success LLRPStatus instead of processing them;
-    * ``impinj_extensions``: accept Impinj's IMPINJ_ENABLE_EXTENSIONS (vendor 25882 subtype 21).
+    * ``impinj_extensions``: accept Impinj's IMPINJ_ENABLE_EXTENSIONS (vendor 25882 subtype 21);
+    * ``tls``: serve LLRP over TLS with this server context (:func:`gateway.adapters.tls.
+      server_context`; it requires client certificates when built with a client CA). A client
+      whose handshake fails never becomes a session.
     """
 
     def __init__(
@@ -206,6 +212,7 @@ class LlrpReaderSimulator:
         fail_requests: Mapping[int, c.LLRPStatus] | None = None,
         impinj_extensions: bool = True,
         max_held_tags: int = 100_000,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not antennas or any(not 1 <= a <= 0xFFFF for a in antennas):
             raise ValueError(f"antennas must be IDs in 1..65535, got {antennas!r}")
@@ -228,6 +235,7 @@ class LlrpReaderSimulator:
         self.fail_requests: dict[int, c.LLRPStatus] = dict(fail_requests or {})
         self.impinj_extensions = impinj_extensions
         self.max_held_tags = max_held_tags
+        self.tls = tls
         self.requested_port = port
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
@@ -251,9 +259,15 @@ class LlrpReaderSimulator:
             raise RuntimeError("simulator already started")
         self._started_mono = time.monotonic()
         self._server = await asyncio.start_server(
-            self._on_client, self.host, self.requested_port, reuse_address=True
+            self._on_client, self.host, self.requested_port, reuse_address=True, ssl=self.tls
         )
-        logger.info("LLRP reader %s listening on %s:%d", self.reader_id, self.host, self.port)
+        logger.info(
+            "LLRP reader %s listening on %s:%d%s",
+            self.reader_id,
+            self.host,
+            self.port,
+            "" if self.tls is None else " (TLS)",
+        )
 
     async def stop(self) -> None:
         """Tell every client the reader is closing (ConnectionCloseEvent), close, stop listening."""
@@ -1451,8 +1465,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="seconds between summary lines",
     )
     parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help=f"PEM certificate (chain) of the reader: serve LLRP over TLS (default port "
+        f"{DEFAULT_TLS_PORT}); needs --tls-key",
+    )
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates issued by this CA (PEM); needs --tls-cert",
+    )
+    parser.add_argument(
         "--log-level", metavar="LEVEL", default="INFO", help="DEBUG, INFO, WARNING..."
     )
+
+
+def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server context the ``--tls-*`` options ask for (None: plain TCP)."""
+    cert, key, client_ca = args.tls_cert, args.tls_key, args.tls_client_ca
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise SystemExit("--tls-cert and --tls-key go together")
+    try:
+        return server_context(cert, key, client_ca)
+    except ConfigError as exc:
+        raise SystemExit(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from exc
 
 
 def _parse_antennas(text: str) -> tuple[int, ...]:
@@ -1467,10 +1508,12 @@ def _parse_antennas(text: str) -> tuple[int, ...]:
 
 def build_simulators(args: argparse.Namespace, *, t0_wall: float) -> list[LlrpReaderSimulator]:
     """The simulators the command line asks for (one per reader of the scenario)."""
+    tls = tls_from_args(args)
+    default_port = DEFAULT_PORT if tls is None else DEFAULT_TLS_PORT
     if not args.scenario:
         antennas = _parse_antennas(args.antennas)
         population = TagPopulation.sequential(args.tags, antennas=antennas, rssi_dbm=-58.0)
-        port = DEFAULT_PORT if args.port is None else args.port
+        port = default_port if args.port is None else args.port
         return [
             LlrpReaderSimulator(
                 host=args.host,
@@ -1478,6 +1521,7 @@ def build_simulators(args: argparse.Namespace, *, t0_wall: float) -> list[LlrpRe
                 antennas=antennas,
                 source=population,
                 report_interval_s=args.report_interval,
+                tls=tls,
             )
         ]
     from simulators.scenario import load_scenario
@@ -1487,7 +1531,7 @@ def build_simulators(args: argparse.Namespace, *, t0_wall: float) -> list[LlrpRe
         scenario = scenario.with_seed(args.seed)
     if args.truth:
         scenario.write_truth(args.truth)
-    next_port = DEFAULT_PORT if args.port is None else args.port
+    next_port = default_port if args.port is None else args.port
     sims = []
     for door in scenario.doors:
         port = door.port
@@ -1502,6 +1546,7 @@ def build_simulators(args: argparse.Namespace, *, t0_wall: float) -> list[LlrpRe
                 antennas=door.antenna_ids,
                 source=scenario.read_source(door.reader, t0_wall, speed=args.speed),
                 report_interval_s=args.report_interval,
+                tls=tls,
             )
         )
     return sims

@@ -14,6 +14,9 @@ time.
 
 Command line: ``dockwatch simulate modbus --port 5020 --scenario FILE --truth FILE`` or, without a
 scenario, ``--units N`` shelves with generated activity (``--servers K`` runs K such ports).
+``--tls-cert FILE --tls-key FILE`` serves Modbus/TCP Security (the same register map inside TLS,
+as pymodbus' TLS server frames it: MBAP header, no change to the PDUs); ``--tls-client-ca FILE``
+also requires client certificates issued by that CA.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,9 +34,10 @@ from typing import Any, Self, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusTcpServer, ModbusTlsServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from gateway.adapters.tls import server_context
 from gateway.errors import ConfigError, GatewayError
 from simulators.modbus import registers
 from simulators.modbus.physics import ShelfPhysics
@@ -127,7 +132,8 @@ class ShelfSimulator:
 
     Scenario time is ``clock() - clock()@start``: by default the monotonic clock times ``speed``.
     A test may pass its own ``clock`` (running at ``speed`` times real time) to share it with
-    the gateway side.
+    the gateway side. With ``tls`` (a server context, :func:`gateway.adapters.tls.server_context`)
+    it serves Modbus/TCP Security instead of plain Modbus TCP.
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class ShelfSimulator:
         speed: float = 1.0,
         truth: Path | str | None = None,
         seed: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
@@ -151,6 +158,7 @@ class ShelfSimulator:
         if len(set(units)) != len(units):
             raise ValueError(f"two shelves share a unit id: {sorted(units)}")
         self.host = host
+        self.tls = tls
         self._requested_port = port
         # ``clock`` runs at scenario rate; ``speed`` is that rate over real time (for sleeping).
         self._clock = clock if clock is not None else _scaled_monotonic(speed)
@@ -197,8 +205,13 @@ class ShelfSimulator:
                 action=_no_such_unit,
             )
         )
-        server = ModbusTcpServer(
-            devices, address=(self.host, self._requested_port), ignore_missing_devices=True
+        address = (self.host, self._requested_port)
+        server = (
+            ModbusTcpServer(devices, address=address, ignore_missing_devices=True)
+            if self.tls is None
+            else ModbusTlsServer(
+                devices, address=address, sslctx=self.tls, ignore_missing_devices=True
+            )
         )
         try:
             await server.serve_forever(background=True)
@@ -214,9 +227,10 @@ class ShelfSimulator:
             writer = GroundTruthWriter(self._truth_path)
             self._truth_task = asyncio.create_task(self._write_truth(writer), name="shelf-truth")
         log.info(
-            "modbus shelf simulator listening on %s:%s, units %s",
+            "modbus shelf simulator listening on %s:%s%s, units %s",
             self.host,
             self._port,
+            "" if self.tls is None else " (TLS)",
             sorted(self.transmitters),
         )
 
@@ -330,6 +344,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=float, help="stop after this many scenario seconds (default: never)"
     )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate (chain) of the transmitter: serve Modbus/TCP Security (TLS); "
+        "needs --tls-key",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="require client certificates issued by this CA (PEM); needs --tls-cert",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -356,9 +384,21 @@ def main(args: argparse.Namespace) -> int:
             return 1
 
 
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    cert, key, client_ca = args.tls_cert, args.tls_key, args.tls_client_ca
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    return server_context(cert, key, client_ca)
+
+
 def _build(args: argparse.Namespace) -> list[ShelfSimulator]:
     if args.units < 1 or args.units > 247 or args.servers < 1:
         raise ValueError("--units must be within 1..247 and --servers >= 1")
+    tls = _tls(args)
     if args.scenario is not None:
         scenario = load_shelf_scenario(args.scenario)
         seed = args.seed if args.seed is not None else scenario.seed
@@ -370,6 +410,7 @@ def _build(args: argparse.Namespace) -> list[ShelfSimulator]:
                 speed=args.speed,
                 truth=args.truth,
                 seed=seed,
+                tls=tls,
             )
         ]
     seed = args.seed if args.seed is not None else 0
@@ -381,7 +422,9 @@ def _build(args: argparse.Namespace) -> list[ShelfSimulator]:
             truth = truth.with_name(f"{truth.stem}-{k}{truth.suffix}")
         port = 0 if args.port == 0 else args.port + k
         sims.append(
-            ShelfSimulator(args.host, port, scenario=scenario, speed=args.speed, truth=truth)
+            ShelfSimulator(
+                args.host, port, scenario=scenario, speed=args.speed, truth=truth, tls=tls
+            )
         )
     return sims
 
@@ -393,7 +436,7 @@ async def _serve(simulators: Sequence[ShelfSimulator], duration: float | None) -
             await sim.start()
             started.append(sim)
             units = sorted(sim.transmitters)
-            where = f"{sim.host}:{sim.port}"
+            where = f"{sim.host}:{sim.port}" + ("" if sim.tls is None else " (TLS)")
             print(
                 f"modbus simulator listening on {where} units {units[0]}..{units[-1]}", flush=True
             )
