@@ -10,9 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters.llrp import tag_read_from_sllurp, tag_reads_from_sllurp
+from gateway.adapters.llrp import (
+    _ReaderClient,
+    _SessionSink,
+    reader_config,
+    tag_read_from_sllurp,
+    tag_reads_from_sllurp,
+)
 from gateway.domain.model import DeviceId, Epc, TagRead
 from gateway.errors import ProtocolError
+from simulators.llrp import codec
 
 READER = DeviceId("r1")
 
@@ -112,3 +119,46 @@ def test_a_tag_read_is_validated_however_it_is_built() -> None:
     for bad in ({"antenna": 70_000}, {"epc": "30ab"}, {"last_seen_us": 5}, {"seen_count": 0}):
         with pytest.raises(ValueError, match=r"antenna|EPC|last_seen|seen_count"):
             read._replace(**bad)
+
+
+def test_a_reply_that_cannot_be_sent_is_a_lost_connection_not_a_crash() -> None:
+    """sllurp answers a KEEPALIVE at once, from the frame loop: a connection that broke
+    meanwhile must end the session with a reason, not escape as a thread crash."""
+    events: list[tuple[Any, ...]] = []
+
+    def post(fn: Any, *args: Any) -> None:
+        events.append((fn, *args))
+
+    sink = _SessionSink(
+        reports=lambda *a: None,
+        message=lambda *a: None,
+        inventorying=lambda *a: None,
+        failed=lambda *a: None,
+        disconnected=lambda *a: None,
+        thread_exited=lambda *a: None,
+    )
+    client = _ReaderClient(
+        host="127.0.0.1",
+        port=5084,
+        config=reader_config(
+            antennas=[1], keepalive_s=5, report_every_ms=200, report_every_tags=0, tx_power_dbm=None
+        ),
+        socket_timeout_s=1.0,
+        max_frame_bytes=1 << 20,
+        post=post,
+        session=1,
+        sink=sink,
+        reader_id=DeviceId("door-1-reader"),
+    )
+
+    def broken_pipe(_data: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    client.llrp.transport_tx_write = broken_pipe  # what sllurp sends through (its send_data)
+    client.raw_data_received(codec.Keepalive(msg_id=7).encode())
+    failures = [args for fn, *args in events if fn is sink.failed]
+    assert len(failures) == 1
+    session, reason, cause = failures[0]
+    assert session == 1
+    assert reason.startswith("connection lost while answering the reader")
+    assert isinstance(cause, BrokenPipeError)

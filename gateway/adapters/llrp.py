@@ -566,6 +566,11 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 # step; KeyError & co. when a capability sllurp expects is missing.
                 self._give_up(f"LLRP handshake failed in sllurp: {exc!r}", exc)
                 return
+            except OSError as exc:
+                # sllurp answers some messages at once (KEEPALIVE_ACK, the next handshake step):
+                # a connection that broke meanwhile is a lost connection, not a crash.
+                self._give_up(f"connection lost while answering the reader: {exc!r}", exc)
+                return
 
     def _hand_over(self) -> None:
         """Post the pending reports, once the loop has taken enough earlier hand-overs."""
