@@ -75,7 +75,11 @@ def _free_port() -> int:
 
 
 def find_mosquitto() -> str | None:
-    """The mosquitto binary (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    """The mosquitto binary (Debian installs it in /usr/sbin, often not on a user's PATH), or
+    None: then the demo runs the embedded broker. ``DOCKWATCH_DEMO_BROKER=embedded`` asks for the
+    embedded one even where mosquitto is installed (what a machine without it gets)."""
+    if os.environ.get("DOCKWATCH_DEMO_BROKER") == "embedded":
+        return None
     found = shutil.which("mosquitto")
     if found:
         return found

@@ -7,6 +7,7 @@ refuse to start, which this test would report).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -104,3 +105,26 @@ def test_demo_shows_both_doors_the_shelves_and_a_low_stock_alert_then_stops_clea
         ["pgrep", "-f", "gateway.cli simulate"], capture_output=True, text=True, check=False
     )
     assert leftovers.stdout == ""
+
+
+def test_without_mosquitto_the_demo_runs_on_the_embedded_broker() -> None:
+    """A machine without mosquitto: the embedded Python broker (MQTT 3.1.1) carries the demo."""
+    environ = {**os.environ, "DOCKWATCH_DEMO_BROKER": "embedded"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--seconds", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environ,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedded amqtt broker on 127.0.0.1:11883" in out, out
+    assert re.search(r"#\d+\s+adjustment SKU-1001\s+x13\s+adjustment -> shelf-a1", out), out
+    assert re.search(r"#\d+\s+receipt\s+SKU-1001\s+x12\s+yard -> receiving", out), out
+    final = out[out.rindex("--- dockwatch demo") :]
+    synced = re.search(r"sync: last seq (\d+); central acked (\d+), mqtt acked (\d+)", final)
+    assert synced, final
+    assert synced[1] == synced[3], final  # everything recorded reached the embedded broker
+    assert out.rstrip().endswith("dockwatch demo stopped.")
