@@ -111,6 +111,45 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="INFO", metavar="LEVEL", help="the simulators' log level (INFO)"
     )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve every simulator over TLS with this PEM certificate chain: LLRP over TLS, "
+        "Modbus/TCP Security and gRPC with TLS (ports as given); needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert"
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="FILE",
+        help="the LLRP and Modbus simulators require client certificates issued by this CA",
+    )
+
+
+def _tls_arguments(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The TLS options of the device simulators and of central; UsageError for a bad combination
+    or a file that does not exist (before anything starts)."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        return [], []
+    if args.tls_cert is None or args.tls_key is None:
+        raise UsageError("--tls-cert and --tls-key go together")
+    for option, path in (
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--tls-client-ca", args.tls_client_ca),
+    ):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    central = ["--tls-cert", str(args.tls_cert), "--tls-key", str(args.tls_key)]
+    devices = list(central)
+    if args.tls_client_ca is not None:
+        devices += ["--tls-client-ca", str(args.tls_client_ca)]
+    return devices, central
 
 
 def resolve_scenario(text: str) -> Path:
@@ -148,6 +187,7 @@ def plan(args: argparse.Namespace) -> list[Planned]:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise UsageError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {args.log_level}")
     common = ["--host", args.host, "--speed", str(args.speed), "--log-level", level]
+    device_tls, central_tls = _tls_arguments(args)
     if args.seed is not None:
         common += ["--seed", str(args.seed)]
     next_llrp, next_modbus = args.llrp_port, args.modbus_port
@@ -179,7 +219,7 @@ def plan(args: argparse.Namespace) -> list[Planned]:
                 antennas = ",".join(str(a) for a in door.antenna_ids)
                 readers.append((door, port, antennas))
             name = names["doors"]
-            cmd = ["llrp", "--scenario", str(path), "--port", str(first), *common]
+            cmd = ["llrp", "--scenario", str(path), "--port", str(first), *common, *device_tls]
             if args.truth_dir is not None:
                 cmd += ["--truth", str(args.truth_dir / f"{label}.portal-truth.jsonl")]
             lines = [
@@ -205,7 +245,7 @@ def plan(args: argparse.Namespace) -> list[Planned]:
                 raise UsageError(f"{path}: {exc}") from exc
             port, next_modbus = next_modbus, next_modbus + 1
             name = names["shelves"]
-            cmd = ["modbus", "--scenario", str(path), "--port", str(port), *common]
+            cmd = ["modbus", "--scenario", str(path), "--port", str(port), *common, *device_tls]
             if args.truth_dir is not None:
                 cmd += ["--truth", str(args.truth_dir / f"{label}.shelf-truth.jsonl")]
             units = ", ".join(f"unit {s.unit} ({s.shelf_id}, {s.sku})" for s in shelves.shelves)
@@ -228,7 +268,7 @@ def plan(args: argparse.Namespace) -> list[Planned]:
                 else Path(DEFAULT_CENTRAL_DB)
             )
         cmd = ["central", "--listen", args.central_listen, "--db", str(db)]
-        cmd += ["--log-level", level]
+        cmd += ["--log-level", level, *central_tls]
         planned.append(
             Planned(
                 SimulatorSpec(

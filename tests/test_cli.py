@@ -9,6 +9,7 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from gateway import __version__
 from gateway.cli import COMMANDS, build_parser, main
 from tests.support.net import free_port
+from tests.support.tls import self_signed_server
 
 DOCKWATCH = [sys.executable, "-m", "gateway.cli"]
 
@@ -387,3 +389,45 @@ def test_simulate_all_stops_on_sigterm_too(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 0, lines.dump()
     assert not _processes_mentioning(str(scenario))
     assert sorted(os.listdir(tmp_path / "logs")) == ["llrp.log", "modbus.log"]
+
+
+@pytest.mark.integration
+def test_simulate_all_serves_tls_when_given_a_certificate(tmp_path: Path) -> None:
+    """``--tls-cert/--tls-key``: LLRP over TLS, Modbus/TCP Security and gRPC with TLS."""
+    server = self_signed_server(tmp_path / "pki")
+    scenario = _scenario(tmp_path)
+    llrp, modbus, central = free_port(), free_port(), free_port()
+    with _simulate_all(
+        "--scenario", str(scenario), "--llrp-port", str(llrp), "--modbus-port", str(modbus),
+        "--central-listen", f"127.0.0.1:{central}", "--truth-dir", str(tmp_path / "truth"),
+        "--tls-cert", str(server.cert_file), "--tls-key", str(server.key_file),
+    ) as (proc, lines):  # fmt: skip
+        lines.wait_for("simulator(s) up", timeout=60)
+        context = ssl.create_default_context(cafile=str(server.cert_file))
+        for port in (llrp, modbus):
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+                if port == llrp:  # the reader greets inside TLS: READER_EVENT_NOTIFICATION
+                    word, _length, _msg_id = struct.unpack("!HII", _read_exactly(tls, 10))
+                    assert word & 0x3FF == 63
+        credentials = grpc.ssl_channel_credentials(server.cert_file.read_bytes())
+        with grpc.secure_channel(f"localhost:{central}", credentials) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, lines.dump()
+
+
+def test_simulate_all_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
+    scenario = _scenario(tmp_path)
+    result = subprocess.run(
+        [*DOCKWATCH, "simulate", "all", "--scenario", str(scenario), "--tls-cert", "x.pem"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--tls-cert and --tls-key go together" in result.stderr
