@@ -1,6 +1,6 @@
 """End to end: simulator -> Modbus TCP -> adapter -> shelf engine -> edge store, against truth.
 
-The scenarios run 12-20x faster than real time (see ``simulators.modbus.accuracy``); each prints
+The scenarios run 10-20x faster than real time (see ``simulators.modbus.accuracy``); each prints
 its tally (visible with ``pytest -s`` or on failure).
 """
 
@@ -35,7 +35,9 @@ def run(name: str, tmp_path: Path, speed: float) -> AccuracyReport:
 
 
 def test_noisy_shelves_count_99_percent_exactly_without_phantoms(tmp_path: Path) -> None:
-    report = run("shelf_noisy", tmp_path, speed=15.0)
+    # 10x, as benchmarks/shelf_accuracy.py: at 15x a loaded machine's scheduling jitter becomes
+    # whole seconds of scenario time between polls, and close picks merge.
+    report = run("shelf_noisy", tmp_path, speed=10.0)
     assert report.events >= 100
     assert report.exact_ratio >= 0.99, report.lines()
     assert report.phantom == 0, report.lines()
