@@ -47,13 +47,13 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import yaml
 
@@ -316,6 +316,53 @@ async def _supervised(
                 restarting.discard(name)
 
 
+def build_listeners(
+    config: GatewayConfig,
+    store: EdgeStore | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    collect: Callable[[], Any] = dict,
+    ready: Callable[[], str | None] | None = None,
+    status: Callable[[], RuntimeStatus] | None = None,
+) -> tuple[EdgeApiServer, MetricsServer | None]:
+    """The local gRPC API and the metrics endpoint ``config.api`` describes, not yet started.
+
+    Building them applies every rule of the two listeners (the token, TLS files, no
+    unauthenticated listener off loopback): :class:`ConfigError` otherwise. ``store`` None
+    builds them only for that check (:func:`preflight`); they must not be started then.
+    """
+    api = config.api
+    token = resolve_secret(api.token, environ=environ) if api.token else None
+    server = EdgeApiServer.from_config(
+        api,
+        cast("EdgeStore", store),  # None only for preflight, which never serves
+        site=config.site.id,
+        token=token,
+        status=status,
+    )
+    metrics = None
+    if api.metrics_listen is not None:
+        # One api.tls for both listeners: the metrics endpoint speaks HTTPS with the gRPC
+        # API's certificate, and its client CA guards /metrics (not the probes' paths).
+        tls = api.tls
+        context = (
+            server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file)
+            if tls is not None
+            else None
+        )
+        # /healthz is liveness (200 while the loop serves): starting, a store outage or a
+        # part restarting are readiness matters (/readyz), not reasons to restart the process.
+        metrics = MetricsServer(api.metrics_listen, collect, token, tls=context, ready=ready)
+    return server, metrics
+
+
+def preflight(config: GatewayConfig, environ: Mapping[str, str] | None = None) -> None:
+    """The start-up checks that need neither the store nor the network, as ``run`` applies
+    them: secrets resolve, TLS files load, the listeners' authentication rules hold.
+    ``dockwatch check-config`` runs them too. Raises :class:`ConfigError`."""
+    build_listeners(config, None, environ=environ)
+
+
 def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
     return [
         PortalSpec(
@@ -555,25 +602,14 @@ class Gateway:
                 raise ConfigError(f"sinks.central: {exc}") from exc
 
     def _build_api(self, store: EdgeStore) -> None:
-        api = self.config.api
-        token = resolve_secret(api.token, environ=self._environ) if api.token else None
-        self.api = EdgeApiServer.from_config(
-            api, store, site=self.config.site.id, token=token, status=self._runtime_status
+        self.api, self.metrics = build_listeners(
+            self.config,
+            store,
+            environ=self._environ,
+            collect=self._collect_metrics,
+            ready=self.not_ready,
+            status=self._runtime_status,
         )
-        if api.metrics_listen is not None:
-            # One api.tls for both listeners: the metrics endpoint speaks HTTPS with the gRPC
-            # API's certificate, and its client CA guards /metrics (not the probes' paths).
-            tls = api.tls
-            context = (
-                server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file)
-                if tls is not None
-                else None
-            )
-            # /healthz is liveness (200 while the loop serves): starting, a store outage or a
-            # part restarting are readiness matters (/readyz), not reasons to restart the process.
-            self.metrics = MetricsServer(
-                api.metrics_listen, self._collect_metrics, token, tls=context, ready=self.not_ready
-            )
 
     def not_ready(self) -> str | None:
         """None when the gateway is ready to do its job, else why not (one line, no secrets)."""
@@ -1332,9 +1368,14 @@ def main(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.log_level or config.logging.level, config.logging.format)
     try:
+        preflight(config)  # before the store is opened or migrated
         import uvloop
 
         uvloop.run(_run_until_signalled(Gateway(config)))
+    except ConfigError as exc:  # found at start-up (a listener's rule, a secret): exit as invalid
+        for problem in exc.problems:
+            print(f"{args.config or 'config'}: {problem}", file=sys.stderr)
+        return 2
     except GatewayError as exc:
         log.error("gateway stopped: %s", exc)  # noqa: TRY400 - the message is the whole story
         return 1

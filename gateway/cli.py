@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
@@ -82,6 +83,10 @@ def build_parser(selected: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # gRPC's C core writes its own INFO lines (a failed TLS handshake...) straight to standard
+    # error, past our log format (and through JSON logs); our adapters report those failures.
+    # Set before any command imports grpc; an operator's own GRPC_VERBOSITY wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     argv = list(sys.argv[1:] if argv is None else argv)
     words = [a for a in argv if not a.startswith("-")][:2]
     parser = build_parser(words)

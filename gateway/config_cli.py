@@ -43,8 +43,13 @@ def main(args: argparse.Namespace) -> int:
             )
             return EXIT_INVALID
         path = Path(env_path)
+    environ = {} if args.no_env else os.environ
     try:
-        config = load_config(path, environ={} if args.no_env else os.environ)
+        config = load_config(path, environ=environ)
+        # What start-up checks beyond the file: secrets, TLS files, the listeners' rules.
+        from gateway.app import preflight
+
+        preflight(config, environ)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{path}: {problem}", file=sys.stderr)

@@ -127,7 +127,12 @@ async def broker(host: str, port: int, workdir: Path) -> AsyncIterator[str]:
     )
     await embedded.start()
     try:
-        yield f"embedded amqtt broker on {host}:{port} (mosquitto not installed)"
+        why = (
+            "DOCKWATCH_DEMO_BROKER=embedded"
+            if os.environ.get("DOCKWATCH_DEMO_BROKER") == "embedded"
+            else "mosquitto not installed"
+        )
+        yield f"embedded amqtt broker on {host}:{port} ({why})"
     finally:
         await embedded.shutdown()
 

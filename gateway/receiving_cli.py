@@ -217,6 +217,13 @@ def _run(args: argparse.Namespace) -> int:
                 2, f"{new.name}: receipt(s) {', '.join(again)} already expected in {target}"
             )
         documents = existing.entries + new.entries
+        # The merged file must be one the gateway accepts as a whole (an EPC expected by two
+        # receipts is only visible across files): refuse, and write nothing, otherwise.
+        try:
+            merged = parse_expected({"receipts": documents})
+        except ValueError as exc:
+            raise _Failed(2, f"{new.name}: with the receipts in {target}: {exc}") from exc
+        _check_against(config, str(target), merged)
         try:
             _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
         except OSError as exc:

@@ -431,3 +431,17 @@ def test_simulate_all_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--tls-cert and --tls-key go together" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["llrp", "modbus"])
+def test_a_simulator_given_a_missing_scenario_exits_2_without_a_traceback(kind: str) -> None:
+    result = subprocess.run(
+        [*DOCKWATCH, "simulate", kind, "--scenario", "no-such-scenario.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no-such-scenario.yaml" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -725,6 +725,24 @@ def test_check_config_valid_prints_summary(capsys: pytest.CaptureFixture[str]) -
     assert "mqtt mqtt://127.0.0.1:11883" in out
 
 
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_listener_run_would_refuse_is_invalid_for_check_config_and_run_alike(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """check-config validates as start-up does: an unauthenticated API off loopback is refused
+    by both, with exit 2 and the key named (run refuses before it opens the store)."""
+    monkeypatch.setenv("DOCKWATCH__API__GRPC_LISTEN", "0.0.0.0:50061")
+    monkeypatch.setenv("DOCKWATCH_STORE_URL", f"sqlite:///{tmp_path / 'edge.db'}")
+    argv = ["check-config", str(DEMO)] if command == "check-config" else ["run", "-c", str(DEMO)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "api.grpc_listen: refusing to serve the gRPC API without authentication" in err
+    assert "0.0.0.0:50061" in err
+
+
 def test_check_config_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["check-config", "--no-env", str(EXAMPLE)]) == 0
     assert "central 127.0.0.1:50070" in capsys.readouterr().out

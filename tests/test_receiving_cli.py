@@ -201,3 +201,22 @@ def test_loads_running_at_once_lose_no_receipts(tmp_path: Path) -> None:
     assert codes == [0] * len(feeds)
     loaded = sorted(r.receipt_id for r in load_expected(expected))
     assert loaded == sorted(f"ASN-{n}" for n in range(12))
+
+
+def test_load_refuses_an_epc_another_expected_receipt_already_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each file alone is valid; together the gateway would reject the file: write nothing."""
+    epc = "urn:epc:id:sgtin:0614141.012345.1001"
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("")
+    config = gateway_config(tmp_path, expected)
+    first = write(tmp_path / "a.yaml", [{"id": "ASN-A", "lines": [{"epcs": [epc]}]}])
+    second = write(tmp_path / "b.yaml", [{"id": "ASN-B", "lines": [{"epcs": [epc]}]}])
+    assert main(["receipts", "load", str(first), "-c", str(config)]) == 0
+    before = expected.read_bytes()
+    capsys.readouterr()
+    assert main(["receipts", "load", str(second), "-c", str(config)]) == 2
+    assert epc in capsys.readouterr().err
+    assert expected.read_bytes() == before
+    assert [r.receipt_id for r in load_expected(expected)] == ["ASN-A"]

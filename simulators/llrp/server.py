@@ -58,6 +58,7 @@ import itertools
 import logging
 import signal
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -1597,6 +1598,9 @@ def main(args: argparse.Namespace) -> int:
     with runner:
         try:
             return runner.run(_serve(args))
+        except ConfigError as exc:  # a missing or invalid scenario: a usage error
+            print(f"dockwatch simulate llrp: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
             logger.error("cannot serve: %s", exc)  # noqa: TRY400 - a bind error needs no traceback
             return 1
