@@ -445,3 +445,18 @@ def test_a_simulator_given_a_missing_scenario_exits_2_without_a_traceback(kind: 
     assert result.returncode == 2, result.stderr
     assert "no-such-scenario.yaml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_modbus_simulator_stops_cleanly_on_sigint_and_sigterm(sig: signal.Signals) -> None:
+    port = free_port()
+    with subprocess.Popen(
+        [*DOCKWATCH, "simulate", "modbus", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        assert "listening on" in proc.stdout.readline()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import ssl
 import sys
 import time
@@ -431,6 +432,12 @@ def _build(args: argparse.Namespace) -> list[ShelfSimulator]:
 
 async def _serve(simulators: Sequence[ShelfSimulator], duration: float | None) -> int:
     started: list[ShelfSimulator] = []
+    # SIGINT and SIGTERM (a service manager's, `simulate all`'s) stop it the same way; handled
+    # from before the first "listening" line, which is what a supervisor waits for.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         for sim in simulators:
             await sim.start()
@@ -440,10 +447,14 @@ async def _serve(simulators: Sequence[ShelfSimulator], duration: float | None) -
             print(
                 f"modbus simulator listening on {where} units {units[0]}..{units[-1]}", flush=True
             )
-        if duration is None:
-            await asyncio.Event().wait()
-        else:
-            await simulators[0].sleep_until(duration)
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
+        if duration is not None:
+            waits.append(asyncio.ensure_future(simulators[0].sleep_until(duration)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
     finally:
         for sim in started:
             await sim.stop()
