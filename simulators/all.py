@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from gateway.adapters.tls import server_context_from_flags
 from gateway.config import split_host_port
 from gateway.errors import ConfigError, GatewayError
 from simulators.launcher import SimulatorSpec, launched
@@ -130,21 +131,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _tls_arguments(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The TLS options of the device simulators and of central; UsageError for a bad combination
-    or a file that does not exist (before anything starts)."""
-    if args.tls_cert is None and args.tls_key is None:
-        if args.tls_client_ca is not None:
-            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    """The TLS options of the device simulators and of central. UsageError, before anything
+    starts, for what the simulators would refuse: a bad combination, a file that cannot load."""
+    try:
+        context = server_context_from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except (ValueError, ConfigError) as exc:
+        raise UsageError(str(exc)) from exc
+    if context is None:
         return [], []
-    if args.tls_cert is None or args.tls_key is None:
-        raise UsageError("--tls-cert and --tls-key go together")
-    for option, path in (
-        ("--tls-cert", args.tls_cert),
-        ("--tls-key", args.tls_key),
-        ("--tls-client-ca", args.tls_client_ca),
-    ):
-        if path is not None and not path.is_file():
-            raise UsageError(f"{option} {path}: no such file")
     central = ["--tls-cert", str(args.tls_cert), "--tls-key", str(args.tls_key)]
     devices = list(central)
     if args.tls_client_ca is not None:

@@ -110,7 +110,7 @@ __all__ = [
     "RefusalLog",
     "RuntimeStatus",
     "bearer_matches",
-    "check_auth_rule",
+    "check_listener_auth",
     "check_token",
     "is_loopback_listen",
     "listen_host",
@@ -259,30 +259,49 @@ class RefusalLog:
         self._suppressed = 0
 
 
-def check_auth_rule(
-    *, listen: str, key: str, authenticated: bool, what: str, logger: logging.Logger
-) -> None:
-    """ConfigError for an unauthenticated service on a non-loopback address; a warning on
-    loopback (an unauthenticated local service is fine for a bench, worth saying once)."""
+def check_listener_auth(
+    *,
+    listen: str,
+    key: str,
+    what: str,
+    token: str | None,
+    client_certs: bool,
+    encrypted: bool,
+    logger: logging.Logger,
+) -> bytes | None:
+    """The rules every authenticated listener of the gateway applies (the gRPC API and the
+    metrics endpoint); returns the expected token (:func:`check_token`).
+
+    ConfigError for an unusable token, or for an unauthenticated service (no token, no client
+    certificates) on a non-loopback address. Warnings, once: an unauthenticated service on
+    loopback (fine for a bench, worth saying), and a token that travels unencrypted off loopback.
+    """
+    expected = check_token(token, "api.token")
     try:
         loopback = is_loopback_listen(listen)
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
-    if authenticated:
-        return
-    if not loopback:
-        raise ConfigError(
-            f"{key}: refusing to serve the {what} without authentication on {listen!r}, a "
-            "non-loopback address: configure a token (api.token_file or api.token_env)"
-            + " or client certificates (api.tls.client_ca_file)"
-            + ", or listen on 127.0.0.1"
+    if expected is None and not client_certs:
+        if not loopback:
+            raise ConfigError(
+                f"{key}: refusing to serve the {what} without authentication on {listen!r}, a "
+                "non-loopback address: configure a token (api.token_file or api.token_env)"
+                " or client certificates (api.tls.client_ca_file), or listen on 127.0.0.1"
+            )
+        logger.warning(
+            "%s on %s requires no authentication: it listens on loopback only, so only local "
+            "processes can reach it",
+            what,
+            listen,
         )
-    logger.warning(
-        "%s on %s requires no authentication: it listens on loopback only, so only local "
-        "processes can reach it",
-        what,
-        listen,
-    )
+    if expected is not None and not encrypted and not loopback:
+        logger.warning(
+            "%s on %s: the bearer token travels unencrypted (no api.tls); anyone on the path "
+            "can read it",
+            what,
+            listen,
+        )
+    return expected
 
 
 # --- the servicer ------------------------------------------------------------------------------
@@ -760,20 +779,15 @@ class EdgeApiServer:
             raise ConfigError("api.tls: cert_file and key_file go together")
         if tls_client_ca_file is not None and tls_cert_file is None:
             raise ConfigError("api.tls.client_ca_file: client certificates need TLS (cert_file)")
-        self._expected = check_token(token, "api.token")
-        check_auth_rule(
+        self._expected = check_listener_auth(
             listen=listen,
             key="api.grpc_listen",
-            authenticated=self._expected is not None or tls_client_ca_file is not None,
             what="gRPC API",
+            token=token,
+            client_certs=tls_client_ca_file is not None,
+            encrypted=tls_cert_file is not None,
             logger=log,
         )
-        if self._expected is not None and tls_cert_file is None and not is_loopback_listen(listen):
-            log.warning(
-                "gRPC API on %s: the bearer token travels unencrypted (no api.tls); "
-                "anyone on the path can read it",
-                listen,
-            )
         self._store = store
         self._site = site
         self._listen = listen

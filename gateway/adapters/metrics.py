@@ -68,9 +68,7 @@ from pathlib import Path
 from gateway.adapters.grpc_api import (
     RefusalLog,
     bearer_matches,
-    check_auth_rule,
-    check_token,
-    is_loopback_listen,
+    check_listener_auth,
     listen_host,
 )
 from gateway.errors import ConfigError, GatewayError
@@ -418,20 +416,15 @@ class MetricsServer:
             tls.sslobject_class = _reporting_handshake_failures(self._handshake_failed)
         self._tls = tls
         self._client_certs = tls is not None and tls.verify_mode != ssl.CERT_NONE
-        self._expected = check_token(token, "api.token")
-        check_auth_rule(
+        self._expected = check_listener_auth(
             listen=listen,
             key="api.metrics_listen",
-            authenticated=self._expected is not None or self._client_certs,
             what="metrics endpoint",
+            token=token,
+            client_certs=self._client_certs,
+            encrypted=tls is not None,
             logger=log,
         )
-        if self._expected is not None and tls is None and not is_loopback_listen(listen):
-            log.warning(
-                "metrics endpoint on %s: the bearer token travels unencrypted (no api.tls); "
-                "anyone on the path can read it",
-                listen,
-            )
         self._handshake_failures = 0
         self._listen = listen
         self._collect = collect

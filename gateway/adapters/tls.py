@@ -96,6 +96,23 @@ def server_context(
     return context
 
 
+def server_context_from_flags(
+    cert_file: Path | str | None,
+    key_file: Path | str | None,
+    client_ca_file: Path | str | None = None,
+) -> ssl.SSLContext | None:
+    """The server context a simulator's ``--tls-cert/--tls-key/--tls-client-ca`` ask for (None:
+    plain TCP). ValueError for a combination that makes no sense; ConfigError for a file that
+    cannot be loaded."""
+    if cert_file is None and key_file is None:
+        if client_ca_file is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert_file is None or key_file is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    return server_context(cert_file, key_file, client_ca_file)
+
+
 def describe_tls_error(exc: BaseException, *, peer: str = "device") -> str:
     """One line saying why a TLS connection to the ``peer`` failed, and what to check."""
     if isinstance(exc, ssl.SSLCertVerificationError):

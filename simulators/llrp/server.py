@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Self
 
-from gateway.adapters.tls import server_context
+from gateway.adapters.tls import server_context_from_flags
 from gateway.errors import ConfigError, ProtocolError
 from simulators.llrp import codec as c
 from simulators.llrp.source import ReadSource, SimRead, TagPopulation
@@ -1484,15 +1484,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
     """The server context the ``--tls-*`` options ask for (None: plain TCP)."""
-    cert, key, client_ca = args.tls_cert, args.tls_key, args.tls_client_ca
-    if cert is None and key is None:
-        if client_ca is not None:
-            raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
-        return None
-    if cert is None or key is None:
-        raise SystemExit("--tls-cert and --tls-key go together")
     try:
-        return server_context(cert, key, client_ca)
+        return server_context_from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     except ConfigError as exc:
         raise SystemExit(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from exc
 

@@ -38,7 +38,7 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer, ModbusTlsServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from gateway.adapters.tls import server_context
+from gateway.adapters.tls import server_context_from_flags
 from gateway.errors import ConfigError, GatewayError
 from simulators.modbus import registers
 from simulators.modbus.physics import ShelfPhysics
@@ -385,21 +385,10 @@ def main(args: argparse.Namespace) -> int:
             return 1
 
 
-def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
-    cert, key, client_ca = args.tls_cert, args.tls_key, args.tls_client_ca
-    if cert is None and key is None:
-        if client_ca is not None:
-            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-        return None
-    if cert is None or key is None:
-        raise ValueError("--tls-cert and --tls-key go together")
-    return server_context(cert, key, client_ca)
-
-
 def _build(args: argparse.Namespace) -> list[ShelfSimulator]:
     if args.units < 1 or args.units > 247 or args.servers < 1:
         raise ValueError("--units must be within 1..247 and --servers >= 1")
-    tls = _tls(args)
+    tls = server_context_from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
     if args.scenario is not None:
         scenario = load_shelf_scenario(args.scenario)
         seed = args.seed if args.seed is not None else scenario.seed
