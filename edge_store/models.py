@@ -180,6 +180,7 @@ class MovementRow(Base):
     recorded_at: Mapped[datetime]
     confidence: Mapped[float] = mapped_column(Float)
     container: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(String(32))
     epcs: Mapped[str] = mapped_column(Text)
     """A JSON array of EPC strings, kept as text: written once, read whole, never queried."""
 

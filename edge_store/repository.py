@@ -94,6 +94,7 @@ from gateway.domain.model import (
     Movement,
     MovementId,
     MovementKind,
+    MovementReason,
     RecordedMovement,
     Severity,
     Sku,
@@ -120,6 +121,7 @@ _MOVEMENT_COLUMNS = (
     MovementRow.observed_at,
     MovementRow.confidence,
     MovementRow.container,
+    MovementRow.reason,
     MovementRow.epcs,
 )
 
@@ -435,6 +437,7 @@ class EdgeStore:
             confidence=row.confidence,
             epcs=tuple(json.loads(row.epcs)),
             container=row.container,
+            reason=None if row.reason is None else MovementReason(row.reason),
         )
         return RecordedMovement(seq=row.seq, site=self._site, movement=movement)
 
@@ -620,6 +623,7 @@ class _BatchWriter:
         "recorded_at",
         "confidence",
         "container",
+        "reason",
         "epcs",
     )
 
@@ -709,6 +713,7 @@ class _BatchWriter:
                 recorded_at,
                 m.confidence,
                 m.container,
+                None if m.reason is None else m.reason.value,
                 _json_strings(m.epcs),
             )
             for r in recorded

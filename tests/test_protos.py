@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.adapters import proto_convert as pc
 from gateway.domain.model import (
+    MAX_QUANTITY,
     Alert,
     AlertKind,
     DeviceId,
@@ -27,6 +28,7 @@ from gateway.domain.model import (
     Movement,
     MovementId,
     MovementKind,
+    MovementReason,
     RecordedMovement,
     Severity,
     Sku,
@@ -75,7 +77,7 @@ def test_check_lists_stale_files_after_a_proto_change_and_make_protos_fixes_it(
     text = types_proto.read_text(encoding="utf-8")
     marker = "  optional string container = 13;\n"
     assert marker in text
-    types_proto.write_text(text.replace(marker, marker + "  string lot = 14;\n"), encoding="utf-8")
+    types_proto.write_text(text.replace(marker, marker + "  string lot = 99;\n"), encoding="utf-8")
     stray = repo_copy / "gateway" / "proto" / "dockwatch" / "edge" / "v1" / "old_pb2.py"
     stray.write_text("# left over from a removed .proto\n", encoding="utf-8")
 
@@ -190,7 +192,8 @@ def recorded_movements(draw: st.DrawFn) -> RecordedMovement:
         movement_id=MovementId(draw(ID)),
         kind=draw(st.sampled_from(MovementKind)),
         sku=Sku(draw(TEXT)),
-        quantity=draw(st.integers(1, 2**63 - 1)),
+        quantity=draw(st.integers(1, MAX_QUANTITY)),
+        reason=draw(st.none() | st.sampled_from(MovementReason)),
         from_location=LocationId(from_location),
         to_location=LocationId(to_location),
         source_type=draw(st.sampled_from(SourceType)),
@@ -400,7 +403,9 @@ def _valid_movement_pb() -> types_pb2.Movement:
         (lambda pb: setattr(pb, "kind", types_pb2.MOVEMENT_KIND_UNSPECIFIED), "kind"),
         (lambda pb: setattr(pb, "kind", 99), "unknown enum number 99"),
         (lambda pb: setattr(pb.source, "type", 0), "source.type"),
-        (lambda pb: setattr(pb, "quantity", 0), "quantity must be positive"),
+        (lambda pb: setattr(pb, "quantity", 0), "quantity must be within"),
+        (lambda pb: setattr(pb, "quantity", 2**31), "quantity must be within"),
+        (lambda pb: setattr(pb, "reason", "whim"), "whim"),
         (lambda pb: setattr(pb, "seq", 0), "seq must be >= 1"),
         (lambda pb: setattr(pb, "to_location", "shelf-a1"), "both"),
         (lambda pb: setattr(pb, "confidence", 1.5), "confidence"),
@@ -416,8 +421,7 @@ def test_invalid_movement_messages_raise_protocol_error(
         pc.movement_from_proto(pb)
 
 
-def test_quantity_beyond_int64_is_a_protocol_error() -> None:
+def test_quantity_beyond_the_store_is_refused_before_it_reaches_the_wire() -> None:
     recorded = pc.movement_from_proto(_valid_movement_pb())
-    huge = replace(recorded, movement=replace(recorded.movement, quantity=2**63))
-    with pytest.raises(ProtocolError, match="m-1"):
-        pc.movement_to_proto(huge)
+    with pytest.raises(ValueError, match="quantity must be within"):
+        replace(recorded, movement=replace(recorded.movement, quantity=MAX_QUANTITY + 1))

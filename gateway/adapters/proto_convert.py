@@ -37,6 +37,7 @@ from gateway.domain.model import (
     Movement,
     MovementId,
     MovementKind,
+    MovementReason,
     RecordedMovement,
     Severity,
     Sku,
@@ -224,6 +225,7 @@ def movement_to_proto(recorded: RecordedMovement) -> types_pb2.Movement:
             observed_at=datetime_to_timestamp(m.observed_at),
             confidence=m.confidence,
             container=m.container,
+            reason=None if m.reason is None else m.reason.value,
         )
     except ValueError as exc:  # an int beyond its field's range, a string that is not UTF-8
         raise ProtocolError(f"movement {m.movement_id}: {exc}") from exc
@@ -254,6 +256,7 @@ def movement_from_proto(pb: types_pb2.Movement) -> RecordedMovement:
             confidence=pb.confidence,
             epcs=tuple(pb.epcs),
             container=pb.container if pb.HasField("container") else None,
+            reason=MovementReason(pb.reason) if pb.HasField("reason") else None,
         )
     except ValueError as exc:  # the domain's own validation
         raise ProtocolError(f"movement {pb.movement_id!r}: {exc}") from exc

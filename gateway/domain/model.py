@@ -34,6 +34,22 @@ class MovementKind(enum.StrEnum):
     RETURN = "return"
 
 
+class MovementReason(enum.StrEnum):
+    """Why a movement was inferred rather than observed as one physical event (2026-12)."""
+
+    OPENING_COUNT = "opening_count"
+    """The first count of a shelf the store had no level for, from its weight."""
+    OFFLINE_CHANGE = "offline_change"
+    """The weight changed while the gateway or the transmitter was down."""
+    RECONCILIATION = "reconciliation"
+    """The book was corrected to a weight that disagreed with it for a long time."""
+
+
+MAX_QUANTITY: Final = 2**31 - 1
+"""The largest quantity of one movement: the store's INTEGER column (and far below the contract's
+int64). Engines bound what they produce well below it; this is the last line."""
+
+
 class SourceType(enum.StrEnum):
     RFID_PORTAL = "rfid_portal"
     WEIGHT_SHELF = "weight_shelf"
@@ -53,6 +69,8 @@ class AlertKind(enum.StrEnum):
     DEVICE_DOWN = "device_down"
     SYNC_BEHIND = "sync_behind"
     """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
+    IMPLAUSIBLE_WEIGHT = "implausible_weight"
+    """A weighing transmitter reads garbage (not finite, negative, beyond capacity)."""
 
 
 class Severity(enum.StrEnum):
@@ -219,12 +237,16 @@ class Movement:
     confidence: float
     epcs: tuple[str, ...] = ()
     container: str | None = None
+    reason: MovementReason | None = None
+    """Why a movement was not observed as one physical event (None: it was)."""
 
     def __post_init__(self) -> None:
         if not self.movement_id:
             raise ValueError("movement_id must not be empty")
-        if self.quantity <= 0:
-            raise ValueError(f"quantity must be positive (eaches), got {self.quantity}")
+        if not 0 < self.quantity <= MAX_QUANTITY:
+            raise ValueError(
+                f"quantity must be within 1..{MAX_QUANTITY} (eaches), got {self.quantity}"
+            )
         if self.from_location == self.to_location:
             raise ValueError(f"from_location and to_location are both {self.from_location!r}")
         if not 0.0 <= self.confidence <= 1.0:

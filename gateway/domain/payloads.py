@@ -126,6 +126,7 @@ def movement_document(recorded: RecordedMovement) -> dict[str, object]:
         "source": {"type": m.source_type.value, "id": m.source_id},
         "observed_at": format_timestamp(m.observed_at),
         "confidence": _number(m.confidence),
+        **({"reason": m.reason.value} if m.reason is not None else {}),
     }
 
 

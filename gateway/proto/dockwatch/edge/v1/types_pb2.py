@@ -26,31 +26,31 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ockwatch/edge/v1/types.proto\x12\x11\x64ockwatch.edge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x06Source\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.dockwatch.edge.v1.SourceType\x12\n\n\x02id\x18\x02 \x01(\t\"\xd8\x02\n\x08Movement\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04site\x18\x03 \x01(\t\x12-\n\x04kind\x18\x04 \x01(\x0e\x32\x1f.dockwatch.edge.v1.MovementKind\x12\x0b\n\x03sku\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12\x15\n\rfrom_location\x18\x07 \x01(\t\x12\x13\n\x0bto_location\x18\x08 \x01(\t\x12\x0c\n\x04\x65pcs\x18\t \x03(\t\x12)\n\x06source\x18\n \x01(\x0b\x32\x19.dockwatch.edge.v1.Source\x12/\n\x0bobserved_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconfidence\x18\x0c \x01(\x01\x12\x16\n\tcontainer\x18\r \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_container\"\x8c\x01\n\nStockLevel\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\"\x8d\x02\n\x05\x41lert\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.dockwatch.edge.v1.AlertKind\x12-\n\x08severity\x18\x04 \x01(\x0e\x32\x1b.dockwatch.edge.v1.Severity\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12-\n\traised_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12(\n\x07\x64\x65tails\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\xae\x01\n\x0c\x44\x65viceStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.dockwatch.edge.v1.DeviceState\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t*\xeb\x01\n\x0cMovementKind\x12\x1d\n\x19MOVEMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MOVEMENT_KIND_RECEIPT\x10\x01\x12\x1a\n\x16MOVEMENT_KIND_SHIPMENT\x10\x02\x12\x1a\n\x16MOVEMENT_KIND_TRANSFER\x10\x03\x12\x16\n\x12MOVEMENT_KIND_PICK\x10\x04\x12\x19\n\x15MOVEMENT_KIND_RESTOCK\x10\x05\x12\x1c\n\x18MOVEMENT_KIND_ADJUSTMENT\x10\x06\x12\x18\n\x14MOVEMENT_KIND_RETURN\x10\x07*|\n\nSourceType\x12\x1b\n\x17SOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SOURCE_TYPE_RFID_PORTAL\x10\x01\x12\x1c\n\x18SOURCE_TYPE_WEIGHT_SHELF\x10\x02\x12\x16\n\x12SOURCE_TYPE_MANUAL\x10\x03*\xc9\x01\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41LERT_KIND_LOW_STOCK\x10\x01\x12$\n ALERT_KIND_RECEIVING_DISCREPANCY\x10\x02\x12(\n$ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE\x10\x03\x12\x1a\n\x16\x41LERT_KIND_DEVICE_DOWN\x10\x04\x12\x1a\n\x16\x41LERT_KIND_SYNC_BEHIND\x10\x05*d\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03*y\n\x0b\x44\x65viceState\x12\x1c\n\x18\x44\x45VICE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_STATE_ONLINE\x10\x01\x12\x19\n\x15\x44\x45VICE_STATE_DEGRADED\x10\x02\x12\x18\n\x14\x44\x45VICE_STATE_OFFLINE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ockwatch/edge/v1/types.proto\x12\x11\x64ockwatch.edge.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n\x06Source\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.dockwatch.edge.v1.SourceType\x12\n\n\x02id\x18\x02 \x01(\t\"\xf8\x02\n\x08Movement\x12\x13\n\x0bmovement_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04site\x18\x03 \x01(\t\x12-\n\x04kind\x18\x04 \x01(\x0e\x32\x1f.dockwatch.edge.v1.MovementKind\x12\x0b\n\x03sku\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12\x15\n\rfrom_location\x18\x07 \x01(\t\x12\x13\n\x0bto_location\x18\x08 \x01(\t\x12\x0c\n\x04\x65pcs\x18\t \x03(\t\x12)\n\x06source\x18\n \x01(\x0b\x32\x19.dockwatch.edge.v1.Source\x12/\n\x0bobserved_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconfidence\x18\x0c \x01(\x01\x12\x16\n\tcontainer\x18\r \x01(\tH\x00\x88\x01\x01\x12\x13\n\x06reason\x18\x0e \x01(\tH\x01\x88\x01\x01\x42\x0c\n\n_containerB\t\n\x07_reason\"\x8c\x01\n\nStockLevel\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\"\x8d\x02\n\x05\x41lert\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.dockwatch.edge.v1.AlertKind\x12-\n\x08severity\x18\x04 \x01(\x0e\x32\x1b.dockwatch.edge.v1.Severity\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12-\n\traised_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12(\n\x07\x64\x65tails\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\xae\x01\n\x0c\x44\x65viceStatus\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_type\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.dockwatch.edge.v1.DeviceState\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t*\xeb\x01\n\x0cMovementKind\x12\x1d\n\x19MOVEMENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MOVEMENT_KIND_RECEIPT\x10\x01\x12\x1a\n\x16MOVEMENT_KIND_SHIPMENT\x10\x02\x12\x1a\n\x16MOVEMENT_KIND_TRANSFER\x10\x03\x12\x16\n\x12MOVEMENT_KIND_PICK\x10\x04\x12\x19\n\x15MOVEMENT_KIND_RESTOCK\x10\x05\x12\x1c\n\x18MOVEMENT_KIND_ADJUSTMENT\x10\x06\x12\x18\n\x14MOVEMENT_KIND_RETURN\x10\x07*|\n\nSourceType\x12\x1b\n\x17SOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SOURCE_TYPE_RFID_PORTAL\x10\x01\x12\x1c\n\x18SOURCE_TYPE_WEIGHT_SHELF\x10\x02\x12\x16\n\x12SOURCE_TYPE_MANUAL\x10\x03*\xec\x01\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41LERT_KIND_LOW_STOCK\x10\x01\x12$\n ALERT_KIND_RECEIVING_DISCREPANCY\x10\x02\x12(\n$ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE\x10\x03\x12\x1a\n\x16\x41LERT_KIND_DEVICE_DOWN\x10\x04\x12\x1a\n\x16\x41LERT_KIND_SYNC_BEHIND\x10\x05\x12!\n\x1d\x41LERT_KIND_IMPLAUSIBLE_WEIGHT\x10\x06*d\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x15\n\x11SEVERITY_CRITICAL\x10\x03*y\n\x0b\x44\x65viceState\x12\x1c\n\x18\x44\x45VICE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45VICE_STATE_ONLINE\x10\x01\x12\x19\n\x15\x44\x45VICE_STATE_DEGRADED\x10\x02\x12\x18\n\x14\x44\x45VICE_STATE_OFFLINE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.proto.dockwatch.edge.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOVEMENTKIND']._serialized_start=1122
-  _globals['_MOVEMENTKIND']._serialized_end=1357
-  _globals['_SOURCETYPE']._serialized_start=1359
-  _globals['_SOURCETYPE']._serialized_end=1483
-  _globals['_ALERTKIND']._serialized_start=1486
-  _globals['_ALERTKIND']._serialized_end=1687
-  _globals['_SEVERITY']._serialized_start=1689
-  _globals['_SEVERITY']._serialized_end=1789
-  _globals['_DEVICESTATE']._serialized_start=1791
-  _globals['_DEVICESTATE']._serialized_end=1912
+  _globals['_MOVEMENTKIND']._serialized_start=1154
+  _globals['_MOVEMENTKIND']._serialized_end=1389
+  _globals['_SOURCETYPE']._serialized_start=1391
+  _globals['_SOURCETYPE']._serialized_end=1515
+  _globals['_ALERTKIND']._serialized_start=1518
+  _globals['_ALERTKIND']._serialized_end=1754
+  _globals['_SEVERITY']._serialized_start=1756
+  _globals['_SEVERITY']._serialized_end=1856
+  _globals['_DEVICESTATE']._serialized_start=1858
+  _globals['_DEVICESTATE']._serialized_end=1979
   _globals['_SOURCE']._serialized_start=115
   _globals['_SOURCE']._serialized_end=180
   _globals['_MOVEMENT']._serialized_start=183
-  _globals['_MOVEMENT']._serialized_end=527
-  _globals['_STOCKLEVEL']._serialized_start=530
-  _globals['_STOCKLEVEL']._serialized_end=670
-  _globals['_ALERT']._serialized_start=673
-  _globals['_ALERT']._serialized_end=942
-  _globals['_DEVICESTATUS']._serialized_start=945
-  _globals['_DEVICESTATUS']._serialized_end=1119
+  _globals['_MOVEMENT']._serialized_end=559
+  _globals['_STOCKLEVEL']._serialized_start=562
+  _globals['_STOCKLEVEL']._serialized_end=702
+  _globals['_ALERT']._serialized_start=705
+  _globals['_ALERT']._serialized_end=974
+  _globals['_DEVICESTATUS']._serialized_start=977
+  _globals['_DEVICESTATUS']._serialized_end=1151
 # @@protoc_insertion_point(module_scope)

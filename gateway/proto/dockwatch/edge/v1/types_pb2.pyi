@@ -88,6 +88,8 @@ class _AlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertKind.V
     ALERT_KIND_DEVICE_DOWN: _AlertKind.ValueType  # 4
     ALERT_KIND_SYNC_BEHIND: _AlertKind.ValueType  # 5
     """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
+    ALERT_KIND_IMPLAUSIBLE_WEIGHT: _AlertKind.ValueType  # 6
+    """A weighing transmitter reads garbage (not finite, negative, beyond capacity) (2026-12)."""
 
 class AlertKind(_AlertKind, metaclass=_AlertKindEnumTypeWrapper): ...
 
@@ -98,6 +100,8 @@ ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE: AlertKind.ValueType  # 3
 ALERT_KIND_DEVICE_DOWN: AlertKind.ValueType  # 4
 ALERT_KIND_SYNC_BEHIND: AlertKind.ValueType  # 5
 """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
+ALERT_KIND_IMPLAUSIBLE_WEIGHT: AlertKind.ValueType  # 6
+"""A weighing transmitter reads garbage (not finite, negative, beyond capacity) (2026-12)."""
 Global___AlertKind: _TypeAlias = AlertKind  # noqa: Y015
 
 class _Severity:
@@ -185,6 +189,7 @@ class Movement(_message.Message):
     OBSERVED_AT_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     CONTAINER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     movement_id: _builtins.str
     """Stable and deterministic from the movement's evidence: the idempotency key."""
     seq: _builtins.int
@@ -203,6 +208,10 @@ class Movement(_message.Message):
     """How sure the engine is, within [0, 1]."""
     container: _builtins.str
     """The container (pallet or case EPC) the items moved in, when known."""
+    reason: _builtins.str
+    """Why the movement was inferred rather than observed as one physical event: "opening_count",
+    "offline_change" or "reconciliation" (2026-12); absent for observed movements.
+    """
     @_builtins.property
     def epcs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The EPCs whose reads produced the movement; empty for weight shelves and manual entries."""
@@ -229,14 +238,20 @@ class Movement(_message.Message):
         observed_at: _timestamp_pb2.Timestamp | None = ...,
         confidence: _builtins.float = ...,
         container: _builtins.str | None = ...,
+        reason: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_container", b"_container", "container", b"container", "observed_at", b"observed_at", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_container", b"_container", "_reason", b"_reason", "container", b"container", "observed_at", b"observed_at", "reason", b"reason", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_container", b"_container", "confidence", b"confidence", "container", b"container", "epcs", b"epcs", "from_location", b"from_location", "kind", b"kind", "movement_id", b"movement_id", "observed_at", b"observed_at", "quantity", b"quantity", "seq", b"seq", "site", b"site", "sku", b"sku", "source", b"source", "to_location", b"to_location"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_container", b"_container", "_reason", b"_reason", "confidence", b"confidence", "container", b"container", "epcs", b"epcs", "from_location", b"from_location", "kind", b"kind", "movement_id", b"movement_id", "observed_at", b"observed_at", "quantity", b"quantity", "reason", b"reason", "seq", b"seq", "site", b"site", "sku", b"sku", "source", b"source", "to_location", b"to_location"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__container: _TypeAlias = _typing.Literal["container"]  # noqa: Y015
     _WhichOneofArgType__container: _TypeAlias = _typing.Literal["_container", b"_container"]  # noqa: Y015
+    _WhichOneofReturnType__reason: _TypeAlias = _typing.Literal["reason"]  # noqa: Y015
+    _WhichOneofArgType__reason: _TypeAlias = _typing.Literal["_reason", b"_reason"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__container) -> _WhichOneofReturnType__container | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reason) -> _WhichOneofReturnType__reason | None: ...
 
 Global___Movement: _TypeAlias = Movement  # noqa: Y015
 
