@@ -473,14 +473,12 @@ class Gateway:
                 location=LocationId(shelf.location),
                 sku=Sku(shelf.sku),
                 unit_weight_g=item.unit_weight_g,
-                tolerance_g=(
-                    0.1 * item.unit_weight_g
-                    if item.weight_tolerance_g is None
-                    else item.weight_tolerance_g
-                ),
+                tolerance_g=item.weight_tolerance_g,  # None: the engine's default
                 pick_to=LocationId(shelf.pick_to),
                 restock_from=LocationId(shelf.restock_from),
                 params=config.debounce.shelf,
+                division_g=shelf.division_g,
+                capacity_g=shelf.capacity_g,
             )
         self._shelf_at = {(s.location, s.sku): s.id for s in config.shelves}
         self.low_stock = LowStockMonitor(
@@ -550,10 +548,8 @@ class Gateway:
         locations = [LocationRecord(id=loc.id, kind=loc.kind) for loc in self.config.locations]
         await worker.call(store.sync_catalog, items, locations)
         levels = await worker.call(store.stock)
-        # A shelf the store has no level for holds nothing as far as the store knows; the
-        # engine's reconciliation then sets the level from the weight (an adjustment).
-        for shelf in self.config.shelves:
-            self.shelf_engines[shelf.id].set_on_hand(0)
+        # A shelf the store has no level for has no book: its first settled weight is its opening
+        # count. One with a level compares its first settled weight with it (offline changes).
         for level in levels:
             shelf_id = self._shelf_at.get((level.location, level.sku))
             if shelf_id is not None:
@@ -1154,10 +1150,29 @@ class Gateway:
             for event in engine.feed(sample, self._utcnow()):
                 if isinstance(event, Movement):
                     movements.append(event)
-                else:
-                    await self.raise_alert(event)
+                    continue
+                if event.kind is AlertKind.IMPLAUSIBLE_WEIGHT:
+                    await self._implausible_weight(event)
+                await self.raise_alert(event)
             if movements:
                 await self.record(movements)
+
+    async def _implausible_weight(self, alert: Alert) -> None:
+        """A transmitter reading garbage is a device fault: its shelf shows degraded (the alert
+        says why, once) until it reads a sane settled weight again."""
+        previous = self._devices.get(alert.subject)
+        state = DeviceState.DEGRADED if alert.active else DeviceState.ONLINE
+        if previous is not None and previous.state is DeviceState.OFFLINE:
+            return  # an outage says more than the garbage before it
+        self.device_status(
+            DeviceStatus(
+                device_id=DeviceId(alert.subject),
+                device_type="shelf",
+                state=state,
+                since=alert.raised_at,
+                detail=alert.message if alert.active else "",
+            )
+        )
 
     async def _receiving_loop(self) -> None:
         """Loads new expected receipts when the file changes; completes idle receipts."""

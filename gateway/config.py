@@ -653,6 +653,10 @@ class ShelfConfig:
     restock_from: str = field(default="backroom", metadata=_ID)
     """Where a restock moves stock from (implicit virtual location ``backroom``)."""
     status: StatusRegister | None = None
+    division_g: float | None = field(default=None, metadata=_POSITIVE)
+    """The transmitter's display step (optional: the engine learns it)."""
+    capacity_g: float | None = field(default=None, metadata=_POSITIVE)
+    """The largest plausible net weight (optional: 2,000 kg); readings beyond it are faults."""
 
     def _config_problems(self) -> Iterator[tuple[str, str]]:
         for name in ("pick_to", "restock_from"):
@@ -687,6 +691,8 @@ _SHELF_PARAM_META: Final = types.MappingProxyType(
         "poll_interval_s": _POSITIVE,
         "stable_band_g": _POSITIVE,
         "stable_hold_s": _POSITIVE,
+        "confirm_s": _POSITIVE,
+        "outage_gap_s": _POSITIVE,
         # A location id, like those of the locations section.
         "adjust_location": _ID,
     }

@@ -57,6 +57,8 @@ class ShelfEventKind(enum.StrEnum):
     RESTOCK = "restock"
     BUMP = "bump"
     HAND = "hand"
+    PUTBACK = "putback"
+    """Items lifted and put back: a pick gesture, a pause, a return gesture (no movement)."""
     FAILURE = "failure"
 
 
@@ -69,6 +71,20 @@ class FailureMode(enum.StrEnum):
     """Every read of the unit gets a Modbus exception response (``exception_code``, default 4)."""
     SILENT = "silent"
     """The unit does not answer at all (the client times out)."""
+    GARBAGE = "garbage"
+    """The unit answers with nonsense in its weight registers (``garbage``: negative, wrapped,
+    huge or nan) and a healthy-looking status word."""
+
+
+class Garbage(enum.StrEnum):
+    NEGATIVE = "negative"
+    """A large negative weight (a sign bit gone wrong)."""
+    WRAPPED = "wrapped"
+    """An int32 that wrapped around (or its float equivalent, ~4.29e9)."""
+    HUGE = "huge"
+    """1e30 in a float register (the int32 maximum in an int32 one)."""
+    NAN = "nan"
+    """A float NaN (the int32 minimum in an int32 one)."""
 
 
 class WeightType(enum.StrEnum):
@@ -88,6 +104,7 @@ DEFAULT_DURATIONS_S: Mapping[ShelfEventKind, float] = {
     ShelfEventKind.RESTOCK: 1.2,
     ShelfEventKind.BUMP: 0.3,
     ShelfEventKind.HAND: 3.0,
+    ShelfEventKind.PUTBACK: 2.6,
     ShelfEventKind.FAILURE: 10.0,
 }
 
@@ -105,6 +122,41 @@ class Encoding:
             raise ValueError(f"scale must be > 0, got {self.scale}")
 
 
+class StableRule(enum.StrEnum):
+    MOTION = "motion"
+    """The load moved less than 2 g over the last 0.4 s (the original simulator's detector)."""
+    DIVISION = "division"
+    """The displayed weight moved no more than one division in the last second (common
+    transmitters' motion detection)."""
+
+
+GESTURE_S = 0.8
+"""How long one hand gesture of a put-back takes (lift, or return)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transmitter:
+    """How the weighing transmitter turns the load into numbers.
+
+    The defaults are the original simulator's: no quantisation, no filter, 50 conversions a second.
+    """
+
+    division_g: float = 0.0
+    """The display step: readings are whole multiples of it (0: not quantised)."""
+    filter_tau_s: float = 0.0
+    """Time constant of the internal first-order filter (0: none). A step reaches 99 % of its
+    height after 4.6 tau."""
+    update_hz: float = 50.0
+    """How often the transmitter updates its registers, independent of how often it is polled."""
+    stable_rule: StableRule = StableRule.MOTION
+
+    def __post_init__(self) -> None:
+        if self.division_g < 0 or self.filter_tau_s < 0:
+            raise ValueError("division_g and filter_tau_s must be >= 0")
+        if not 1.0 <= self.update_hz <= 1000.0:
+            raise ValueError(f"update_hz must be within 1..1000, got {self.update_hz}")
+
+
 @dataclass(frozen=True, slots=True)
 class ShelfEvent:
     """One thing that happens to a shelf at scenario time ``t`` for ``duration`` seconds."""
@@ -116,6 +168,7 @@ class ShelfEvent:
     grams: float = 0.0
     mode: FailureMode | None = None
     exception_code: int = 4
+    garbage: Garbage = Garbage.HUGE
 
     @property
     def end(self) -> float:
@@ -142,6 +195,7 @@ class ShelfTrack:
     drift_g_per_min: float = 0.0
     encoding: Encoding = field(default_factory=Encoding)
     events: tuple[ShelfEvent, ...] = ()
+    transmitter: Transmitter = field(default_factory=Transmitter)
 
     def __post_init__(self) -> None:
         if not 1 <= self.unit <= 247:
@@ -209,6 +263,11 @@ def _check_timeline(track: ShelfTrack) -> None:
             load = track.tare_g + units * track.unit_weight_g
             if load > track.capacity_g:
                 raise ValueError(f"restock at t={event.t} overloads the shelf ({load:.0f} g)")
+        elif event.kind is ShelfEventKind.PUTBACK:
+            if event.units > units:
+                raise ValueError(f"put-back of {event.units} at t={event.t} exceeds {units} units")
+            if event.duration <= 2 * GESTURE_S:
+                raise ValueError(f"put-back at t={event.t} needs a duration > {2 * GESTURE_S} s")
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -339,7 +398,7 @@ def _parse_event(raw: object, key: str) -> ShelfEvent:
     if len(kinds) != 1:
         raise ConfigError(f"{key}: exactly one of {[k.value for k in ShelfEventKind]} is required")
     kind = kinds[0]
-    unknown = sorted(set(raw) - {"t", "duration", "exception_code", kind.value})
+    unknown = sorted(set(raw) - {"t", "duration", "exception_code", "garbage", kind.value})
     if unknown:
         raise ConfigError(f"{key}: unknown keys {unknown}")
     if "t" not in raw:
@@ -347,7 +406,7 @@ def _parse_event(raw: object, key: str) -> ShelfEvent:
     t = _float(raw["t"], f"{key}.t")
     duration = _float(raw.get("duration", DEFAULT_DURATIONS_S[kind]), f"{key}.duration")
     value = raw[kind.value]
-    if kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
+    if kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK, ShelfEventKind.PUTBACK):
         units = _int(value, f"{key}.{kind}")
         if units < 1:
             raise ConfigError(f"{key}.{kind}: must be >= 1")
@@ -359,7 +418,13 @@ def _parse_event(raw: object, key: str) -> ShelfEvent:
     except ValueError as exc:
         raise ConfigError(f"{key}.failure: one of {[m.value for m in FailureMode]}") from exc
     code = _int(raw.get("exception_code", 4), f"{key}.exception_code")
-    return ShelfEvent(t=t, kind=kind, duration=duration, mode=mode, exception_code=code)
+    try:
+        garbage = Garbage(raw.get("garbage", "huge"))
+    except ValueError as exc:
+        raise ConfigError(f"{key}.garbage: one of {[g.value for g in Garbage]}") from exc
+    return ShelfEvent(
+        t=t, kind=kind, duration=duration, mode=mode, exception_code=code, garbage=garbage
+    )
 
 
 def _net_units(events: Sequence[ShelfEvent]) -> int:

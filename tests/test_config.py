@@ -262,6 +262,8 @@ def test_debounce_keys_are_the_params_fields() -> None:
                 out[f.name] = value + 1
             elif isinstance(value, float):
                 out[f.name] = min(value * 0.5 + 0.1, 1.0) if value <= 1 else value + 1.5
+            elif value is None:  # optional numbers (learned when not set)
+                out[f.name] = 7.5
             else:
                 out[f.name] = f"x-{value}"
         return out
@@ -340,7 +342,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
      "got 'pick'"),
     ("unknown key", _set("shelves.0.colour", "red"),
      "shelves[0].colour: unknown key (allowed: id, location, sku, modbus, weight, pick_to, "
-     "restock_from, status)"),
+     "restock_from, status, division_g, capacity_g)"),
     ("unknown section", _set("sink", {}), "sink: unknown key (allowed: site, store, catalog, "
      "locations, readers, portals, shelves, debounce, sinks, api, receiving, logging); "
      "did you mean 'sinks'?"),
@@ -764,7 +766,7 @@ def test_check_config_invalid_prints_every_problem(
     assert lines == [
         f"{path}: readers[0].port: must be an integer in 1..65535, got 'abc'",
         f"{path}: shelves[0].colour: unknown key (allowed: id, location, sku, modbus, weight, "
-        "pick_to, restock_from, status)",
+        "pick_to, restock_from, status, division_g, capacity_g)",
         f"{path}: portals[0].reader: unknown reader 'door-9-reader' (known: door-1-reader)",
     ]
 

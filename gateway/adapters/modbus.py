@@ -775,10 +775,8 @@ class _DevicePoller:
                     f"heartbeat frozen at {value} for {at - beat.changed_at:.1f} s "
                     "(transmitter hung: its weight is stale)"
                 )
-        if not math.isfinite(grams):
-            error = True
-            problems.append("weight register holds no finite number")
-            grams = 0.0
+        # A value that is no finite number, or out of the shelf's plausible range, is passed on as
+        # it is: the shelf engine knows the shelf's range and turns it into one device fault.
         if problems:
             self.owner._set_state(point, DeviceState.DEGRADED, "; ".join(problems))
         else:

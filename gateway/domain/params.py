@@ -64,14 +64,20 @@ class ShelfParams:
 
     poll_interval_s: float = 0.2
     """How often each shelf's weighing transmitter is polled (5 Hz)."""
-    stable_band_g: float = 4.0
-    """A plateau is stable while its peak-to-peak spread stays within this band..."""
-    stable_hold_s: float = 0.8
-    """...for at least this long."""
+    stable_hold_s: float = 0.5
+    """Samples within the stability band for this long make a candidate plateau."""
+    confirm_s: float = 1.2
+    """A candidate is confirmed (and counted) this long after it settled, if it held: a put-back
+    or a hand coming back within it cancels out instead of making two movements."""
+    stable_band_g: float | None = None
+    """A fixed peak-to-peak stability band; None (default): learned per transmitter from its
+    noise and division."""
+    outage_gap_s: float = 2.0
+    """No sample for this long is an outage: the next plateau is compared with the one before."""
     use_stable_bit: bool = True
-    """Also require the transmitter's own stable bit when the shelf config maps one (its motion
-    detector runs at the conversion rate and sees a resting hand's tremor that 5 Hz polling can
-    alias away)."""
+    """Also require the transmitter's own stable bit when the shelf maps one and the bit has shown
+    itself trustworthy (set on most settled samples): its motion detector runs at the conversion
+    rate and sees a resting hand's tremor that 5 Hz polling can alias away."""
     zero_track_g_per_s: float = 0.5
     """While stable, slow drift up to this rate is absorbed into the baseline."""
     reconcile_after_s: float = 300.0
@@ -86,9 +92,12 @@ class ShelfParams:
     def __post_init__(self) -> None:
         positive = {
             "poll_interval_s": self.poll_interval_s,
-            "stable_band_g": self.stable_band_g,
             "stable_hold_s": self.stable_hold_s,
+            "confirm_s": self.confirm_s,
+            "outage_gap_s": self.outage_gap_s,
         }
+        if self.stable_band_g is not None and not self.stable_band_g > 0:
+            raise ValueError(f"stable_band_g must be > 0, got {self.stable_band_g}")
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")

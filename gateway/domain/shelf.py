@@ -1,56 +1,76 @@
-"""Shelf engine: weight samples -> stable plateaus -> picks, restocks, adjustments and alerts.
+"""Shelf engine: weight samples -> settled plateaus -> picks, restocks, counts and alerts.
 
 Theory of operation
 -------------------
 A shelf sits on load cells behind a weighing transmitter that the gateway polls (5 Hz by default).
 Everything that moves goods on or off the shelf also moves a hand, so the signal is a series of
-*plateaus* separated by *motion*. The engine only ever reasons about plateaus:
+*plateaus* separated by *motion*. The engine only ever reasons about plateaus, and it assumes
+nothing about the transmitter that it has not measured:
 
-* **Stability.** The last ``stable_hold_s`` of samples form the window. The shelf is *stable* when
-  the window spans the hold time, holds at least three samples and its peak-to-peak spread is
-  within ``stable_band_g`` and, when ``use_stable_bit`` is set and the shelf maps a status word,
-  every sample in it carries the transmitter's stable bit (the transmitter's motion detector runs
-  at its conversion rate, so it sees the tremor of a resting hand that 5 Hz polling can alias
-  into a few flat-looking samples). The plateau's value is the window mean, which averages the
-  transmitter's noise down.
-  A sample flagged ``error`` or ``overload`` empties the window: nothing measured across a fault is
-  trusted, so the first plateau after it is compared with the last one before it (picks during a
-  device outage come out as one movement when the device returns).
-* **Counting.** When the shelf becomes stable again, the change ``delta`` from the reference
-  plateau is divided by the item's unit weight: ``n = round(delta / unit_weight_g)``. It is
-  accepted when ``|delta - n * unit_weight_g|`` is within the tolerance for ``n`` units,
-  ``weight_tolerance_g * sqrt(|n|)`` (item weights vary independently, so their spread adds in
-  quadrature), capped below half a unit so that ``n`` is never ambiguous. ``n < 0`` is a PICK
-  (location -> ``pick_to``), ``n > 0`` a RESTOCK (``restock_from`` -> location), ``n == 0`` with
-  ``|delta| <= weight_tolerance_g`` is no change at all (a bump, a hand lifted again). Confidence
-  falls from 1.0 for a perfect fit to 0.5 at the edge of the tolerance.
-* **Unexplained changes.** A plateau that fits no whole number of units is *pending*: nothing is
-  recorded, because a hand resting on the shelf or a parcel put down for a moment looks exactly
-  like that. The engine keeps two references: the last plateau (``ref``) and the last *explained*
-  weight (``baseline``). The next plateau is first compared with the baseline (the hand went away,
-  possibly taking items with it), then with the last plateau (items picked while the hand stays).
-  If the pending change is still there after ``unexplained_after_s`` of stability, an
-  ``unexplained_weight_change`` Alert is raised once; it is cleared when the shelf is explained
-  again. Hence a resting hand or a bump produces no movement: it either never settles (a hand is
-  never still to within a few grams) or it settles on a weight that is not a unit count, and it
-  returns to the baseline when it leaves.
-* **Drift.** While stable, the references follow the window mean at no more than
-  ``zero_track_g_per_s``: load-cell creep and temperature drift are absorbed, while any change fast
-  enough to matter is motion and goes through counting.
-* **Reconciliation.** ``set_on_hand(n)`` tells the engine the stock level the store holds. The
-  count implied by the explained weight, ``(baseline - empty_g) / unit_weight_g`` (``empty_g`` is
-  the reading of the empty shelf, 0 for a transmitter that tared its tray), is compared with it.
-  When they disagree, with the implied count fitting within tolerance, for ``reconcile_after_s``,
-  an ADJUSTMENT movement sets the level right (from/to ``adjust_location``).
+* **Plausibility.** A reading that is not a finite number, is below ``-max(half a unit, 10
+  divisions)`` or above the shelf's capacity (``capacity_g`` x 1.1, or 2,000 kg when not set; see
+  :func:`plausible_range_g`) is garbage: a wrapped integer, a float register read in the wrong word
+  order, a transmitter in trouble. Like a sample flagged ``error`` or ``overload`` it is a *fault*:
+  nothing measured across it is trusted, no movement comes from it, and the first plateau after it
+  is compared with the last one before it. An implausible reading also raises one
+  ``implausible_weight`` alert per episode, cleared by the first sane settled weight.
+* **Noise model, learned.** Transmitters differ by orders of magnitude: a 0.1 g division with 0.02
+  g of noise, a 10 g division that flicks between two steps, a float in kilograms. The engine
+  learns each one online from the differences between consecutive samples: ``sigma`` is their
+  trimmed RMS over the last 300 quiet samples (the largest 10 % dropped, the rest scaled back
+  to a Gaussian's; a quantised output counts its flicker as noise, which it is), and the
+  *resolution* is the
+  smallest step the output takes (the transmitter's division; ``division_g`` when configured).
+  The stability half-band is ``max(3 sigma, 1.5 resolution, 0.05 g)``; ``stable_band_g``
+  overrides it (peak-to-peak) for an installer who wants a fixed band.
+* **Candidate plateau.** The last ``stable_hold_s`` (0.5 s, at least three samples) of readings,
+  all within the half-band of their mean, make a *candidate*. Its *settle time* is found by
+  looking back: the earliest sample from which every later one lies within the band of the
+  candidate's mean. That is when the weight settled (a transmitter's internal filter turns a step
+  into a ramp; the settle time is the end of the ramp), and it is the ``observed_at`` of the
+  movement it leads to. A candidate keeps absorbing samples while they stay in its band.
+* **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.5 s) after it settled, provided
+  its samples' spread is consistent with the learned noise (a resting hand trembles: a spread
+  above 1.6 sigma is a hand, not goods) and, when the transmitter maps a stable bit and has shown
+  that bit to be trustworthy (set in at least 80 % of settled samples), the bit is set. A
+  candidate that motion interrupts before it is confirmed is kept as *unconfirmed evidence*.
+* **Counting.** When a candidate is confirmed, the plateaus since the last confirmed one (the
+  *anchor*) are resolved: each is expressed as a whole number of units from the anchor
+  (``n = round(delta / unit_weight_g)``, accepted when within ``weight_tolerance_g * sqrt(|n|)``,
+  capped below half a unit), plateaus that fit no whole number are dropped, *excursions* (a
+  plateau whose neighbours have the same count: items picked and put back, a parcel put down for
+  a moment) are removed, and every remaining change of count becomes one movement: ``n < 0`` a
+  PICK (location -> ``pick_to``), ``n > 0`` a RESTOCK (``restock_from`` -> location). So a
+  double pick 1.5 s apart is two picks, a put-back within ``confirm_s`` is nothing, a bump is
+  nothing (its plateau equals the anchor). Confidence falls from 1.0 for a perfect fit to 0.5 at
+  the edge of the tolerance.
+* **Unexplained changes.** A confirmed plateau that fits no whole number of units from the anchor
+  is *pending*: nothing is recorded, because a hand resting on the shelf or a parcel put down for
+  a while looks exactly like that. Items moved while it rests are counted from the pending plateau
+  (the anchor moves by the same amount). After ``unexplained_after_s`` one
+  ``unexplained_weight_change`` alert is raised; it clears when the weight is explained again.
+* **The book.** ``set_on_hand(n)`` tells the engine the stock level the store holds (None: the
+  store has none). With no book, the first confirmed plateau whose absolute weight
+  (``grams - empty_g``) is a whole number of units is an *opening count*: an ADJUSTMENT with reason
+  ``opening_count``. At start (a restart of the gateway) and after a fault or an outage (no sample
+  for ``outage_gap_s``), the first confirmed plateau is compared with the book (at start, by its
+  absolute count) or with the plateau before the fault: a difference is recorded at once as a
+  pick or restock with reason ``offline_change``. A slow disagreement between book and weight
+  (``reconcile_after_s``, 300 s) becomes an ADJUSTMENT with reason ``reconciliation``.
+* **Drift.** While confirmed, the anchor follows the plateau's mean at no more than
+  ``zero_track_g_per_s``: load-cell creep and temperature drift are absorbed, while any change
+  fast enough to matter is motion and goes through counting.
 
-Invariants: a plateau equal to the reference (within tolerance) never yields a movement; replaying
-the same samples with the same timestamps yields the same movement ids (each id is a hash of the
-shelf id, the kind and the UTC times of the two plateaus it joins).
+Invariants: no movement comes from a fault sample or a plateau equal to the anchor; no quantity
+exceeds what the shelf's plausible range can hold (so never beyond the store's 32-bit column);
+replaying the same samples with the same timestamps yields the same movement ids (each id is a
+hash of the shelf id, the kind and the UTC times of the two plateaus it joins).
 
-Parameters (``debounce.shelf``, see ``gateway.domain.params.ShelfParams``): ``stable_band_g`` 4.0,
-``stable_hold_s`` 0.8, ``poll_interval_s`` 0.2 (sets a half-interval slack on the window),
-``use_stable_bit`` True, ``zero_track_g_per_s`` 0.5, ``unexplained_after_s`` 5.0,
-``reconcile_after_s`` 300, ``adjust_location`` "adjustment".
+Parameters (``debounce.shelf``, see ``gateway.domain.params.ShelfParams``): ``stable_hold_s``
+0.5, ``confirm_s`` 1.5, ``stable_band_g`` None (learned), ``poll_interval_s`` 0.2 (sets a
+half-interval slack on the window), ``outage_gap_s`` 2.0, ``use_stable_bit`` True,
+``zero_track_g_per_s`` 0.5, ``unexplained_after_s`` 5.0, ``reconcile_after_s`` 300,
+``adjust_location`` "adjustment". Per shelf: ``division_g`` and ``capacity_g`` (both optional).
 """
 
 from __future__ import annotations
@@ -59,16 +79,18 @@ import enum
 import hashlib
 import math
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from gateway.domain.model import (
+    MAX_QUANTITY,
     Alert,
     AlertKind,
     LocationId,
     Movement,
     MovementId,
     MovementKind,
+    MovementReason,
     Severity,
     Sku,
     SourceType,
@@ -81,15 +103,51 @@ PICKED = LocationId("picked")
 BACKROOM = LocationId("backroom")
 """Default ``restock_from``."""
 
+DEFAULT_CAPACITY_G = 2_000_000.0
+"""The plausible ceiling of a shelf without ``capacity_g``: 2,000 kg (a pallet-rack load cell)."""
+DEFAULT_TOLERANCE_FRACTION = 0.1
+"""An item's ``weight_tolerance_g`` when the catalog gives none: 10 % of its unit weight."""
+CAPACITY_OVERSHOOT = 1.1
+"""A transmitter reads a little above its nominal capacity before it flags overload."""
+
 _MIN_WINDOW_SAMPLES = 3
 _MAX_FRACTION_OF_UNIT = 0.45
 """Tolerances are capped below half a unit so that rounding to a count is never ambiguous."""
+_NOISE_HISTORY = 300
+_QUIET_ENOUGH = 10
+_TRIM = 0.9
+_TRIMMED_MEAN_OF_CHI2 = 0.623
+_BAND_SIGMAS = 3.0
+_BAND_RESOLUTIONS = 1.5
+_MIN_HALF_BAND_G = 0.5
+"""Half a gram: a platform rings and a filter creeps by that much after any touch."""
+_BAND_UNIT_FRACTION = 0.02
+"""Motion below 2 % of a unit cannot change a count: the tail of a filter's ramp is settled."""
+_TREMOR_WINDOW_S = 1.0
+_RECENT_S = 2.0
+
+_TREMOR_UNIT_FRACTION = 0.005
+_MIN_TREMOR_G = 0.5
+"""A resting hand trembles by 10 g and more; half a gram of wobble is the platform."""
+_BEYOND_UNITS = 0.6
+_HAND_PRESS_G = 150.0
+"""What a hand pressing on a shelf while it takes or puts goods may add (see _commit_beyond)."""
+_MIN_OBSERVED_S = 0.6
+"""A candidate is confirmed only after this much of it was seen (four samples at 5 Hz), however
+early it settled: a tremor needs samples to show."""
+_TREMOR_SIGMAS = 1.6
+_BIT_TRUST = 0.8
+_BIT_MIN_OBSERVATIONS = 5
+_TRACE_S = 6.0
 
 
 class ShelfPhase(enum.StrEnum):
     SETTLING = "settling"
+    """Motion, or a candidate plateau not confirmed yet."""
     STABLE = "stable"
+    """A confirmed plateau."""
     FAULT = "fault"
+    """The last sample was an error, an overload or implausible."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +187,176 @@ def fit_units(delta_g: float, unit_weight_g: float, tolerance_g: float) -> Count
     )
 
 
+def plausible_range_g(
+    unit_weight_g: float, *, capacity_g: float | None = None, division_g: float | None = None
+) -> tuple[float, float]:
+    """The net weights a shelf can really read; anything outside is a device fault."""
+    low = -max(0.5 * unit_weight_g, 10.0 * (division_g or 1.0))
+    high = CAPACITY_OVERSHOOT * capacity_g if capacity_g else DEFAULT_CAPACITY_G
+    return low, high
+
+
+def _parabola(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
+    """Least-squares ``y = a + b x + c x^2`` (None when the xs cannot determine it)."""
+    s = [math.fsum(x**k for x in xs) for k in range(5)]
+    t = [math.fsum(y * x**k for x, y in zip(xs, ys, strict=True)) for k in range(3)]
+    m = [[s[0], s[1], s[2]], [s[1], s[2], s[3]], [s[2], s[3], s[4]]]
+
+    def det3(q: list[list[float]]) -> float:
+        return (
+            q[0][0] * (q[1][1] * q[2][2] - q[1][2] * q[2][1])
+            - q[0][1] * (q[1][0] * q[2][2] - q[1][2] * q[2][0])
+            + q[0][2] * (q[1][0] * q[2][1] - q[1][1] * q[2][0])
+        )
+
+    d = det3(m)
+    if abs(d) < 1e-12:
+        return None
+    out = []
+    for col in range(3):
+        q = [row[:] for row in m]
+        for r in range(3):
+            q[r][col] = t[r]
+        out.append(det3(q) / d)
+    return out[0], out[1], out[2]
+
+
+class _NoiseModel:
+    """What the engine has learned of one transmitter's noise and resolution.
+
+    Differences between consecutive samples are learned from *quiet* samples (those that joined
+    a plateau) once there are enough of them; before that, from all samples (the median ignores
+    the minority that is motion). The resolution is only ever learned from quiet samples: the
+    first step of a noise-free signal is motion, not a division.
+    """
+
+    def __init__(self, division_g: float | None) -> None:
+        self.division_g = division_g
+        self._all: deque[float] = deque(maxlen=_NOISE_HISTORY)
+        self._quiet: deque[float] = deque(maxlen=_NOISE_HISTORY)
+        self._dirty = True
+        self._sigma = 0.0
+        self._resolution = division_g or 0.0
+
+    def observe(self, delta_g: float, grams: float, *, quiet: bool) -> None:
+        delta = abs(delta_g)
+        self._all.append(delta)
+        self._dirty = True
+        if not quiet:
+            return
+        self._quiet.append(delta)
+        # Float registers in kg carry rounding far below any division: ignore it.
+        if (
+            delta > 1e-6 * max(1.0, abs(grams))
+            and self.division_g is None
+            and (self._resolution == 0.0 or delta < self._resolution)
+        ):
+            self._resolution = delta
+
+    def _refresh(self) -> None:
+        if self._dirty:
+            source = self._quiet if len(self._quiet) >= _QUIET_ENOUGH else self._all
+            squares = sorted(d * d for d in source)
+            kept = squares[: max(1, int(_TRIM * len(squares)))] if squares else [0.0]
+            # The mean of the lowest 90 % of chi-square(1) values is 0.623 of the whole mean;
+            # a delta of two samples has twice the variance of one.
+            self._sigma = math.sqrt(math.fsum(kept) / len(kept) / _TRIMMED_MEAN_OF_CHI2 / 2.0)
+            self._dirty = False
+
+    @property
+    def sigma_g(self) -> float:
+        self._refresh()
+        return self._sigma
+
+    @property
+    def resolution_g(self) -> float:
+        return self._resolution
+
+    def half_band_g(self, fixed_band_g: float | None, unit_weight_g: float) -> float:
+        if fixed_band_g is not None:
+            return 0.5 * fixed_band_g
+        return max(
+            _BAND_SIGMAS * self.sigma_g,
+            _BAND_RESOLUTIONS * self._resolution,
+            _BAND_UNIT_FRACTION * unit_weight_g,
+            _MIN_HALF_BAND_G,
+        )
+
+    def noise_g(self) -> float:
+        """The spread a still shelf shows: noise, or quantisation when noise is below it."""
+        return max(self.sigma_g, self._resolution / math.sqrt(12.0), _MIN_HALF_BAND_G / 3.0)
+
+
+@dataclass(slots=True)
+class _Plateau:
+    """A run of samples within the band of their mean."""
+
+    settled_at: float
+    settled_utc: datetime
+    detected_at: float
+    n: int = 0
+    total: float = 0.0
+    bit_set: bool | None = None
+    recent: deque[tuple[float, float]] = field(default_factory=deque)
+    """The last ``_TREMOR_WINDOW_S`` of samples: a hand trembles, goods do not."""
+
+    @property
+    def grams(self) -> float:
+        return self.total / self.n
+
+    def recent_spread_g(self, window_s: float = _TREMOR_WINDOW_S) -> float | None:
+        """Standard deviation of the recent samples around a parabola through them (None: too
+        few to judge). The parabola takes out the tail of a filter's ramp, the last of the
+        platform's ringing and slow drift; a hand's tremor goes up and down and stays."""
+        last = self.recent[-1][0] if self.recent else 0.0
+        points = [(t, g) for t, g in self.recent if t >= last - window_s - 1e-9]
+        n = len(points)
+        if n < 3:
+            return None
+        if n == 3:
+            return 0.0  # a parabola fits three points exactly: nothing to judge yet
+        t0 = points[0][0]
+        xs = [t - t0 for t, _ in points]
+        ys = [g for _, g in points]
+        coefficients = _parabola(xs, ys)
+        if coefficients is None:
+            return None
+        a, b, c = coefficients
+        residuals = sorted((y - (a + b * x + c * x * x)) ** 2 for x, y in zip(xs, ys, strict=True))
+        dof = n - 3
+        if n >= 5:
+            # One sample may be the last of a ringing platform; a tremor is in all of them.
+            residuals.pop()
+            dof -= 1
+        return math.sqrt(math.fsum(residuals) / dof)
+
+    def add(self, at: float, grams: float, bit: bool | None) -> None:
+        self.n += 1
+        self.total += grams
+        if bit is not None:
+            self.bit_set = bit
+        self.recent.append((at, grams))
+        while self.recent[0][0] < at - _RECENT_S:
+            self.recent.popleft()
+
+
 @dataclass(slots=True)
 class _Pending:
-    """An unexplained plateau: when it started and by how much it differs from the baseline."""
+    """A confirmed plateau that fits no whole number of units from the anchor."""
 
     since_at: float
-    delta_g: float
+    grams: float
     alerted: bool = False
+
+
+@dataclass(slots=True)
+class _Anchor:
+    """The last confirmed, explained plateau: what the next change is counted from."""
+
+    grams: float
+    utc: datetime
+    chain: list[_Plateau] = field(default_factory=list)
+    """Candidates since the anchor that motion interrupted before they were confirmed."""
 
 
 class ShelfEngine:
@@ -148,19 +369,26 @@ class ShelfEngine:
         location: LocationId,
         sku: Sku,
         unit_weight_g: float,
-        tolerance_g: float,
+        tolerance_g: float | None = None,
         pick_to: LocationId = PICKED,
         restock_from: LocationId = BACKROOM,
         params: ShelfParams | None = None,
         empty_g: float = 0.0,
         on_hand: int | None = None,
+        division_g: float | None = None,
+        capacity_g: float | None = None,
     ) -> None:
-        if not unit_weight_g > 0:
+        if not unit_weight_g > 0 or not math.isfinite(unit_weight_g):
             raise ValueError(f"unit_weight_g must be > 0, got {unit_weight_g}")
-        if tolerance_g < 0:
+        if tolerance_g is None:
+            tolerance_g = DEFAULT_TOLERANCE_FRACTION * unit_weight_g
+        if not tolerance_g >= 0:
             raise ValueError(f"tolerance_g must be >= 0, got {tolerance_g}")
         if location in (pick_to, restock_from):
             raise ValueError(f"pick_to/restock_from must differ from the shelf location {location}")
+        for name, value in (("division_g", division_g), ("capacity_g", capacity_g)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be > 0, got {value}")
         self.shelf_id = shelf_id
         self.location = location
         self.sku = sku
@@ -172,18 +400,29 @@ class ShelfEngine:
         self._adjust_location = LocationId(self.params.adjust_location)
         if self._adjust_location == location:
             raise ValueError(f"adjust_location must differ from the shelf location {location}")
-        # (at, grams, transmitter stable bit or None)
+        self.plausible_g = plausible_range_g(
+            unit_weight_g, capacity_g=capacity_g, division_g=division_g
+        )
+        self._max_units = min(MAX_QUANTITY, math.ceil(self.plausible_g[1] / unit_weight_g) + 1)
+        self._noise = _NoiseModel(division_g)
+        # (at, grams, stable bit): the last stable_hold_s, and a longer trace for the settle time.
         self._window: deque[tuple[float, float, bool | None]] = deque()
+        self._trace: deque[tuple[float, float]] = deque()
         self._phase = ShelfPhase.SETTLING
         self._last_at: float | None = None
-        self._ref_g: float | None = None
-        self._ref_utc: datetime | None = None
-        self._baseline_g: float | None = None
-        self._baseline_utc: datetime | None = None
+        self._last_sane_g: float | None = None
+        self._candidate: _Plateau | None = None
+        self._confirmed = False
+        self._anchor: _Anchor | None = None
         self._empty_g = empty_g
         self._pending: _Pending | None = None
         self._on_hand = on_hand
         self._disagree_since: float | None = None
+        # Compare the first confirmed plateau with the book (start) or the pre-fault anchor.
+        self._resync = True
+        self._implausible_alerted = False
+        self._bit_seen = 0
+        self._bit_set = 0
 
     # -- observation ------------------------------------------------------------------------------
 
@@ -193,27 +432,43 @@ class ShelfEngine:
 
     @property
     def on_hand(self) -> int | None:
-        """The stock level as the engine believes it (None until ``set_on_hand``)."""
+        """The stock level as the engine believes it (None: no book yet)."""
         return self._on_hand
 
     @property
     def baseline_g(self) -> float | None:
-        """The last explained plateau (drift-tracked), or None before the first plateau."""
-        return self._baseline_g
+        """The last explained plateau (drift-tracked), or None before the first one."""
+        return None if self._anchor is None else self._anchor.grams
 
     @property
     def implied_units(self) -> CountFit | None:
         """The count implied by the explained weight, or None before the first plateau."""
-        if self._baseline_g is None:
+        if self._anchor is None:
             return None
-        return fit_units(self._baseline_g - self._empty_g, self.unit_weight_g, self.tolerance_g)
+        return self._fit(self._anchor.grams - self._empty_g)
 
     @property
     def unexplained(self) -> bool:
         return self._pending is not None
 
-    def set_on_hand(self, on_hand: int) -> None:
-        """The stock level the store holds for this shelf's location and SKU."""
+    @property
+    def noise_sigma_g(self) -> float:
+        """The transmitter's noise as learned so far."""
+        return self._noise.sigma_g
+
+    @property
+    def resolution_g(self) -> float:
+        """The transmitter's division as configured or learned so far (0: none seen)."""
+        return self._noise.resolution_g
+
+    @property
+    def stable_bit_trusted(self) -> bool:
+        return (
+            self._bit_seen >= _BIT_MIN_OBSERVATIONS and self._bit_set >= _BIT_TRUST * self._bit_seen
+        )
+
+    def set_on_hand(self, on_hand: int | None) -> None:
+        """The stock level the store holds for this shelf's location and SKU (None: none)."""
         self._on_hand = on_hand
         self._disagree_since = None
 
@@ -223,32 +478,52 @@ class ShelfEngine:
         """Take one sample (``now_utc`` is when it was taken) and return what it concluded."""
         if sample.shelf_id != self.shelf_id:
             raise ValueError(f"sample of {sample.shelf_id!r} fed to shelf {self.shelf_id!r}")
-        if self._last_at is not None and sample.at <= self._last_at:
+        if self._last_at is not None and not sample.at > self._last_at:
             return []  # late or duplicated sample: time only moves forward
-        dt = 0.0 if self._last_at is None else sample.at - self._last_at
+        gap = None if self._last_at is None else sample.at - self._last_at
         self._last_at = sample.at
-        if sample.error or sample.overload:
-            self._window.clear()
-            self._phase = ShelfPhase.FAULT
-            self._disagree_since = None
-            return []
-        self._append(sample)
-        if not self._stable():
-            if self._phase is not ShelfPhase.SETTLING:
-                self._phase = ShelfPhase.SETTLING
-            return []
-        mean = math.fsum(g for _, g, _ in self._window) / len(self._window)
         out: list[Movement | Alert] = []
+        grams = sample.grams
+        low, high = self.plausible_g
+        implausible = not (math.isfinite(grams) and low <= grams <= high)
+        if implausible and not self._implausible_alerted:
+            self._implausible_alerted = True
+            out.append(self._implausible_alert(now_utc, grams, active=True))
+        if implausible or sample.error or sample.overload:
+            self._interrupt()
+            self._phase = ShelfPhase.FAULT
+            return out
+        previous = self._last_sane_g
+        if gap is not None and gap > self.params.outage_gap_s:
+            self._interrupt()  # nobody saw what happened meanwhile
+            previous = None
+        self._last_sane_g = grams
+        self._append(sample)
+        out.extend(self._step(sample, now_utc))
+        if previous is not None:
+            quiet = self._candidate is not None and self._candidate.n > 1
+            self._noise.observe(grams - previous, grams, quiet=quiet)
         if self._phase is ShelfPhase.STABLE:
-            self._track_drift(mean, dt)
-        else:
-            self._phase = ShelfPhase.STABLE
-            out.extend(self._settle(mean, now_utc))
-        out.extend(self._check_pending(sample.at, now_utc))
-        out.extend(self._reconcile(sample.at, now_utc))
+            if self._implausible_alerted:
+                self._implausible_alerted = False
+                out.append(self._implausible_alert(now_utc, grams, active=False))
+            out.extend(self._check_pending(sample.at, now_utc))
+            out.extend(self._reconcile(sample.at, now_utc))
         return out
 
-    # -- internals --------------------------------------------------------------------------------
+    # -- internals: plateaus ----------------------------------------------------------------------
+
+    def _interrupt(self) -> None:
+        """A fault or an outage: forget the unconfirmed, compare the next plateau with before."""
+        self._window.clear()
+        self._trace.clear()
+        self._candidate = None
+        self._confirmed = False
+        self._last_sane_g = None
+        self._disagree_since = None
+        if self._anchor is not None:
+            self._anchor.chain.clear()
+        self._resync = True
 
     def _append(self, sample: WeightSample) -> None:
         window = self._window
@@ -257,74 +532,292 @@ class ShelfEngine:
         horizon = sample.at - self.params.stable_hold_s - slack
         while window and window[0][0] < horizon:
             window.popleft()
+        trace = self._trace
+        trace.append((sample.at, sample.grams))
+        while trace and trace[0][0] < sample.at - _TRACE_S:
+            trace.popleft()
 
-    def _stable(self) -> bool:
+    def _half_band(self) -> float:
+        return self._noise.half_band_g(self.params.stable_band_g, self.unit_weight_g)
+
+    def _step(self, sample: WeightSample, now_utc: datetime) -> list[Movement | Alert]:
+        half = self._half_band()
+        candidate = self._candidate
+        if candidate is not None:
+            if abs(sample.grams - candidate.grams) <= half:
+                candidate.add(sample.at, sample.grams, sample.stable)
+                if self._confirmed:
+                    self._track(candidate, sample)
+                    return []
+                if self._ready(candidate, sample.at):
+                    self._confirmed = True
+                    self._phase = ShelfPhase.STABLE
+                    return self._resolve(candidate, sample.at, now_utc)
+                return []
+            # Motion: an unconfirmed candidate that was still (no hand on it) stays as evidence.
+            if not self._confirmed and self._anchor is not None and self._still(candidate):
+                self._anchor.chain.append(candidate)
+            self._candidate = None
+            self._confirmed = False
+            self._phase = ShelfPhase.SETTLING
+        out = self._commit_beyond(sample.grams, now_utc)
         window = self._window
         if len(window) < _MIN_WINDOW_SAMPLES:
-            return False
+            return out
         slack = 0.5 * self.params.poll_interval_s
         if window[-1][0] - window[0][0] < self.params.stable_hold_s - slack:
+            return out
+        mean = math.fsum(g for _, g, _ in window) / len(window)
+        if any(abs(g - mean) > half for _, g, _ in window):
+            return out
+        settled_at = self._settled_at(mean, half)
+        plateau = _Plateau(
+            detected_at=sample.at,
+            settled_at=settled_at,
+            settled_utc=now_utc - timedelta(seconds=sample.at - settled_at),
+        )
+        for at, grams, bit in window:
+            if at >= settled_at:
+                plateau.add(at, grams, bit)
+        chain = self._anchor.chain if self._anchor is not None else None
+        if chain and self._fit(plateau.grams - chain[-1].grams).units == 0:
+            # The same plateau again after a knock: it settled when the first part did.
+            earlier = chain.pop()
+            plateau.settled_at, plateau.settled_utc = earlier.settled_at, earlier.settled_utc
+            if len(earlier.recent) >= 4:
+                # It was seen still long enough before the knock: that counts towards confirming.
+                plateau.detected_at = earlier.detected_at
+                plateau.recent = deque([*earlier.recent, *plateau.recent])
+        self._candidate = plateau
+        out.extend(self._commit_progress(plateau, now_utc))
+        if self._ready(plateau, sample.at):
+            self._confirmed = True
+            self._phase = ShelfPhase.STABLE
+            out.extend(self._resolve(plateau, sample.at, now_utc))
+        return out
+
+    def _commit_progress(self, plateau: _Plateau, now_utc: datetime) -> list[Movement | Alert]:
+        """A new candidate further along from the anchor than the unconfirmed ones before it
+        (a second pick after a first): those were not put back; count them now, not later."""
+        anchor = self._anchor
+        if anchor is None or not anchor.chain or self._pending is not None:
+            return []
+        new = self._fit(plateau.grams - anchor.grams)
+        if not new.fits or new.units == 0:
+            return []
+        steps = self._steps(anchor, None)
+        if not steps:
+            return []
+        last_units, last = steps[-1]
+        if last_units == 0 or (new.units - last_units) * last_units <= 0:
+            return []
+        if len(last.recent) < 4:
+            return []  # too short to tell goods from a hand: wait for the confirmed plateau
+        return self._resolve(last, None, now_utc)
+
+    def _still(self, plateau: _Plateau) -> bool:
+        """Observed long enough to judge, and no tremor: goods, not a hand."""
+        return plateau.recent_spread_g() is not None and not self._trembles(plateau)
+
+    def _commit_beyond(self, grams: float, now_utc: datetime) -> list[Movement | Alert]:
+        """Motion that carries the weight on past the last unconfirmed plateau, in the direction
+        it moved from the anchor (goods leaving after a pick, beyond any hand's press): that
+        plateau was no put-back; count it now instead of after the next plateau."""
+        anchor = self._anchor
+        if anchor is None or not anchor.chain or self._pending is not None:
+            return []
+        steps = self._steps(anchor, None)
+        if not steps:
+            return []
+        units, last = steps[-1]
+        if units == 0 or len(last.recent) < 4:
+            return []
+        beyond = (grams - last.grams) * (1 if units > 0 else -1)
+        if beyond <= _BEYOND_UNITS * self.unit_weight_g + _HAND_PRESS_G:
+            return []
+        return self._resolve(last, None, now_utc)
+
+    def _trembles(self, plateau: _Plateau) -> bool:
+        """More spread around a smooth curve than the transmitter's noise: a hand."""
+        if self.params.stable_band_g is not None:
             return False
-        if self.params.use_stable_bit and any(bit is False for _, _, bit in window):
+        spread = plateau.recent_spread_g()
+        return spread is not None and spread > max(
+            _TREMOR_SIGMAS * self._noise.noise_g(),
+            _TREMOR_UNIT_FRACTION * self.unit_weight_g,
+            _MIN_TREMOR_G,
+        )
+
+    def _settled_at(self, mean: float, half: float) -> float:
+        """The earliest time from which every traced sample is within the band of ``mean``."""
+        settled = self._trace[-1][0]
+        for at, grams in reversed(self._trace):
+            if abs(grams - mean) > half:
+                break
+            settled = at
+        return settled
+
+    def _ready(self, plateau: _Plateau, at: float) -> bool:
+        """Confirmed: held ``confirm_s``, spread like noise, and the trusted stable bit set."""
+        if at - plateau.settled_at < self.params.confirm_s - 1e-9:
             return False
-        grams = [g for _, g, _ in window]
-        return max(grams) - min(grams) <= self.params.stable_band_g
+        if at - plateau.detected_at < _MIN_OBSERVED_S - 1e-9 or len(plateau.recent) < 4:
+            return False
+        if self._trembles(plateau):
+            return False
+        return not (
+            self.params.use_stable_bit and plateau.bit_set is False and self.stable_bit_trusted
+        )
+
+    def _track(self, plateau: _Plateau, sample: WeightSample) -> None:
+        """While confirmed: learn the stable bit's worth and follow slow drift."""
+        if sample.stable is not None and sample.at - plateau.settled_at >= self.params.confirm_s:
+            self._bit_seen += 1
+            self._bit_set += sample.stable
+            if self._bit_seen > 4 * _BIT_MIN_OBSERVATIONS:  # a moving judgement, not a lifetime
+                self._bit_seen //= 2
+                self._bit_set //= 2
+        anchor = self._anchor
+        if anchor is None or self._pending is not None:
+            return
+        limit = self.params.zero_track_g_per_s * self.params.poll_interval_s
+        step = max(-limit, min(limit, plateau.grams - anchor.grams))
+        anchor.grams += step
+        # Drift moves the whole reading: the empty-shelf reading moves with it, so the implied
+        # count does not creep.
+        self._empty_g += step
+
+    # -- internals: counting ----------------------------------------------------------------------
 
     def _fit(self, delta_g: float) -> CountFit:
         return fit_units(delta_g, self.unit_weight_g, self.tolerance_g)
 
-    def _settle(self, mean: float, now_utc: datetime) -> list[Movement | Alert]:
-        """A new plateau: explain it against the baseline and the last plateau."""
-        if self._ref_g is None or self._baseline_g is None:
-            self._ref_g = self._baseline_g = mean
-            self._ref_utc = self._baseline_utc = now_utc
+    def _resolve(
+        self, plateau: _Plateau, at: float | None, now_utc: datetime
+    ) -> list[Movement | Alert]:
+        """A confirmed plateau (or, ``at`` None, one proven by what came after): count what
+        happened since the anchor; it becomes the anchor."""
+        anchor = self._anchor
+        resync, self._resync = self._resync, False
+        if anchor is None:
+            assert at is not None
+            return self._first_plateau(plateau, at, now_utc, resync=resync)
+        fit = self._fit(plateau.grams - anchor.grams)
+        if not fit.fits or abs(fit.units) > self._max_units:
+            assert at is not None
+            return self._unexplained(plateau, at, now_utc)
+        out: list[Movement | Alert] = []
+        if self._pending is not None:
+            if self._pending.alerted:
+                out.append(self._unexplained_alert(now_utc, active=False, delta_g=0.0))
+            self._pending = None
+        reason = MovementReason.OFFLINE_CHANGE if resync else None
+        steps = self._steps(anchor, plateau)
+        later = anchor.chain[anchor.chain.index(plateau) + 1 :] if plateau in anchor.chain else []
+        previous_units, previous_utc = 0, anchor.utc
+        for units, step in steps:
+            change = units - previous_units
+            if change:
+                step_fit = self._fit(
+                    step.grams - anchor.grams - previous_units * self.unit_weight_g
+                )
+                out.append(self._movement(change, step_fit, previous_utc, step.settled_utc, reason))
+            previous_units, previous_utc = units, step.settled_utc
+        self._anchor = _Anchor(grams=plateau.grams, utc=plateau.settled_utc, chain=later)
+        return out
+
+    def _steps(self, anchor: _Anchor, confirmed: _Plateau | None) -> list[tuple[int, _Plateau]]:
+        """The counts the anchor's evidence passed through, excursions and repeats removed."""
+        steps: list[tuple[int, _Plateau | None]] = [(0, None)]
+        evidence = anchor.chain if confirmed is None else [*anchor.chain, confirmed]
+        if confirmed is not None and confirmed in anchor.chain:
+            evidence = anchor.chain[: anchor.chain.index(confirmed) + 1]
+        for plateau in evidence:
+            fit = self._fit(plateau.grams - anchor.grams)
+            if plateau is confirmed or (fit.fits and abs(fit.units) <= self._max_units):
+                steps.append((fit.units, plateau))
+        changed = True
+        while changed:
+            changed = False
+            for i in range(1, len(steps)):
+                if steps[i][0] == steps[i - 1][0]:
+                    # A repeat (one plateau split by a bump): the earlier one is when it settled.
+                    del steps[i]
+                    changed = True
+                    break
+                if i + 1 < len(steps) and steps[i + 1][0] == steps[i - 1][0]:
+                    # An excursion, there and back again: a put-back, a parcel put down a moment.
+                    del steps[i : i + 2]
+                    changed = True
+                    break
+        return [(units, plateau) for units, plateau in steps[1:] if plateau is not None]
+
+    def _first_plateau(
+        self, plateau: _Plateau, at: float, now_utc: datetime, *, resync: bool
+    ) -> list[Movement | Alert]:
+        """The first confirmed plateau: an opening count, or a restart's offline change."""
+        absolute = self._fit(plateau.grams - self._empty_g)
+        if not absolute.fits or absolute.units < 0 or absolute.units > self._max_units:
+            if self._on_hand is None:
+                # No book and no whole count: the tare or the item is wrong. Say so, wait.
+                return self._unexplained(plateau, at, now_utc)
+            self._anchor = _Anchor(grams=plateau.grams, utc=plateau.settled_utc)
             return []
         out: list[Movement | Alert] = []
         if self._pending is not None:
-            from_baseline = self._fit(mean - self._baseline_g)
-            if from_baseline.fits:
-                if self._pending.alerted:
-                    out.append(self._unexplained_alert(now_utc, active=False, delta_g=0.0))
-                self._pending = None
-                if from_baseline.units:
-                    out.append(self._movement(from_baseline, self._baseline_utc, now_utc))
-                self._ref_g = self._baseline_g = mean
-                self._ref_utc = self._baseline_utc = now_utc
-                return out
-        from_ref = self._fit(mean - self._ref_g)
-        if from_ref.fits:
-            if from_ref.units == 0:
-                return out  # same plateau as before: a bump, a touch, a hand lifted again
-            out.append(self._movement(from_ref, self._ref_utc, now_utc))
-            if self._pending is None:
-                self._baseline_g = mean
-            else:
-                # Items moved while something unexplained still rests on the shelf: the
-                # explained weight moves by the measured change, the offset stays pending.
-                self._baseline_g += mean - self._ref_g
-                self._pending.delta_g = mean - self._baseline_g
-            self._baseline_utc = now_utc
-            self._ref_g, self._ref_utc = mean, now_utc
+            if self._pending.alerted:
+                out.append(self._unexplained_alert(now_utc, active=False, delta_g=0.0))
+            self._pending = None
+        self._anchor = _Anchor(grams=plateau.grams, utc=plateau.settled_utc)
+        if self._on_hand is None:
+            self._on_hand = absolute.units
+            if absolute.units:
+                out.append(
+                    self._adjustment(
+                        absolute.units,
+                        absolute.confidence,
+                        plateau.settled_utc,
+                        MovementReason.OPENING_COUNT,
+                        evidence=f"opening|{plateau.settled_utc}|{absolute.units}",
+                    )
+                )
             return out
-        if self._pending is None:
-            assert self._last_at is not None
-            self._pending = _Pending(since_at=self._last_at, delta_g=mean - self._baseline_g)
-        else:
-            self._pending.delta_g = mean - self._baseline_g
-        self._ref_g, self._ref_utc = mean, now_utc
+        change = absolute.units - self._on_hand
+        if change and resync:
+            out.append(
+                self._movement(
+                    change,
+                    absolute,
+                    None,
+                    plateau.settled_utc,
+                    MovementReason.OFFLINE_CHANGE,
+                    evidence=f"restart|{self._on_hand}|{absolute.units}|{plateau.settled_utc}",
+                )
+            )
         return out
 
-    def _track_drift(self, mean: float, dt: float) -> None:
-        assert self._ref_g is not None
-        assert self._baseline_g is not None
-        limit = self.params.zero_track_g_per_s * dt
-        step = max(-limit, min(limit, mean - self._ref_g))
-        self._ref_g += step
-        if self._pending is None:
-            # Drift moves the whole reading: the empty-shelf reading moves with the baseline, so
-            # the implied count does not creep.
-            self._baseline_g += step
-            self._empty_g += step
+    def _unexplained(
+        self, plateau: _Plateau, at: float, now_utc: datetime
+    ) -> list[Movement | Alert]:
+        out: list[Movement | Alert] = []
+        pending = self._pending
+        anchor = self._anchor
+        if pending is not None and anchor is not None:
+            # Items moved while something unexplained still rests on the shelf: count them from
+            # the pending plateau, and move the explained weight by the measured change.
+            fit = self._fit(plateau.grams - pending.grams)
+            if fit.fits and fit.units and abs(fit.units) <= self._max_units:
+                out.append(self._movement(fit.units, fit, anchor.utc, plateau.settled_utc, None))
+                anchor.grams += plateau.grams - pending.grams
+                anchor.utc = plateau.settled_utc
+            pending.grams = plateau.grams
+        elif pending is None:
+            self._pending = _Pending(since_at=plateau.settled_at, grams=plateau.grams)
+        else:
+            pending.grams = plateau.grams
+        if anchor is not None:
+            anchor.chain.clear()
+        return out
 
     def _check_pending(self, at: float, now_utc: datetime) -> list[Movement | Alert]:
         pending = self._pending
@@ -333,7 +826,8 @@ class ShelfEngine:
         if at - pending.since_at < self.params.unexplained_after_s:
             return []
         pending.alerted = True
-        return [self._unexplained_alert(now_utc, active=True, delta_g=pending.delta_g)]
+        base = self._empty_g if self._anchor is None else self._anchor.grams
+        return [self._unexplained_alert(now_utc, active=True, delta_g=pending.grams - base)]
 
     def _reconcile(self, at: float, now_utc: datetime) -> list[Movement | Alert]:
         implied = self.implied_units
@@ -352,40 +846,70 @@ class ShelfEngine:
             return []
         if at - self._disagree_since < self.params.reconcile_after_s:
             return []
+        assert self._anchor is not None
         diff = implied.units - self._on_hand
-        evidence = f"adjust|{self._baseline_utc}|{self._on_hand}|{implied.units}|{now_utc}"
-        movement = Movement(
-            movement_id=self._movement_id(evidence),
-            kind=MovementKind.ADJUSTMENT,
-            sku=self.sku,
-            quantity=abs(diff),
-            from_location=self._adjust_location if diff > 0 else self.location,
-            to_location=self.location if diff > 0 else self._adjust_location,
-            source_type=SourceType.WEIGHT_SHELF,
-            source_id=self.shelf_id,
-            observed_at=now_utc,
-            confidence=implied.confidence,
+        movement = self._adjustment(
+            diff,
+            implied.confidence,
+            now_utc,
+            MovementReason.RECONCILIATION,
+            evidence=f"adjust|{self._anchor.utc}|{self._on_hand}|{implied.units}|{now_utc}",
         )
         self._on_hand = implied.units
         self._disagree_since = None
         return [movement]
 
-    def _movement(self, fit: CountFit, ref_utc: datetime | None, now_utc: datetime) -> Movement:
-        kind = MovementKind.RESTOCK if fit.units > 0 else MovementKind.PICK
-        if self._on_hand is not None:
-            self._on_hand += fit.units
-        self._disagree_since = None
+    # -- internals: output ------------------------------------------------------------------------
+
+    def _adjustment(
+        self,
+        units: int,
+        confidence: float,
+        observed_utc: datetime,
+        reason: MovementReason,
+        *,
+        evidence: str,
+    ) -> Movement:
         return Movement(
-            movement_id=self._movement_id(f"{kind}|{ref_utc}|{now_utc}"),
-            kind=kind,
+            movement_id=self._movement_id(evidence),
+            kind=MovementKind.ADJUSTMENT,
             sku=self.sku,
-            quantity=abs(fit.units),
-            from_location=self.restock_from if fit.units > 0 else self.location,
-            to_location=self.location if fit.units > 0 else self.pick_to,
+            quantity=abs(units),
+            from_location=self._adjust_location if units > 0 else self.location,
+            to_location=self.location if units > 0 else self._adjust_location,
             source_type=SourceType.WEIGHT_SHELF,
             source_id=self.shelf_id,
-            observed_at=now_utc,
+            observed_at=observed_utc,
+            confidence=confidence,
+            reason=reason,
+        )
+
+    def _movement(
+        self,
+        units: int,
+        fit: CountFit,
+        from_utc: datetime | None,
+        observed_utc: datetime,
+        reason: MovementReason | None,
+        *,
+        evidence: str | None = None,
+    ) -> Movement:
+        kind = MovementKind.RESTOCK if units > 0 else MovementKind.PICK
+        if self._on_hand is not None:
+            self._on_hand += units
+        self._disagree_since = None
+        return Movement(
+            movement_id=self._movement_id(evidence or f"{kind}|{from_utc}|{observed_utc}"),
+            kind=kind,
+            sku=self.sku,
+            quantity=abs(units),
+            from_location=self.restock_from if units > 0 else self.location,
+            to_location=self.location if units > 0 else self.pick_to,
+            source_type=SourceType.WEIGHT_SHELF,
+            source_id=self.shelf_id,
+            observed_at=observed_utc,
             confidence=fit.confidence,
+            reason=reason,
         )
 
     def _movement_id(self, evidence: str) -> MovementId:
@@ -412,7 +936,28 @@ class ShelfEngine:
                 "shelf_id": self.shelf_id,
                 "location": self.location,
                 "sku": self.sku,
-                "delta_g": round(delta_g, 1),
+                "delta_g": round(delta_g, 1) if math.isfinite(delta_g) else None,
                 "unit_weight_g": self.unit_weight_g,
             },
+        )
+
+    def _implausible_alert(self, now_utc: datetime, grams: float, *, active: bool) -> Alert:
+        low, high = self.plausible_g
+        if active:
+            shown = f"{grams:.6g} g" if math.isfinite(grams) else str(grams)
+            message = (
+                f"shelf {self.shelf_id}: implausible weight {shown} (plausible {low:g}..{high:g} g)"
+                "; not counting until the transmitter reads a sane settled weight"
+            )
+        else:
+            message = f"shelf {self.shelf_id}: weight plausible again, counting resumed"
+        return Alert(
+            alert_id=f"{AlertKind.IMPLAUSIBLE_WEIGHT}:{self.shelf_id}",
+            kind=AlertKind.IMPLAUSIBLE_WEIGHT,
+            severity=Severity.WARNING,
+            subject=self.shelf_id,
+            message=message,
+            raised_at=now_utc,
+            active=active,
+            details={"shelf_id": self.shelf_id, "plausible_g": [low, high]},
         )

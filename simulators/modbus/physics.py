@@ -19,8 +19,14 @@ The load on the cells at time ``t`` is the sum of
   (``CONVERSION_HZ``), derived by hashing (seed, unit, conversion index) so that it is a pure
   function of time too.
 
-The transmitter's *stable* bit is its own motion detector: set when the noiseless load moved less
-than ``MOTION_BAND_G`` over the last ``MOTION_WINDOW_S``. *Overload* is gross above capacity.
+The transmitter (``ShelfTrack.transmitter``) updates its output ``update_hz`` times a second
+(independent of how often it is polled), passes the load through an internal first-order filter
+(``filter_tau_s``; a step becomes a ramp), adds its noise, and quantises to ``division_g``. Its
+*stable* bit is its own motion detector: with ``StableRule.MOTION`` set when the noiseless load
+moved less than ``MOTION_BAND_G`` over the last ``MOTION_WINDOW_S``; with ``StableRule.DIVISION``
+when the noiseless filtered output moved no more than one division in the last second.
+A put-back lifts items (a gesture of ``GESTURE_S``), holds them, and returns the very same items.
+*Overload* is gross above capacity.
 The heartbeat counts conversions at ``HEARTBEAT_HZ`` (mod 2**16). A FROZEN failure returns the
 reading of the instant the failure began (heartbeat included); an ADC_ERROR failure sets the error
 bit and reads zero. EXCEPTION and SILENT failures are the server's business (no reading at all).
@@ -38,7 +44,15 @@ import random
 import struct
 from dataclasses import dataclass
 
-from simulators.shelf_scenario import FailureMode, ShelfEvent, ShelfEventKind, ShelfTrack
+from simulators.shelf_scenario import (
+    GESTURE_S,
+    FailureMode,
+    Garbage,
+    ShelfEvent,
+    ShelfEventKind,
+    ShelfTrack,
+    StableRule,
+)
 
 CONVERSION_HZ = 50.0
 HEARTBEAT_HZ = 10.0
@@ -49,6 +63,8 @@ RING_TAU_S = 0.12
 RING_HZ = 6.0
 RING_LENGTH_S = 1.0
 _MOTION_POINTS = 5
+_DIVISION_WINDOW_S = 1.0
+_FILTER_MEMORY_TAUS = 12.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,8 @@ class Reading:
     adc_error: bool
     heartbeat: int
     failure: FailureMode | None = None
+    garbage: Garbage | None = None
+    """With a GARBAGE failure: what nonsense the weight registers hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +106,32 @@ class ShelfPhysics:
         self._initial_goods_g = goods
         self._steps: list[_Step] = []
         for event in track.events:
-            if event.kind not in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
+            if event.kind not in (
+                ShelfEventKind.PICK,
+                ShelfEventKind.RESTOCK,
+                ShelfEventKind.PUTBACK,
+            ):
                 continue
             sign = 1 if event.kind is ShelfEventKind.RESTOCK else -1
             moved = sum(
                 track.unit_weight_g + rng.gauss(0.0, track.item_sigma_g) for _ in range(event.units)
             )
             after = goods + sign * moved
+            if event.kind is ShelfEventKind.PUTBACK:
+                # The same items go and come back: two steps, and the count never changes.
+                lifted = event.t + GESTURE_S
+                self._steps.append(_Step(event.t, lifted, goods, after, units))
+                self._steps.append(_Step(event.end - GESTURE_S, event.end, after, goods, units))
+                continue
             units += sign * event.units
             self._steps.append(_Step(event.t, event.end, goods, after, units))
             goods = after
+        tx = track.transmitter
+        self._hz = tx.update_hz if tx.filter_tau_s or tx.division_g else CONVERSION_HZ
+        self._alpha = (
+            1.0 - math.exp(-1.0 / (self._hz * tx.filter_tau_s)) if tx.filter_tau_s else 1.0
+        )
+        self._filtered: dict[int, float] = {}
         self._step_starts = [s.t for s in self._steps]
         self._transients = [e for e in track.events if e.physical]
         self._transient_starts = [e.t for e in self._transients]
@@ -138,6 +172,13 @@ class ShelfPhysics:
 
     def _transient_g(self, event: ShelfEvent, t: float) -> float:
         tau = t - event.t
+        if event.kind is ShelfEventKind.PUTBACK:
+            back = event.duration - GESTURE_S
+            if tau < GESTURE_S:
+                return HAND_PRESS_G * math.sin(math.pi * tau / GESTURE_S)
+            if back <= tau < event.duration:
+                return HAND_PRESS_G * math.sin(math.pi * (tau - back) / GESTURE_S)
+            return 0.0
         if event.kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
             if tau < event.duration:
                 return HAND_PRESS_G * math.sin(math.pi * tau / event.duration)
@@ -160,11 +201,57 @@ class ShelfPhysics:
         )
         return max(0.0, ramp) * (event.grams + tremor)
 
+    def filtered_g(self, k: int) -> float:
+        """The noiseless output of update ``k``: the load through the internal filter.
+
+        A pure function of ``k``; updates are memoised (the last few seconds of them), since
+        reads come in time order and the stable bit looks one second back.
+        """
+        if self._alpha >= 1.0:
+            return self.load_g(k / self._hz)
+        cached = self._filtered.get(k)
+        if cached is not None:
+            return cached
+        memory = math.ceil(_FILTER_MEMORY_TAUS * self.track.transmitter.filter_tau_s * self._hz)
+        j = k - 1
+        while j > k - memory and j not in self._filtered:
+            j -= 1
+        if j in self._filtered:
+            y = self._filtered[j]
+        else:
+            j = k - memory
+            y = self.load_g(j / self._hz)
+        while j < k:
+            j += 1
+            y += self._alpha * (self.load_g(j / self._hz) - y)
+            self._filtered[j] = y
+        if len(self._filtered) > 8 * memory + 4 * self._hz:
+            horizon = k - 2 * memory - 2 * self._hz
+            for old in [i for i in self._filtered if i < horizon]:
+                del self._filtered[old]
+        return y
+
+    def settled_at(self, event: ShelfEvent, until: float) -> float:
+        """When the transmitter's output settled after ``event`` (before ``until``): from then on
+        its noiseless output stays within max(1 division, 2 % of a unit, 0.5 g) of its final
+        value. What a person watching the display would call "it stopped moving"."""
+        tx = self.track.transmitter
+        band = max(tx.division_g, 0.02 * self.track.unit_weight_g, 0.5)
+        first = math.ceil(event.end * self._hz)
+        last = max(first, math.floor(until * self._hz))
+        final = self.filtered_g(last)
+        settled = last
+        for k in range(last, first - 1, -1):
+            if abs(self.filtered_g(k) - final) > band:
+                break
+            settled = k
+        return settled / self._hz
+
     def noise_g(self, t: float) -> float:
-        """Gaussian noise, constant within one conversion period, a pure function of ``t``."""
+        """Gaussian noise, constant within one update period, a pure function of ``t``."""
         if self.track.noise_g == 0:
             return 0.0
-        k = math.floor(t * CONVERSION_HZ)
+        k = math.floor(t * self._hz)
         digest = hashlib.blake2b(struct.pack(">q", k), digest_size=8, key=self._noise_key).digest()
         a, b = struct.unpack(">II", digest)
         u1 = (a + 1) / 4294967297.0  # (0, 1]: log() is defined
@@ -209,9 +296,13 @@ class ShelfPhysics:
             adc_error=healthy.adc_error,
             heartbeat=healthy.heartbeat,
             failure=failure.mode,
+            garbage=failure.garbage if failure.mode is FailureMode.GARBAGE else None,
         )
 
     def _healthy_reading(self, t: float) -> Reading:
+        tx = self.track.transmitter
+        if tx.stable_rule is StableRule.DIVISION or tx.filter_tau_s or tx.division_g:
+            return self._transmitter_reading(t)
         # The transmitter converts at CONVERSION_HZ: a read between conversions sees the last one.
         t_conv = math.floor(t * CONVERSION_HZ) / CONVERSION_HZ
         load = self.load_g(t_conv)
@@ -222,6 +313,32 @@ class ShelfPhysics:
         history.append(load)
         stable = max(history) - min(history) <= MOTION_BAND_G
         gross = load + self.noise_g(t_conv)
+        return Reading(
+            gross_g=gross,
+            stable=stable,
+            overload=gross > self.track.capacity_g,
+            adc_error=False,
+            heartbeat=self._heartbeat(t),
+        )
+
+    def _transmitter_reading(self, t: float) -> Reading:
+        """A transmitter with its own update rate, filter, quantisation and stable rule."""
+        tx = self.track.transmitter
+        k = math.floor(t * self._hz)
+        value = self.filtered_g(k)
+        if tx.stable_rule is StableRule.DIVISION:
+            back = max(1, round(_DIVISION_WINDOW_S * self._hz))
+            points = [self.filtered_g(k - back * i // 8) for i in range(9)]
+            stable = max(points) - min(points) <= max(tx.division_g, 0.1)
+        else:
+            history = [
+                self.load_g((k / self._hz) - MOTION_WINDOW_S * i / (_MOTION_POINTS - 1))
+                for i in range(_MOTION_POINTS)
+            ]
+            stable = max(history) - min(history) <= MOTION_BAND_G
+        gross = value + self.noise_g(k / self._hz)
+        if tx.division_g:
+            gross = round(gross / tx.division_g) * tx.division_g
         return Reading(
             gross_g=gross,
             stable=stable,

@@ -41,7 +41,7 @@ import struct
 from typing import Final
 
 from simulators.modbus.physics import Reading
-from simulators.shelf_scenario import Encoding, WeightType, WordOrder
+from simulators.shelf_scenario import Encoding, Garbage, WeightType, WordOrder
 
 NET: Final = 0
 STATUS: Final = 2
@@ -78,6 +78,28 @@ def encode_weight(grams: float, encoding: Encoding) -> tuple[int, int]:
     return (high, low) if encoding.word_order is WordOrder.BIG else (low, high)
 
 
+def garbage_words(garbage: Garbage, encoding: Encoding, unit_scale_g: float) -> tuple[int, int]:
+    """Two registers of nonsense of the kind ``garbage`` in ``encoding``'s type and word order."""
+    if encoding.type is WeightType.FLOAT32:
+        value = {
+            Garbage.NEGATIVE: -1000.0 * unit_scale_g / encoding.scale,
+            Garbage.WRAPPED: 4294967296.0 - 1234.0,
+            Garbage.HUGE: 1e30,
+            Garbage.NAN: math.nan,
+        }[garbage]
+        data = struct.pack(">f", value)
+    else:
+        raw = {
+            Garbage.NEGATIVE: -round(1000.0 * unit_scale_g / encoding.scale),
+            Garbage.WRAPPED: _INT32_MIN + 1234,
+            Garbage.HUGE: _INT32_MAX,
+            Garbage.NAN: _INT32_MIN,
+        }[garbage]
+        data = struct.pack(">i", max(_INT32_MIN, min(_INT32_MAX, raw)))
+    high, low = struct.unpack(">HH", data)
+    return (high, low) if encoding.word_order is WordOrder.BIG else (low, high)
+
+
 def format_word(encoding: Encoding) -> int:
     value = 0 if encoding.type is WeightType.FLOAT32 else 1
     if encoding.word_order is WordOrder.LITTLE:
@@ -110,7 +132,12 @@ def fill(
         status |= 1 << TARE_ACTIVE_BIT
     if abs(net) < 0.25 * encoding.scale and not reading.adc_error:
         status |= 1 << CENTRE_OF_ZERO_BIT
-    registers[offset + NET : offset + NET + 2] = encode_weight(net, encoding)
+    if reading.garbage is not None:
+        registers[offset + NET : offset + NET + 2] = garbage_words(
+            reading.garbage, encoding, max(capacity_g, 1.0) / 1000.0
+        )
+    else:
+        registers[offset + NET : offset + NET + 2] = encode_weight(net, encoding)
     registers[offset + STATUS] = status
     registers[offset + HEARTBEAT] = reading.heartbeat & 0xFFFF
     registers[offset + GROSS : offset + GROSS + 2] = encode_weight(gross, encoding)
