@@ -64,7 +64,7 @@ class ShelfParams:
 
     poll_interval_s: float = 0.2
     """How often each shelf's weighing transmitter is polled (5 Hz)."""
-    stable_hold_s: float = 0.5
+    stable_hold_s: float = 0.4
     """Samples within the stability band for this long make a candidate plateau."""
     confirm_s: float = 1.2
     """A candidate is confirmed (and counted) this long after it settled, if it held: a put-back

@@ -114,12 +114,13 @@ _MIN_WINDOW_SAMPLES = 3
 _MAX_FRACTION_OF_UNIT = 0.45
 """Tolerances are capped below half a unit so that rounding to a count is never ambiguous."""
 _NOISE_HISTORY = 300
-_QUIET_ENOUGH = 10
+_QUIET_ENOUGH = 5
 _TRIM = 0.9
+_MEDIAN_ABS_DELTA_PER_SIGMA = 0.954
 _TRIMMED_MEAN_OF_CHI2 = 0.623
 _BAND_SIGMAS = 3.0
 _BAND_RESOLUTIONS = 1.5
-_MIN_HALF_BAND_G = 0.5
+_MIN_HALF_BAND_G = 0.8
 """Half a gram: a platform rings and a filter creeps by that much after any touch."""
 _BAND_UNIT_FRACTION = 0.02
 """Motion below 2 % of a unit cannot change a count: the tail of a filter's ramp is settled."""
@@ -128,6 +129,11 @@ _RECENT_S = 2.0
 
 _TREMOR_UNIT_FRACTION = 0.005
 _MIN_TREMOR_G = 0.5
+_QUIET_SAMPLES = 5
+_QUIET_RUN = 3
+"""A second of samples at 5 Hz: four can look like a filter's tail by chance, five rarely."""
+_TRAVEL_SIGMAS = 2.4
+"""Noise alone makes 5 Hz samples travel 1.13 sigma a step on average, rarely above 2.4."""
 """A resting hand trembles by 10 g and more; half a gram of wobble is the platform."""
 _BEYOND_UNITS = 0.6
 _HAND_PRESS_G = 150.0
@@ -224,9 +230,9 @@ def _parabola(xs: list[float], ys: list[float]) -> tuple[float, float, float] | 
 class _NoiseModel:
     """What the engine has learned of one transmitter's noise and resolution.
 
-    Differences between consecutive samples are learned from *quiet* samples (those that joined
-    a plateau) once there are enough of them; before that, from all samples (the median ignores
-    the minority that is motion). The resolution is only ever learned from quiet samples: the
+    Differences between consecutive samples are learned from *quiet* samples (those of a
+    confirmed plateau) once there are enough of them (a trimmed RMS); before that, from all
+    samples (their median, which ignores the minority that is motion). The resolution is only ever learned from quiet samples: the
     first step of a noise-free signal is motion, not a division.
     """
 
@@ -254,14 +260,20 @@ class _NoiseModel:
             self._resolution = delta
 
     def _refresh(self) -> None:
-        if self._dirty:
-            source = self._quiet if len(self._quiet) >= _QUIET_ENOUGH else self._all
-            squares = sorted(d * d for d in source)
-            kept = squares[: max(1, int(_TRIM * len(squares)))] if squares else [0.0]
+        if not self._dirty:
+            return
+        self._dirty = False
+        if len(self._quiet) >= _QUIET_ENOUGH:
+            squares = sorted(d * d for d in self._quiet)
+            kept = squares[: max(1, int(_TRIM * len(squares)))]
             # The mean of the lowest 90 % of chi-square(1) values is 0.623 of the whole mean;
             # a delta of two samples has twice the variance of one.
             self._sigma = math.sqrt(math.fsum(kept) / len(kept) / _TRIMMED_MEAN_OF_CHI2 / 2.0)
-            self._dirty = False
+            return
+        # Before the first settled second: the median ignores the motion among the samples.
+        ordered = sorted(self._all)
+        median = ordered[len(ordered) // 2] if ordered else 0.0
+        self._sigma = median / _MEDIAN_ABS_DELTA_PER_SIGMA
 
     @property
     def sigma_g(self) -> float:
@@ -298,7 +310,13 @@ class _Plateau:
     total: float = 0.0
     bit_set: bool | None = None
     recent: deque[tuple[float, float]] = field(default_factory=deque)
-    """The last ``_TREMOR_WINDOW_S`` of samples: a hand trembles, goods do not."""
+    """The last ``_RECENT_S`` of samples: a hand trembles, goods do not."""
+    quiet_run: int = 0
+    """How many samples in a row its last second showed no tremor (a hand can look still for a
+    moment by chance; goods stay still)."""
+    quiet_seen: bool = False
+    """At some moment its last second of samples showed no tremor (the start of the next
+    gesture may join a plateau's band before it leaves it)."""
 
     @property
     def grams(self) -> float:
@@ -329,6 +347,18 @@ class _Plateau:
             residuals.pop()
             dof -= 1
         return math.sqrt(math.fsum(residuals) / dof)
+
+    def excess_variation_g(self, window_s: float = _TREMOR_WINDOW_S) -> tuple[float, int]:
+        """How far the recent samples travelled beyond their net change, and how many steps.
+
+        A filter's tail or a dying ring goes one way and slows down: it travels about as far
+        as it gets. A hand goes up and down: it travels far and gets nowhere."""
+        last = self.recent[-1][0] if self.recent else 0.0
+        values = [g for t, g in self.recent if t >= last - window_s - 1e-9]
+        if len(values) < 3:
+            return 0.0, 0
+        travel = math.fsum(abs(b - a) for a, b in zip(values, values[1:], strict=False))
+        return travel - abs(values[-1] - values[0]), len(values) - 1
 
     def add(self, at: float, grams: float, bit: bool | None) -> None:
         self.n += 1
@@ -501,7 +531,7 @@ class ShelfEngine:
         self._append(sample)
         out.extend(self._step(sample, now_utc))
         if previous is not None:
-            quiet = self._candidate is not None and self._candidate.n > 1
+            quiet = self._confirmed and self._candidate is not None
             self._noise.observe(grams - previous, grams, quiet=quiet)
         if self._phase is ShelfPhase.STABLE:
             if self._implausible_alerted:
@@ -546,6 +576,7 @@ class ShelfEngine:
         if candidate is not None:
             if abs(sample.grams - candidate.grams) <= half:
                 candidate.add(sample.at, sample.grams, sample.stable)
+                self._judge(candidate)
                 if self._confirmed:
                     self._track(candidate, sample)
                     return []
@@ -584,10 +615,12 @@ class ShelfEngine:
             # The same plateau again after a knock: it settled when the first part did.
             earlier = chain.pop()
             plateau.settled_at, plateau.settled_utc = earlier.settled_at, earlier.settled_utc
-            if len(earlier.recent) >= 4:
+            if earlier.quiet_seen:
                 # It was seen still long enough before the knock: that counts towards confirming.
                 plateau.detected_at = earlier.detected_at
-                plateau.recent = deque([*earlier.recent, *plateau.recent])
+                plateau.recent = deque(sorted({*earlier.recent, *plateau.recent}))
+                plateau.quiet_seen = earlier.quiet_seen
+        self._judge(plateau)
         self._candidate = plateau
         out.extend(self._commit_progress(plateau, now_utc))
         if self._ready(plateau, sample.at):
@@ -615,9 +648,18 @@ class ShelfEngine:
             return []  # too short to tell goods from a hand: wait for the confirmed plateau
         return self._resolve(last, None, now_utc)
 
+    def _judge(self, plateau: _Plateau) -> None:
+        if len(plateau.recent) >= _QUIET_SAMPLES and not self._trembles(plateau):
+            plateau.quiet_run += 1
+            plateau.quiet_seen = True
+        else:
+            plateau.quiet_run = 0
+
     def _still(self, plateau: _Plateau) -> bool:
-        """Observed long enough to judge, and no tremor: goods, not a hand."""
-        return plateau.recent_spread_g() is not None and not self._trembles(plateau)
+        """Goods, not a hand: seen without tremor at some moment (or too short to judge)."""
+        if plateau.quiet_seen:
+            return True
+        return len(plateau.recent) < _QUIET_SAMPLES and not self._trembles(plateau)
 
     def _commit_beyond(self, grams: float, now_utc: datetime) -> list[Movement | Alert]:
         """Motion that carries the weight on past the last unconfirmed plateau, in the direction
@@ -638,15 +680,14 @@ class ShelfEngine:
         return self._resolve(last, None, now_utc)
 
     def _trembles(self, plateau: _Plateau) -> bool:
-        """More spread around a smooth curve than the transmitter's noise: a hand."""
+        """The recent samples travel further than the transmitter's noise would take them: a
+        hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
         if self.params.stable_band_g is not None:
             return False
-        spread = plateau.recent_spread_g()
-        return spread is not None and spread > max(
-            _TREMOR_SIGMAS * self._noise.noise_g(),
-            _TREMOR_UNIT_FRACTION * self.unit_weight_g,
-            _MIN_TREMOR_G,
-        )
+        excess, steps = plateau.excess_variation_g()
+        noise = self._noise.noise_g()
+        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
+        return excess > steps * _TRAVEL_SIGMAS * noise + floor
 
     def _settled_at(self, mean: float, half: float) -> float:
         """The earliest time from which every traced sample is within the band of ``mean``."""
@@ -661,9 +702,9 @@ class ShelfEngine:
         """Confirmed: held ``confirm_s``, spread like noise, and the trusted stable bit set."""
         if at - plateau.settled_at < self.params.confirm_s - 1e-9:
             return False
-        if at - plateau.detected_at < _MIN_OBSERVED_S - 1e-9 or len(plateau.recent) < 4:
+        if at - plateau.detected_at < _MIN_OBSERVED_S - 1e-9:
             return False
-        if self._trembles(plateau):
+        if plateau.quiet_run < _QUIET_RUN:
             return False
         return not (
             self.params.use_stable_bit and plateau.bit_set is False and self.stable_bit_trusted
