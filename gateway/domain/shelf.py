@@ -282,21 +282,29 @@ class _NoiseModel:
 
     @property
     def resolution_g(self) -> float:
-        return self._resolution
+        if self._resolution or self.division_g:
+            return self._resolution
+        # Nothing settled yet: a quantised output that flickers between divisions never holds
+        # still in a band narrower than one. The steps it flickers by are its division; motion
+        # is a minority of them.
+        steps = sorted(d for d in self._all if d > 0)
+        if len(steps) < _QUIET_ENOUGH * 4:
+            return 0.0
+        return steps[len(steps) // 10]
 
     def half_band_g(self, fixed_band_g: float | None, unit_weight_g: float) -> float:
         if fixed_band_g is not None:
             return 0.5 * fixed_band_g
         return max(
             _BAND_SIGMAS * self.sigma_g,
-            _BAND_RESOLUTIONS * self._resolution,
+            _BAND_RESOLUTIONS * self.resolution_g,
             _BAND_UNIT_FRACTION * unit_weight_g,
             _MIN_HALF_BAND_G,
         )
 
     def noise_g(self) -> float:
         """The spread a still shelf shows: noise, or quantisation when noise is below it."""
-        return max(self.sigma_g, self._resolution / math.sqrt(12.0), _MIN_HALF_BAND_G / 3.0)
+        return max(self.sigma_g, self.resolution_g / math.sqrt(12.0), _MIN_HALF_BAND_G / 3.0)
 
 
 @dataclass(slots=True)
