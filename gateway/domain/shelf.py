@@ -105,7 +105,7 @@ BACKROOM = LocationId("backroom")
 
 DEFAULT_CAPACITY_G = 2_000_000.0
 """The plausible ceiling of a shelf without ``capacity_g``: 2,000 kg (a pallet-rack load cell)."""
-DEFAULT_TOLERANCE_FRACTION = 0.1
+DEFAULT_TOLERANCE_FRACTION = 0.06
 """An item's ``weight_tolerance_g`` when the catalog gives none: 10 % of its unit weight."""
 CAPACITY_OVERSHOOT = 1.1
 """A transmitter reads a little above its nominal capacity before it flags overload."""
@@ -177,19 +177,24 @@ class CountFit:
         return round(1.0 - 0.5 * ratio * ratio, 4)
 
 
-def unit_tolerance_g(units: int, unit_weight_g: float, tolerance_g: float) -> float:
-    """The tolerance for a change of ``units`` items: per-item tolerance times sqrt(units)."""
-    scaled = tolerance_g * math.sqrt(max(1, abs(units)))
+def unit_tolerance_g(
+    units: int, unit_weight_g: float, tolerance_g: float, measurement_g: float = 0.0
+) -> float:
+    """The tolerance for a change of ``units`` items: per-item tolerance times sqrt(units)
+    (item weights vary independently), at least what the scale itself cannot resolve."""
+    scaled = max(tolerance_g * math.sqrt(max(1, abs(units))), measurement_g)
     return min(scaled, _MAX_FRACTION_OF_UNIT * unit_weight_g)
 
 
-def fit_units(delta_g: float, unit_weight_g: float, tolerance_g: float) -> CountFit:
+def fit_units(
+    delta_g: float, unit_weight_g: float, tolerance_g: float, measurement_g: float = 0.0
+) -> CountFit:
     """Explain ``delta_g`` as a whole number of units of ``unit_weight_g``."""
     units = round(delta_g / unit_weight_g)
     return CountFit(
         units=units,
         residual_g=delta_g - units * unit_weight_g,
-        tolerance_g=unit_tolerance_g(units, unit_weight_g, tolerance_g),
+        tolerance_g=unit_tolerance_g(units, unit_weight_g, tolerance_g, measurement_g),
     )
 
 
@@ -739,7 +744,7 @@ class ShelfEngine:
     # -- internals: counting ----------------------------------------------------------------------
 
     def _fit(self, delta_g: float) -> CountFit:
-        return fit_units(delta_g, self.unit_weight_g, self.tolerance_g)
+        return fit_units(delta_g, self.unit_weight_g, self.tolerance_g, self._half_band())
 
     def _resolve(
         self, plateau: _Plateau, at: float | None, now_utc: datetime
