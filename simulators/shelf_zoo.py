@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from simulators.shelf_scenario import (
     GESTURE_S,
@@ -82,6 +83,23 @@ def zoo_store(seed: int, *, shelves: int = 6, duration_s: float = 150.0) -> ZooS
     return ZooStore(seed=seed, scenario=scenario, shelves=out)
 
 
+def zoo_shelf(
+    seed: int,
+    life: Callable[[ShelfTrack], Sequence[ShelfEvent]],
+    *,
+    duration_s: float = 60.0,
+    status_mapped: bool | None = None,
+) -> ZooShelf:
+    """One shelf with a transmitter and item drawn from ``seed`` and the events ``life`` gives
+    for it (it sees the drawn track, events empty). ``status_mapped`` overrides the draw."""
+    rng = random.Random(f"zoo-shelf:{seed}")
+    shelf = _shelf(rng, 1, duration_s)
+    track = replace(shelf.track, events=())
+    track = replace(track, events=tuple(life(track)))
+    mapped = shelf.status_mapped if status_mapped is None else status_mapped
+    return replace(shelf, track=track, status_mapped=mapped)
+
+
 def _shelf(rng: random.Random, unit: int, duration_s: float) -> ZooShelf:
     unit_weight = round(math.exp(rng.uniform(math.log(5.0), math.log(5000.0))), 1)
     allowed = [d for d in DIVISIONS_G if 20 * d <= unit_weight <= 5000 * d] or [DIVISIONS_G[0]]
@@ -104,7 +122,8 @@ def _shelf(rng: random.Random, unit: int, duration_s: float) -> ZooShelf:
     max_units = initial + 60
     tare = round(rng.uniform(300.0, 5000.0) / division) * division
     capacity = tare + max_units * unit_weight * 1.3 + 3000.0
-    reorder_point = rng.randint(4, 12)
+    # Set where the shelf will cross it in the first minutes, so low stock is exercised.
+    reorder_point = max(1, initial - rng.randint(3, 15))
     events = _life(
         rng,
         unit_weight=unit_weight,

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -237,8 +238,9 @@ class _NoiseModel:
 
     Differences between consecutive samples are learned from *quiet* samples (those of a
     confirmed plateau) once there are enough of them (a trimmed RMS); before that, from all
-    samples (their median, which ignores the minority that is motion). The resolution is only ever learned from quiet samples: the
-    first step of a noise-free signal is motion, not a division.
+    samples (their median, which ignores the minority that is motion). The resolution is the
+    smallest step of quiet samples, or before those the step a quantised output flickers by:
+    the first step of a noise-free signal is motion, not a division.
     """
 
     def __init__(self, division_g: float | None) -> None:
@@ -370,7 +372,7 @@ class _Plateau:
         values = [g for t, g in self.recent if t >= last - window_s - 1e-9]
         if len(values) < 3:
             return 0.0, 0
-        travel = math.fsum(abs(b - a) for a, b in zip(values, values[1:], strict=False))
+        travel = math.fsum(abs(b - a) for a, b in itertools.pairwise(values))
         return travel - abs(values[-1] - values[0]), len(values) - 1
 
     def add(self, at: float, grams: float, bit: bool | None) -> None:
@@ -466,6 +468,7 @@ class ShelfEngine:
         self._implausible_alerted = False
         self._bit_seen = 0
         self._bit_set = 0
+        self._interval_s = self.params.poll_interval_s
 
     # -- observation ------------------------------------------------------------------------------
 
@@ -570,10 +573,15 @@ class ShelfEngine:
 
     def _append(self, sample: WeightSample) -> None:
         window = self._window
+        if window:
+            gap = sample.at - window[-1][0]
+            self._interval_s += 0.3 * (min(gap, self.params.outage_gap_s) - self._interval_s)
         window.append((sample.at, sample.grams, sample.stable))
         slack = 0.5 * self.params.poll_interval_s
         horizon = sample.at - self.params.stable_hold_s - slack
-        while window and window[0][0] < horizon:
+        # At least three samples stay: when they come slower than polled (a dead unit holding up
+        # a shared Modbus line), three in a row within the band are a candidate all the same.
+        while len(window) > _MIN_WINDOW_SAMPLES and window[0][0] < horizon:
             window.popleft()
         trace = self._trace
         trace.append((sample.at, sample.grams))
@@ -609,7 +617,8 @@ class ShelfEngine:
         if len(window) < _MIN_WINDOW_SAMPLES:
             return out
         slack = 0.5 * self.params.poll_interval_s
-        if window[-1][0] - window[0][0] < self.params.stable_hold_s - slack:
+        sparse = window[0][0] < sample.at - self.params.stable_hold_s - slack
+        if not sparse and window[-1][0] - window[0][0] < self.params.stable_hold_s - slack:
             return out
         mean = math.fsum(g for _, g, _ in window) / len(window)
         if any(abs(g - mean) > half for _, g, _ in window):
@@ -633,6 +642,7 @@ class ShelfEngine:
                 plateau.detected_at = earlier.detected_at
                 plateau.recent = deque(sorted({*earlier.recent, *plateau.recent}))
                 plateau.quiet_seen = earlier.quiet_seen
+                plateau.quiet_run = earlier.quiet_run
         self._judge(plateau)
         self._candidate = plateau
         out.extend(self._commit_progress(plateau, now_utc))
@@ -662,17 +672,32 @@ class ShelfEngine:
         return self._resolve(last, None, now_utc)
 
     def _judge(self, plateau: _Plateau) -> None:
-        if len(plateau.recent) >= _QUIET_SAMPLES and not self._trembles(plateau):
+        """One more sample: is the plateau still quiet? (Too few samples to tell: no news.)"""
+        if self._trembles(plateau):
+            plateau.quiet_run = 0
+        elif self._judgeable(plateau):
             plateau.quiet_run += 1
             plateau.quiet_seen = True
-        else:
-            plateau.quiet_run = 0
+
+    def _tremor_window_s(self) -> float:
+        return max(_TREMOR_WINDOW_S, 3.5 * self._interval_s)
+
+    def _judgeable(self, plateau: _Plateau) -> bool:
+        """Enough recent samples to tell a hand from goods: five at 5 Hz, three when samples
+        come slower (a shared line held up by a dead unit)."""
+        window = self._tremor_window_s()
+        last = plateau.recent[-1][0]
+        count = sum(1 for t, _ in plateau.recent if t >= last - window - 1e-9)
+        return count >= (3 if self._sparse() else _QUIET_SAMPLES)
+
+    def _sparse(self) -> bool:
+        return self._interval_s >= 1.5 * self.params.poll_interval_s
 
     def _still(self, plateau: _Plateau) -> bool:
         """Goods, not a hand: seen without tremor at some moment (or too short to judge)."""
         if plateau.quiet_seen:
             return True
-        return len(plateau.recent) < _QUIET_SAMPLES and not self._trembles(plateau)
+        return not self._judgeable(plateau) and not self._trembles(plateau)
 
     def _commit_beyond(self, grams: float, now_utc: datetime) -> list[Movement | Alert]:
         """Motion that carries the weight on past the last unconfirmed plateau, in the direction
@@ -697,7 +722,7 @@ class ShelfEngine:
         hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
         if self.params.stable_band_g is not None:
             return False
-        excess, steps = plateau.excess_variation_g()
+        excess, steps = plateau.excess_variation_g(self._tremor_window_s())
         noise = self._noise.noise_g()
         floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         return excess > steps * _TRAVEL_SIGMAS * noise + floor
@@ -717,7 +742,7 @@ class ShelfEngine:
             return False
         if at - plateau.detected_at < _MIN_OBSERVED_S - 1e-9:
             return False
-        if plateau.quiet_run < _QUIET_RUN:
+        if plateau.quiet_run < (1 if self._sparse() else _QUIET_RUN):
             return False
         return not (
             self.params.use_stable_bit and plateau.bit_set is False and self.stable_bit_trusted

@@ -46,6 +46,7 @@ from gateway.adapters.modbus import (
     StatusWord,
     ValueType,
     WordOrder,
+    decode_value,
 )
 from gateway.domain.model import (
     Alert,
@@ -57,6 +58,7 @@ from gateway.domain.model import (
     MovementKind,
     MovementReason,
     Sku,
+    WeightSample,
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import BACKROOM, PICKED, ShelfEngine
@@ -65,7 +67,7 @@ from simulators.modbus import registers
 from simulators.modbus.accuracy import EPOCH, PacedClock
 from simulators.modbus.physics import ShelfPhysics
 from simulators.modbus.server import ShelfSimulator
-from simulators.shelf_scenario import FailureMode, ShelfEventKind, WeightType
+from simulators.shelf_scenario import FailureMode, Garbage, ShelfEventKind, ShelfTrack, WeightType
 from simulators.shelf_zoo import ZooShelf, ZooStore
 
 MATCH_S = 3.0
@@ -243,7 +245,13 @@ async def _run(
         settings=PollerSettings(
             poll_interval_s=params.poll_interval_s / speed,
             timeout_s=timeout_s,
-            backoff=BackoffPolicy(initial_s=0.05, max_s=0.25, reset_after_s=2.0),
+            # The gateway's defaults (a silent unit is retried ever less often, so that it does
+            # not hold up the other units on its connection), on the scenario's clock.
+            backoff=BackoffPolicy(
+                initial_s=BackoffPolicy().initial_s / speed,
+                max_s=BackoffPolicy().max_s / speed,
+                reset_after_s=BackoffPolicy().reset_after_s / speed,
+            ),
         ),
         clock=sim.scenario_time,
         utc_now=lambda: EPOCH + timedelta(seconds=sim.scenario_time()),
@@ -444,3 +452,63 @@ def _scenario_s(movement: Movement) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def replay(
+    shelf: ZooShelf,
+    *,
+    seed: int,
+    until: float,
+    params: ShelfParams | None = None,
+    jitter_s: float = 0.01,
+) -> list[tuple[float, Movement | Alert]]:
+    """Feed one zoo shelf's physics straight into its engine at 5 Hz (no Modbus, no clock).
+
+    The same transmitter, the same gateway-side settings as ``run_zoo``; polling times jitter by
+    ``jitter_s`` (seeded) as a real poller's do. Garbage readings arrive as NaN (what the
+    adapter passes on for a register that holds no finite number); a silent transmitter gives
+    no samples. For property tests and quick what-ifs; the benchmark runs the real path.
+    """
+    import random  # local: only the replay needs it
+
+    params = params if params is not None else ShelfParams()
+    track = shelf.track
+    physics = ShelfPhysics(track, seed)
+    engine = ShelfEngine(
+        track.shelf_id,
+        location=LocationId(track.shelf_id),
+        sku=Sku(track.sku),
+        unit_weight_g=track.unit_weight_g,
+        params=params,
+        division_g=shelf.division_g,
+        capacity_g=shelf.capacity_g,
+    )
+    rng = random.Random(f"{seed}:{track.shelf_id}:poll")
+    out: list[tuple[float, Movement | Alert]] = []
+    t = rng.uniform(0.0, params.poll_interval_s)
+    while t < until:
+        failure = physics.failure_at(t)
+        if failure is None or failure.mode is not FailureMode.SILENT:
+            reading = physics.reading(t)
+            if reading.garbage is not None:
+                grams = _garbage_grams(reading.garbage, track)
+            else:
+                grams = reading.gross_g - track.tare_g
+            sample = WeightSample(
+                DeviceId(track.shelf_id),
+                t,
+                grams,
+                stable=reading.stable if shelf.status_mapped else None,
+            )
+            out.extend((t, event) for event in engine.feed(sample, EPOCH + timedelta(seconds=t)))
+        t += params.poll_interval_s + rng.gauss(0.0, jitter_s)
+    return out
+
+
+def _garbage_grams(garbage: Garbage, track: ShelfTrack) -> float:
+    """What the adapter decodes from ``registers.garbage_words`` for this track's encoding."""
+    words = registers.garbage_words(garbage, track.encoding, max(track.capacity_g, 1.0) / 1000.0)
+    value_type = ValueType.FLOAT32 if track.encoding.type is WeightType.FLOAT32 else ValueType.INT32
+    return decode_value(words, value_type, WordOrder(track.encoding.word_order.value)) * (
+        track.encoding.scale
+    )
