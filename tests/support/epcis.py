@@ -204,3 +204,128 @@ def closures() -> list[ReceiptClosed]:
             unexpected={"SKU-2002": 3},
         ),
     ]
+
+
+def hard_portal_movements(step_s: float = 0.1) -> tuple[list[Movement], dict[str, str]]:
+    """The movements the portal engine makes of ``simulators/scenarios/hard.yaml``, driven in
+    process (the scenario's reads, no sockets: the end-to-end run is tests/test_portal_accuracy),
+    and the scenario's GTINs by SKU."""
+    from pathlib import Path
+
+    from gateway.domain.model import DeviceId, Epc, TagRead
+    from gateway.domain.portal import PortalEngine, PortalSpec
+    from simulators.llrp.accuracy import scenario_catalog
+    from simulators.scenario import load_scenario
+
+    scenario = load_scenario(
+        Path(__file__).resolve().parents[2] / "simulators" / "scenarios" / "hard.yaml"
+    )
+    catalog = scenario_catalog(scenario)
+    engine = PortalEngine(
+        portals=[
+            PortalSpec(
+                portal_id=d.id,
+                reader_id=DeviceId(d.reader),
+                outside_antennas=frozenset(d.outside_antennas),
+                inside_antennas=frozenset(d.inside_antennas),
+                outside_location=LocationId(d.outside_location),
+                inside_location=LocationId(d.inside_location),
+            )
+            for d in scenario.doors
+        ],
+        catalog=catalog,
+    )
+    start = 1_790_000_000.0
+    sources = {d.reader: scenario.read_source(d.id, start) for d in scenario.doors}
+    movements: list[Movement] = []
+    steps = round((scenario.duration_s + 60.0) / step_s)
+    for k in range(steps):
+        t0, t1 = start + k * step_s, start + (k + 1) * step_s
+        now_us = round(t1 * 1_000_000)
+        for reader, source in sources.items():
+            reads = [
+                TagRead(
+                    DeviceId(reader),
+                    r.antenna,
+                    Epc(r.epc_hex),
+                    r.rssi_dbm,
+                    r.first_seen_us,
+                    r.last_seen_us,
+                    r.seen_count,
+                )
+                for r in source.reads(t0, t1)
+            ]
+            if reads:
+                movements += engine.movements(engine.feed(reads, now_us))
+        movements += engine.movements(engine.advance(now_us))
+    gtins: dict[str, str] = {item.sku: item.gtin for item in catalog}
+    return movements, gtins
+
+
+def shelf_movements(name: str = "shelf_noisy") -> tuple[list[Movement], dict[str, str]]:
+    """The movements the shelf engine makes of a shelf scenario, driven in process (the
+    transmitter's physics polled every ``poll_interval_s``, no Modbus: the end-to-end run is
+    tests/test_shelf_accuracy), after an opening count of each shelf; and GTINs by SKU."""
+    from pathlib import Path
+
+    from gateway.domain.model import DeviceId, WeightSample
+    from gateway.domain.params import ShelfParams
+    from gateway.domain.shelf import ShelfEngine
+    from simulators.modbus.accuracy import tolerance_for
+    from simulators.modbus.physics import ShelfPhysics
+    from simulators.shelf_scenario import load_shelf_scenario
+
+    scenario = load_shelf_scenario(
+        Path(__file__).resolve().parents[2] / "simulators" / "scenarios" / f"{name}.yaml"
+    )
+    params = ShelfParams()
+    movements: list[Movement] = []
+    skus: set[str] = set()
+    for track in scenario.shelves:
+        skus.add(track.sku)
+        opening = Movement(
+            movement_id=MovementId(f"opening-{track.shelf_id}"),
+            kind=MovementKind.ADJUSTMENT,
+            sku=Sku(track.sku),
+            quantity=max(1, track.initial_units),
+            from_location=LocationId(params.adjust_location),
+            to_location=LocationId(track.shelf_id),
+            source_type=SourceType.MANUAL,
+            source_id=track.shelf_id,
+            observed_at=T0,
+            confidence=1.0,
+        )
+        movements.append(with_reason(opening, "opening_count"))
+        engine = ShelfEngine(
+            track.shelf_id,
+            location=LocationId(track.shelf_id),
+            sku=Sku(track.sku),
+            unit_weight_g=track.unit_weight_g,
+            tolerance_g=tolerance_for(track),
+            params=params,
+        )
+        engine.set_on_hand(track.initial_units)
+        physics = ShelfPhysics(track, scenario.seed)
+        steps = round(scenario.end_s / params.poll_interval_s)
+        for k in range(steps):
+            at = k * params.poll_interval_s
+            reading = physics.reading(at)
+            if reading.failure is not None:
+                continue
+            sample = WeightSample(
+                shelf_id=DeviceId(track.shelf_id),
+                at=at,
+                grams=reading.gross_g,
+                stable=reading.stable,
+                overload=reading.overload,
+                error=reading.adc_error,
+            )
+            out = engine.feed(sample, T0 + timedelta(seconds=at))
+            movements += [m for m in out if isinstance(m, Movement)]
+    gtins = {sku: f"0061414{n:06d}" for n, sku in enumerate(sorted(skus))}
+    return movements, {sku: g + _gs1_check(g) for sku, g in gtins.items()}
+
+
+def _gs1_check(body: str) -> str:
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return str((10 - total % 10) % 10)
