@@ -62,6 +62,12 @@ def with_reason(m: Movement, reason: str) -> Movement:
     return WithReason(m, reason)  # type: ignore[return-value]
 
 
+def unwrapped(m: Movement) -> Movement:
+    """The plain Movement of a :class:`WithReason` stand-in (the store takes Movements)."""
+    inner = getattr(m, "movement", None)
+    return inner if isinstance(inner, Movement) else m
+
+
 def case(serial: int, item: str = "812345") -> str:
     return decode_epc(encode_sgtin96("0614141", item, serial)).uri
 
