@@ -162,6 +162,7 @@ class EpcisRelay:
         hold_retry_max_s: float = 60.0,
         backoff: Backoff | None = None,
         on_alert: Callable[[Alert], Awaitable[None]] | None = None,
+        cursor_name: str = SINK,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -172,6 +173,7 @@ class EpcisRelay:
         if min(request_timeout_s, poll_interval_s, hold_retry_max_s) <= 0:
             raise ValueError("timeouts, poll_interval_s and hold_retry_max_s must be > 0")
         self._source = source
+        self._cursor = cursor_name
         self._site = site
         self._url = capture_url
         self._headers = dict(_HEADERS)
@@ -273,7 +275,7 @@ class EpcisRelay:
     async def run(self) -> None:
         """Deliver for ever (until cancelled)."""
         if not self._loaded:
-            cursor = await self._store(self._source.get_cursor, SINK)
+            cursor = await self._store(self._source.get_cursor, self._cursor)
             await self._note_acked(cursor)
             self._loaded = True
         connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True, limit=2)
@@ -529,7 +531,7 @@ class EpcisRelay:
             return
         last = max(seqs)
         self.counters["delivered_movements"] += len(seqs)
-        await self._store(self._source.advance_cursor, SINK, last, now=self._clock())
+        await self._store(self._source.advance_cursor, self._cursor, last, now=self._clock())
         await self._note_acked(last)
 
     async def _note_acked(self, seq: int) -> None:
