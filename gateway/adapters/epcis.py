@@ -292,10 +292,15 @@ class EpcisRelay:
         backoff = Backoff(BackoffPolicy(initial_s=0.2, max_s=10.0))
         while True:
             try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
+                result = await asyncio.to_thread(fn, *args, **kwargs)
             except StoreError as exc:
-                log.warning("epcis relay: the edge store failed: %s; retrying", exc)
+                if backoff.attempt == 0:  # one line per outage, not one per retry
+                    log.warning("epcis relay: the edge store failed: %s; retrying", exc)
                 await asyncio.sleep(backoff.next_delay(self._monotonic()))
+                continue
+            if backoff.attempt:
+                log.info("epcis relay: the edge store answers again")
+            return result
 
     async def _read(self, out: asyncio.Queue[_Page]) -> None:
         after = self._acked_seq
@@ -420,7 +425,7 @@ class EpcisRelay:
         while True:
             try:
                 async with session.post(self._url, data=body) as response:
-                    text = await response.text()
+                    text = (await response.read()).decode("utf-8", errors="replace")
                     status = response.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
