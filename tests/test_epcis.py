@@ -12,6 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.domain.epcis import (
     EpcisSite,
@@ -340,3 +342,52 @@ if __name__ == "__main__":  # pragma: no cover - writes the scenario documents f
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     for key, value in _scenario_documents().items():
         (out / f"{key}.jsonld").write_text(json.dumps(value, indent=1), encoding="utf-8")
+
+
+# --- properties of the mapping ---------------------------------------------------------------
+
+_KINDS = [
+    (MovementKind.RECEIPT, "yard", "receiving", "door-1"),
+    (MovementKind.SHIPMENT, "receiving", "yard", "door-1"),
+    (MovementKind.TRANSFER, "receiving", "backroom", "door-1"),
+    (MovementKind.RETURN, "yard", "receiving", "door-1"),
+    (MovementKind.PICK, "shelf-a1", "picked", "shelf-a1"),
+    (MovementKind.RESTOCK, "backroom", "shelf-a1", "shelf-a1"),
+    (MovementKind.ADJUSTMENT, "adjustment", "shelf-a1", "shelf-a1"),
+]
+
+
+@st.composite
+def movements(draw: st.DrawFn) -> RecordedMovement:
+    kind, frm, to, source = draw(st.sampled_from(_KINDS))
+    door = source.startswith("door")
+    serials = draw(st.lists(st.integers(0, 2**38 - 1), max_size=6 if door else 0, unique=True))
+    boxed = door and bool(serials) and draw(st.booleans())
+    m = movement(
+        kind,
+        n=draw(st.integers(0, 10**6)),
+        quantity=draw(st.integers(1, 10_000)),
+        source=source,
+        frm=frm,
+        to=to,
+        epcs=tuple(case(s) for s in serials),
+        container=pallet(draw(st.integers(0, 10**8))) if boxed else None,
+    )
+    reason = draw(st.sampled_from(["", "opening_count", "offline_change", "reconciliation"]))
+    return recorded(with_reason(m, reason) if reason else m)
+
+
+@settings(max_examples=150, deadline=None)
+@given(recorded_movement=movements(), glns=st.booleans())
+def test_every_movement_maps_to_valid_deterministic_events(
+    validator: EpcisValidator, recorded_movement: RecordedMovement, glns: bool
+) -> None:
+    site = SITE_WITH_GLNS if glns else SITE_WITHOUT_GLNS
+    events = movement_events(recorded_movement, site)
+    m = recorded_movement.movement
+    assert 1 <= len(events) <= 2
+    assert len(events) == 2 if (m.container and m.epcs) else len(events) == 1
+    assert events == movement_events(recorded_movement, site)  # a re-send is the same
+    assert validator.problems(document(events, creation_date=T0)) == []
+    assert all(e["dockwatch:movementId"] == m.movement_id for e in events)
+    assert len({e["eventID"] for e in events}) == len(events)
