@@ -450,6 +450,8 @@ def test_a_refused_movement_is_held_with_one_alert_and_nothing_after_it_is_sent(
     uvloop.run(scenario())
     alert_id = f"epcis_rejected:{bad.movement.movement_id}"
     assert [(a.alert_id, a.active) for a in alerts] == [(alert_id, True), (alert_id, False)]
+    # Its own retained MQTT topic: not the subject of the sink's lag alert ("epcis").
+    assert {a.subject for a in alerts} == {f"epcis:{bad.movement.movement_id}"}
     assert "seq 12" in alerts[0].message
     assert "bizStep: not allowed" in alerts[0].message
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -126,6 +126,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _subject(alert_id: str) -> str:
+    """``epcis:<movement id>`` (or ``epcis:authorization``) for ``epcis_rejected:<...>``."""
+    return f"{SINK}:{alert_id.removeprefix('epcis_rejected:')}"
+
+
 def _event_ids(events: Sequence[Event]) -> list[str]:
     return [str(e.get("eventID")) for e in events]
 
@@ -495,7 +500,9 @@ class EpcisRelay:
                     alert_id=alert_id,
                     kind=AlertKind.SYNC_BEHIND,
                     severity=Severity.CRITICAL,
-                    subject=SINK,
+                    # Not the bare sink name: that is the lag alert's subject, and both would
+                    # share one retained MQTT topic (active_alerts/<kind>/<subject>).
+                    subject=_subject(alert_id),
                     message=f"EPCIS repository refuses {what}: {reason}; delivery held",
                     raised_at=self._clock(),
                     details={
@@ -524,7 +531,7 @@ class EpcisRelay:
                     alert_id=alert_id,
                     kind=AlertKind.SYNC_BEHIND,
                     severity=Severity.INFO,
-                    subject=SINK,
+                    subject=_subject(alert_id),
                     message="EPCIS repository accepted the held movement; delivery resumed",
                     raised_at=self._clock(),
                     active=False,
