@@ -128,7 +128,7 @@ def scratch() -> Iterator[Path]:
 
 
 @contextmanager
-def capture_simulator(work: Path, name: str, *, validate: bool) -> Iterator[int]:
+def capture_simulator(work: Path, name: str, *, validate: bool, workers: int) -> Iterator[int]:
     port = free_port()
     command = [
         sys.executable, "-m", "gateway.cli", "simulate", "epcis",
@@ -137,6 +137,7 @@ def capture_simulator(work: Path, name: str, *, validate: bool) -> Iterator[int]
     ]  # fmt: skip
     if not validate:
         command.append("--no-validate")
+    command += ["--workers", str(workers)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         wait_for_port(port)
@@ -209,6 +210,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500, help="movements per document (500)")
     parser.add_argument("--no-mqtt", action="store_true", help="skip the MQTT comparison")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="the validating simulator's processes (2)"
+    )
     args = parser.parse_args()
     total = args.movements
     wall = time.perf_counter()
@@ -241,7 +245,7 @@ def main() -> int:
                 rates["mqtt"].append(mqtt_rate)
             for mode, validate in (("not validating", False), ("validating", True)):
                 name = f"epcis-{repeat}-{'v' if validate else 'n'}"
-                with capture_simulator(work, name, validate=validate) as port:
+                with capture_simulator(work, name, validate=validate, workers=args.workers) as port:
                     elapsed = asyncio.run(drain_epcis(store, port, name, total, args.batch))
                 rates[mode].append(events / elapsed)
                 if mqtt_rate is not None:

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
+import functools
 import hmac
 import json
 import logging
+import multiprocessing
 import signal
 import sqlite3
 import ssl
@@ -68,6 +71,8 @@ CONTEXT_FILE: Final = SCHEMA_DIR / "epcis-context.jsonld"
 MAX_DOCUMENT_BYTES: Final = 16 << 20
 """Larger documents are refused with 413 (EPCIS' CaptureLimitExceededException)."""
 MAX_PROBLEMS: Final = 20
+PARALLEL_MIN_EVENTS: Final = 50
+"""With ``--workers`` > 1, a document is split over the pool only from twice this many events."""
 _EVENT_TYPES: Final = (
     "ObjectEvent",
     "AggregationEvent",
@@ -124,28 +129,53 @@ class EpcisValidator:
 
     def problems(self, document: object, limit: int = MAX_PROBLEMS) -> list[str]:
         """Every problem (at most ``limit``) as ``path: message``; empty when valid."""
-        problems: list[str] = []
-        events: object = None
-        envelope = document
+        problems, events = self.envelope_problems(document)
+        if events is not None:
+            problems += self.event_problems(events, 0, limit - len(problems))
+        return problems[:limit]
+
+    def envelope_problems(self, document: object) -> tuple[list[str], list[object] | None]:
+        """The problems of the document without its events, and the events to check (None
+        when the document holds no event list: the envelope's problems then say so)."""
         if isinstance(document, dict) and isinstance(document.get("epcisBody"), dict):
             events = document["epcisBody"].get("eventList")
             if isinstance(events, list):
                 envelope = copy.copy(document)
                 envelope["epcisBody"] = {**document["epcisBody"], "eventList": []}
-        for error in self._envelope.iter_errors(envelope):
-            problems.append(f"{_where(error.absolute_path)}: {error.message}")
-        if isinstance(events, list) and envelope is not document:
-            for index, event in enumerate(events):
-                if len(problems) >= limit:
-                    break
-                kind = event.get("type") if isinstance(event, dict) else None
-                validator = self._by_type.get(kind, self._other) if isinstance(kind, str) else None
-                if validator is None:
-                    validator = self._other
-                where = f"epcisBody.eventList[{index}]"
-                for error in validator.iter_errors(event):
-                    problems.append(f"{_where(error.absolute_path, where)}: {error.message}")
+                return self._errors(self._envelope, envelope, ""), events
+        return self._errors(self._envelope, document, ""), None
+
+    def event_problems(
+        self, events: Sequence[object], first_index: int = 0, limit: int = MAX_PROBLEMS
+    ) -> list[str]:
+        """The problems of ``events``, numbered from ``first_index`` in the document."""
+        problems: list[str] = []
+        for offset, event in enumerate(events):
+            if len(problems) >= limit:
+                break
+            kind = event.get("type") if isinstance(event, dict) else None
+            validator = self._by_type.get(kind, self._other) if isinstance(kind, str) else None
+            where = f"epcisBody.eventList[{first_index + offset}]"
+            problems += self._errors(validator or self._other, event, where)
         return problems[:limit]
+
+    @staticmethod
+    def _errors(validator: Draft7Validator, instance: object, where: str) -> list[str]:
+        return [
+            f"{_where(error.absolute_path, where)}: {error.message}"
+            for error in validator.iter_errors(instance)
+        ]
+
+
+def _worker_event_problems(events: Sequence[object], first_index: int) -> list[str]:
+    """:meth:`EpcisValidator.event_problems` in a pool's worker process (its own validator)."""
+    return _worker_validator().event_problems(events, first_index)
+
+
+@functools.cache
+def _worker_validator() -> EpcisValidator:
+    # One per worker process, built on its first task (building costs ~0.3 s).
+    return EpcisValidator()
 
 
 # --- the repository ----------------------------------------------------------------------------
@@ -342,12 +372,17 @@ class CaptureServer:
         token: str | None = None,
         tls: ssl.SSLContext | None = None,
         validate: bool = True,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.store = store
         self._listen = listen
         self._token = token
         self._tls = tls
         self.validator = EpcisValidator() if validate else None
+        self._workers = workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._namespaces = {EXTENSION_PREFIX: EXTENSION_NAMESPACE}
@@ -358,6 +393,18 @@ class CaptureServer:
         return f"{'https' if self._tls else 'http'}://{host}:{self.port}/capture"
 
     async def start(self) -> int:
+        if self.validator is not None and self._workers > 1 and self._pool is None:
+            # Started (and each worker's validator built) before the first document arrives.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self._workers, mp_context=multiprocessing.get_context("spawn")
+            )
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._pool, _worker_event_problems, [], 0)
+                    for _ in range(self._workers)
+                )
+            )
         app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
         app.router.add_post("/capture", self._capture)
         app.router.add_get("/capture/{capture_id}", self._job)
@@ -385,6 +432,9 @@ class CaptureServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -404,7 +454,9 @@ class CaptureServer:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             await asyncio.to_thread(self.store.refused_invalid)
             return _problem(400, "ValidationException", "not JSON", [str(exc)])
-        problems = await asyncio.to_thread(self._problems, document)
+        problems = await self._validate(document)
+        if not problems:
+            problems = await asyncio.to_thread(self._identify, document)
         if problems:
             await asyncio.to_thread(self.store.refused_invalid)
             log.warning("refused an invalid document: %s", problems[0])
@@ -424,11 +476,30 @@ class CaptureServer:
             headers={**_HEADERS, "Location": f"/capture/{outcome.capture_id}"},
         )
 
-    def _problems(self, document: object) -> list[str]:
-        if self.validator is not None:
-            problems = self.validator.problems(document)
-            if problems:
-                return problems
+    async def _validate(self, document: object) -> list[str]:
+        """The schema's verdict: in a worker thread, or with ``workers`` > 1 the events split
+        over a pool of processes (jsonschema holds the GIL: threads would not run in parallel)."""
+        validator = self.validator
+        if validator is None:
+            return []
+        problems, events = await asyncio.to_thread(validator.envelope_problems, document)
+        if events is None:
+            return problems
+        if self._workers == 1 or len(events) < 2 * PARALLEL_MIN_EVENTS:
+            return problems + await asyncio.to_thread(validator.event_problems, events)
+        assert self._pool is not None  # started with the server
+        loop = asyncio.get_running_loop()
+        size = -(-len(events) // self._workers)
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, _worker_event_problems, events[i : i + size], i)
+                for i in range(0, len(events), size)
+            )
+        )
+        return [*problems, *(p for part in parts for p in part)][:MAX_PROBLEMS]
+
+    def _identify(self, document: object) -> list[str]:
+        """Every event has an ``eventID`` (its canonical hash when it came without), once."""
         body = document.get("epcisBody") if isinstance(document, dict) else None
         events = body.get("eventList") if isinstance(body, dict) else None
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
@@ -499,6 +570,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="skip JSON Schema validation (to measure a sender, not this validator)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="validate large documents in N processes (1: in a thread of this one)",
+    )
+    parser.add_argument(
         "--summary-interval",
         type=float,
         default=5.0,
@@ -517,8 +595,11 @@ def main(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
-    if args.summary_interval <= 0:
-        print("dockwatch simulate epcis: --summary-interval must be > 0", file=sys.stderr)
+    if args.summary_interval <= 0 or args.workers < 1:
+        print(
+            "dockwatch simulate epcis: --summary-interval must be > 0 and --workers >= 1",
+            file=sys.stderr,
+        )
         return 2
     try:
         token = _token(args.token_file)
@@ -538,6 +619,7 @@ def main(args: argparse.Namespace) -> int:
                     token=token,
                     tls=tls,
                     validate=not args.no_validate,
+                    workers=args.workers,
                 )
                 asyncio.run(_serve(server, args.summary_interval))
             print(store.stats().line(), flush=True)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import uvloop
 import yaml
@@ -30,7 +31,7 @@ from gateway.adapters.epcis import SINK, EpcisRelay
 from gateway.adapters.tls import client_context, server_context
 from gateway.app import Gateway, epcis_site
 from gateway.config import parse_config
-from gateway.domain.epcis import EpcisSite, ReceiptClosed, movement_events
+from gateway.domain.epcis import EpcisSite, ReceiptClosed, document_bytes, movement_events
 from gateway.domain.model import (
     Alert,
     LocationId,
@@ -632,3 +633,29 @@ def test_the_gateway_relays_movements_and_closed_receipts_with_lag_metrics(
         },
         {"type": "po", "bizTransaction": "https://example.invalid/dockwatch/site/dc-east/po/PO-7"},
     ]
+
+
+def test_the_simulator_validates_in_worker_processes_too(tmp_path: Path) -> None:
+    """``--workers 2``: a large document is split over two processes; a problem keeps its index,
+    a valid document is captured, and a duplicate is a 409 naming it."""
+    events = [e for r in variety(150) for e in movement_events(r, SITE_WITH_GLNS)]
+    bad = [dict(e) for e in events]
+    bad[101]["bizStep"] = "recieving"
+
+    async def scenario() -> tuple[int, list[str], int, int, list[str]]:
+        async with simulator(tmp_path, workers=2) as server, aiohttp.ClientSession() as session:
+            async with session.post(server.url, data=document_bytes(bad, creation_date=T0)) as r:
+                refused, problems = r.status, (await r.json())["detail"]
+            async with session.post(server.url, data=document_bytes(events, creation_date=T0)) as r:
+                accepted = r.status
+            again = document_bytes(events[:3], creation_date=T0)
+            async with session.post(server.url, data=again) as r:
+                duplicate, named = r.status, (await r.json())["detail"]
+        return refused, problems, accepted, duplicate, named
+
+    refused, problems, accepted, duplicate, named = uvloop.run(scenario())
+    assert refused == 400
+    assert problems[0].startswith("epcisBody.eventList[101].bizStep:"), problems
+    assert accepted == 202
+    assert duplicate == 409
+    assert named == [e["eventID"] for e in events[:3]]
