@@ -25,8 +25,9 @@ interface does, and answers:
 ``GET /capture/<id>`` reports a capture job (always finished and successful here), ``GET /stats``
 the counters. Optional TLS (``--tls-cert``/``--tls-key``) and bearer-token auth
 (``--token-file``: ``Authorization: Bearer <token>``, else 401). ``--no-validate`` skips the
-schema (to measure a sender rather than this validator, which costs about a millisecond per
-event). The database survives restarts: kill the simulator, start it on the same ``--db``, and
+schema (to measure a sender rather than this validator, which costs about half a millisecond
+per event on one core); ``--workers N`` splits large documents over N processes. The
+database survives restarts: kill the simulator, start it on the same ``--db``, and
 duplicates are still recognised.
 """
 
