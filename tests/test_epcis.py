@@ -84,7 +84,7 @@ def test_receipt_of_a_pallet_is_an_object_event_and_an_aggregation() -> None:
         (MovementKind.SHIPMENT, "receiving", "yard", "shipping", "in_transit", False),
         (MovementKind.TRANSFER, "receiving", "backroom", "entering_exiting", None, True),
         (MovementKind.RETURN, "yard", "receiving", "receiving", "returned", True),
-        (MovementKind.RETURN, "receiving", "yard", "shipping", "returned", True),
+        (MovementKind.RETURN, "receiving", "yard", "shipping", "returned", False),
     ],
 )
 def test_door_movements(

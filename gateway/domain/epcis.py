@@ -215,7 +215,7 @@ def movement_events(recorded: RecordedMovement, site: EpcisSite) -> list[dict[st
         where["bizLocation"] = {"id": site.location(counted)}
         change = m.quantity if m.to_location == counted else -m.quantity
         extensions[f"{EXTENSION_PREFIX}:quantityChange"] = change
-    elif m.kind not in _LEFT_SITE:
+    elif m.kind not in _LEFT_SITE and step != "shipping":  # a return going out left too
         where["bizLocation"] = {"id": site.location(m.to_location)}
 
     event = _base("ObjectEvent", m.observed_at)
