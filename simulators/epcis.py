@@ -408,6 +408,7 @@ class CaptureServer:
             )
         app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
         app.router.add_post("/capture", self._capture)
+        app.router.add_route("OPTIONS", "/capture", self._options)
         app.router.add_get("/capture/{capture_id}", self._job)
         app.router.add_get("/stats", self._stats)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -514,6 +515,10 @@ class CaptureServer:
                 return [f"epcisBody.eventList[{index}].eventID: {event_id} repeated"]
             seen.add(event_id)
         return []
+
+    async def _options(self, request: web.Request) -> web.Response:
+        """EPCIS 2.0 discovery: the versions and methods this endpoint supports."""
+        return web.Response(status=204, headers={**_HEADERS, "Allow": "OPTIONS, POST"})
 
     async def _job(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

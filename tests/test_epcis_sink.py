@@ -142,6 +142,8 @@ def test_every_movement_is_captured_in_seq_order(store: EdgeStore, tmp_path: Pat
         async with simulator(tmp_path, token="s3cret") as server:
             relay = _relay(store, server.url, token="s3cret")
             async with running(relay):
+                # Known to answer before any movement needs it (OPTIONS at start).
+                await until(lambda: relay.connected, "the discovery request")
                 store.record(_movements(30), now=T0)
                 relay.notify()
                 async with asyncio.timeout(WAIT_S):

@@ -287,10 +287,27 @@ class EpcisRelay:
         async with aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, headers=self._headers
         ) as session:
+            await self._probe(session)
             pages: asyncio.Queue[_Page] = asyncio.Queue(maxsize=2)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._read(pages))
                 await self._send(session, pages)
+
+    async def _probe(self, session: aiohttp.ClientSession) -> None:
+        """``OPTIONS capture_url`` (EPCIS 2.0's discovery request) once at start, so that
+        ``connected`` and the log tell at once whether the repository answers, before any
+        movement needs it; deliveries retry on their own."""
+        try:
+            async with session.options(self._url) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._down(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            return
+        if status < 500:
+            self._up()
+            log.info("EPCIS repository %s answers (OPTIONS: HTTP %d)", self._url, status)
+        else:
+            self._down(f"HTTP {status}")
 
     async def _store(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A store call in a worker thread, retried with backoff while the store fails."""
