@@ -31,6 +31,7 @@ from gateway.adapters.epcis import SINK, EpcisRelay
 from gateway.adapters.tls import client_context, server_context
 from gateway.app import Gateway, epcis_site
 from gateway.config import parse_config
+from gateway.config_cli import summary
 from gateway.domain.epcis import EpcisSite, ReceiptClosed, document_bytes, movement_events
 from gateway.domain.model import (
     Alert,
@@ -332,6 +333,7 @@ def test_from_config_builds_the_relay_with_its_site_identifiers(
         shelves={},
     )
     assert config.sinks.epcis is not None
+    assert "epcis http://127.0.0.1:8090/capture" in summary(config)  # dockwatch check-config
     relay = EpcisRelay.from_config(config.sinks.epcis, store, site=site)
     assert "t0k3n" not in repr(relay)
     with pytest.raises(Exception, match=r"sinks\.epcis\.capture_url"):
