@@ -4,7 +4,9 @@
 #   test : mosquitto + clients (private broker per test run), tshark (LLRP/MQTT dissection),
 #          mbpoll (independent Modbus client), openssl (throwaway TLS certificates),
 #          systemd-analyze (verifies deploy/dockwatch.service), docker compose v2 (validates
-#          deploy/compose.yaml with `docker compose config`, which needs no Docker engine)
+#          deploy/compose.yaml with `docker compose config`, which needs no Docker engine),
+#          node + npm and the npm packages of tests/js (epcis2.js: an independent EPCIS 2.0
+#          validator the EPCIS tests run)
 #   demo : mosquitto when it can be had (otherwise the demo uses its embedded broker)
 # Never fails the caller just because it is not root: it says what is missing instead.
 set -euo pipefail
@@ -49,6 +51,18 @@ install_compose() (  # a subshell: its EXIT trap cleans up after it alone
     as_root install -D -m 0755 "$tmp/$src" "$COMPOSE_PLUGIN"
 )
 
+# tests/js: epcis2.js, installed from its lock file into tests/js/node_modules (not committed).
+JS_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/js"
+install_js_validator() {
+    if ! have node || ! have npm; then
+        echo "install-system-deps: installing nodejs npm" >&2
+        apt_install nodejs npm || return 1
+    fi
+    [ -f "$JS_DIR/node_modules/epcis2.js/package.json" ] && return 0
+    echo "install-system-deps: installing the npm packages of tests/js (epcis2.js)" >&2
+    npm ci --prefix "$JS_DIR" --no-audit --no-fund --loglevel=error >/dev/null
+}
+
 case "$what" in
 venv)
     py=${PYTHON:-python3}
@@ -78,6 +92,7 @@ test)
         echo "install-system-deps: installing docker compose v2 ($COMPOSE_PLUGIN)" >&2
         install_compose || echo "install-system-deps: could not install docker compose; tests needing it will say so" >&2
     fi
+    install_js_validator || echo "install-system-deps: could not install tests/js (epcis2.js); tests needing it will say so" >&2
     ;;
 demo)
     if ! have mosquitto && [ ! -x /usr/sbin/mosquitto ]; then

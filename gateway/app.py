@@ -62,6 +62,7 @@ from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
+from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.adapters.metrics import MetricsServer, Sample, labelled, server_tls_context
@@ -86,6 +87,7 @@ from gateway.config import (
     resolve_secret,
 )
 from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite, ReceiptClosed
 from gateway.domain.model import (
     Alert,
     AlertKind,
@@ -394,6 +396,24 @@ def catalog_of(config: GatewayConfig) -> Catalog:
     )
 
 
+def epcis_site(config: GatewayConfig) -> EpcisSite:
+    """What the EPCIS mapping needs to know about the site (ids, GTINs, optional SGLNs)."""
+    sink = config.sinks.epcis
+    return EpcisSite(
+        site=config.site.id,
+        base_uri=sink.base_uri if sink is not None else DEFAULT_BASE_URI,
+        site_sgln=config.site.sgln,
+        read_points={
+            **{p.id: p.sgln for p in config.portals if p.sgln},
+            **{s.id: s.sgln for s in config.shelves if s.sgln},
+        },
+        locations={loc.id: loc.sgln for loc in config.locations if loc.sgln},
+        gtins={item.sku: item.gtin for item in config.catalog.items},
+        inside={p.id: p.inside_location for p in config.portals},
+        shelves={s.id: s.location for s in config.shelves},
+    )
+
+
 def device_tls(tls: TlsClientConfig | None, key: str) -> ssl.SSLContext | None:
     """The TLS context of a reader's or shelf's ``tls:`` block (``key``: its config path)."""
     if tls is None:
@@ -499,6 +519,7 @@ class Gateway:
         self.samples = SampleQueue()
         self.mqtt: MqttSink | None = None
         self.central: CentralRelay | None = None
+        self.epcis: EpcisRelay | None = None
         self.api: EdgeApiServer | None = None
         self.metrics: MetricsServer | None = None
         self.readers: dict[str, LlrpReaderAdapter] = {}
@@ -519,7 +540,11 @@ class Gateway:
         self.record_times = RecordTimes(started=self.counters.started)
         self._lag_alert_s = {
             name: sink.lag_alert_s
-            for name, sink in (("mqtt", config.sinks.mqtt), ("central", config.sinks.central))
+            for name, sink in (
+                ("mqtt", config.sinks.mqtt),
+                ("central", config.sinks.central),
+                ("epcis", config.sinks.epcis),
+            )
             if sink is not None and sink.lag_alert_s is not None
         }
 
@@ -596,6 +621,19 @@ class Gateway:
                 self.central = CentralRelay.from_config(central, store, site=self.config.site.id)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"sinks.central: {exc}") from exc
+        epcis = self.config.sinks.epcis
+        if epcis is not None:
+            if epcis.token is not None and not epcis.use_tls:
+                _warn_cleartext("sinks.epcis", epcis.host, "the EPCIS repository token")
+            try:
+                self.epcis = EpcisRelay.from_config(
+                    epcis, store, site=epcis_site(self.config), on_alert=self.raise_alert
+                )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"sinks.epcis: {exc}") from exc
+
+    def _relays(self) -> tuple[tuple[str, MqttSink | CentralRelay | EpcisRelay | None], ...]:
+        return (("mqtt", self.mqtt), ("central", self.central), ("epcis", self.epcis))
 
     def _build_api(self, store: EdgeStore) -> None:
         self.api, self.metrics = build_listeners(
@@ -620,11 +658,7 @@ class Gateway:
         return None
 
     def _sinks_connected(self) -> dict[str, bool]:
-        return {
-            name: sink.connected
-            for name, sink in (("mqtt", self.mqtt), ("central", self.central))
-            if sink is not None
-        }
+        return {name: sink.connected for name, sink in self._relays() if sink is not None}
 
     def _acked(self, sink: str) -> int:
         """The sink's acknowledged position: live from the relay, or its stored cursor while
@@ -634,12 +668,14 @@ class Gateway:
             return max(acked, self.mqtt.relay.acked_seq)
         if sink == "central" and self.central is not None:
             return max(acked, self.central.acked_seq)
+        if sink == "epcis" and self.epcis is not None:
+            return max(acked, self.epcis.acked_seq)
         return acked
 
     def sync_status(self) -> dict[str, int]:
         """``last_seq`` (the store's highest seq) and each sink's acknowledged seq, by name."""
         status = {"last_seq": self._last_seq}
-        for name, sink in (("mqtt", self.mqtt), ("central", self.central)):
+        for name, sink in self._relays():
             if sink is not None:
                 status[name] = self._acked(name)
         return status
@@ -971,7 +1007,7 @@ class Gateway:
         if result.recorded:
             last = result.recorded[-1].seq
             self._last_seq = max(self._last_seq, last)
-            if self.mqtt is not None or self.central is not None:
+            if any(sink is not None for _, sink in self._relays()):
                 self.record_times.recorded(last, time.monotonic())
         self.counters.duplicates += len(result.duplicates)
         by_kind = self.counters.movements_by_kind
@@ -996,12 +1032,15 @@ class Gateway:
             self.mqtt.publish_stock(result.stock)
         if self.central is not None:
             self.central.notify()
+        if self.epcis is not None:
+            self.epcis.notify()
         if self.api is not None:
             self.api.notify()
         await self._stock_changed(result.stock)
         if self.receiving is not None and result.recorded:
             moved = [r.movement for r in result.recorded]
             for alert in self.receiving.observe(moved, self._utcnow()):
+                self._receipt_closed(alert)
                 await self.raise_alert(alert)
         return result
 
@@ -1183,8 +1222,15 @@ class Gateway:
         while True:
             await self._load_expected(tracker, path)
             for alert in tracker.advance(self._utcnow()):
+                self._receipt_closed(alert)
                 await self.raise_alert(alert)
             await asyncio.sleep(EXPECTED_POLL_S)
+
+    def _receipt_closed(self, alert: Alert) -> None:
+        """A completed expected receipt: its EPCIS closure event follows its movements'."""
+        closed = ReceiptClosed.from_alert(alert) if self.epcis is not None else None
+        if self.epcis is not None and closed is not None:
+            self.epcis.receipt_closed(closed, after_seq=self._last_seq)
 
     async def _load_expected(self, tracker: ReceivingTracker, path: Path) -> None:
         try:
@@ -1315,10 +1361,7 @@ class Gateway:
             len(cfg.readers),
             len(cfg.portals),
             len(cfg.shelves),
-            ", ".join(
-                n for n, s in (("mqtt", self.mqtt), ("central", self.central)) if s is not None
-            )
-            or "none",
+            ", ".join(n for n, s in self._relays() if s is not None) or "none",
         )
         restarting = self._restarting
 
@@ -1341,6 +1384,8 @@ class Gateway:
                 tg.create_task(part("mqtt sink", self.mqtt.run))
             if self.central is not None:
                 tg.create_task(part("central relay", self.central.run))
+            if self.epcis is not None:
+                tg.create_task(part("epcis relay", self.epcis.run))
             tg.create_task(part("grpc api", self.api.run))
             if self.metrics is not None:
                 tg.create_task(part("metrics", self.metrics.run))

@@ -37,6 +37,11 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
         "run the central inventory (gRPC ingest) simulator",
     ),
     (
+        ("simulate", "epcis"),
+        "simulators.epcis",
+        "run the EPCIS 2.0 capture (repository) simulator",
+    ),
+    (
         ("simulate", "all"),
         "simulators.all",
         "run the LLRP, Modbus and central simulators of some scenarios together",

@@ -58,6 +58,7 @@ __all__ = [
     "CatalogItem",
     "CentralSinkConfig",
     "DebounceConfig",
+    "EpcisSinkConfig",
     "GatewayConfig",
     "LocationConfig",
     "LoggingConfig",
@@ -97,6 +98,7 @@ NAMED_OVERRIDES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("DOCKWATCH_MQTT_URL", ("sinks", "mqtt", "url")),
     ("DOCKWATCH_MQTT_USERNAME", ("sinks", "mqtt", "username")),
     ("DOCKWATCH_CENTRAL_TARGET", ("sinks", "central", "target")),
+    ("DOCKWATCH_EPCIS_CAPTURE_URL", ("sinks", "epcis", "capture_url")),
     ("DOCKWATCH_LOG_LEVEL", ("logging", "level")),
 )
 """Named overrides: the value is taken verbatim as a string. Setting one key through both a
@@ -395,6 +397,39 @@ def _check_topic_prefix(value: str) -> str | None:
     return None
 
 
+def _check_sgln(value: str) -> str | None:
+    from gateway.domain.epcis_hash import to_digital_link
+
+    if value.startswith("urn:epc:id:sgln:") and to_digital_link(value) is not None:
+        return None
+    return (
+        "must be an SGLN URN such as urn:epc:id:sgln:0614141.00777.0 (company prefix and "
+        "location reference: 12 digits in all; then the extension, 0 for none)"
+    )
+
+
+def _check_http_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"must be an http:// or https:// URL with a host, got {value!r}"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold credentials (use token_file or token_env)"
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"bad port in {value!r}"
+    return None
+
+
+def _check_base_uri(value: str) -> str | None:
+    if not value.startswith(("http://", "https://", "urn:")) or any(c.isspace() for c in value):
+        return f"must be an http(s):// or urn: URI without blanks, got {value!r}"
+    return None
+
+
+_SGLN = _m(check=_check_sgln, what="an SGLN URN (urn:epc:id:sgln:...)")
+
+
 def _site_id(scope: _Scope) -> str:
     site = scope.root().values.get("site")
     site_id = getattr(site, "id", None)
@@ -409,6 +444,8 @@ def _site_id(scope: _Scope) -> str:
 class SiteConfig:
     id: str = field(metadata=_ID)
     """The site's id; it is part of every MQTT topic and movement."""
+    sgln: str | None = field(default=None, metadata=_SGLN)
+    """The site's SGLN (EPCIS ``bizLocation`` where nothing more precise is known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +493,8 @@ class CatalogConfig:
 class LocationConfig:
     id: str = field(metadata=_ID)
     kind: Literal["storage", "dock", "virtual"] = "storage"
+    sgln: str | None = field(default=None, metadata=_SGLN)
+    """The location's SGLN (EPCIS ``bizLocation``); None: a URI under ``sinks.epcis.base_uri``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +593,8 @@ class PortalConfig:
     )
     """Defaults by role: inbound in=receipt/out=return; outbound in=return/out=shipment;
     internal transfer both ways."""
+    sgln: str | None = field(default=None, metadata=_SGLN)
+    """The door's SGLN (EPCIS ``readPoint``); None: a URI under ``sinks.epcis.base_uri``."""
 
     @property
     def antennas(self) -> tuple[int, ...]:
@@ -657,6 +698,8 @@ class ShelfConfig:
     """The transmitter's display step (optional: the engine learns it)."""
     capacity_g: float | None = field(default=None, metadata=_POSITIVE)
     """The largest plausible net weight (optional: 2,000 kg); readings beyond it are faults."""
+    sgln: str | None = field(default=None, metadata=_SGLN)
+    """The shelf's SGLN (EPCIS ``readPoint``); None: a URI under ``sinks.epcis.base_uri``."""
 
     def _config_problems(self) -> Iterator[tuple[str, str]]:
         for name in ("pick_to", "restock_from"):
@@ -804,9 +847,48 @@ class CentralSinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EpcisSinkConfig:
+    capture_url: str = field(metadata=_m(check=_check_http_url))
+    """The EPCIS 2.0 capture interface (``http(s)://host[:port]/capture``)."""
+    tls: TlsClientConfig | None = None
+    """TLS towards an ``https://`` capture URL; without it the system trust store is used."""
+    token_file: Path | None = field(default=None, metadata=_m(exists=True))
+    token_env: str | None = field(default=None, metadata=_m(env_name=True))
+    batch_max: int = field(default=500, metadata=_m(lo=1, hi=100_000))
+    """Movements per EPCISDocument (each is one or two events)."""
+    request_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
+    base_uri: str = field(
+        default="https://example.invalid/dockwatch/site", metadata=_m(check=_check_base_uri)
+    )
+    """Where the fallback URIs of places without an SGLN live: ``{base_uri}/{site}/readpoint/
+    {portal or shelf}``, ``.../location/{location}``, and business transactions
+    ``.../desadv/{receipt}``, ``.../po/{order}``. Set it to a domain you control."""
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    lag_alert_s: float | None = field(default=DEFAULT_LAG_ALERT_S, metadata=_POSITIVE)
+    """As ``sinks.mqtt.lag_alert_s``, for the EPCIS repository."""
+    token: Secret | None = field(
+        default=None, metadata=_m(secret=("token_file", "token_env"), internal=True)
+    )
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.capture_url).hostname or ""
+
+    @property
+    def use_tls(self) -> bool:
+        return self.capture_url.startswith("https:")
+
+    def _config_problems(self) -> Iterator[tuple[str, str]]:
+        if self.tls is not None and not self.use_tls:
+            yield "tls", "given but capture_url is http://; use https:// to enable TLS"
+
+
+@dataclass(frozen=True, slots=True)
 class SinksConfig:
     mqtt: MqttSinkConfig | None = None
     central: CentralSinkConfig | None = None
+    epcis: EpcisSinkConfig | None = None
+    """EPCIS 2.0 repository (docs/epcis.md)."""
 
 
 @dataclass(frozen=True, slots=True)

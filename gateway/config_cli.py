@@ -66,6 +66,8 @@ def summary(config: GatewayConfig) -> str:
         sinks.append(f"mqtt {mqtt.url} (prefix {mqtt.topic_prefix}, qos {mqtt.qos})")
     if central is not None:
         sinks.append(f"central {central.target}")
+    if config.sinks.epcis is not None:
+        sinks.append(f"epcis {config.sinks.epcis.capture_url}")
     lines = [
         f"{config.source}: OK",
         f"  site:      {config.site.id}",

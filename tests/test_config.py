@@ -342,7 +342,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
      "got 'pick'"),
     ("unknown key", _set("shelves.0.colour", "red"),
      "shelves[0].colour: unknown key (allowed: id, location, sku, modbus, weight, pick_to, "
-     "restock_from, status, division_g, capacity_g)"),
+     "restock_from, status, division_g, capacity_g, sgln)"),
     ("unknown section", _set("sink", {}), "sink: unknown key (allowed: site, store, catalog, "
      "locations, readers, portals, shelves, debounce, sinks, api, receiving, logging); "
      "did you mean 'sinks'?"),
@@ -766,7 +766,7 @@ def test_check_config_invalid_prints_every_problem(
     assert lines == [
         f"{path}: readers[0].port: must be an integer in 1..65535, got 'abc'",
         f"{path}: shelves[0].colour: unknown key (allowed: id, location, sku, modbus, weight, "
-        "pick_to, restock_from, status, division_g, capacity_g)",
+        "pick_to, restock_from, status, division_g, capacity_g, sgln)",
         f"{path}: portals[0].reader: unknown reader 'door-9-reader' (known: door-1-reader)",
     ]
 

@@ -76,6 +76,8 @@ class ExpectedReceipt:
     receipt_id: str
     lines: tuple[ExpectedLine, ...]
     door: str | None = None
+    po: str | None = None
+    """The purchase order the shipment fills, when known (EPCIS ``bizTransactionList``)."""
 
     def __post_init__(self) -> None:
         if not self.receipt_id:
@@ -85,7 +87,7 @@ class ExpectedReceipt:
 
 
 _REMEMBERED_MOVEMENTS = 100_000
-_RECEIPT_KEYS = frozenset({"id", "door", "lines", "supplier", "reference"})
+_RECEIPT_KEYS = frozenset({"id", "door", "lines", "supplier", "reference", "po"})
 _LINE_KEYS = frozenset({"sku", "quantity", "epcs"})
 
 
@@ -154,8 +156,9 @@ def _parse_line(value: object, where: str) -> ExpectedLine:
 def parse_expected(data: object) -> list[ExpectedReceipt]:
     """Expected receipts from parsed JSON/YAML: ``{"receipts": [...]}`` or the list itself.
 
-    Each receipt: ``id`` (str), optional ``door`` (portal id), ``lines`` (list), optional
-    ``supplier``/``reference`` (kept out of the model, accepted for documents that carry them).
+    Each receipt: ``id`` (str), optional ``door`` (portal id), ``lines`` (list), optional ``po``
+    (the purchase order, carried to EPCIS), optional ``supplier``/``reference`` (kept out of the
+    model, accepted for documents that carry them).
     Raises ``ValueError`` naming the offending key path, e.g. ``receipts[0].lines[1].quantity``.
     """
     if isinstance(data, Mapping):
@@ -187,6 +190,7 @@ def parse_expected(data: object) -> list[ExpectedReceipt]:
         for key in ("supplier", "reference"):
             if key in raw:
                 _text(raw[key], f"{where}.{key}")
+        po = _text(raw["po"], f"{where}.po") if raw.get("po") is not None else None
         if "lines" not in raw:
             raise ValueError(f"{where}.lines: missing")
         lines_raw = _list(raw["lines"], f"{where}.lines")
@@ -198,7 +202,7 @@ def parse_expected(data: object) -> list[ExpectedReceipt]:
                         f"{where}.lines[{n}].epcs: {urn} is already expected in {seen_epcs[urn]}"
                     )
                 seen_epcs[urn] = receipt_id
-        receipts.append(ExpectedReceipt(receipt_id=receipt_id, lines=lines, door=door))
+        receipts.append(ExpectedReceipt(receipt_id=receipt_id, lines=lines, door=door, po=po))
     return receipts
 
 
@@ -229,6 +233,7 @@ class _Receipt:
     order: int
     expected: dict[str, int]
     expected_epcs: dict[str, str]  # urn -> sku
+    po: str | None = None
     state: ReceiptState = ReceiptState.EXPECTED
     received: dict[str, int] = field(default_factory=dict)
     received_epcs: dict[str, str] = field(default_factory=dict)  # urn -> sku
@@ -305,6 +310,7 @@ class ReceivingTracker:
             order=self._order,
             expected=expected,
             expected_epcs=expected_epcs,
+            po=receipt.po,
         )
 
     def status(self, receipt_id: str) -> ReceiptStatus:
@@ -471,6 +477,7 @@ class ReceivingTracker:
         details: dict[str, object] = {
             "receipt_id": receipt.receipt_id,
             "door": receipt.door,
+            "po": receipt.po,
             "planned": receipt.planned,
             "expected": dict(sorted(expected.items())),
             "received": dict(sorted(received.items())),
