@@ -44,7 +44,7 @@ from gateway.domain.model import (
     SourceType,
 )
 from simulators.epcis import CaptureServer, CaptureStore
-from tests.support.epcis import GTINS, SITE_WITH_GLNS, T0, case, pallet, unwrapped, variety
+from tests.support.epcis import GTINS, SITE_WITH_GLNS, T0, case, pallet, variety
 from tests.support.net import free_port, wait_for_port
 from tests.support.tls import self_signed_server
 from tests.test_app import value
@@ -59,8 +59,8 @@ PLACES = ["yard", "receiving", "backroom", "picked", "shelf-a1", "adjustment"]
 
 
 def _movements(count: int) -> list[Movement]:
-    """Movements of every kind (their ``reason`` stand-ins unwrapped: the store takes Movement)."""
-    return [unwrapped(r.movement) for r in variety(count)]
+    """Movements of every kind."""
+    return [r.movement for r in variety(count)]
 
 
 @pytest.fixture

@@ -205,9 +205,8 @@ def movement_events(recorded: RecordedMovement, site: EpcisSite) -> list[dict[st
     step, disposition = _step(recorded, site)
     where: dict[str, object] = {"readPoint": {"id": site.read_point(m.source_id)}}
     extensions: dict[str, object] = {f"{EXTENSION_PREFIX}:movementId": m.movement_id}
-    reason = getattr(m, "reason", None)  # optional field of the 2026-12 contract extension
-    if isinstance(reason, str) and reason:
-        extensions[f"{EXTENSION_PREFIX}:reason"] = reason
+    if m.reason is not None:  # the 2026-12 contract extension
+        extensions[f"{EXTENSION_PREFIX}:reason"] = m.reason.value
     if m.kind is MovementKind.ADJUSTMENT:
         # A count corrects the stock of the place that was counted (the shelf): the event is
         # located there, and says by how much its stock changed (to += q, from -= q).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
@@ -13,6 +13,7 @@ from gateway.domain.model import (
     Movement,
     MovementId,
     MovementKind,
+    MovementReason,
     RecordedMovement,
     Sku,
     SourceType,
@@ -44,28 +45,9 @@ SITE_WITHOUT_GLNS = EpcisSite(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class WithReason:
-    """A movement carrying the contract extension's ``reason`` (whether or not Movement has it)."""
-
-    movement: Movement
-    reason: str
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.movement, name)
-
-
 def with_reason(m: Movement, reason: str) -> Movement:
-    """``m`` with a ``reason``: the model's own field once it has one, else a stand-in."""
-    if "reason" in {f.name for f in fields(Movement)}:
-        return replace(m, reason=reason)  # type: ignore[call-arg, unused-ignore]
-    return WithReason(m, reason)  # type: ignore[return-value]
-
-
-def unwrapped(m: Movement) -> Movement:
-    """The plain Movement of a :class:`WithReason` stand-in (the store takes Movements)."""
-    inner = getattr(m, "movement", None)
-    return inner if isinstance(inner, Movement) else m
+    """``m`` with the contract extension's ``reason``."""
+    return replace(m, reason=MovementReason(reason))
 
 
 def case(serial: int, item: str = "812345") -> str:
