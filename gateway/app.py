@@ -55,8 +55,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-import yaml
-
 from edge_store.engine import with_password
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
@@ -85,6 +83,7 @@ from gateway.config import (
     load_config,
     resolve_secret,
 )
+from gateway.documents import RECEIPTS_LIMITS, DocumentError, read_yaml
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.model import (
     Alert,
@@ -100,7 +99,12 @@ from gateway.domain.model import (
     StockLevel,
 )
 from gateway.domain.portal import PortalEngine, PortalSpec
-from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker, parse_expected
+from gateway.domain.receiving import (
+    ExpectedReceipt,
+    PreparedReceipts,
+    ReceivingTracker,
+    parse_expected,
+)
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
 from gateway.errors import ConfigError, GatewayError, StoreError
@@ -131,12 +135,19 @@ EXPECTED_POLL_S = 5.0
 
 
 def load_expected(path: Path) -> list[ExpectedReceipt]:
-    """Expected receipts from a YAML or JSON file; ValueError names the problem."""
+    """Expected receipts from a YAML or JSON file (within ``RECEIPTS_LIMITS``: size, nesting,
+    encoding); ValueError names the problem."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+        data = read_yaml(path, RECEIPTS_LIMITS)
+    except DocumentError as exc:
+        raise ValueError(exc.problem) from exc
     return [] if data is None else parse_expected(data)  # an empty file expects nothing
+
+
+def prepare_expected(path: Path, tracker: ReceivingTracker) -> PreparedReceipts:
+    """:func:`load_expected` resolved against the tracker's catalog: all the work of taking a
+    file, for a worker thread (``tracker.prepare`` only reads the immutable catalog)."""
+    return tracker.prepare(load_expected(path))
 
 
 def _warn_cleartext(key: str, host: str, what: str) -> None:
@@ -1182,18 +1193,14 @@ class Gateway:
         if mtime == self._expected_mtime:
             return
         self._expected_mtime = mtime
+        # Reading, parsing and resolving run in a worker thread; only the linear insertion of
+        # what is new runs on the loop (a 10,000-receipt file must not stall the devices).
         try:
-            receipts = await asyncio.to_thread(load_expected, path)
+            prepared = await asyncio.to_thread(prepare_expected, path, tracker)
         except ValueError as exc:
             log.error("expected receipts file %s ignored: %s", path, exc)  # noqa: TRY400
             return
-        known = {status.receipt_id for status in tracker.receipts}
-        new = [r for r in receipts if r.receipt_id not in known]
-        try:
-            tracker.add_expected(new)
-        except ValueError as exc:
-            log.error("expected receipts file %s ignored: %s", path, exc)  # noqa: TRY400
-            return
+        new = tracker.add_prepared(prepared, skip_known=True)
         if new:
             log.info("loaded %s expected receipt(s) from %s", len(new), path)
 
