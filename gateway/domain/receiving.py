@@ -49,7 +49,7 @@ import enum
 import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.domain.catalog import Catalog
@@ -307,7 +307,7 @@ class _Receipt:
 @dataclass(frozen=True, slots=True)
 class PreparedReceipts:
     """Expected receipts resolved against the catalog (:meth:`ReceivingTracker.prepare`),
-    ready for :meth:`ReceivingTracker.add_prepared`."""
+    ready for :meth:`ReceivingTracker.add_prepared`, which takes them over: add them once."""
 
     receipts: tuple[_Receipt, ...]
 
@@ -372,7 +372,8 @@ class ReceivingTracker:
             if resolved.receipt_id in known:
                 continue
             self._order += 1
-            known[resolved.receipt_id] = replace(resolved, order=self._order)
+            resolved.order = self._order  # prepared receipts are taken, not copied
+            known[resolved.receipt_id] = resolved
             added.append(resolved.receipt_id)
         return added
 
