@@ -485,8 +485,8 @@ def test_domain_params_own_validation_is_reported_with_key_path() -> None:
     data = base()
     data["debounce"] = {"shelf": {"adjust_location": "adjust ments"}}
     assert problems_of(data) == [
-        "debounce.shelf.adjust_location: must be an id of at most 64 letters, digits, '.', '_' or '-', "
-        "got 'adjust ments'"
+        "debounce.shelf.adjust_location: must be an id of at most 64 letters, digits, '.', '_' "
+        "or '-', got 'adjust ments'"
     ]
 
 
