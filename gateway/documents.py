@@ -364,8 +364,11 @@ def check_structure(text: str, limits: DocumentLimits, source: str) -> None:
                     sizes[frame.anchor] = frame.nodes
                 add(frame.nodes)
     except yaml.YAMLError as exc:
-        if "nesting depth" in str(exc):  # libyaml's own limit (1000 levels of flow style)
-            raise DocumentError(source, f"{_fmt(path())}: {deeper}") from exc
+        if "nesting depth" in str(exc):  # libyaml's own limit (1,000 levels), met while
+            # its scanner reads ahead of the events: the mark says where, the path cannot.
+            raise DocumentError(
+                source, f"{_yaml_problem(exc).partition(': ')[0]}: {deeper}"
+            ) from exc
         return  # the loader reports syntax errors with their line and column
     finally:
         loader.dispose()

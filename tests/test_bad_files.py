@@ -7,6 +7,7 @@ Each row of the issue's table about files has its test here; the property-based 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -244,29 +245,93 @@ def test_receipts_load_refuses_nesting_10000_deep(
     assert "nested more than 16 levels deep, the most a expected receipts file may be" in err
 
 
+def loading_config(tmp_path: Path) -> tuple[Path, Path]:
+    """A gateway config whose expected file exists (empty) and can be merged into."""
+    expected = tmp_path / "expected.yaml"
+    expected.write_text("")
+    data = demo_config()
+    data["receiving"] = {"expected_file": str(expected)}
+    config = tmp_path / "gw.yaml"
+    config.write_text(yaml.safe_dump(data))
+    return config, expected
+
+
 def test_receipts_load_refuses_a_quantity_beyond_what_the_store_holds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    config, expected = loading_config(tmp_path)
     asn = receipts_file(tmp_path, [{"id": "A", "lines": [{"sku": "SKU-1001", "quantity": 10**30}]}])
-    status, err = run(capsys, "receipts", "check", str(asn))
+    status, err = run(capsys, "receipts", "load", str(asn), "-c", str(config))
     assert status == 2
     assert (
         f"{asn}: receipts[0].lines[0].quantity: must be an integer in 1..2147483647, "
         "got an integer of 31 digits"
     ) in err
+    assert expected.read_text() == ""  # nothing merged
 
 
 def test_receipts_load_refuses_a_10_mb_receipt_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    config, expected = loading_config(tmp_path)
     asn = receipts_file(
         tmp_path, [{"id": "A" * 10_000_000, "lines": [{"sku": "SKU-1001", "quantity": 1}]}]
     )
-    status, err = run(capsys, "receipts", "check", str(asn))
+    status, err = run(capsys, "receipts", "load", str(asn), "-c", str(config))
     assert status == 2
     assert "receipts[0].id: must be at most 128 characters, got 'AAAA" in err
     assert "(10000000 characters)" in err
     assert len(err) < 400
+    assert expected.read_text() == ""
+
+
+@pytest.mark.slow
+def test_receipts_load_of_30000_is_linear_and_fast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """76 s before (quadratic duplicate checks, each part checked twice); seconds now. The
+    bound only catches a return to quadratic time on a loaded machine."""
+    config, expected = loading_config(tmp_path)
+    receipts = [
+        {
+            "id": f"ASN-{i:05d}",
+            "door": "door-1",
+            "lines": [
+                {"sku": "SKU-1001", "quantity": 12},
+                {"epcs": [f"urn:epc:id:sgtin:0614141.012345.{i}"]},
+            ],
+        }
+        for i in range(30_000)
+    ]
+    asn = tmp_path / "asn.json"
+    asn.write_text(json.dumps({"receipts": receipts}))
+    started = time.perf_counter()
+    status, _ = run(capsys, "receipts", "load", str(asn), "-c", str(config))
+    took = time.perf_counter() - started
+    assert status == 0
+    assert took < 30.0, f"receipts load of 30,000 took {took:.1f} s"
+    assert "ASN-29999" in expected.read_text()
+
+
+def test_the_pure_python_loader_is_held_to_the_same_limits() -> None:
+    """Without libyaml the composer recurses: the events are checked before it runs."""
+    deep = "a: " + "[" * 40 + "]" * 40
+    with pytest.raises(DocumentError, match=r"a\[0\]\[0\].*nested more than 32 levels"):
+        parse_yaml(deep, CONFIG_LIMITS, "x.yaml", loader_class=yaml.SafeLoader)
+    deeper = "a: " + "[" * 5_000 + "]" * 5_000  # libyaml's scanner stops first: its mark
+    with pytest.raises(DocumentError, match=r"line 1, column \d+: nested more than 32 levels"):
+        parse_yaml(deeper, CONFIG_LIMITS, "x.yaml", loader_class=yaml.SafeLoader)
+    block = "\n".join("  " * i + "k:" for i in range(100)) + " 1\n"
+    with pytest.raises(DocumentError, match=r"k\.k\.k.*nested more than 32 levels"):
+        parse_yaml(block, CONFIG_LIMITS, "x.yaml", loader_class=yaml.SafeLoader)
+    levels = ["a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for n in range(1, 9):
+        prev, name = chr(ord("a") + n - 1), chr(ord("a") + n)
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    with pytest.raises(DocumentError, match="through YAML aliases"):
+        parse_yaml("\n".join(levels), CONFIG_LIMITS, "x.yaml", loader_class=yaml.SafeLoader)
+    with pytest.raises(DocumentError, match="not valid YAML"):
+        parse_yaml("a: \x01", CONFIG_LIMITS, "x.yaml", loader_class=yaml.SafeLoader)
 
 
 @pytest.mark.parametrize(
