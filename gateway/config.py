@@ -1010,8 +1010,14 @@ def _show(value: object) -> str:
     if isinstance(value, str) and len(value) > 60:
         return repr(value[:57] + "...")
     if isinstance(value, int) and value.bit_length() > 64:
-        return f"an integer of {len(str(abs(value)))} digits"
+        # str() of an int beyond 4,300 digits raises: the digit count from the bit length.
+        return f"an integer of {_digits(value)} digits"
     return repr(value)
+
+
+def _digits(value: int) -> int:
+    digits = int(value.bit_length() * 0.30103) + 1
+    return digits - 1 if 10 ** (digits - 1) > abs(value) else digits
 
 
 def _num(value: float) -> str:

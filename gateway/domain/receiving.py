@@ -132,7 +132,11 @@ def _shown(value: object) -> str:
     if isinstance(value, str) and len(value) > 60:
         return f"{value[:40]!r}... ({len(value)} characters)"
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {len(str(abs(value)))} digits"
+        # str() of an int beyond 4,300 digits raises: the digit count from the bit length.
+        digits = int(value.bit_length() * 0.30103) + 1
+        if 10 ** (digits - 1) > abs(value):
+            digits -= 1
+        return f"an integer of {digits} digits"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list | tuple):
