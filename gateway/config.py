@@ -129,8 +129,11 @@ MAX_ID_CHARS: Final = 64
 MAX_TEXT_CHARS: Final = 4096
 """Any other string value (URLs, host names, item names)."""
 MAX_COUNT: Final = 2**31 - 1
-"""Counts of eaches in the config (pack sizes, reorder points): the store keeps movement
-quantities and these in 32-bit integer columns."""
+"""Counts of eaches in the config (reorder points): the store keeps movement quantities and
+these in 32-bit integer columns."""
+MAX_PACK_SIZE: Final = 1_000_000
+"""Eaches per tagged pack: a movement of N tags moves N x pack_size eaches, which must still fit
+the store's 32-bit quantity (2,147 packs of the largest size)."""
 _INT64: Final = 2**63 - 1
 """Every other integer: what the store's and protobuf's 64-bit integers hold."""
 
@@ -469,7 +472,7 @@ class CatalogItem:
     """Weight of one pack; required for SKUs on weight shelves."""
     weight_tolerance_g: float | None = field(default=None, metadata=_m(lo=0))
     """How far a weight change may stray from a whole number of packs (default: engine's)."""
-    pack_size: int = field(default=1, metadata=_m(lo=1, hi=MAX_COUNT))
+    pack_size: int = field(default=1, metadata=_m(lo=1, hi=MAX_PACK_SIZE))
     """Eaches per tag/pack: a case tag of ``pack_size: 12`` moves 12 eaches."""
     reorder_point: int | None = field(default=None, metadata=_m(lo=0, hi=MAX_COUNT))
     """On-hand at or below this raises a low-stock alert; None: no alert."""

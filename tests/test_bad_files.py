@@ -132,7 +132,7 @@ def test_check_config_refuses_a_file_that_is_not_utf8(
         ),
         (
             lambda d: d["catalog"]["items"][0].update(pack_size=10**30),
-            "catalog.items[0].pack_size: must be an integer in 1..2147483647, got an integer "
+            "catalog.items[0].pack_size: must be an integer in 1..1000000, got an integer "
             "of 31 digits",
         ),
         (

@@ -400,7 +400,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
      "catalog.items[0].gtin: must be a 14-digit GTIN as a quoted string, got 614141123452 "
      "(YAML read a number: quote the value)"),
     ("pack size", _set("catalog.items.0.pack_size", 0),
-     "catalog.items[0].pack_size: must be an integer in 1..2147483647, got 0"),
+     "catalog.items[0].pack_size: must be an integer in 1..1000000, got 0"),
     ("registers overlap", _set("shelves.1.modbus.unit", 1),
      "shelves[1].weight.address: registers 0..1 overlap those of shelves[0] on the same Modbus "
      "unit 127.0.0.1:502/1"),
