@@ -64,6 +64,7 @@ __all__ = [
     "check_path",
     "check_structure",
     "gc_paused",
+    "json_by_lines",
     "parse_yaml",
     "path_problem",
     "read_text",
@@ -489,10 +490,50 @@ def _json_depth_ok(data: object, max_depth: int) -> bool:
         level = nxt
 
 
+JSON_CALL_MAX_CHARS: Final = 1 << 20
+"""``json.loads`` holds the GIL for its whole call (about 8 ms per MB): a bigger document is
+parsed one line at a time when it is laid out one element per line (:func:`json_by_lines`), so
+the event loop's thread gets its turn between lines."""
+
+
+def json_by_lines(text: str) -> object | None:
+    """``text`` parsed one element per line, when it is a JSON array, or an object of one key
+    whose value is an array, written one element per line (as ``receipts load`` writes the
+    expected file); None when it is not laid out that way."""
+    lines = text.strip().split("\n")
+    if len(lines) < 2:
+        return None
+    head, tail = lines[0].rstrip(), lines[-1].strip()
+    if head == "[" and tail == "]":
+        key = None
+    elif head.startswith("{") and head.endswith("[") and tail == "]}":
+        try:
+            key = json.loads(head[1:-1].strip().removesuffix(":").strip())
+        except ValueError:
+            return None
+        if not isinstance(key, str):
+            return None
+    else:
+        return None
+    items = []
+    for number, line in enumerate(lines[1:-1], 2):
+        element = line.strip()
+        if number < len(lines) - 1:
+            if not element.endswith(","):
+                return None
+            element = element[:-1]
+        try:
+            items.append(json.loads(element, parse_constant=_no_constant))
+        except ValueError:
+            return None
+    return items if key is None else {key: items}
+
+
 def _parse_json(text: str, limits: DocumentLimits, source: str) -> object:
     """A JSON document (JSON is YAML; ``json`` is a hundred times faster than PyYAML)."""
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        by_lines = json_by_lines(text) if len(text) > JSON_CALL_MAX_CHARS else None
+        data = by_lines if by_lines is not None else json.loads(text, parse_constant=_no_constant)
     except RecursionError as exc:
         raise DocumentError(
             source,

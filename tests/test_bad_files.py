@@ -274,8 +274,11 @@ def test_receipts_load_refuses_a_10_mb_receipt_id(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, expected = loading_config(tmp_path)
-    asn = receipts_file(
-        tmp_path, [{"id": "A" * 10_000_000, "lines": [{"sku": "SKU-1001", "quantity": 1}]}]
+    asn = tmp_path / "asn.json"  # JSON is YAML; and libyaml takes seconds over a 10 MB scalar
+    asn.write_text(
+        json.dumps(
+            {"receipts": [{"id": "A" * 10_000_000, "lines": [{"sku": "SKU-1001", "quantity": 1}]}]}
+        )
     )
     status, err = run(capsys, "receipts", "load", str(asn), "-c", str(config))
     assert status == 2

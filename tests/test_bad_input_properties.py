@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway.adapters.grpc_api import EdgeApiServer
 from gateway.cli import main
+from gateway.documents import json_by_lines
 from gateway.domain.model import DeviceState
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc
 from simulators.llrp import codec
@@ -162,6 +164,27 @@ def test_a_mutated_receipts_file_is_exit_0_or_2_never_a_traceback(
         asn.write_bytes(content)
         config = ("--config", str(ROOT / "deploy" / "demo.yaml")) if with_config else ()
         _check(*_run_cli("receipts", "check", str(asn), *config))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@SETTINGS
+@given(st.lists(JSON_VALUES, max_size=8), st.sampled_from([None, "receipts", "a\nb"]))
+def test_json_read_line_by_line_is_the_same_document(items: list[object], key: str | None) -> None:
+    """Big expected files are parsed a line at a time (json.loads holds the GIL); the result
+    must be exactly what one json.loads gives, or None (then one json.loads is used)."""
+    head = "[" if key is None else "{" + json.dumps(key) + ": ["
+    tail = "]" if key is None else "]}"
+    text = head + "\n" + ",\n".join(json.dumps(item) for item in items) + "\n" + tail + "\n"
+    by_lines = json_by_lines(text)
+    assert by_lines is None or by_lines == json.loads(text)
+    pretty = json.dumps(items if key is None else {key: items}, indent=2)
+    assert json_by_lines(pretty) in (None, json.loads(pretty))
 
 
 # --- gRPC arguments -----------------------------------------------------------------------
