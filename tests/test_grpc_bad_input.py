@@ -229,3 +229,38 @@ def test_invalid_requests_are_logged_once_per_client_per_minute() -> None:
     assert log.total == 12
     assert client_host("ipv6:[::1]:50051") == "[::1]"
     assert client_host("unix:/tmp/s") == "unix:/tmp/s"
+
+
+def test_every_service_decodes_behind_the_gate_streams_and_health_included(
+    store: EdgeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> tuple[grpc.StatusCode, str, grpc.StatusCode, str]:
+        async with api(store) as channel:
+            reflection: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+            )
+            call = reflection(metadata=AUTH)
+            try:
+                await call.write(b"\xff\xff")
+                await call.done_writing()
+                async for _ in call:
+                    pass
+            except grpc.aio.AioRpcError:
+                pass
+            stream = (await call.code(), await call.details())
+            health: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/grpc.health.v1.Health/Check"
+            )
+            code, details = await status_of(health(b"\xff"))  # open: no token needed
+            return (*stream, code, details)
+
+    stream_code, stream_details, health_code, health_details = asyncio.run(scenario())
+    assert stream_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert stream_details.startswith(
+        "request body is not a valid grpc.reflection.v1alpha.ServerReflectionRequest"
+    )
+    assert health_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert health_details.startswith(
+        "request body is not a valid grpc.health.v1.HealthCheckRequest"
+    )
+    no_tracebacks(caplog)
