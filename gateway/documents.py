@@ -97,6 +97,11 @@ class DocumentLimits:
         if self.max_bytes < 1 or self.max_depth < 1 or self.max_nodes < 1:
             raise ValueError("document limits must be >= 1")
 
+    @property
+    def a_what(self) -> str:
+        """``what`` with its article: "a config file", "an expected receipts file"."""
+        return f"{'an' if self.what[:1] in 'aeiou' else 'a'} {self.what}"
+
 
 CONFIG_LIMITS: Final = DocumentLimits("config file", 4 << 20, 32, 1_000_000)
 """4 MiB (a catalog of 20,000 items fits in half of it), 32 levels (the deepest key of the
@@ -218,11 +223,10 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def _too_big(limits: DocumentLimits, size: int | None) -> str:
-    size_text = f"{size / 1e6:.1f} MB" if size is not None else "more than that"
-    return (
-        f"the file is {size_text}, larger than the {limits.max_bytes / (1 << 20):g} MiB a "
-        f"{limits.what} may be"
-    )
+    most = limits.max_bytes
+    limit = f"{most / (1 << 20):g} MiB" if most >= 1 << 20 else f"{most / 1024:g} KiB"
+    size_text = "" if size is None else f" {size / 1e6:.1f} MB,"
+    return f"the file is{size_text} larger than the {limit} {limits.a_what} may be"
 
 
 def _read_limited(stream: IO[bytes], limits: DocumentLimits, source: str) -> bytes:
@@ -299,7 +303,7 @@ def check_structure(text: str, limits: DocumentLimits, source: str) -> None:
     stack: list[_Frame] = []
     sizes: dict[str, int] = {}  # anchor -> values its node expands to
     total = 0
-    deeper = f"nested more than {limits.max_depth} levels deep, the most a {limits.what} may be"
+    deeper = f"nested more than {limits.max_depth} levels deep, the most {limits.a_what} may be"
     loader = SafeLoader(text)
 
     def path() -> list[str | int]:
@@ -334,7 +338,7 @@ def check_structure(text: str, limits: DocumentLimits, source: str) -> None:
             raise DocumentError(
                 source,
                 f"{_fmt(path())}: the document expands to more than {limits.max_nodes:,} "
-                f"values (through YAML aliases), the most a {limits.what} may hold",
+                f"values (through YAML aliases), the most {limits.a_what} may hold",
             )
 
     try:
@@ -438,7 +442,7 @@ def check_nodes(root: yaml.Node, limits: DocumentLimits, source: str) -> None:
                 raise DocumentError(
                     source,
                     f"{_fmt([*path, segment])}: nested more than {limits.max_depth} levels "
-                    f"deep, the most a {limits.what} may be",
+                    f"deep, the most {limits.a_what} may be",
                 )
             path.append(segment)
             enter(child)
@@ -455,13 +459,13 @@ def check_nodes(root: yaml.Node, limits: DocumentLimits, source: str) -> None:
             raise DocumentError(
                 source,
                 f"{_fmt(path)}: nested more than {limits.max_depth} levels deep (through an "
-                f"alias), the most a {limits.what} may be",
+                f"alias), the most {limits.a_what} may be",
             )
         if size > limits.max_nodes:
             raise DocumentError(
                 source,
                 f"{_fmt(path)}: expands to more than {limits.max_nodes:,} values (through YAML "
-                f"aliases), the most a {limits.what} may hold",
+                f"aliases), the most {limits.a_what} may hold",
             )
         memo[id(node)] = (height, size)
         if path and stack:
@@ -537,14 +541,14 @@ def _parse_json(text: str, limits: DocumentLimits, source: str) -> object:
     except RecursionError as exc:
         raise DocumentError(
             source,
-            f"nested more than {limits.max_depth} levels deep, the most a {limits.what} may be",
+            f"nested more than {limits.max_depth} levels deep, the most {limits.a_what} may be",
         ) from exc
     except ValueError as exc:  # JSONDecodeError; an int of more than 4,300 digits
         raise DocumentError(source, f"not valid JSON: {exc}") from exc
     if not _json_depth_ok(data, limits.max_depth):
         raise DocumentError(
             source,
-            f"nested more than {limits.max_depth} levels deep, the most a {limits.what} may be",
+            f"nested more than {limits.max_depth} levels deep, the most {limits.a_what} may be",
         )
     return data
 
@@ -594,7 +598,7 @@ def parse_yaml(
             raise DocumentError(
                 source,
                 f"{_yaml_problem(exc).partition(': ')[0]}: nested more than "
-                f"{limits.max_depth} levels deep, the most a {limits.what} may be",
+                f"{limits.max_depth} levels deep, the most {limits.a_what} may be",
             ) from exc
         raise DocumentError(source, f"not valid YAML: {_yaml_problem(exc)}") from exc
     except (ValueError, TypeError, RecursionError) as exc:

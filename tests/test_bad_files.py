@@ -8,6 +8,7 @@ Each row of the issue's table about files has its test here; the property-based 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -32,8 +33,14 @@ DEMO = ROOT / "deploy" / "demo.yaml"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """``dockwatch argv`` in-process: an exception would fail the test with its traceback."""
-    status = main(list(argv))
+    """``dockwatch argv`` in-process: an exception would fail the test with its traceback.
+    Root log handlers another test left (on a stream since closed) are set aside meanwhile."""
+    root = logging.getLogger()
+    saved, root.handlers[:] = root.handlers[:], []
+    try:
+        status = main(list(argv))
+    finally:
+        root.handlers[:] = saved
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return status, err
@@ -242,7 +249,7 @@ def test_receipts_load_refuses_nesting_10000_deep(
     asn.write_text("receipts: " + "[" * 10_000 + "]" * 10_000 + "\n")
     status, err = run(capsys, "receipts", "check", str(asn))
     assert status == 2
-    assert "nested more than 16 levels deep, the most a expected receipts file may be" in err
+    assert "nested more than 16 levels deep, the most an expected receipts file may be" in err
 
 
 def loading_config(tmp_path: Path) -> tuple[Path, Path]:

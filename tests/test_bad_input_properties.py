@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -104,9 +105,22 @@ def _dump(document: object) -> str:
     return yaml.safe_dump(document, allow_unicode=True)
 
 
+@contextlib.contextmanager
+def _own_logging() -> Iterator[None]:
+    """No root handler left by another test (``dockwatch run`` configures one on the stderr of
+    its time, which may be closed by now): what the command logs goes to this example's stderr."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
+
+
 def _run_cli(*argv: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _own_logging():
         status = main(list(argv))  # an exception fails the example, with its traceback
     return status, err.getvalue()
 
