@@ -55,8 +55,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-import yaml
-
 from edge_store.engine import with_password
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
@@ -86,6 +84,7 @@ from gateway.config import (
     load_config,
     resolve_secret,
 )
+from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite, ReceiptClosed
 from gateway.domain.model import (
@@ -102,7 +101,12 @@ from gateway.domain.model import (
     StockLevel,
 )
 from gateway.domain.portal import PortalEngine, PortalSpec
-from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker, parse_expected
+from gateway.domain.receiving import (
+    ExpectedReceipt,
+    PreparedReceipts,
+    ReceivingTracker,
+    parse_expected,
+)
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
 from gateway.errors import ConfigError, GatewayError, StoreError
@@ -133,12 +137,22 @@ EXPECTED_POLL_S = 5.0
 
 
 def load_expected(path: Path) -> list[ExpectedReceipt]:
-    """Expected receipts from a YAML or JSON file; ValueError names the problem."""
+    """Expected receipts from a YAML or JSON file (within ``RECEIPTS_LIMITS``: size, nesting,
+    encoding); ValueError names the problem."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
+        data = read_yaml(path, RECEIPTS_LIMITS)
+    except DocumentError as exc:
+        raise ValueError(exc.problem) from exc
     return [] if data is None else parse_expected(data)  # an empty file expects nothing
+
+
+def prepare_expected(path: Path, tracker: ReceivingTracker) -> PreparedReceipts:
+    """:func:`load_expected` resolved against the tracker's catalog: all the work of taking a
+    file, for a worker thread (``tracker.prepare`` only reads the immutable catalog). The
+    garbage collector is paused meanwhile (:func:`gateway.documents.gc_paused`: its full
+    collections would hold the GIL, and so stall the event loop, for a quarter of a second)."""
+    with gc_paused():
+        return tracker.prepare(load_expected(path))
 
 
 def _warn_cleartext(key: str, host: str, what: str) -> None:
@@ -185,6 +199,10 @@ class Counters:
 
     reads: int = 0
     reads_by_antenna: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Reads per configured (reader, antenna): a fixed set of keys, one series each."""
+    unexpected_antenna: dict[str, int] = field(default_factory=dict)
+    """Reads per reader on antennas it is not configured with (a hostile or misconfigured
+    reader could report 65,536 antenna ids: one counter per reader, never a series each)."""
     movements: int = 0
     movements_by_kind: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(MovementKind, 0)
@@ -477,6 +495,7 @@ class Gateway:
         self._ping: asyncio.Future[int] | None = None
         self.counters = Counters()
         for reader in config.readers:  # every configured antenna has a series, reads or not
+            self.counters.unexpected_antenna[reader.id] = 0
             for antenna in reader.antennas:
                 self.counters.reads_by_antenna[reader.id, antenna] = 0
         self.catalog = catalog_of(config)
@@ -712,6 +731,14 @@ class Gateway:
             "Capacity of the read hand-off queue (when full, a reader drops the oldest batch)",
             self.reads.maxsize,
         )
+        for reader_id, n in c.unexpected_antenna.items():
+            put(
+                "dockwatch_reader_unexpected_antenna_reads_total",
+                "counter",
+                "Tag reads on antennas the reader is not configured with (ignored)",
+                n,
+                reader=reader_id,
+            )
         for reader_id, adapter in self.readers.items():
             stats = adapter.stats
             put(
@@ -1166,10 +1193,33 @@ class Gateway:
             by_antenna = self.counters.reads_by_antenna
             for read in batch.reads:
                 key = (read.reader_id, read.antenna)
-                by_antenna[key] = by_antenna.get(key, 0) + 1
+                if key in by_antenna:
+                    by_antenna[key] += 1
+                else:
+                    self._unexpected_antenna(read.reader_id, read.antenna)
             crossings = engine.feed(batch.reads, self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
+
+    def _unexpected_antenna(self, reader_id: str, antenna: int) -> None:
+        """A read on an antenna the reader is not configured with: counted per reader (the
+        portal engine ignores it), logged once per reader."""
+        unexpected = self.counters.unexpected_antenna
+        count = unexpected.get(reader_id)
+        if count is None:
+            return  # not a configured reader: the adapter never reports one
+        unexpected[reader_id] = count + 1
+        if count == 0:
+            configured = sorted(a for r, a in self.counters.reads_by_antenna if r == reader_id)
+            log.warning(
+                "reader %s reports reads on antenna %s, which is not configured (antennas %s): "
+                "such reads are counted in dockwatch_reader_unexpected_antenna_reads_total and "
+                "otherwise ignored (logged once per reader)",
+                reader_id,
+                antenna,
+                ", ".join(map(str, configured)),
+                extra={"reader_id": reader_id},
+            )
 
     async def _portal_ticker(self) -> None:
         engine = self.portal_engine
@@ -1243,18 +1293,14 @@ class Gateway:
         if mtime == self._expected_mtime:
             return
         self._expected_mtime = mtime
+        # Reading, parsing and resolving run in a worker thread; only the linear insertion of
+        # what is new runs on the loop (a 10,000-receipt file must not stall the devices).
         try:
-            receipts = await asyncio.to_thread(load_expected, path)
+            prepared = await asyncio.to_thread(prepare_expected, path, tracker)
         except ValueError as exc:
             log.error("expected receipts file %s ignored: %s", path, exc)  # noqa: TRY400
             return
-        known = {status.receipt_id for status in tracker.receipts}
-        new = [r for r in receipts if r.receipt_id not in known]
-        try:
-            tracker.add_expected(new)
-        except ValueError as exc:
-            log.error("expected receipts file %s ignored: %s", path, exc)  # noqa: TRY400
-            return
+        new = tracker.add_prepared(prepared, skip_known=True)
         if new:
             log.info("loaded %s expected receipt(s) from %s", len(new), path)
 
@@ -1271,6 +1317,9 @@ class Gateway:
             antennas: dict[str, list[str]] = {}
             for (reader, antenna), n in sorted(c.reads_by_antenna.items()):
                 antennas.setdefault(reader, []).append(f"{antenna}:{n}")
+            for reader, n in c.unexpected_antenna.items():
+                if n:
+                    antennas.setdefault(reader, []).append(f"unexpected:{n}")
             log.info(
                 "summary: reads=%s movements=%s duplicates=%s alerts=%s tracked_tags=%s %s%s",
                 c.reads,

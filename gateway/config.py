@@ -38,11 +38,23 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from gateway.documents import (
+    CONFIG_LIMITS,
+    SECRET_LIMITS,
+    DocumentError,
+    DocumentLimits,
+    SafeLoader,
+    parse_yaml,
+    path_problem,
+    read_text,
+    read_yaml,
+    shown,
+)
 from gateway.domain.model import MovementKind
 from gateway.domain.params import PortalParams, ShelfParams
 from gateway.errors import ConfigError
@@ -110,13 +122,29 @@ IMPLICIT_LOCATIONS: Final = ("picked", "backroom")
 so is ``debounce.shelf.adjust_location`` (default ``adjustment``) when there are shelves."""
 
 KeyPath = tuple[str | int, ...]
+_OVERRIDE_LIMITS: Final = DocumentLimits("environment override", 64 << 10, 4, 1000)
 _T = typing.TypeVar("_T")
 
+MAX_ID_CHARS: Final = 64
+"""Ids and SKUs: the store keeps them in 64-character columns, and they appear in MQTT topics
+(at most 65,535 bytes), EPCIS URIs and file names."""
+MAX_TEXT_CHARS: Final = 4096
+"""Any other string value (URLs, host names, item names)."""
+MAX_COUNT: Final = 2**31 - 1
+"""Counts of eaches in the config (reorder points): the store keeps movement quantities and
+these in 32-bit integer columns."""
+MAX_PACK_SIZE: Final = 1_000_000
+"""Eaches per tagged pack: a movement of N tags moves N x pack_size eaches, which must still fit
+the store's 32-bit quantity (2,147 packs of the largest size)."""
+_INT64: Final = 2**63 - 1
+"""Every other integer: what the store's and protobuf's 64-bit integers hold."""
+
 # An id appears in MQTT topics and file names: keep it to a safe alphabet.
-_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
-_ID_WHAT: Final = "an id of letters, digits, '.', '_' or '-'"
-# A SKU is one MQTT topic level: no separator, no wildcard, no blank.
-_SKU_RE: Final = re.compile(r"[^/+#\s]+")
+_ID_RE: Final = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_ID_CHARS}}}")
+_ID_WHAT: Final = f"an id of at most {MAX_ID_CHARS} letters, digits, '.', '_' or '-'"
+# A SKU is one MQTT topic level: no separator, no wildcard, no blank, no control character.
+_SKU_RE: Final = re.compile(rf"[^/+#\s\x00-\x1f\x7f-\x9f]{{1,{MAX_ID_CHARS}}}")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
@@ -158,13 +186,12 @@ class Secret:
         """
         if self.file is not None:
             try:
-                value = self.file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
+                value = read_text(self.file, SECRET_LIMITS).strip()
+            except DocumentError as exc:
+                problem = exc.problem.removeprefix("cannot read: ")
                 raise ConfigError(
-                    f"{self.key}_file: cannot read '{self.file}': {exc.strerror or exc}"
+                    f"{self.key}_file: cannot read '{exc.source}': {problem}"
                 ) from exc
-            except UnicodeDecodeError as exc:
-                raise ConfigError(f"{self.key}_file: '{self.file}' is not UTF-8 text") from exc
             if not value:
                 raise ConfigError(f"{self.key}_file: '{self.file}' is empty")
             return value
@@ -470,7 +497,11 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True)
 class CatalogItem:
     sku: str = field(
-        metadata=_m(pattern=_SKU_RE, what="a SKU without '/', '+', '#' or blanks (topic level)")
+        metadata=_m(
+            pattern=_SKU_RE,
+            what=f"a SKU of at most {MAX_ID_CHARS} characters without '/', '+', '#' or blanks "
+            "(topic level)",
+        )
     )
     gtin: str = field(metadata=_m(what="a 14-digit GTIN as a quoted string", check=_check_gtin))
     name: str
@@ -478,9 +509,9 @@ class CatalogItem:
     """Weight of one pack; required for SKUs on weight shelves."""
     weight_tolerance_g: float | None = field(default=None, metadata=_m(lo=0))
     """How far a weight change may stray from a whole number of packs (default: engine's)."""
-    pack_size: int = field(default=1, metadata=_m(lo=1))
+    pack_size: int = field(default=1, metadata=_m(lo=1, hi=MAX_PACK_SIZE))
     """Eaches per tag/pack: a case tag of ``pack_size: 12`` moves 12 eaches."""
-    reorder_point: int | None = field(default=None, metadata=_m(lo=0))
+    reorder_point: int | None = field(default=None, metadata=_m(lo=0, hi=MAX_COUNT))
     """On-hand at or below this raises a low-stock alert; None: no alert."""
 
 
@@ -686,7 +717,9 @@ class StatusRegister:
 class ShelfConfig:
     id: str = field(metadata=_ID)
     location: str = field(metadata=_ID)
-    sku: str = field(metadata=_m(pattern=_SKU_RE, what="a SKU"))
+    sku: str = field(
+        metadata=_m(pattern=_SKU_RE, what=f"a SKU of at most {MAX_ID_CHARS} characters")
+    )
     modbus: ModbusConfig
     weight: WeightRegister
     pick_to: str = field(default="picked", metadata=_ID)
@@ -1067,7 +1100,15 @@ def _show(value: object) -> str:
         return "a list"
     if isinstance(value, str) and len(value) > 60:
         return repr(value[:57] + "...")
+    if isinstance(value, int) and value.bit_length() > 64:
+        # str() of an int beyond 4,300 digits raises: the digit count from the bit length.
+        return f"an integer of {_digits(value)} digits"
     return repr(value)
+
+
+def _digits(value: int) -> int:
+    digits = int(value.bit_length() * 0.30103) + 1
+    return digits - 1 if 10 ** (digits - 1) > abs(value) else digits
 
 
 def _num(value: float) -> str:
@@ -1173,10 +1214,30 @@ def _convert(
             return bad()
         if gt is not None and value <= gt:
             return bad()
+        if isinstance(value, int) and not -_INT64 - 1 <= value <= _INT64:
+            ctx.report(
+                path, f"must be {_describe(tp, meta)} that fits in 64 bits, got {_show(raw)}"
+            )
+            return _INVALID
         return float(value) if tp is float else value
     if tp is str or tp is Path:
         if not isinstance(value, str) or not value.strip():
             return bad()
+        if tp is Path:
+            problem = path_problem(value)
+            if problem is not None:
+                ctx.report(path, f"{problem}, got {_show(value)}")
+                return _INVALID
+        elif len(value) > MAX_TEXT_CHARS:
+            ctx.report(
+                path,
+                f"must be at most {MAX_TEXT_CHARS} characters, got {_show(value)} "
+                f"({len(value)} characters)",
+            )
+            return _INVALID
+        if _CONTROL_RE.search(value):
+            ctx.report(path, f"must not contain control characters, got {_show(value)}")
+            return _INVALID
         pattern = meta.get("pattern")
         if pattern is not None and not pattern.fullmatch(value):
             return bad()
@@ -1223,7 +1284,12 @@ def _convert_list(
 
 
 def _check_file(file: Path, path: KeyPath, ctx: _Ctx) -> Path | _Invalid:
-    if not file.is_file():
+    try:
+        is_file = file.is_file()
+    except OSError as exc:  # ENAMETOOLONG, EACCES on a parent...: not a file we can use
+        ctx.report(path, f"cannot use '{shown(file)}': {exc.strerror or exc}")
+        return _INVALID
+    if not is_file:
         ctx.report(path, f"file not found: '{file}'")
         return _INVALID
     if not os.access(file, os.R_OK):
@@ -1405,9 +1471,9 @@ def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
                 value = None
         else:
             try:
-                value = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                ctx.problems.append(f"{name}: not a YAML scalar: {_yaml_problem(exc)}")
+                value = parse_yaml(text, _OVERRIDE_LIMITS, name)
+            except DocumentError as exc:
+                ctx.problems.append(f"{name}: not a YAML scalar: {exc.problem}")
                 continue
             if isinstance(value, Mapping | list):
                 ctx.problems.append(f"{name}: must be a single value, got {_show(value)}")
@@ -1625,8 +1691,8 @@ def parse_config(
     return replace(_with_implicit_locations(cfg), source=source)
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader that records duplicate mapping keys instead of dropping them."""
+class _Loader(SafeLoader):  # type: ignore[misc]
+    """The safe loader that records duplicate mapping keys instead of dropping them."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -1647,43 +1713,37 @@ class _Loader(yaml.SafeLoader):
                 where = f"line {mark.line + 1}, column {mark.column + 1}"
                 message = f"{where}: duplicate key {_show(key)} (first at line {first.line + 1})"
                 self.duplicates.append((mark.line, mark.column, message))
-        return super().construct_mapping(node, deep=deep)
+        return cast(dict[Any, Any], super().construct_mapping(node, deep=deep))
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        context = f" ({exc.context})" if exc.context else ""
-        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
-    return str(exc)
-
-
-def _read_yaml(text: str) -> object:
-    loader = _Loader(text)
-    try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML syntax: {_yaml_problem(exc)}") from exc
-    finally:
-        loader.dispose()
+def _no_duplicates(loader: _Loader) -> None:
     if loader.duplicates:
         raise ConfigError([message for _, _, message in sorted(loader.duplicates)])
-    return data
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Read, override and validate the YAML config at ``path`` (see :func:`parse_config`)."""
-    path = Path(path)
+    """Read, override and validate the YAML config at ``path`` (see :func:`parse_config`).
+
+    The file is read within :data:`gateway.documents.CONFIG_LIMITS` (size, nesting, encoding:
+    see :mod:`gateway.documents`); every problem is a :class:`ConfigError`, never an OSError.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"the config file is not UTF-8 text: {exc}") from exc
-    data = _read_yaml(text)
+        data = read_yaml(path, CONFIG_LIMITS, loader_class=_Loader, inspect=_no_duplicates)
+    except DocumentError as exc:
+        raise ConfigError(_document_problem(exc)) from exc
     if data is None:
         raise ConfigError("the file is empty (no YAML document)")
-    return parse_config(data, environ=environ, source=str(path))
+    return parse_config(data, environ=environ, source=shown(path))
+
+
+def _document_problem(exc: DocumentError) -> str:
+    """The problem as config messages have always read (the CLI adds the file name)."""
+    problem = exc.problem
+    if problem.startswith("not valid YAML: "):
+        return "YAML syntax: " + problem.removeprefix("not valid YAML: ")
+    if problem.startswith("cannot read: "):
+        return "cannot read the config file: " + problem.removeprefix("cannot read: ")
+    return problem
 
 
 def config_path_from_env(environ: Mapping[str, str] | None = None) -> Path:

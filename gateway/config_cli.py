@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import CONFIG_PATH_ENV, GatewayConfig, load_config
+from gateway.documents import shown
 from gateway.errors import ConfigError
 
 EXIT_INVALID = 2
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         preflight(config, environ)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"{path}: {problem}", file=sys.stderr)
+            print(f"{shown(path)}: {problem}", file=sys.stderr)
         return EXIT_INVALID
     print(summary(config))
     return 0

@@ -8,13 +8,18 @@ re-reads it whenever it changes (every few seconds), adding receipts it does not
 - ``dockwatch receipts load ASN.yaml -c gw.yaml`` validates the new receipts the same way, then
   merges them into the configured expected file (written atomically: a temporary file renamed
   over it), where the running gateway picks them up. A receipt id already there is an error and
-  nothing is written.
+  nothing is written. The file is written as JSON, one receipt per line (:func:`dump_expected`:
+  JSON is YAML, and is read far faster). Every check is linear: 30,000 receipts load in seconds.
 - ``dockwatch receipts list -c gw.yaml`` prints what the expected file holds.
 
 ``FILE`` may be ``-`` for standard input (``docker compose exec -T gateway dockwatch receipts
 load - < ASN.yaml``).
 
 ``dockwatch receiving`` is the older name of the same command (``add`` = ``load``).
+Every file is read within :data:`gateway.documents.RECEIPTS_LIMITS` (64 MiB, UTF-8, nested at
+most 16 deep); a file beyond them, an id or quantity beyond the limits of
+:mod:`gateway.domain.receiving`, is invalid input.
+
 Exit status: 0 done, 1 the expected file could not be read or written, 2 invalid input.
 """
 
@@ -23,17 +28,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import cast
 
 from gateway.app import catalog_of
 from gateway.config import GatewayConfig, config_path_from_env, load_config
+from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml, shown
 from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker, parse_expected
 from gateway.errors import ConfigError
 
@@ -128,18 +134,17 @@ class _Document:
 
 def _read(path: Path, status: int) -> _Document:
     """Read and validate ``path`` (``-``: standard input) the way the gateway reads the file."""
-    name = "<stdin>" if str(path) == "-" else str(path)
+    name = "<stdin>" if str(path) == "-" else shown(path)
     try:
-        text = sys.stdin.read() if name == "<stdin>" else path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
-        raise _Failed(status, f"{name}: cannot read: {exc}") from exc
+        data = read_yaml(path, RECEIPTS_LIMITS)
+    except DocumentError as exc:
+        raise _Failed(status, str(exc)) from exc
     try:
         receipts = [] if data is None else parse_expected(data)  # empty: expects nothing
     except ValueError as exc:
         raise _Failed(status, f"{name}: {exc}") from exc
     entries = data["receipts"] if isinstance(data, dict) else data
-    return _Document(name, list(entries or []), receipts)
+    return _Document(name, list(cast(list[object], entries) or []), receipts)
 
 
 def _check_against(config: GatewayConfig, name: str, receipts: list[ExpectedReceipt]) -> None:
@@ -213,24 +218,51 @@ def _run(args: argparse.Namespace) -> int:
         known = {r.receipt_id for r in existing.receipts}
         again = [r.receipt_id for r in new.receipts if r.receipt_id in known]
         if again:
-            raise _Failed(
-                2, f"{new.name}: receipt(s) {', '.join(again)} already expected in {target}"
-            )
-        documents = existing.entries + new.entries
+            raise _Failed(2, f"{new.name}: receipt(s) {_some(again)} already expected in {target}")
         # The merged file must be one the gateway accepts as a whole (an EPC expected by two
-        # receipts is only visible across files): refuse, and write nothing, otherwise.
+        # receipts is only visible across files): refuse, and write nothing, otherwise. Each
+        # part is checked once, in linear time: the new file above, the existing one here.
+        taken = _epc_taken(existing.receipts, new.receipts)
+        if taken is not None:
+            raise _Failed(2, f"{new.name}: with the receipts in {target}: {taken}")
+        if existing.receipts:
+            _check_against(config, str(target), existing.receipts)
+        documents = existing.entries + new.entries
         try:
-            merged = parse_expected({"receipts": documents})
-        except ValueError as exc:
-            raise _Failed(2, f"{new.name}: with the receipts in {target}: {exc}") from exc
-        _check_against(config, str(target), merged)
-        try:
-            _replace(target, yaml.safe_dump({"receipts": documents}, sort_keys=False))
+            _replace(target, dump_expected(documents))
         except OSError as exc:
             raise _Failed(1, f"{target}: cannot write: {exc}") from exc
     print(f"loaded {len(new.receipts)} receipt(s) into {target} ({len(documents)} in all)")
     print(describe(new.receipts))
     return 0
+
+
+def _some(ids: list[str], shown_max: int = 10) -> str:
+    more = f" and {len(ids) - shown_max} more" if len(ids) > shown_max else ""
+    return ", ".join(ids[:shown_max]) + more
+
+
+def _epc_taken(existing: list[ExpectedReceipt], new: list[ExpectedReceipt]) -> str | None:
+    """The first EPC of ``new`` that a receipt of ``existing`` already expects, described."""
+    owner = {urn: r.receipt_id for r in existing for line in r.lines for urn in line.epcs}
+    for receipt in new:
+        for line in receipt.lines:
+            for urn in sorted(line.epcs):
+                if urn in owner:
+                    return f"{receipt.receipt_id}: {urn} is already expected in {owner[urn]}"
+    return None
+
+
+def dump_expected(entries: list[object]) -> str:
+    """The expected-receipts file: ``{"receipts": [...]}`` as JSON, one receipt per line.
+
+    JSON is YAML, so the file stays one an operator can read and edit as YAML; and it is read
+    a hundred times faster than PyYAML's block style (30,000 receipts: 0.1 s instead of 6 s),
+    which matters to the gateway, which re-reads the whole file whenever it changes. Entries
+    passed :func:`parse_expected`, so they hold only strings, integers, lists and mappings.
+    """
+    lines = [json.dumps(entry, ensure_ascii=False, separators=(", ", ": ")) for entry in entries]
+    return '{"receipts": [\n' + ",\n".join(lines) + ("\n" if lines else "") + "]}\n"
 
 
 @contextlib.contextmanager
@@ -249,7 +281,10 @@ def _locked(target: Path) -> Iterator[None]:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        return _run(args)
+        # A short-lived command building up to 200,000 receipts: the cyclic collector's full
+        # passes over them would be most of its time (it frees nothing: the data is a tree).
+        with gc_paused():
+            return _run(args)
     except _Failed as failed:
         for line in failed.lines:
             print(line, file=sys.stderr)

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gateway.adapters.tls import server_context_from_flags
 from gateway.config import split_host_port
+from gateway.documents import SCENARIO_LIMITS, DocumentError, read_yaml
 from gateway.errors import ConfigError, GatewayError
 from simulators.launcher import SimulatorSpec, launched
 
@@ -277,9 +276,9 @@ def plan(args: argparse.Namespace) -> list[Planned]:
 
 def _sections(path: Path) -> list[str]:
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read scenario: {exc}") from exc
+        data: Any = read_yaml(path, SCENARIO_LIMITS)
+    except DocumentError as exc:
+        raise UsageError(str(exc)) from exc
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a scenario is a mapping at the top level")
     return [key for key in SECTIONS if data.get(key)]

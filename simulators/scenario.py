@@ -63,8 +63,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from gateway.documents import SCENARIO_LIMITS, read_yaml, shown
 from gateway.errors import ConfigError
 from simulators import epc_encode
 from simulators.llrp.source import SimRead
@@ -685,15 +684,10 @@ class _Problems:
 def load_scenario(path: Path | str) -> Scenario:
     """Read and validate a scenario file; :class:`ConfigError` lists every problem by key."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read scenario: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return parse_scenario(data, source=str(p))
+    # Size, nesting and encoding limits (gateway.documents.SCENARIO_LIMITS): a DocumentError
+    # is a ConfigError naming the file.
+    data = read_yaml(p, SCENARIO_LIMITS)
+    return parse_scenario(data, source=shown(p))
 
 
 def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:

@@ -357,7 +357,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     ("duplicate antenna", _set("readers.0.antennas", [1, 2, 2]),
      "readers[0].antennas[2]: duplicate value 2 (first at readers[0].antennas[1])"),
     ("bad id", _set("site.id", "dc east"),
-     "site.id: must be an id of letters, digits, '.', '_' or '-', got 'dc east'"),
+     "site.id: must be an id of at most 64 letters, digits, '.', '_' or '-', got 'dc east'"),
     ("dangling reader", _set("portals.0.reader", "door-9-reader"),
      "portals[0].reader: unknown reader 'door-9-reader' (known: door-1-reader, door-2-reader)"),
     ("antenna not on reader", _set("portals.1.inside_antennas", [3, 5]),
@@ -402,7 +402,7 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
      "catalog.items[0].gtin: must be a 14-digit GTIN as a quoted string, got 614141123452 "
      "(YAML read a number: quote the value)"),
     ("pack size", _set("catalog.items.0.pack_size", 0),
-     "catalog.items[0].pack_size: must be an integer >= 1, got 0"),
+     "catalog.items[0].pack_size: must be an integer in 1..1000000, got 0"),
     ("registers overlap", _set("shelves.1.modbus.unit", 1),
      "shelves[1].weight.address: registers 0..1 overlap those of shelves[0] on the same Modbus "
      "unit 127.0.0.1:502/1"),
@@ -487,8 +487,8 @@ def test_domain_params_own_validation_is_reported_with_key_path() -> None:
     data = base()
     data["debounce"] = {"shelf": {"adjust_location": "adjust ments"}}
     assert problems_of(data) == [
-        "debounce.shelf.adjust_location: must be an id of letters, digits, '.', '_' or '-', "
-        "got 'adjust ments'"
+        "debounce.shelf.adjust_location: must be an id of at most 64 letters, digits, '.', '_' "
+        "or '-', got 'adjust ments'"
     ]
 
 

@@ -473,25 +473,75 @@ def test_slow_silent_and_half_closed_clients_are_cut_off() -> None:
     asyncio.run(scenario())
 
 
-def test_connections_beyond_the_limit_are_turned_away_at_once() -> None:
-    # The idle connections hold both slots for this long; "at once" means well before.
-    idle_timeout_s = 10.0
+class _Stalled:
+    """A collector that does not answer until released: its scrapes hold their slots."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.release = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def __call__(self) -> Samples:
+        self.entered += 1
+        self.waiting.set()
+        await self.release.wait()
+        return SAMPLES
+
+
+def test_scrapes_beyond_the_limit_are_turned_away_at_once_but_liveness_never() -> None:
+    async def scenario() -> None:
+        collect = _Stalled()
+        server = MetricsServer("127.0.0.1:0", collect, request_timeout_s=30.0, max_connections=2)
+        async with serving(server) as port:
+            # Idle connections take no slot: liveness and scrapes are still answered.
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+            stalled = [
+                asyncio.ensure_future(raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")) for _ in range(2)
+            ]
+            async with asyncio.timeout(WAIT_S):
+                while collect.entered < 2:
+                    collect.waiting.clear()
+                    await collect.waiting.wait()
+            started = time.monotonic()
+            busy = await raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+            ready = await raw(port, b"GET /readyz HTTP/1.1\r\n\r\n")
+            alive = await raw(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert time.monotonic() - started < 5.0  # at once, not after the 30 s timeout
+            assert busy is not None
+            assert ready is not None
+            assert alive is not None
+            assert (busy.status, busy.body) == (503, b"too many connections\n")
+            assert ready.status == 503
+            assert (alive.status, alive.body) == (200, b"ok\n")
+            collect.release.set()
+            for scrape in stalled:
+                answer = await scrape
+                assert answer is not None
+                assert answer.status == 200
+            for _, writer in idle:
+                writer.close()
+                await writer.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_idle_connections_cannot_lock_out_liveness() -> None:
+    """200 idle connections, then more than ``max_open``: /healthz answers every time."""
 
     async def scenario() -> None:
         server = MetricsServer(
-            "127.0.0.1:0", lambda: SAMPLES, request_timeout_s=idle_timeout_s, max_connections=2
+            "127.0.0.1:0", lambda: SAMPLES, request_timeout_s=30.0, max_connections=4, max_open=64
         )
         async with serving(server) as port:
-            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            try:
-                started = time.monotonic()
-                busy = await raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")
-                assert busy is not None
-                assert busy.status == 503
-                assert time.monotonic() - started < idle_timeout_s / 2
-            finally:
-                for _, writer in idle:
-                    writer.close()
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+            for path in (b"/healthz", b"/metrics", b"/healthz"):
+                answer = await raw(port, b"GET " + path + b" HTTP/1.1\r\n\r\n")
+                assert answer is not None
+                assert answer.status == 200, answer
+            assert server.dropped_idle >= 200 - 64
+            for _, writer in idle:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
 
     asyncio.run(scenario())
@@ -508,13 +558,11 @@ def test_stop_drops_connections_in_progress() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.1\r\n")
         await writer.drain()
-        # With one slot, a second client is turned away once the server serves the first one,
-        # which is then waiting for the rest of its headers.
-        async with asyncio.timeout(WAIT_S):
-            while (probe := await raw(port, b"GET /healthz HTTP/1.1\r\n\r\n")) is None or (
-                probe.status != 503
-            ):
-                pass
+        # Connections are accepted in order: once a later one is answered, the server is
+        # serving the first, which waits for the rest of its headers.
+        probe = await raw(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        assert probe is not None
+        assert probe.status == 200
         started = time.monotonic()
         await server.stop()
         assert time.monotonic() - started < request_timeout_s / 6  # not the request timeout

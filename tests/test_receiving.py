@@ -118,11 +118,11 @@ def test_parse_expected_reads_receipts_with_quantity_and_epc_lines() -> None:
         ([{"id": "A", "dock": 1, "lines": []}], r"receipts\[0\]: unknown key 'dock'"),
         (
             [{"id": "A", "lines": [{"sku": "X", "quantity": 1}, {"sku": "X", "quantity": -3}]}],
-            r"receipts\[0\]\.lines\[1\]\.quantity: must be a positive integer, got -3",
+            r"receipts\[0\]\.lines\[1\]\.quantity: must be an integer in 1..2147483647, got -3",
         ),
         (
             [{"id": "A", "lines": [{"sku": "X", "quantity": True}]}],
-            r"lines\[0\]\.quantity: must be a positive integer",
+            r"lines\[0\]\.quantity: must be an integer in 1..2147483647",
         ),
         ([{"id": "A", "lines": [{"quantity": 2}]}], r"lines\[0\]\.sku: required"),
         ([{"id": "A", "lines": [{"sku": "X"}]}], r"lines\[0\]\.quantity: required"),

@@ -45,6 +45,17 @@ client certificates may only listen on a loopback address: anything else is a :c
 Refused calls are logged at most once per ``REFUSAL_LOG_EVERY_S`` (with a count); the token is never
 logged.
 
+Hostile requests: the token is checked *before* the request body is decoded (the methods are
+registered with raw-bytes deserializers by :class:`_Gate`, which authenticates, then decodes), so
+a client without the token learns nothing and costs nothing but the refusal. A body that is not
+the method's protobuf message is ``INVALID_ARGUMENT`` ("request body is not a valid
+dockwatch.edge.v1.WatchRequest"), as is a field out of the range the store holds, named in the
+message (``after_seq`` above 2^63 - 1: seqs are signed 64-bit in the store; a ``location`` or
+``sku`` longer than the 64 characters of an id or holding control characters). ``after_seq``
+beyond the last recorded seq, a position that may become valid, is ``OUT_OF_RANGE`` (gRPC's
+convention for reading past the end). Invalid requests are logged at most once per client (host)
+per ``INVALID_LOG_EVERY_S``, with a count; never a traceback.
+
 Health and reflection: the server also serves the standard ``grpc.health.v1.Health`` (status
 ``SERVING`` from :meth:`EdgeApiServer.start` until :meth:`EdgeApiServer.stop`, ``NOT_SERVING``
 from the moment ``stop`` begins; :meth:`EdgeApiServer.set_serving` lets the app report a
@@ -75,16 +86,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import ipaddress
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -129,6 +143,14 @@ HEALTH_WATCHES_MAX = 4
 """Queries served at once besides the watches (more wait in gRPC's queue or are refused)."""
 REFUSAL_LOG_EVERY_S = 60.0
 """At most one log line per this many seconds about refused (unauthenticated) calls."""
+INVALID_LOG_EVERY_S = 60.0
+"""At most one log line per client (host) per this many seconds about invalid requests."""
+INVALID_LOG_CLIENTS_MAX = 1024
+"""Clients whose last invalid request is remembered (the oldest is forgotten beyond)."""
+SEQ_MAX = 2**63 - 1
+"""The largest seq the store holds (a signed 64-bit integer column)."""
+QUERY_ID_MAX_CHARS = 64
+"""A ``location`` or ``sku`` in a query: ids of the config, 64 characters at most."""
 LIST_PAGE_DEFAULT = 500
 """ListMovements' page size when the request gives none."""
 LIST_PAGE_MAX = 5000
@@ -259,6 +281,61 @@ class RefusalLog:
         self._suppressed = 0
 
 
+def client_host(peer: str) -> str:
+    """The host of a gRPC peer (``ipv4:1.2.3.4:5678``, ``ipv6:[::1]:5678``, ``unix:...``): one
+    client however many connections it opens."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host, sep, _port = rest.rpartition(":")
+        return host if sep else rest
+    return peer
+
+
+class PerClientLog:
+    """Logs a kind of bad request at most once per client per ``every_s``, with a count of the
+    ones not logged; remembers at most ``max_clients`` clients (the oldest are forgotten)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        *,
+        every_s: float = INVALID_LOG_EVERY_S,
+        max_clients: int = INVALID_LOG_CLIENTS_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._what = what
+        self._every_s = every_s
+        self._max_clients = max_clients
+        self._clock = clock
+        self._clients: OrderedDict[str, list[float]] = OrderedDict()  # host -> [last, suppressed]
+        self.total = 0
+
+    def report(self, peer: str, reason: str) -> None:
+        self.total += 1
+        host = client_host(peer)
+        now = self._clock()
+        entry = self._clients.get(host)
+        if entry is not None and now - entry[0] < self._every_s:
+            entry[1] += 1
+            return
+        suppressed = 0 if entry is None else int(entry[1])
+        self._clients[host] = [now, 0]
+        self._clients.move_to_end(host)
+        while len(self._clients) > self._max_clients:
+            self._clients.popitem(last=False)
+        self._log.warning(
+            "%s from %s: %s (%d more from this client since its last report; next report in "
+            "%.0f s at the earliest)",
+            self._what,
+            host,
+            reason,
+            suppressed,
+            self._every_s,
+        )
+
+
 def check_listener_auth(
     *,
     listen: str,
@@ -382,8 +459,10 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
         max_response_bytes: int,
         poll_interval_s: float,
         max_watches: int,
+        invalid: PerClientLog,
     ) -> None:
         self._store = store
+        self._invalid = invalid
         self._site = site
         self._watches = watches
         self._status = status
@@ -426,6 +505,37 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
             failure = exc
         await self._unencodable(context, failure)
 
+    async def _reject(self, context: _Context, method: str, problem: str) -> NoReturn:
+        """INVALID_ARGUMENT naming the field; logged once per client per minute."""
+        self._invalid.report(context.peer(), f"{method}: {problem}")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    async def _check_seq(self, context: _Context, method: str, after_seq: int) -> int:
+        if after_seq > SEQ_MAX:
+            await self._reject(
+                context,
+                method,
+                f"after_seq: must be at most {SEQ_MAX} (seqs are signed 64-bit integers), "
+                f"got {after_seq}",
+            )
+        return after_seq
+
+    async def _check_id(self, context: _Context, method: str, field: str, value: str) -> str | None:
+        """A query's ``location``/``sku`` (empty: any): an id of the config or INVALID_ARGUMENT."""
+        if not value:
+            return None
+        if len(value) > QUERY_ID_MAX_CHARS:
+            await self._reject(
+                context,
+                method,
+                f"{field}: must be at most {QUERY_ID_MAX_CHARS} characters, got {len(value)}",
+            )
+        if not value.isprintable():
+            await self._reject(
+                context, method, f"{field}: must not contain control characters, got {value!r}"
+            )
+        return value
+
     @staticmethod
     async def _unencodable(context: _Context, failure: ProtocolError) -> NoReturn:
         log.error("local API: cannot encode a response: %s", failure)
@@ -436,7 +546,7 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
     ) -> AsyncIterator[edge_api_pb2.WatchMovementsResponse]:
         """The responses of one watch (never empty), in seq order, until the client cancels."""
         watches = self._watches
-        cursor = request.after_seq
+        cursor = await self._check_seq(context, "WatchMovements", request.after_seq)
         peer = context.peer()
         if watches.active >= self._max_watches:
             await context.abort(
@@ -503,7 +613,7 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
         self, request: edge_api_pb2.ListMovementsRequest, context: _Context
     ) -> edge_api_pb2.MovementPage:
         limit = min(request.page_size or LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
-        after = request.after_seq
+        after = await self._check_seq(context, "ListMovements", request.after_seq)
         page, last_seq = await self._read(
             context, "ListMovements", _movement_page, self._store, after, limit
         )
@@ -519,9 +629,9 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
     async def GetStock(
         self, request: edge_api_pb2.StockQuery, context: _Context
     ) -> edge_api_pb2.StockSnapshot:
-        snapshot = await self._read(
-            context, "GetStock", self._stock_snapshot, request.location or None, request.sku or None
-        )
+        location = await self._check_id(context, "GetStock", "location", request.location)
+        sku = await self._check_id(context, "GetStock", "sku", request.sku)
+        snapshot = await self._read(context, "GetStock", self._stock_snapshot, location, sku)
         if snapshot is None:
             await context.abort(
                 grpc.StatusCode.ABORTED, "movements kept arriving during the snapshot; retry"
@@ -681,13 +791,23 @@ class _Health(health_pb2_grpc.HealthServicer):
 # --- authentication ----------------------------------------------------------------------------
 
 
-class _BearerAuth(grpc.aio.ServerInterceptor):
-    """Refuses every call without ``authorization: Bearer <token>`` with UNAUTHENTICATED,
-    except the health service's."""
+def _message_name(deserializer: Callable[[bytes], Any] | None) -> str:
+    """The protobuf message a deserializer (``Message.FromString``) decodes, for messages."""
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request message"))
 
-    def __init__(self, expected: bytes, refusals: RefusalLog) -> None:
+
+class _Gate(grpc.aio.ServerInterceptor):
+    """Every call passes here before its body is decoded: the bearer token first (when one is
+    configured; UNAUTHENTICATED otherwise, except the health service's), then the body, decoded
+    here rather than by gRPC (whose failure would be UNKNOWN and a traceback in the log): a body
+    that is not the method's message is INVALID_ARGUMENT, logged once per client per minute."""
+
+    def __init__(self, expected: bytes | None, refusals: RefusalLog, invalid: PerClientLog) -> None:
         self._expected = expected
         self._refusals = refusals
+        self._invalid = invalid
 
     async def intercept_service(
         self,
@@ -696,31 +816,111 @@ class _BearerAuth(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        metadata: Sequence[tuple[str, str | bytes]] = handler_call_details.invocation_metadata or ()
-        given = next((value for key, value in metadata if key == "authorization"), None)
+        method = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler_call_details.method.startswith(_OPEN_METHODS) or bearer_matches(
-            self._expected, given
-        ):
-            return handler
-        reason = "no bearer token" if given is None else "wrong bearer token"
+        if self._expected is not None and not method.startswith(_OPEN_METHODS):
+            metadata: Sequence[tuple[str, str | bytes]] = (
+                handler_call_details.invocation_metadata or ()
+            )
+            given = next((value for key, value in metadata if key == "authorization"), None)
+            if not bearer_matches(self._expected, given):
+                reason = "no bearer token" if given is None else "wrong bearer token"
+                return self._refusal(handler, method, reason)
+        if handler is None:
+            return None  # UNIMPLEMENTED
+        return self._decoding(handler, method)
+
+    def _refusal(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str, reason: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         refusals = self._refusals
 
         # A coroutine serves a streaming method too (grpc.aio awaits it; it would write with
-        # context.write), so one refusal fits both shapes.
+        # context.write), so one refusal fits every shape. The body is never decoded (no
+        # deserializer): an unauthenticated client cannot make the server parse anything.
         async def refuse(request: object, context: _Context) -> NoReturn:
-            refusals.refused(context.peer(), f"{handler_call_details.method}: {reason}")
+            refusals.refused(context.peer(), f"{method}: {reason}")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing bearer token")
 
         if handler is None:  # unknown methods too: an unauthenticated client learns nothing
             return grpc.unary_unary_rpc_method_handler(refuse)
-        build = {
+        return _build(handler)(refuse, response_serializer=handler.response_serializer)
+
+    def _decoding(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        decode = handler.request_deserializer
+        if decode is None:
+            return handler
+        name = _message_name(decode)
+        invalid = self._invalid
+
+        async def decoded(raw: bytes, context: _Context) -> Any:
+            try:
+                return decode(raw)
+            except DecodeError as exc:
+                problem = f"request body is not a valid {name}: {exc}"
+            invalid.report(context.peer(), f"{method}: {problem}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+        behavior = _behavior(handler)
+        build = _build(handler)
+        serialize = handler.response_serializer
+        if handler.request_streaming:
+
+            async def requests(raw_requests: AsyncIterator[bytes], context: _Context) -> Any:
+                async for raw in raw_requests:
+                    yield await decoded(raw, context)
+
+            if inspect.isasyncgenfunction(behavior):
+
+                async def stream_gen(raw_requests: Any, context: _Context) -> Any:
+                    async for response in behavior(requests(raw_requests, context), context):
+                        yield response
+
+                return build(stream_gen, response_serializer=serialize)
+
+            async def stream_call(raw_requests: Any, context: _Context) -> Any:
+                return await behavior(requests(raw_requests, context), context)
+
+            return build(stream_call, response_serializer=serialize)
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def unary_gen(raw: bytes, context: _Context) -> Any:
+                request = await decoded(raw, context)
+                async for response in behavior(request, context):
+                    yield response
+
+            return build(unary_gen, response_serializer=serialize)
+
+        async def unary_call(raw: bytes, context: _Context) -> Any:
+            return await behavior(await decoded(raw, context), context)
+
+        return build(unary_call, response_serializer=serialize)
+
+
+def _behavior(handler: grpc.RpcMethodHandler[Any, Any]) -> Callable[..., Any]:
+    behavior = (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    )
+    assert behavior is not None
+    return cast(Callable[..., Any], behavior)
+
+
+def _build(
+    handler: grpc.RpcMethodHandler[Any, Any],
+) -> Callable[..., grpc.RpcMethodHandler[Any, Any]]:
+    """The ``grpc.*_rpc_method_handler`` factory of ``handler``'s shape."""
+    return cast(
+        "Callable[..., grpc.RpcMethodHandler[Any, Any]]",
+        {
             (False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,
             (True, False): grpc.stream_unary_rpc_method_handler,
             (True, True): grpc.stream_stream_rpc_method_handler,
-        }[handler.request_streaming, handler.response_streaming]
-        return build(refuse, request_deserializer=handler.request_deserializer)
+        }[handler.request_streaming, handler.response_streaming],
+    )
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -805,6 +1005,7 @@ class EdgeApiServer:
         self._serving = True
         self._server: grpc.aio.Server | None = None
         self._refusals = RefusalLog(log, "gRPC API")
+        self._invalid = PerClientLog(log, "gRPC API: invalid request")
         self.port = 0
         """The bound port, once started."""
 
@@ -837,6 +1038,11 @@ class EdgeApiServer:
         return self._watches.active
 
     @property
+    def invalid_requests(self) -> int:
+        """Requests refused as malformed or out of range since start (for metrics)."""
+        return self._invalid.total
+
+    @property
     def refused_calls(self) -> int:
         """Calls refused for a missing or wrong token since start (for metrics)."""
         return self._refusals.total
@@ -864,11 +1070,8 @@ class EdgeApiServer:
         if self._server is not None:
             raise RuntimeError("the API server is already started")
         credentials = await asyncio.to_thread(self._credentials)
-        interceptors = []
-        if self._expected is not None:
-            interceptors.append(_BearerAuth(self._expected, self._refusals))
         server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=[_Gate(self._expected, self._refusals, self._invalid)],
             # Watches last; the rest are short queries, which keep this much room beside them.
             maximum_concurrent_rpcs=self._max_watches + UNARY_CALLS_MAX + HEALTH_WATCHES_MAX,
             options=[
@@ -895,6 +1098,7 @@ class EdgeApiServer:
                 max_response_bytes=self._max_response_bytes,
                 poll_interval_s=self._poll_interval_s,
                 max_watches=self._max_watches,
+                invalid=self._invalid,
             ),
             server,
         )

@@ -11,7 +11,15 @@ subset of HTTP/1.x a scraper, a probe and curl use, and treats every byte as hos
   ``max_request_bytes`` (else 431); anything that is not ``METHOD SP target SP HTTP/1.x``
   followed by ``name: value`` lines is a 400; a body is never read (only GET and HEAD are
   served, others get 405);
-- at most ``max_connections`` are served at once; more get an immediate 503;
+- liveness never waits for a slot: ``/healthz`` is answered whatever else is going on (a probe
+  that sees 503 restarts a healthy process); ``/metrics`` and ``/readyz`` are answered for at most
+  ``max_connections`` requests at once, more get an immediate 503 ``too many connections`` (a
+  scraper retries at its next interval). A connection takes a slot only once its request is
+  read: idle connections take none;
+- at most ``max_open`` connections are open at once (each costs a task and a buffer of at most
+  ``max_request_bytes``); one more makes the server drop the oldest connection that is idle
+  (still sending its request, or lingering after its answer), so idle connections can never
+  lock out a probe;
 - a response the client does not read within ``request_timeout_s`` aborts the connection;
 - after answering, the server half-closes and discards what the client still sends for up to
   ``LINGER_S`` (a "lingering close"), so that closing with unread input, which makes the kernel
@@ -49,7 +57,8 @@ and an endpoint with neither may only listen on loopback (:class:`ConfigError` o
 alone encrypts but admits anyone). A token on a non-loopback address without TLS is accepted
 with one warning: it travels in clear.
 
-Defaults: ``request_timeout_s=5``, ``max_request_bytes=8192``, ``max_connections=16``.
+Defaults: ``request_timeout_s=5``, ``max_request_bytes=8192``, ``max_connections=16``,
+``max_open=256``.
 """
 
 from __future__ import annotations
@@ -403,11 +412,14 @@ class MetricsServer:
         request_timeout_s: float = 5.0,
         max_request_bytes: int = 8192,
         max_connections: int = 16,
+        max_open: int = 256,
     ) -> None:
         if request_timeout_s <= 0 or max_request_bytes < 256 or max_connections < 1:
             raise ValueError(
                 "request_timeout_s must be > 0, max_request_bytes >= 256, max_connections >= 1"
             )
+        if max_open < max_connections + 1:
+            raise ValueError("max_open must be larger than max_connections")
         if tls is not None:
             if tls.protocol != ssl.PROTOCOL_TLS_SERVER:
                 raise ValueError("tls must be a server-side context (ssl.PROTOCOL_TLS_SERVER)")
@@ -433,8 +445,13 @@ class MetricsServer:
         self._timeout_s = request_timeout_s
         self._max_request_bytes = max_request_bytes
         self._max_connections = max_connections
+        self._max_open = max_open
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
+        self._idle: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
+        """Open connections not being answered (reading a request, or lingering), oldest first."""
+        self.dropped_idle = 0
+        """Idle connections dropped to make room for new ones (see ``max_open``)."""
         self._active = 0
         self._collect_ok = True
         self._refusals = RefusalLog(log, "metrics endpoint")
@@ -528,21 +545,19 @@ class MetricsServer:
             return
         task = asyncio.current_task()
         if task is not None:
+            if len(self._connections) >= self._max_open:
+                self._drop_oldest_idle()
             self._connections[task] = writer
+            self._idle[task] = writer
         try:
-            if self._active >= self._max_connections:
-                await self._send(writer, _plain(503, "too many connections"), head=False)
-                await _linger(reader, writer)
-                return
-            self._active += 1
-            try:
-                response, head = await self._answer(reader, writer)
-                await self._send(writer, response, head=head)
-            finally:
-                self._active -= 1
+            response, head = await self._answer(reader, writer, task)
+            await self._send(writer, response, head=head)
+            if task is not None:
+                self._idle[task] = writer
             await _linger(reader, writer)
-        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
-            # The client left, does not read what we send, or broke the TLS session.
+        except (OSError, TimeoutError) as exc:
+            # The client left (a reset, or gone before the half-close: ENOTCONN), does not read
+            # what we send, or broke the TLS session (ssl.SSLError is an OSError).
             log.debug("metrics endpoint: connection dropped: %r", exc)
             writer.transport.abort()
         except Exception:  # the top of a connection's task: log it, keep serving others
@@ -552,6 +567,21 @@ class MetricsServer:
             writer.close()
             if task is not None:
                 self._connections.pop(task, None)
+                self._idle.pop(task, None)
+
+    def _drop_oldest_idle(self) -> None:
+        """Make room for a new connection: abort the oldest one that is only waiting."""
+        for task, writer in self._idle.items():
+            del self._idle[task]
+            writer.transport.abort()
+            self.dropped_idle += 1
+            if self.dropped_idle == 1:
+                log.warning(
+                    "metrics endpoint: %d connections are open, the most it keeps; dropping the "
+                    "oldest idle one for each new one (logged once)",
+                    self._max_open,
+                )
+            return
 
     async def _send(self, writer: asyncio.StreamWriter, response: _Response, *, head: bool) -> None:
         writer.write(response.encode(head=head))
@@ -559,7 +589,10 @@ class MetricsServer:
             await writer.drain()
 
     async def _answer(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        task: asyncio.Task[object] | None,
     ) -> tuple[_Response, bool]:
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -568,28 +601,38 @@ class MetricsServer:
             return _plain(408, "request timeout"), False
         except _BadRequest as exc:
             return _plain(exc.status, str(exc)), False
+        if task is not None:
+            self._idle.pop(task, None)  # being answered: not to be dropped
         head = request.method == b"HEAD"
         if request.path not in (b"/metrics", b"/healthz", b"/readyz"):
             return _plain(404, "not found"), head
         if request.method not in (b"GET", b"HEAD"):
             return _plain(405, "method not allowed", ("Allow", "GET, HEAD")), False
-        if request.path == b"/healthz":
+        if request.path == b"/healthz":  # liveness: never waits for a slot, never refused
             return (_plain(200, "ok") if self._healthy() else _plain(503, "unhealthy")), head
+        if self._active >= self._max_connections:
+            return _plain(503, "too many connections"), head
+        self._active += 1
+        try:
+            return await self._answer_slotted(request, writer), head
+        finally:
+            self._active -= 1
+
+    async def _answer_slotted(self, request: _Request, writer: asyncio.StreamWriter) -> _Response:
+        """``/readyz`` and ``/metrics``, within the ``max_connections`` slots."""
         if request.path == b"/readyz":
             reason = self._not_ready()
-            return (_plain(200, "ready") if reason is None else _plain(503, reason)), head
+            return _plain(200, "ready") if reason is None else _plain(503, reason)
         # With CERT_OPTIONAL a certificate that was presented has been verified (else the
         # handshake failed); none gives None, and CERT_NONE contexts give {}.
         if self._client_certs and not writer.get_extra_info("peercert"):
             self._refuse(writer, "no client certificate")
-            return _plain(403, "client certificate required"), head
+            return _plain(403, "client certificate required")
         if self._expected is not None and not bearer_matches(self._expected, request.authorization):
             reason = "no bearer token" if request.authorization is None else "wrong bearer token"
             self._refuse(writer, reason)
-            return _plain(
-                401, "unauthorized", ("WWW-Authenticate", 'Bearer realm="dockwatch"')
-            ), head
-        return await self._metrics(), head
+            return _plain(401, "unauthorized", ("WWW-Authenticate", 'Bearer realm="dockwatch"'))
+        return await self._metrics()
 
     def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
         peer = writer.get_extra_info("peername")

@@ -29,6 +29,18 @@ Theory of operation
   every state change (the first ONLINE included), never on repeats. pymodbus' own logger
   (``pymodbus``) still warns about each failed connection attempt: the application should set it
   to ERROR or above.
+* **Malformed answers.** pymodbus raises from inside the protocol's ``data_received`` when an
+  answer cannot be decoded (a byte count that disagrees with the frame length, an unknown
+  function code): asyncio then logs "Fatal error: protocol.data_received() call failed" with a
+  traceback and drops the connection, and the request waits for its timeout. So every received
+  buffer passes :func:`malformed_response` first (through pymodbus' ``trace_packet`` hook, its
+  documented way to see raw frames): a frame that is not a well-formed answer to a register
+  read is withheld from pymodbus, the connection is closed, and the request fails with a
+  DeviceError naming the fault ("malformed answer ...: byte count 6, but 4 data bytes
+  follow"): the shelves go OFFLINE once (one log line), the connection is re-opened with
+  backoff, and the first good answer brings them back (one line). Register *values* are never
+  a protocol error: a weight or heartbeat that is not a finite number makes the shelf
+  DEGRADED and its samples ``error=True``, whatever the bits.
 * **Output.** Every successful read of a shelf becomes one ``WeightSample`` handed to
   ``on_sample``, a plain callback run in the event loop (it must not block). :class:`SampleQueue`
   is a bounded queue with a stated policy for consumers that want one: when full, the OLDEST sample
@@ -304,6 +316,66 @@ def decode_field(registers: Sequence[int], block_address: int, spec: RegisterFie
     )
 
 
+_MBAP = struct.Struct(">HHHB")
+_READ_FUNCTIONS = frozenset({0x03, 0x04})
+
+
+def malformed_response(buffer: bytes) -> str | None:
+    """Why the Modbus/TCP answers in ``buffer`` are not well-formed answers to register reads
+    (holding or input), or None (an incomplete last frame is fine: the rest is on its way).
+
+    Checked per frame: protocol id 0; an MBAP length of 3..254 (unit, function, data); an
+    exception answer (function | 0x80) of one code byte; a read answer whose byte count is the
+    number of data bytes that follow, a whole number (1..125) of registers; no other function.
+    """
+    offset = 0
+    while len(buffer) - offset >= _MBAP.size + 1:
+        _tid, protocol, length, _unit = _MBAP.unpack_from(buffer, offset)
+        if protocol != 0:
+            return f"protocol id {protocol} in the frame header (Modbus is 0)"
+        if not 3 <= length <= 254:
+            return f"frame length {length} outside 3..254"
+        end = offset + 6 + length
+        if end > len(buffer):
+            return None
+        function = buffer[offset + _MBAP.size]
+        data = buffer[offset + _MBAP.size + 1 : end]
+        if function & 0x80:
+            if len(data) != 1:
+                return f"an exception answer with {len(data)} bytes after the function code"
+        elif function in _READ_FUNCTIONS:
+            count = data[0]
+            if count != len(data) - 1:
+                return f"byte count {count}, but {len(data) - 1} data bytes follow"
+            if count == 0 or count % 2 or count > 2 * MAX_REGISTERS_PER_READ:
+                return f"byte count {count} is not a whole number of registers (1..125)"
+        else:
+            return f"function code 0x{function:02X} in an answer to a register read"
+        offset = end
+    return None
+
+
+class _FrameCheck:
+    """pymodbus' ``trace_packet`` hook: withholds malformed answers (see the module docstring),
+    remembers the first fault and calls ``on_fault`` once."""
+
+    def __init__(self, on_fault: Callable[[], object]) -> None:
+        self.fault: str | None = None
+        self._on_fault = on_fault
+
+    def __call__(self, sending: bool, data: bytes) -> bytes:
+        if sending:
+            return data
+        if self.fault is not None:
+            return b""  # the connection is being closed: nothing more is decoded
+        fault = malformed_response(data)
+        if fault is None:
+            return data
+        self.fault = fault
+        self._on_fault()
+        return b""
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 
@@ -553,6 +625,7 @@ class _DevicePoller:
         }
         self._heartbeats = {p.shelf_id: _Heartbeat() for p in points}
         self._client: AsyncModbusTcpClient | AsyncModbusTlsClient | None = None
+        self._frames: _FrameCheck | None = None
         self.requests = 0
 
     @property
@@ -594,9 +667,18 @@ class _DevicePoller:
         # fires first (it would log an error per request), and its auto-reconnect is off.
         timeout = self.settings.timeout_s * 2 + 1.0
         name = f"modbus {self.endpoint}"
+        loop = asyncio.get_running_loop()
+        # Closed from the hook's fault, on the next loop turn (not inside pymodbus' callback).
+        frames = _FrameCheck(lambda: loop.call_soon(self._close_faulty, frames))
         client = (
             AsyncModbusTcpClient(
-                self.host, port=self.port, timeout=timeout, retries=0, reconnect_delay=0, name=name
+                self.host,
+                port=self.port,
+                timeout=timeout,
+                retries=0,
+                reconnect_delay=0,
+                name=name,
+                trace_packet=frames,
             )
             if self.tls is None
             else AsyncModbusTlsClient(
@@ -607,6 +689,7 @@ class _DevicePoller:
                 retries=0,
                 reconnect_delay=0,
                 name=name,
+                trace_packet=frames,
             )
         )
         link = "TCP" if self.tls is None else "TLS"
@@ -629,8 +712,20 @@ class _DevicePoller:
                     f"TLS handshake failed: {describe_tls_error(cause, peer='transmitter')}",
                 ) from cause
             raise DeviceError(self.device_id, "TCP connection refused or unreachable")
-        self._client = client
+        self._client, self._frames = client, frames
         self._answered = False
+
+    def _close_faulty(self, frames: _FrameCheck) -> None:
+        """A malformed answer arrived: the stream cannot be trusted to be in step any more."""
+        if self._frames is frames and self._client is not None:
+            self._client.close()
+
+    def _malformed(self, what: str) -> DeviceError | None:
+        """The DeviceError for a malformed answer to the request for ``what``, if one came."""
+        fault = None if self._frames is None else self._frames.fault
+        if fault is None:
+            return None
+        return DeviceError(self.device_id, f"malformed answer reading {what}: {fault}")
 
     async def _poll_forever(self, loop: asyncio.AbstractEventLoop) -> None:
         interval = self.settings.poll_interval_s
@@ -695,6 +790,8 @@ class _DevicePoller:
                 )
                 _reraise_lost_cancellation()
         except TimeoutError as exc:
+            if (malformed := self._malformed(what)) is not None:
+                raise malformed from exc
             if self.tls is not None and not client.connected:
                 raise self._connection_lost(what) from exc
             raise ModbusTimeout(
@@ -703,9 +800,13 @@ class _DevicePoller:
                 unit=block.unit,
             ) from exc
         except ModbusException as exc:
+            if (malformed := self._malformed(what)) is not None:
+                raise malformed from exc
             if self.tls is not None and not client.connected:
                 raise self._connection_lost(what) from exc
             raise DeviceError(self.device_id, f"reading {what} failed: {exc}") from exc
+        if (malformed := self._malformed(what)) is not None:  # an answer before the fault
+            raise malformed
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             raise ModbusExceptionResponse(
@@ -765,9 +866,14 @@ class _DevicePoller:
         if point.heartbeat is not None:
             hb = point.heartbeat
             regs, base = raw(hb.table, hb.address, hb.width)
-            value = int(decode_field(regs, base, hb))
+            decoded = decode_field(regs, base, hb)
+            # A float32 heartbeat can hold NaN or infinity: no beat, not a crash of this task.
+            value = int(decoded) if math.isfinite(decoded) else None
             beat = self._heartbeats[point.shelf_id]
-            if beat.value != value:
+            if value is None:
+                error = True
+                problems.append("heartbeat register holds no finite number")
+            elif beat.value != value:
                 beat.value, beat.changed_at = value, at
             elif at - beat.changed_at >= self.settings.heartbeat_stale_s:
                 error = True

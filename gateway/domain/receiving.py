@@ -30,11 +30,23 @@ movements; late arrivals open an unplanned receipt, so they are reported too.
 Invariants: quantities are eaches; each movement is counted once (by ``movement_id``, so a
 replayed movement adds nothing; the last 100,000 ids are remembered); memory is bounded: open
 receipts, plus the last ``keep_completed`` completed ones (older ones are dropped).
+
+Limits (what an expected-receipts file may say): a receipt id is 1 to ``MAX_RECEIPT_ID_CHARS``
+(128) letters, digits, ``.``, ``_``, ``:`` or ``-``, starting with a letter or digit (it names
+an alert, appears in EPCIS ``bizTransaction`` URIs and in MQTT payloads); a door is a portal id
+and a SKU a catalog SKU (at most 64 characters, the store's columns); a quantity is 1 to
+``MAX_QUANTITY`` (2^31 - 1, what the store's movement quantity holds). Every check is linear in
+the size of the document: a 10,000-receipt file is parsed and resolved in well under a second.
+
+Loading is split so that a big file never stalls the caller's event loop: :meth:`prepare`
+resolves receipts against the (immutable) catalog and may run in a worker thread;
+:meth:`add_prepared` then only inserts them (linear, a few milliseconds for 10,000).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +57,11 @@ from gateway.domain.epc import decode_epc, encode_uri
 from gateway.domain.model import Alert, AlertKind, Movement, MovementKind, Severity, Sku
 
 __all__ = [
+    "MAX_QUANTITY",
+    "MAX_RECEIPT_ID_CHARS",
     "ExpectedLine",
     "ExpectedReceipt",
+    "PreparedReceipts",
     "ReceiptState",
     "ReceiptStatus",
     "ReceivingTracker",
@@ -67,8 +82,10 @@ class ExpectedLine:
             raise ValueError("a line gives either quantity or epcs, not both")
         if not self.epcs and (self.sku is None or self.quantity is None):
             raise ValueError("a line needs sku and quantity, or epcs")
-        if self.quantity is not None and self.quantity <= 0:
-            raise ValueError(f"quantity must be a positive number of eaches, got {self.quantity}")
+        if self.quantity is not None and not 0 < self.quantity <= MAX_QUANTITY:
+            raise ValueError(
+                f"quantity must be a number of eaches in 1..{MAX_QUANTITY}, got {self.quantity}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +103,14 @@ class ExpectedReceipt:
             raise ValueError(f"receipt {self.receipt_id} has no lines")
 
 
+MAX_QUANTITY = 2**31 - 1
+"""The most eaches one line may expect: what the store's movement quantity column holds."""
+MAX_RECEIPT_ID_CHARS = 128
+_RECEIPT_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_RECEIPT_ID_CHARS - 1}}}")
+_MAX_REF_CHARS = 64
+"""Doors and SKUs: ids of the config (64 characters at most, no blank, '/', '+' or '#')."""
+_REF_RE = re.compile(rf"[^/+#\s\x00-\x1f\x7f-\x9f]{{1,{_MAX_REF_CHARS}}}")
+_MAX_TEXT_CHARS = 4096
 _REMEMBERED_MOVEMENTS = 100_000
 _RECEIPT_KEYS = frozenset({"id", "door", "lines", "supplier", "reference", "po"})
 _LINE_KEYS = frozenset({"sku", "quantity", "epcs"})
@@ -104,10 +129,49 @@ def _list(value: object, where: str) -> Sequence[object]:
     return value
 
 
-def _text(value: object, where: str) -> str:
+def _shown(value: object) -> str:
+    """``value`` for a message: never the whole of a 10 MB string."""
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # str() of an int beyond 4,300 digits raises: the digit count from the bit length.
+        digits = int(value.bit_length() * 0.30103) + 1
+        if 10 ** (digits - 1) > abs(value):
+            digits -= 1
+        return f"an integer of {digits} digits"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(value)
+
+
+def _text(value: object, where: str, *, max_chars: int = _MAX_TEXT_CHARS) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: must be a non-empty string, got {value!r}")
+        raise ValueError(f"{where}: must be a non-empty string, got {_shown(value)}")
+    if len(value) > max_chars:
+        raise ValueError(f"{where}: must be at most {max_chars} characters, got {_shown(value)}")
     return value.strip()
+
+
+def _receipt_id(value: object, where: str) -> str:
+    text = _text(value, where, max_chars=MAX_RECEIPT_ID_CHARS)
+    if not _RECEIPT_ID_RE.fullmatch(text):
+        raise ValueError(
+            f"{where}: must be a receipt id of letters, digits, '.', '_', ':' or '-' starting "
+            f"with a letter or digit, got {_shown(text)}"
+        )
+    return text
+
+
+def _ref(value: object, where: str, what: str) -> str:
+    text = _text(value, where, max_chars=_MAX_REF_CHARS)
+    if not _REF_RE.fullmatch(text):
+        raise ValueError(
+            f"{where}: must be {what} without blanks, '/', '+', '#' or control characters, "
+            f"got {_shown(text)}"
+        )
+    return text
 
 
 def _epc_urn(value: object, where: str) -> str:
@@ -129,12 +193,14 @@ def _parse_line(value: object, where: str) -> ExpectedLine:
     unknown = sorted(str(k) for k in raw if k not in _LINE_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: sku, quantity, epcs)")
-    sku = Sku(_text(raw["sku"], f"{where}.sku")) if "sku" in raw else None
+    sku = Sku(_ref(raw["sku"], f"{where}.sku", "a SKU")) if "sku" in raw else None
     quantity: int | None = None
     if "quantity" in raw:
         value = raw["quantity"]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{where}.quantity: must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_QUANTITY:
+            raise ValueError(
+                f"{where}.quantity: must be an integer in 1..{MAX_QUANTITY}, got {_shown(value)}"
+            )
         quantity = value
     epcs: frozenset[str] = frozenset()
     if "epcs" in raw:
@@ -182,11 +248,15 @@ def parse_expected(data: object) -> list[ExpectedReceipt]:
             raise ValueError(f"{where}: unknown key {unknown[0]!r}")
         if "id" not in raw:
             raise ValueError(f"{where}.id: missing")
-        receipt_id = _text(raw["id"], f"{where}.id")
+        receipt_id = _receipt_id(raw["id"], f"{where}.id")
         if receipt_id in seen_ids:
             raise ValueError(f"{where}.id: duplicate receipt id {receipt_id!r}")
         seen_ids.add(receipt_id)
-        door = _text(raw["door"], f"{where}.door") if raw.get("door") is not None else None
+        door = (
+            _ref(raw["door"], f"{where}.door", "a portal id")
+            if raw.get("door") is not None
+            else None
+        )
         for key in ("supplier", "reference"):
             if key in raw:
                 _text(raw[key], f"{where}.{key}")
@@ -243,6 +313,17 @@ class _Receipt:
     completed_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedReceipts:
+    """Expected receipts resolved against the catalog (:meth:`ReceivingTracker.prepare`),
+    ready for :meth:`ReceivingTracker.add_prepared`, which takes them over: add them once."""
+
+    receipts: tuple[_Receipt, ...]
+
+    def __len__(self) -> int:
+        return len(self.receipts)
+
+
 class ReceivingTracker:
     """Reconciles receipt movements against expected receipts; see the module docstring."""
 
@@ -269,16 +350,44 @@ class ReceivingTracker:
         self.add_expected(expected)
 
     def add_expected(self, receipts: Iterable[ExpectedReceipt]) -> None:
-        """Load more expected receipts (ASNs arrive all day). ValueError names the problem."""
-        staged: list[_Receipt] = []
+        """Load more expected receipts (ASNs arrive all day). ValueError names the problem;
+        nothing is added then."""
+        self.add_prepared(self.prepare(receipts))
+
+    def prepare(self, receipts: Iterable[ExpectedReceipt]) -> PreparedReceipts:
+        """Resolve ``receipts`` against the catalog (the costly part of loading them) without
+        changing the tracker: it only reads the catalog, so it may run in a worker thread while
+        the tracker is used elsewhere. ValueError names the problem (a receipt id given twice,
+        an EPC or SKU that is not in the catalog)."""
+        staged: dict[str, _Receipt] = {}
         for receipt in receipts:
-            if receipt.receipt_id in self._receipts or any(
-                r.receipt_id == receipt.receipt_id for r in staged
-            ):
+            if receipt.receipt_id in staged:
                 raise ValueError(f"receipt {receipt.receipt_id!r} is already expected")
-            staged.append(self._resolve(receipt))
-        for resolved in staged:
-            self._receipts[resolved.receipt_id] = resolved
+            staged[receipt.receipt_id] = self._resolve(receipt)
+        return PreparedReceipts(tuple(staged.values()))
+
+    def add_prepared(self, prepared: PreparedReceipts, *, skip_known: bool = False) -> list[str]:
+        """Add receipts from :meth:`prepare` (linear in their number); returns the ids added.
+
+        A receipt id the tracker already has is a ValueError (nothing is added), or is skipped
+        with ``skip_known`` (the gateway re-reads a file that only grows)."""
+        known = self._receipts
+        if not skip_known:
+            for resolved in prepared.receipts:
+                if resolved.receipt_id in known:
+                    raise ValueError(f"receipt {resolved.receipt_id!r} is already expected")
+        added: list[str] = []
+        for resolved in prepared.receipts:
+            if resolved.receipt_id in known:
+                continue
+            self._order += 1
+            resolved.order = self._order  # prepared receipts are taken, not copied
+            known[resolved.receipt_id] = resolved
+            added.append(resolved.receipt_id)
+        return added
+
+    def __contains__(self, receipt_id: object) -> bool:
+        return receipt_id in self._receipts
 
     def _resolve(self, receipt: ExpectedReceipt) -> _Receipt:
         expected: dict[str, int] = {}
@@ -302,12 +411,11 @@ class ReceivingTracker:
                     raise ValueError(f"{where}: sku {sku!r} is not in the catalog")
                 expected[sku] = expected.get(sku, 0) + item.pack_size
                 expected_epcs[urn] = sku
-        self._order += 1
         return _Receipt(
             receipt_id=receipt.receipt_id,
             door=receipt.door,
             planned=True,
-            order=self._order,
+            order=0,  # given when added
             expected=expected,
             expected_epcs=expected_epcs,
             po=receipt.po,
@@ -318,7 +426,8 @@ class ReceivingTracker:
 
     @property
     def receipts(self) -> list[ReceiptStatus]:
-        return [self._status(r) for r in sorted(self._receipts.values(), key=lambda r: r.order)]
+        # Receipts are inserted in the order they are given: the dict is already in that order.
+        return [self._status(r) for r in self._receipts.values()]
 
     @staticmethod
     def _status(receipt: _Receipt) -> ReceiptStatus:
@@ -356,7 +465,7 @@ class ReceivingTracker:
         if now.tzinfo is None or now.utcoffset() != timedelta(0):
             raise ValueError(f"now must be a timezone-aware UTC datetime, got {now!r}")
         alerts = []
-        for receipt in sorted(self._receipts.values(), key=lambda r: r.order):
+        for receipt in self._receipts.values():
             if (
                 receipt.state is ReceiptState.RECEIVING
                 and receipt.last_activity_at is not None
@@ -373,10 +482,8 @@ class ReceivingTracker:
     # --- attribution ------------------------------------------------------------------------
 
     def _open(self) -> list[_Receipt]:
-        return sorted(
-            (r for r in self._receipts.values() if r.state is not ReceiptState.COMPLETE),
-            key=lambda r: r.order,
-        )
+        # In order: receipts are inserted as their order is given, and never moved.
+        return [r for r in self._receipts.values() if r.state is not ReceiptState.COMPLETE]
 
     def _attribute(self, movement: Movement) -> _Receipt:
         candidates = self._open()
