@@ -39,8 +39,10 @@ Theory of operation
   DeviceError naming the fault ("malformed answer ...: byte count 6, but 4 data bytes
   follow"): the shelves go OFFLINE once (one log line), the connection is re-opened with
   backoff, and the first good answer brings them back (one line). Register *values* are never
-  a protocol error: a weight or heartbeat that is not a finite number makes the shelf
-  DEGRADED and its samples ``error=True``, whatever the bits.
+  a protocol error: a heartbeat that is not a finite number makes the shelf DEGRADED and its
+  samples ``error=True``; a weight is passed on as decoded, NaN and 1e30 included, because
+  only the shelf engine knows the shelf's plausible range (``capacity_g``, the item): it turns
+  garbage into one ``implausible_weight`` fault and never a movement.
 * **Output.** Every successful read of a shelf becomes one ``WeightSample`` handed to
   ``on_sample``, a plain callback run in the event loop (it must not block). :class:`SampleQueue`
   is a bounded queue with a stated policy for consumers that want one: when full, the OLDEST sample
