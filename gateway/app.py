@@ -1256,7 +1256,7 @@ class Gateway:
         self.device_status(
             DeviceStatus(
                 device_id=DeviceId(alert.subject),
-                device_type="shelf",
+                device_type="modbus_shelf",
                 state=state,
                 since=alert.raised_at,
                 detail=alert.message if alert.active else "",

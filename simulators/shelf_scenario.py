@@ -47,8 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gateway.documents import SCENARIO_LIMITS, read_yaml
 from gateway.errors import ConfigError
 
 
@@ -276,10 +275,8 @@ def _check_timeline(track: ShelfTrack) -> None:
 def load_shelf_scenario(path: Path | str) -> ShelfScenario:
     """Load a shelf-only (or combined) scenario file; only its shelf part is read."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read scenario: {exc}") from exc
+    # Size, nesting and encoding limits: a DocumentError is a ConfigError naming the file.
+    raw = read_yaml(path, SCENARIO_LIMITS)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: a scenario is a mapping at the top level")
     return shelf_scenario_from_mapping(raw, default_name=path.stem)

@@ -17,33 +17,41 @@ nothing about the transmitter that it has not measured:
 * **Noise model, learned.** Transmitters differ by orders of magnitude: a 0.1 g division with 0.02
   g of noise, a 10 g division that flicks between two steps, a float in kilograms. The engine
   learns each one online from the differences between consecutive samples: ``sigma`` is their
-  trimmed RMS over the last 300 quiet samples (the largest 10 % dropped, the rest scaled back
-  to a Gaussian's; a quantised output counts its flicker as noise, which it is), and the
-  *resolution* is the
-  smallest step the output takes (the transmitter's division; ``division_g`` when configured).
-  The stability half-band is ``max(3 sigma, 1.5 resolution, 0.05 g)``; ``stable_band_g``
-  overrides it (peak-to-peak) for an installer who wants a fixed band.
-* **Candidate plateau.** The last ``stable_hold_s`` (0.5 s, at least three samples) of readings,
-  all within the half-band of their mean, make a *candidate*. Its *settle time* is found by
-  looking back: the earliest sample from which every later one lies within the band of the
-  candidate's mean. That is when the weight settled (a transmitter's internal filter turns a step
-  into a ramp; the settle time is the end of the ramp), and it is the ``observed_at`` of the
-  movement it leads to. A candidate keeps absorbing samples while they stay in its band.
-* **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.5 s) after it settled, provided
-  its samples' spread is consistent with the learned noise (a resting hand trembles: a spread
-  above 1.6 sigma is a hand, not goods) and, when the transmitter maps a stable bit and has shown
-  that bit to be trustworthy (set in at least 80 % of settled samples), the bit is set. A
-  candidate that motion interrupts before it is confirmed is kept as *unconfirmed evidence*.
-* **Counting.** When a candidate is confirmed, the plateaus since the last confirmed one (the
+  median over 0.954 until plateaus have been confirmed, then the trimmed RMS of the last 300
+  differences inside confirmed plateaus (a quantised output counts its flicker as noise, which
+  it is); the *resolution* (division) is the smallest step of those, or before them the step a
+  quantised output flickers by, or ``division_g`` when configured. The stability half-band is
+  ``max(3 sigma, 1.5 resolution, 2 % of a unit, 0.8 g)`` (motion below 2 % of a unit cannot
+  change a count: the tail of a filter's ramp is settled); ``stable_band_g`` overrides it
+  (peak-to-peak) for an installer who wants a fixed band.
+* **Candidate plateau.** Three or more samples over the last ``stable_hold_s`` (0.4 s), all within
+  the half-band of their mean, make a *candidate* (three in a row also when samples come slower
+  than polled). Its *settle time* is found by looking back over the trace: the earliest sample
+  from which every later one lies within the band. That is when the weight settled (a
+  transmitter's internal filter turns a step into a ramp; the settle time is its end), and it is
+  the ``observed_at`` of the movement it leads to. A candidate absorbs samples while they stay in
+  its band.
+* **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.3 s) after it settled, once three
+  evaluations in a row found its last second of samples *quiet*: they travel (the sum of their
+  steps) no further beyond their net change than 2.4 sigma a step. A filter's tail or the
+  platform's dying ring go one way and travel about as far as they get; a resting hand trembles
+  up and down. When the transmitter maps a stable bit and the bit has shown itself trustworthy
+  (set on at least 80 % of confirmed samples), it must be set too; a bit that is never set (a
+  motion detector stricter than its own noise) is ignored, not obeyed.
+* **Counting.** A candidate that motion interrupts before it is confirmed, and that was quiet, is
+  kept as evidence. When a candidate is confirmed, the plateaus since the last confirmed one (the
   *anchor*) are resolved: each is expressed as a whole number of units from the anchor
-  (``n = round(delta / unit_weight_g)``, accepted when within ``weight_tolerance_g * sqrt(|n|)``,
-  capped below half a unit), plateaus that fit no whole number are dropped, *excursions* (a
+  (``n = round(delta / unit_weight_g)``, accepted within ``max(weight_tolerance_g * sqrt(|n|),
+  the half-band)``, capped below half a unit; ``weight_tolerance_g`` defaults to 6 % of the
+  unit), plateaus that fit no whole number are dropped, repeats merged, and *excursions* (a
   plateau whose neighbours have the same count: items picked and put back, a parcel put down for
-  a moment) are removed, and every remaining change of count becomes one movement: ``n < 0`` a
-  PICK (location -> ``pick_to``), ``n > 0`` a RESTOCK (``restock_from`` -> location). So a
-  double pick 1.5 s apart is two picks, a put-back within ``confirm_s`` is nothing, a bump is
-  nothing (its plateau equals the anchor). Confidence falls from 1.0 for a perfect fit to 0.5 at
-  the edge of the tolerance.
+  a moment) removed; every remaining change of count becomes one movement dated at its own
+  settle time: ``n < 0`` a PICK (location -> ``pick_to``), ``n > 0`` a RESTOCK (``restock_from``
+  -> location). So a double pick 1.5 s apart is two picks, a put-back within ``confirm_s`` is
+  nothing, a bump is nothing (its plateau equals the anchor). Evidence is counted early when what
+  follows proves it was no put-back: a new candidate further along from the anchor in the same
+  direction, or motion carrying the weight beyond it by more than half a unit plus a hand's
+  press. Confidence falls from 1.0 for a perfect fit to 0.5 at the edge of the tolerance.
 * **Unexplained changes.** A confirmed plateau that fits no whole number of units from the anchor
   is *pending*: nothing is recorded, because a hand resting on the shelf or a parcel put down for
   a while looks exactly like that. Items moved while it rests are counted from the pending plateau
@@ -67,7 +75,7 @@ replaying the same samples with the same timestamps yields the same movement ids
 hash of the shelf id, the kind and the UTC times of the two plateaus it joins).
 
 Parameters (``debounce.shelf``, see ``gateway.domain.params.ShelfParams``): ``stable_hold_s``
-0.5, ``confirm_s`` 1.5, ``stable_band_g`` None (learned), ``poll_interval_s`` 0.2 (sets a
+0.4, ``confirm_s`` 1.3, ``stable_band_g`` None (learned), ``poll_interval_s`` 0.2 (sets a
 half-interval slack on the window), ``outage_gap_s`` 2.0, ``use_stable_bit`` True,
 ``zero_track_g_per_s`` 0.5, ``unexplained_after_s`` 5.0, ``reconcile_after_s`` 300,
 ``adjust_location`` "adjustment". Per shelf: ``division_g`` and ``capacity_g`` (both optional).
@@ -142,7 +150,6 @@ _HAND_PRESS_G = 150.0
 _MIN_OBSERVED_S = 0.6
 """A candidate is confirmed only after this much of it was seen (four samples at 5 Hz), however
 early it settled: a tremor needs samples to show."""
-_TREMOR_SIGMAS = 1.6
 _BIT_TRUST = 0.8
 _BIT_MIN_OBSERVATIONS = 5
 _TRACE_S = 6.0
@@ -206,31 +213,6 @@ def plausible_range_g(
     low = -max(0.5 * unit_weight_g, 10.0 * (division_g or 1.0))
     high = CAPACITY_OVERSHOOT * capacity_g if capacity_g else DEFAULT_CAPACITY_G
     return low, high
-
-
-def _parabola(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
-    """Least-squares ``y = a + b x + c x^2`` (None when the xs cannot determine it)."""
-    s = [math.fsum(x**k for x in xs) for k in range(5)]
-    t = [math.fsum(y * x**k for x, y in zip(xs, ys, strict=True)) for k in range(3)]
-    m = [[s[0], s[1], s[2]], [s[1], s[2], s[3]], [s[2], s[3], s[4]]]
-
-    def det3(q: list[list[float]]) -> float:
-        return (
-            q[0][0] * (q[1][1] * q[2][2] - q[1][2] * q[2][1])
-            - q[0][1] * (q[1][0] * q[2][2] - q[1][2] * q[2][0])
-            + q[0][2] * (q[1][0] * q[2][1] - q[1][1] * q[2][0])
-        )
-
-    d = det3(m)
-    if abs(d) < 1e-12:
-        return None
-    out = []
-    for col in range(3):
-        q = [row[:] for row in m]
-        for r in range(3):
-            q[r][col] = t[r]
-        out.append(det3(q) / d)
-    return out[0], out[1], out[2]
 
 
 class _NoiseModel:
@@ -336,32 +318,6 @@ class _Plateau:
     @property
     def grams(self) -> float:
         return self.total / self.n
-
-    def recent_spread_g(self, window_s: float = _TREMOR_WINDOW_S) -> float | None:
-        """Standard deviation of the recent samples around a parabola through them (None: too
-        few to judge). The parabola takes out the tail of a filter's ramp, the last of the
-        platform's ringing and slow drift; a hand's tremor goes up and down and stays."""
-        last = self.recent[-1][0] if self.recent else 0.0
-        points = [(t, g) for t, g in self.recent if t >= last - window_s - 1e-9]
-        n = len(points)
-        if n < 3:
-            return None
-        if n == 3:
-            return 0.0  # a parabola fits three points exactly: nothing to judge yet
-        t0 = points[0][0]
-        xs = [t - t0 for t, _ in points]
-        ys = [g for _, g in points]
-        coefficients = _parabola(xs, ys)
-        if coefficients is None:
-            return None
-        a, b, c = coefficients
-        residuals = sorted((y - (a + b * x + c * x * x)) ** 2 for x, y in zip(xs, ys, strict=True))
-        dof = n - 3
-        if n >= 5:
-            # One sample may be the last of a ringing platform; a tremor is in all of them.
-            residuals.pop()
-            dof -= 1
-        return math.sqrt(math.fsum(residuals) / dof)
 
     def excess_variation_g(self, window_s: float = _TREMOR_WINDOW_S) -> tuple[float, int]:
         """How far the recent samples travelled beyond their net change, and how many steps.
