@@ -66,7 +66,7 @@ class ShelfParams:
     """How often each shelf's weighing transmitter is polled (5 Hz)."""
     stable_hold_s: float = 0.4
     """Samples within the stability band for this long make a candidate plateau."""
-    confirm_s: float = 1.3
+    confirm_s: float = 1.5
     """A candidate is confirmed (and counted) this long after it settled, if it held: a put-back
     or a hand coming back within it cancels out instead of making two movements."""
     stable_band_g: float | None = None

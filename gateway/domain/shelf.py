@@ -31,8 +31,9 @@ nothing about the transmitter that it has not measured:
   transmitter's internal filter turns a step into a ramp; the settle time is its end), and it is
   the ``observed_at`` of the movement it leads to. A candidate absorbs samples while they stay in
   its band.
-* **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.3 s) after it settled, once three
-  evaluations in a row found its last second of samples *quiet*: they travel (the sum of their
+* **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.5 s) after it settled, once three
+  evaluations in a row found its last second of samples (1.6 s while no trustworthy stable bit
+  helps: a slow tremor needs longer to go up and down) *quiet*: they travel (the sum of their
   steps) no further beyond their net change than 2.4 sigma a step. A filter's tail or the
   platform's dying ring go one way and travel about as far as they get; a resting hand trembles
   up and down. When the transmitter maps a stable bit and the bit has shown itself trustworthy
@@ -75,7 +76,7 @@ replaying the same samples with the same timestamps yields the same movement ids
 hash of the shelf id, the kind and the UTC times of the two plateaus it joins).
 
 Parameters (``debounce.shelf``, see ``gateway.domain.params.ShelfParams``): ``stable_hold_s``
-0.4, ``confirm_s`` 1.3, ``stable_band_g`` None (learned), ``poll_interval_s`` 0.2 (sets a
+0.4, ``confirm_s`` 1.5, ``stable_band_g`` None (learned), ``poll_interval_s`` 0.2 (sets a
 half-interval slack on the window), ``outage_gap_s`` 2.0, ``use_stable_bit`` True,
 ``zero_track_g_per_s`` 0.5, ``unexplained_after_s`` 5.0, ``reconcile_after_s`` 300,
 ``adjust_location`` "adjustment". Per shelf: ``division_g`` and ``capacity_g`` (both optional).
@@ -88,6 +89,7 @@ import hashlib
 import itertools
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -124,16 +126,21 @@ _MAX_FRACTION_OF_UNIT = 0.45
 """Tolerances are capped below half a unit so that rounding to a count is never ambiguous."""
 _NOISE_HISTORY = 300
 _QUIET_ENOUGH = 5
+_FLICKER_STEPS = 8
+"""Steps of an unsettled output enough to take the smallest common one for its division."""
 _TRIM = 0.9
-_MEDIAN_ABS_DELTA_PER_SIGMA = 0.954
 _TRIMMED_MEAN_OF_CHI2 = 0.623
+"""The mean of the lowest 90 % of chi-square(1) values, over the mean of all of them."""
+_TRIM_ALL = 0.7
+_TRIMMED_MEAN_OF_CHI2_ALL = 0.310
 _BAND_SIGMAS = 3.0
 _BAND_RESOLUTIONS = 1.5
 _MIN_HALF_BAND_G = 0.8
-"""Half a gram: a platform rings and a filter creeps by that much after any touch."""
+"""Most of a gram: a platform rings and a filter creeps by that much after any touch."""
 _BAND_UNIT_FRACTION = 0.02
 """Motion below 2 % of a unit cannot change a count: the tail of a filter's ramp is settled."""
 _TREMOR_WINDOW_S = 1.0
+_TREMOR_WINDOW_BLIND_S = 1.6
 _RECENT_S = 2.0
 
 _TREMOR_UNIT_FRACTION = 0.005
@@ -215,6 +222,17 @@ def plausible_range_g(
     return low, high
 
 
+def _trimmed_sigma(deltas: Iterable[float], keep: float, kept_mean_of_chi2: float) -> float:
+    """Sigma of one sample from differences of consecutive ones: the RMS of the smallest
+    ``keep`` of them (the rest may be motion), scaled back by the mean of that share of
+    chi-square(1) values; a difference of two samples has twice the variance of one."""
+    squares = sorted(d * d for d in deltas)
+    if not squares:
+        return 0.0
+    kept = squares[: max(1, int(keep * len(squares)))]
+    return math.sqrt(math.fsum(kept) / len(kept) / kept_mean_of_chi2 / 2.0)
+
+
 class _NoiseModel:
     """What the engine has learned of one transmitter's noise and resolution.
 
@@ -253,16 +271,12 @@ class _NoiseModel:
             return
         self._dirty = False
         if len(self._quiet) >= _QUIET_ENOUGH:
-            squares = sorted(d * d for d in self._quiet)
-            kept = squares[: max(1, int(_TRIM * len(squares)))]
-            # The mean of the lowest 90 % of chi-square(1) values is 0.623 of the whole mean;
-            # a delta of two samples has twice the variance of one.
-            self._sigma = math.sqrt(math.fsum(kept) / len(kept) / _TRIMMED_MEAN_OF_CHI2 / 2.0)
-            return
-        # Before the first settled second: the median ignores the motion among the samples.
-        ordered = sorted(self._all)
-        median = ordered[len(ordered) // 2] if ordered else 0.0
-        self._sigma = median / _MEDIAN_ABS_DELTA_PER_SIGMA
+            self._sigma = _trimmed_sigma(self._quiet, _TRIM, _TRIMMED_MEAN_OF_CHI2)
+        else:
+            # Before anything settled: more of the samples may be motion, so trim more. (Not the
+            # median: a quantised output's differences are mostly 0 or one division, and their
+            # median jumps between the two from one sample to the next.)
+            self._sigma = _trimmed_sigma(self._all, _TRIM_ALL, _TRIMMED_MEAN_OF_CHI2_ALL)
 
     @property
     def sigma_g(self) -> float:
@@ -277,7 +291,7 @@ class _NoiseModel:
         # still in a band narrower than one. The steps it flickers by are its division; motion
         # is a minority of them.
         steps = sorted(d for d in self._all if d > 0)
-        if len(steps) < _QUIET_ENOUGH * 4:
+        if len(steps) < _FLICKER_STEPS:
             return 0.0
         return steps[len(steps) // 10]
 
@@ -636,7 +650,10 @@ class ShelfEngine:
             plateau.quiet_seen = True
 
     def _tremor_window_s(self) -> float:
-        return max(_TREMOR_WINDOW_S, 3.5 * self._interval_s)
+        # Without a trustworthy stable bit, only the samples can show a hand's tremor: a slow
+        # one (1-2 Hz) needs more than a second of them to go up and down.
+        base = _TREMOR_WINDOW_S if self.stable_bit_trusted else _TREMOR_WINDOW_BLIND_S
+        return max(base, 3.5 * self._interval_s)
 
     def _judgeable(self, plateau: _Plateau) -> bool:
         """Enough recent samples to tell a hand from goods: five at 5 Hz, three when samples
