@@ -49,8 +49,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -120,6 +120,10 @@ T = TypeVar("T")
 READ_QUEUE_BATCHES = 1024
 """Hand-off queue between the LLRP adapters and the portal engine (adapters drop the OLDEST
 batch when it is full and count it: see docs/llrp.md)."""
+_SHELF_ENGINE_ALERTS = frozenset(
+    {AlertKind.IMPLAUSIBLE_WEIGHT, AlertKind.UNEXPLAINED_WEIGHT_CHANGE}
+)
+"""Alerts whose condition lives in a shelf engine's memory (see ``Gateway.run``)."""
 TICK_S = 0.25
 """How often the portal engine's clock advances (closes idle passes)."""
 RESTART_PAUSE_S = 1.0
@@ -545,6 +549,7 @@ class Gateway:
         self.shelf_poller: ModbusShelfPoller | None = None
         self.started_at = utcnow()
         self._devices: dict[str, DeviceStatus] = {}
+        self._stale_alerts: list[Alert] = []
         self._last_seq = 0
         self._cursors: dict[str, int] = {}
         self.worker: StoreWorker | None = None
@@ -600,8 +605,13 @@ class Gateway:
                 self.shelf_engines[shelf_id].set_on_hand(level.on_hand)
             self.low_stock.observe(level)
         # Alerts still open from a previous run (outages, low stock) clear when resolved.
+        shelves = {shelf.id for shelf in self.config.shelves}
         for alert in await worker.call(store.alerts, active_only=True):
             self._active_alerts.add(alert.alert_id)
+            if alert.kind in _SHELF_ENGINE_ALERTS and alert.subject in shelves:
+                # The shelf engines start afresh and raise these again if still true; left
+                # active, a condition that ended while we were down would never clear.
+                self._stale_alerts.append(alert)
         return worker
 
     def _build_sinks(self, store: EdgeStore) -> None:
@@ -1236,7 +1246,10 @@ class Gateway:
             if engine is None:
                 continue
             movements: list[Movement] = []
-            for event in engine.feed(sample, self._utcnow()):
+            # When the sample was taken, not when it reached the engine: a store that was slow
+            # to take the last movement must not shift the next one's observed_at.
+            taken = self._utcnow() - timedelta(seconds=max(0.0, time.monotonic() - sample.at))
+            for event in engine.feed(sample, taken):
                 if isinstance(event, Movement):
                     movements.append(event)
                     continue
@@ -1336,6 +1349,16 @@ class Gateway:
 
     async def run(self) -> None:
         self.worker = await self._open_store()
+        for alert in self._stale_alerts:
+            await self.raise_alert(
+                replace(
+                    alert,
+                    active=False,
+                    raised_at=self._utcnow(),
+                    message=f"{alert.subject}: cleared at start (raised again if still true)",
+                )
+            )
+        self._stale_alerts.clear()
         try:
             await self._run(self.worker)
         finally:

@@ -470,3 +470,43 @@ def test_domain_modules_import_only_the_standard_library() -> None:
                 assert top in sys.stdlib_module_names or module.startswith(
                     ("gateway.domain", "__future__")
                 ), f"{name} imports {module}"
+
+
+def test_slow_zero_drift_never_reconciles_a_right_book() -> None:
+    """A light item on a drifting zero, with a pick now and then, for an hour: the drift is
+    absorbed at every plateau, so the book stays right and nothing is "reconciled"."""
+    item = 20.0
+    eng = ShelfEngine(
+        SHELF,
+        location=LocationId("shelf-a1"),
+        sku=Sku("SKU-1001"),
+        unit_weight_g=item,
+        params=ShelfParams(reconcile_after_s=300.0),
+        on_hand=80,
+    )
+    picks = [(600.0 * k, -item) for k in range(1, 6)]
+    signal = steps(80 * item, picks)
+    out = run(eng, lambda t: signal(t) - 1.0 * t / 60.0, 3600.0, noise=0.1)
+    assert [(m.kind, m.quantity, m.reason) for m in movements(out)] == [
+        (MovementKind.PICK, 1, None)
+    ] * 5
+    assert eng.on_hand == 75
+
+
+def test_a_tray_rocking_for_an_hour_keeps_the_engine_small_and_fast() -> None:
+    eng = engine(7_500.0)
+
+    def rocking(t: float) -> float:  # a loose tray between two levels, a unit apart
+        return 7_500.0 + (UNIT if int(t / 0.9) % 2 else 0.0)
+
+    run(eng, rocking, 600.0)
+    assert eng._anchor is None or len(eng._anchor.chain) <= 12  # the bound on evidence kept
+
+
+@pytest.mark.parametrize("book", [2**31 - 1, -(2**31) + 1, 10**6])
+def test_an_absurd_book_makes_no_absurd_movement(book: int) -> None:
+    eng = engine(3_000.0)
+    eng.set_on_hand(book)
+    out = run(eng, lambda _t: 3_000.0, 30.0)
+    assert all(m.quantity <= 10_000 for m in movements(out))
+    assert movements(out) == []

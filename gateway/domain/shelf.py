@@ -117,15 +117,19 @@ BACKROOM = LocationId("backroom")
 DEFAULT_CAPACITY_G = 2_000_000.0
 """The plausible ceiling of a shelf without ``capacity_g``: 2,000 kg (a pallet-rack load cell)."""
 DEFAULT_TOLERANCE_FRACTION = 0.06
-"""An item's ``weight_tolerance_g`` when the catalog gives none: 10 % of its unit weight."""
+"""An item's ``weight_tolerance_g`` when the catalog gives none: 6 % of its unit weight (items
+vary by 1-2 %; a looser default lets a hand of about a unit's weight pass as one)."""
 CAPACITY_OVERSHOOT = 1.1
 """A transmitter reads a little above its nominal capacity before it flags overload."""
 
 _MIN_WINDOW_SAMPLES = 3
 _MAX_FRACTION_OF_UNIT = 0.45
 """Tolerances are capped below half a unit so that rounding to a count is never ambiguous."""
+
+# The noise model.
 _NOISE_HISTORY = 300
 _QUIET_ENOUGH = 5
+"""Differences inside confirmed plateaus needed before they alone give the noise."""
 _FLICKER_STEPS = 8
 """Steps of an unsettled output enough to take the smallest common one for its division."""
 _TRIM = 0.9
@@ -133,33 +137,42 @@ _TRIMMED_MEAN_OF_CHI2 = 0.623
 """The mean of the lowest 90 % of chi-square(1) values, over the mean of all of them."""
 _TRIM_ALL = 0.7
 _TRIMMED_MEAN_OF_CHI2_ALL = 0.310
+"""The same for the lowest 70 % (before anything settled, more of the samples may be motion)."""
+
+# The stability band.
 _BAND_SIGMAS = 3.0
 _BAND_RESOLUTIONS = 1.5
 _MIN_HALF_BAND_G = 0.8
 """Most of a gram: a platform rings and a filter creeps by that much after any touch."""
 _BAND_UNIT_FRACTION = 0.02
 """Motion below 2 % of a unit cannot change a count: the tail of a filter's ramp is settled."""
+
+# Quiet or trembling.
 _TREMOR_WINDOW_S = 1.0
 _TREMOR_WINDOW_BLIND_S = 1.6
+"""Without a trustworthy stable bit: a slow sway needs longer to go up and down."""
 _RECENT_S = 2.0
-
 _TREMOR_UNIT_FRACTION = 0.005
 _MIN_TREMOR_G = 0.5
+"""Half a gram of wobble is the platform, not a hand."""
 _QUIET_SAMPLES = 5
-_QUIET_RUN = 3
 """A second of samples at 5 Hz: four can look like a filter's tail by chance, five rarely."""
+_QUIET_RUN = 3
+"""Quiet judgements in a row before a candidate counts: a hand can look still for a moment."""
 _TRAVEL_SIGMAS = 2.4
 """Noise alone makes 5 Hz samples travel 1.13 sigma a step on average, rarely above 2.4."""
-"""A resting hand trembles by 10 g and more; half a gram of wobble is the platform."""
+_MIN_OBSERVED_S = 0.6
+"""A candidate is confirmed only after this much of it was seen, however early it settled."""
+
+# Evidence and the stable bit.
 _BEYOND_UNITS = 0.6
 _HAND_PRESS_G = 150.0
 """What a hand pressing on a shelf while it takes or puts goods may add (see _commit_beyond)."""
-_MIN_OBSERVED_S = 0.6
-"""A candidate is confirmed only after this much of it was seen (four samples at 5 Hz), however
-early it settled: a tremor needs samples to show."""
 _BIT_TRUST = 0.8
 _BIT_MIN_OBSERVATIONS = 5
 _TRACE_S = 6.0
+_MAX_CHAIN = 12
+"""Unconfirmed plateaus kept as evidence (a tray rocking for minutes would otherwise grow it)."""
 
 
 class ShelfPhase(enum.StrEnum):
@@ -220,6 +233,11 @@ def plausible_range_g(
     low = -max(0.5 * unit_weight_g, 10.0 * (division_g or 1.0))
     high = CAPACITY_OVERSHOOT * capacity_g if capacity_g else DEFAULT_CAPACITY_G
     return low, high
+
+
+def _index(chain: list[_Plateau], plateau: _Plateau) -> int | None:
+    """Where ``plateau`` itself (not an equal one) is in ``chain``."""
+    return next((i for i, p in enumerate(chain) if p is plateau), None)
 
 
 def _trimmed_sigma(deltas: Iterable[float], keep: float, kept_mean_of_chi2: float) -> float:
@@ -310,7 +328,7 @@ class _NoiseModel:
         return max(self.sigma_g, self.resolution_g / math.sqrt(12.0), _MIN_HALF_BAND_G / 3.0)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Plateau:
     """A run of samples within the band of their mean."""
 
@@ -578,7 +596,12 @@ class ShelfEngine:
                 return []
             # Motion: an unconfirmed candidate that was still (no hand on it) stays as evidence.
             if not self._confirmed and self._anchor is not None and self._still(candidate):
-                self._anchor.chain.append(candidate)
+                chain = self._anchor.chain
+                chain.append(candidate)
+                if len(chain) > _MAX_CHAIN:
+                    # A tray rocking between two levels for minutes: the oldest evidence goes
+                    # (what counts is where it ends up), and the work per sample stays bounded.
+                    del chain[0]
             self._candidate = None
             self._confirmed = False
             self._phase = ShelfPhase.SETTLING
@@ -602,10 +625,10 @@ class ShelfEngine:
         for at, grams, bit in window:
             if at >= settled_at:
                 plateau.add(at, grams, bit)
-        chain = self._anchor.chain if self._anchor is not None else None
-        if chain and self._fit(plateau.grams - chain[-1].grams).units == 0:
+        evidence = self._anchor.chain if self._anchor is not None else []
+        if evidence and self._fit(plateau.grams - evidence[-1].grams).units == 0:
             # The same plateau again after a knock: it settled when the first part did.
-            earlier = chain.pop()
+            earlier = evidence.pop()
             plateau.settled_at, plateau.settled_utc = earlier.settled_at, earlier.settled_utc
             if earlier.quiet_seen:
                 # It was seen still long enough before the knock: that counts towards confirming.
@@ -765,7 +788,13 @@ class ShelfEngine:
             self._pending = None
         reason = MovementReason.OFFLINE_CHANGE if resync else None
         steps = self._steps(anchor, plateau)
-        later = anchor.chain[anchor.chain.index(plateau) + 1 :] if plateau in anchor.chain else []
+        index = _index(anchor.chain, plateau)
+        later = anchor.chain[index + 1 :] if index is not None else []
+        if fit.units == 0:
+            # The same count at a slightly different weight: that difference is the zero
+            # drifting (or a bump's offset), so the empty-shelf reading moves with it and the
+            # implied count does not creep towards a wrong reconciliation.
+            self._empty_g += plateau.grams - anchor.grams
         previous_units, previous_utc = 0, anchor.utc
         for units, step in steps:
             change = units - previous_units
@@ -782,8 +811,9 @@ class ShelfEngine:
         """The counts the anchor's evidence passed through, excursions and repeats removed."""
         steps: list[tuple[int, _Plateau | None]] = [(0, None)]
         evidence = anchor.chain if confirmed is None else [*anchor.chain, confirmed]
-        if confirmed is not None and confirmed in anchor.chain:
-            evidence = anchor.chain[: anchor.chain.index(confirmed) + 1]
+        index = None if confirmed is None else _index(anchor.chain, confirmed)
+        if index is not None:
+            evidence = anchor.chain[: index + 1]
         for plateau in evidence:
             fit = self._fit(plateau.grams - anchor.grams)
             if plateau is confirmed or (fit.fits and abs(fit.units) <= self._max_units):
@@ -835,7 +865,9 @@ class ShelfEngine:
                 )
             return out
         change = absolute.units - self._on_hand
-        if change and resync:
+        # A book beyond anything the shelf can hold (a typo in a manual count) is no basis for
+        # a movement: it would be as absurd as the book. Reconciliation will not touch it either.
+        if change and resync and abs(change) <= self._max_units:
             out.append(
                 self._movement(
                     change,
@@ -890,6 +922,7 @@ class ShelfEngine:
             or not implied.fits
             or implied.units < 0
             or implied.units == self._on_hand
+            or abs(implied.units - self._on_hand) > self._max_units
         ):
             self._disagree_since = None
             return []

@@ -193,13 +193,19 @@ class ShelfPhysics:
         if event.kind is ShelfEventKind.BUMP:
             envelope = math.sin(math.pi * tau / event.duration)
             return event.grams * envelope * math.cos(2.0 * math.pi * 7.0 * tau)
-        # A resting hand: ramped on and off, never perfectly still.
+        # A resting hand: ramped on and off, never perfectly still: the arm's tremor (1.3 and
+        # 3.1 Hz), a slow sway of the body (0.3-0.8 Hz, 3 % of the force) and physiological
+        # tremor (8-12 Hz, 1.5 %, at least 3 g), their frequencies drawn from the event.
         ramp = min(1.0, tau / 0.25, (event.duration - tau) / 0.25)
         tremor_g = max(10.0, 0.04 * event.grams)
         tremor = tremor_g * (
             0.6 * math.sin(2.0 * math.pi * 1.3 * t + 0.7) + 0.4 * math.sin(2.0 * math.pi * 3.1 * t)
         )
-        return max(0.0, ramp) * (event.grams + tremor)
+        sway_hz = 0.3 + 0.5 * ((event.t * 7.31) % 1.0)
+        fast_hz = 8.0 + 4.0 * ((event.t * 3.17) % 1.0)
+        sway = 0.03 * event.grams * math.sin(2.0 * math.pi * sway_hz * tau)
+        fast = max(3.0, 0.015 * event.grams) * math.sin(2.0 * math.pi * fast_hz * tau + 1.1)
+        return max(0.0, ramp) * (event.grams + tremor + sway + fast)
 
     def filtered_g(self, k: int) -> float:
         """The noiseless output of update ``k``: the load through the internal filter.

@@ -27,7 +27,7 @@ Scoring (per shelf, then pooled):
 from __future__ import annotations
 
 import asyncio
-import statistics
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,7 +67,14 @@ from simulators.modbus import registers
 from simulators.modbus.accuracy import EPOCH, PacedClock
 from simulators.modbus.physics import ShelfPhysics
 from simulators.modbus.server import ShelfSimulator
-from simulators.shelf_scenario import FailureMode, Garbage, ShelfEventKind, ShelfTrack, WeightType
+from simulators.shelf_scenario import (
+    FailureMode,
+    Garbage,
+    ShelfEvent,
+    ShelfEventKind,
+    ShelfTrack,
+    WeightType,
+)
 from simulators.shelf_zoo import ZooShelf, ZooStore
 
 MATCH_S = 3.0
@@ -328,7 +335,7 @@ def _score(
         if event.kind not in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
             continue
         following = [e.t for e in physical if e.t > event.t]
-        until = min(following) if following else track_end(track, events)
+        until = min(following) if following else track_end(events)
         settled = physics.settled_at(event, until)
         truth.append((str(event.kind), event.units, settled))
         units += event.units if event.kind is ShelfEventKind.RESTOCK else -event.units
@@ -440,18 +447,13 @@ def _score(
     )
 
 
-def track_end(track: object, events: Sequence[object]) -> float:
+def track_end(events: Sequence[ShelfEvent]) -> float:
     """The end of the scenario as seen from one shelf (its last event plus 8 s)."""
-    ends = [getattr(e, "end", 0.0) for e in events]
-    return max(ends, default=0.0) + 8.0
+    return max((e.end for e in events), default=0.0) + 8.0
 
 
 def _scenario_s(movement: Movement) -> float:
     return (movement.observed_at - EPOCH).total_seconds()
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
 
 
 def replay(
@@ -465,12 +467,10 @@ def replay(
     """Feed one zoo shelf's physics straight into its engine at 5 Hz (no Modbus, no clock).
 
     The same transmitter, the same gateway-side settings as ``run_zoo``; polling times jitter by
-    ``jitter_s`` (seeded) as a real poller's do. Garbage readings arrive as NaN (what the
-    adapter passes on for a register that holds no finite number); a silent transmitter gives
-    no samples. For property tests and quick what-ifs; the benchmark runs the real path.
+    ``jitter_s`` (seeded) as a real poller's do. Garbage in the weight registers arrives as
+    the adapter would decode it for the shelf's encoding; a silent transmitter gives no samples.
+    For property tests and quick what-ifs; the benchmark runs the real path.
     """
-    import random  # local: only the replay needs it
-
     params = params if params is not None else ShelfParams()
     track = shelf.track
     physics = ShelfPhysics(track, seed)
