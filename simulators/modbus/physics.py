@@ -237,12 +237,14 @@ class ShelfPhysics:
                 del self._filtered[old]
         return y
 
-    def settled_at(self, event: ShelfEvent, until: float) -> float:
+    def settled_at(self, event: ShelfEvent, until: float, *, strict: bool = False) -> float:
         """When the transmitter's output settled after ``event`` (before ``until``): from then on
         its noiseless output stays within max(1 division, 2 % of a unit, 0.5 g) of its final
-        value. What a person watching the display would call "it stopped moving"."""
+        value, what a person counting items on the display would call "it stopped moving";
+        ``strict``: within max(1 division, 0.5 g), "the display stopped changing"."""
         tx = self.track.transmitter
-        band = max(tx.division_g, 0.02 * self.track.unit_weight_g, 0.5)
+        unit_share = 0.0 if strict else 0.02 * self.track.unit_weight_g
+        band = max(tx.division_g, unit_share, 0.5)
         first = math.ceil(event.end * self._hz)
         last = max(first, math.floor(until * self._hz))
         final = self.filtered_g(last)

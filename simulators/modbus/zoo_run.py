@@ -128,6 +128,8 @@ class ShelfScore:
     garbage_alerts: int
     observed_errors_s: tuple[float, ...]
     latencies_s: tuple[float, ...]
+    strict_errors_s: tuple[float, ...] = ()
+    """``observed_at`` against when the display stopped changing (within a division)."""
     notes: tuple[str, ...] = ()
 
 
@@ -326,6 +328,7 @@ def _score(
     events = list(track.events)
     physical = [e for e in events if e.physical]
     truth: list[tuple[str, int, float]] = []  # kind, units, settled
+    strict: dict[int, float] = {}  # index in truth -> settled, by the display's own division
     crossings: list[float] = []
     units = track.initial_units
     low = units <= shelf.reorder_point
@@ -337,6 +340,7 @@ def _score(
         following = [e.t for e in physical if e.t > event.t]
         until = min(following) if following else track_end(events)
         settled = physics.settled_at(event, until)
+        strict[len(truth)] = physics.settled_at(event, until, strict=True)
         truth.append((str(event.kind), event.units, settled))
         units += event.units if event.kind is ShelfEventKind.RESTOCK else -event.units
         if not low and units <= shelf.reorder_point:
@@ -359,7 +363,8 @@ def _score(
     errors: list[float] = []
     latencies: list[float] = []
     missed: list[tuple[str, int, float]] = []
-    for kind, n, settled in truth:
+    strict_errors: list[float] = []
+    for index, (kind, n, settled) in enumerate(truth):
         match = next(
             (
                 i
@@ -378,6 +383,7 @@ def _score(
         exact += 1
         at, movement = moves[match]
         errors.append(_scenario_s(movement) - settled)
+        strict_errors.append(_scenario_s(movement) - strict[index])
         latencies.append(at - settled)
     phantoms = [(at, m) for i, (at, m) in enumerate(moves) if i not in used]
     wrong = sum(
@@ -443,6 +449,7 @@ def _score(
         garbage_alerts=garbage_alerts,
         observed_errors_s=tuple(errors),
         latencies_s=tuple(latencies),
+        strict_errors_s=tuple(strict_errors),
         notes=tuple(notes),
     )
 
