@@ -196,7 +196,8 @@ def test_a_pick_removes_units_of_varying_weight() -> None:
 
 def test_a_resting_hand_is_never_stable_and_leaves_no_trace() -> None:
     p = ShelfPhysics(track(ShelfEvent(2.0, ShelfEventKind.HAND, 4.0, grams=500.0)), seed=1)
-    assert p.reading(4.0).gross_g == pytest.approx(5_800.0 + 500.0, abs=20.0)
+    # Tremor (20 g), sway (3 %: 15 g) and physiological tremor (7.5 g) around the hand's force.
+    assert p.reading(4.0).gross_g == pytest.approx(5_800.0 + 500.0, abs=45.0)
     assert not any(p.reading(2.5 + i * 0.1).stable for i in range(30))
     assert p.reading(8.0).gross_g == pytest.approx(5_800.0)
 

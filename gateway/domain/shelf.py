@@ -351,13 +351,17 @@ class _Plateau:
     def grams(self) -> float:
         return self.total / self.n
 
-    def excess_variation_g(self, window_s: float = _TREMOR_WINDOW_S) -> tuple[float, int]:
-        """How far the recent samples travelled beyond their net change, and how many steps.
+    def excess_variation_g(
+        self, window_s: float = _TREMOR_WINDOW_S, *, skip_last: int = 0
+    ) -> tuple[float, int]:
+        """How far the recent samples travelled beyond their net change, and how many steps
+        (leaving out the last ``skip_last`` samples).
 
         A filter's tail or a dying ring goes one way and slows down: it travels about as far
         as it gets. A hand goes up and down: it travels far and gets nowhere."""
-        last = self.recent[-1][0] if self.recent else 0.0
-        values = [g for t, g in self.recent if t >= last - window_s - 1e-9]
+        recent = list(self.recent)[: len(self.recent) - skip_last]
+        last = recent[-1][0] if recent else 0.0
+        values = [g for t, g in recent if t >= last - window_s - 1e-9]
         if len(values) < 3:
             return 0.0, 0
         travel = math.fsum(abs(b - a) for a, b in itertools.pairwise(values))
@@ -690,10 +694,12 @@ class ShelfEngine:
         return self._interval_s >= 1.5 * self.params.poll_interval_s
 
     def _still(self, plateau: _Plateau) -> bool:
-        """Goods, not a hand: seen without tremor at some moment (or too short to judge)."""
+        """Goods, not a hand: seen without tremor at some moment, or too short to judge and
+        quiet up to the sample before motion ended it (that one may already be the next
+        gesture's hand pressing, still inside the band)."""
         if plateau.quiet_seen:
             return True
-        return not self._judgeable(plateau) and not self._trembles(plateau)
+        return not self._judgeable(plateau) and not self._trembles(plateau, skip_last=1)
 
     def _commit_beyond(self, grams: float, now_utc: datetime) -> list[Movement | Alert]:
         """Motion that carries the weight on past the last unconfirmed plateau, in the direction
@@ -713,12 +719,12 @@ class ShelfEngine:
             return []
         return self._resolve(last, None, now_utc)
 
-    def _trembles(self, plateau: _Plateau) -> bool:
+    def _trembles(self, plateau: _Plateau, *, skip_last: int = 0) -> bool:
         """The recent samples travel further than the transmitter's noise would take them: a
         hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
         if self.params.stable_band_g is not None:
             return False
-        excess, steps = plateau.excess_variation_g(self._tremor_window_s())
+        excess, steps = plateau.excess_variation_g(self._tremor_window_s(), skip_last=skip_last)
         noise = self._noise.noise_g()
         floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         return excess > steps * _TRAVEL_SIGMAS * noise + floor
