@@ -1,0 +1,269 @@
+"""Readers that speak another LLRP dialect: refusals of optional steps, CLOSE_CONNECTION, and an
+independent reader (llrpkit's emulator, as shipped on PyPI) end to end.
+
+The refusal tests force each step the gateway sends to be refused by the simulator
+(``fail_requests``: a response with a non-success LLRPStatus, or ERROR_MESSAGE for a message
+without response); the llrpkit test runs its ``llrpkit emulate`` command behind a counting relay
+(:mod:`tests.support.llrp_tap`) so the gateway's count can be compared with what the emulator sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from gateway.adapters.llrp import LLRP_STEPS, LlrpReaderAdapter, llrp_status_text
+from gateway.domain.model import DeviceState
+from simulators.llrp import codec as c
+from tests.support.llrp_tap import LlrpTap
+from tests.test_llrp_adapter import (
+    ADAPTER_LOGGER,
+    gateway_errors,
+    make_adapter,
+    running,
+    simulator,
+    sllurp_threads,
+)
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "llrp.md"
+REFUSAL = c.LLRPStatus(c.StatusCode.M_UNSUPPORTED_MESSAGE, "not in this firmware")
+
+
+def _sessions_at_least(adapter: LlrpReaderAdapter, n: int) -> bool:
+    return adapter.stats.sessions_online >= n
+
+
+def _refusal_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == ADAPTER_LOGGER and r.levelno == logging.WARNING and "refused" in r.message
+    ]
+
+
+def test_status_text_is_the_readers_words_in_plain_text() -> None:
+    status = {
+        "StatusCode": "UnsupportedMessage",
+        "ErrorDescription": b"emulator does not handle ENABLE_EVENTS_AND_REPORTS",
+    }
+    assert llrp_status_text(status) == (
+        "UnsupportedMessage: emulator does not handle ENABLE_EVENTS_AND_REPORTS"
+    )
+    assert llrp_status_text({"StatusCode": "FieldError", "ErrorDescription": b""}) == "FieldError"
+    with_field = {
+        "StatusCode": "FieldError",
+        "ErrorDescription": b"bad \xff id",
+        "FieldError": {"FieldNum": 0, "ErrorCode": "FieldOutOfRange"},
+    }
+    assert llrp_status_text(with_field) == "FieldError: bad \ufffd id (field 0: FieldOutOfRange)"
+    assert llrp_status_text(None) == "no LLRPStatus"
+
+
+def test_docs_table_names_every_step() -> None:
+    table = DOCS.read_text(encoding="utf-8").split("## Dialects", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1) for m in re.finditer(r"^\| `(\w+)`", table, flags=re.MULTILINE)}
+    assert rows == set(LLRP_STEPS)
+
+
+OPTIONAL = sorted(
+    step.request
+    for step in LLRP_STEPS.values()
+    # The adapter's own messages (START_ROSPEC, CLOSE_CONNECTION) are refused quietly;
+    # KEEPALIVE_ACK needs a keepalive first (the watchdog test covers it).
+    if not step.required
+    and step.request not in {"KEEPALIVE_ACK", "CLOSE_CONNECTION", "START_ROSPEC"}
+)
+REQUIRED = sorted(step.request for step in LLRP_STEPS.values() if step.required)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_name", OPTIONAL)
+def test_a_refused_optional_step_is_logged_once_and_inventory_goes_on(
+    request_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+
+    async def scenario() -> None:
+        forced = {c.MessageType[request_name]: REFUSAL}
+        async with simulator(fail_requests=forced) as sim:
+            adapter, rec = make_adapter(sim.port)
+            async with running(adapter):
+                await rec.until(lambda: len(rec.reads()) >= 4)
+                # Reconnect twice: the refusal is logged once per adapter, not per session.
+                for n in (2, 3):
+                    await sim.drop_connections()
+                    await rec.until(partial(_sessions_at_least, adapter, n))
+                assert adapter.state is DeviceState.ONLINE
+                assert adapter.stats.refused_steps == {
+                    request_name: "UnsupportedMessage: not in this firmware"
+                }
+        (warning,) = _refusal_warnings(caplog)
+        assert f"refused {request_name}: UnsupportedMessage: not in this firmware" in (
+            warning.message
+        )
+        assert "going on without it" in warning.message
+
+    asyncio.run(scenario())
+    assert gateway_errors(caplog) == [
+        r for r in gateway_errors(caplog) if "is offline: connection closed" in r.message
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_name", REQUIRED)
+def test_a_refused_required_step_ends_the_session_in_the_readers_words(
+    request_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+    status = c.LLRPStatus(c.StatusCode.R_DEVICE_ERROR, "antenna hub fault")
+
+    async def scenario() -> None:
+        async with simulator(fail_requests={c.MessageType[request_name]: status}) as sim:
+            adapter, rec = make_adapter(sim.port)
+            async with running(adapter):
+                await rec.until(lambda: adapter.stats.reconnects >= 2)
+                await asyncio.sleep(0)
+        expected = f"the reader refused {request_name}: DeviceError: antenna hub fault"
+        assert rec.statuses[0].state is DeviceState.OFFLINE
+        assert rec.statuses[0].detail == expected
+        (error,) = gateway_errors(caplog)
+        assert error.message.endswith(f"is offline: {expected}")
+        assert "b'" not in error.message
+        assert "{" not in error.message
+        # Quick: no waiting for the handshake deadline (connect_timeout_s is 2 s).
+        assert rec.status_at[0] - start < 1.5
+
+    start = time.monotonic()
+    asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_shutdown_sends_close_connection_and_waits_for_its_response() -> None:
+    async def scenario() -> float:
+        async with simulator() as sim:
+            adapter, rec = make_adapter(sim.port, polite_disconnect_s=1.0)
+            async with running(adapter) as tasks:
+                await rec.until(lambda: len(rec.reads()) >= 4)
+                started = time.monotonic()
+                tasks[0].cancel()
+            stopped_in = time.monotonic() - started
+            await sim.wait_for(lambda s: s.connections == 0, timeout_s=2)
+            assert sim.stats.messages_in["CLOSE_CONNECTION"] == 1
+            assert sim.stats.messages_out["CLOSE_CONNECTION_RESPONSE"] == 1
+            assert sllurp_threads() == []
+            assert rec.states() == ["online", "offline"]
+            return stopped_in
+
+    assert asyncio.run(scenario()) < 2.0
+
+
+# -- llrpkit's emulator ---------------------------------------------------------------------------
+
+
+class Emulator:
+    """``llrpkit emulate`` in a child process (the command as shipped), restartable on its port."""
+
+    def __init__(self, *, tags: int = 12, antennas: int = 4, rate: float = 200.0) -> None:
+        command = shutil.which("llrpkit", path=str(Path(sys.executable).parent))
+        if command is None:
+            pytest.fail("llrpkit is a dev dependency: pip install -e '.[dev]'")
+        self.command = command
+        self.args = ["--tags", str(tags), "--antennas", str(antennas), "--rate", f"{rate:g}"]
+        self.port = 0
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(  # our own venv's console script
+            [self.command, "emulate", "--port", str(self.port), *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # printed once it listens
+        match = re.search(r"on port (\d+)", line)
+        if match is None:
+            self.stop()
+            pytest.fail(f"llrpkit emulate did not start: {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+            self.process = None
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    emu = Emulator()
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.mark.integration
+def test_llrpkit_emulator_every_tag_report_is_counted_across_a_restart(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ADAPTER_LOGGER)
+
+    async def scenario() -> float:
+        async with LlrpTap(emulator.port) as tap:
+            adapter, rec = make_adapter(tap.port, connect_timeout_s=5.0)
+            async with running(adapter) as tasks:
+                await rec.until(lambda: adapter.state is DeviceState.ONLINE)
+                await rec.until(lambda: len(rec.reads()) >= 100)
+                assert {r.antenna for r in rec.reads()} == {1, 2, 3, 4}
+
+                # Restart the emulator: everything it sent before dying is counted.
+                await asyncio.to_thread(emulator.stop)
+                await rec.until(lambda: adapter.state is DeviceState.OFFLINE)
+                await rec.until(lambda: adapter.stats.reads == tap.tag_entries, timeout_s=5)
+                first_run = tap.tag_entries
+                await asyncio.to_thread(emulator.start)
+                await rec.until(lambda: adapter.stats.sessions_online == 2, timeout_s=15)
+                await rec.until(lambda: len(rec.reads()) >= first_run + 100)
+
+                stopping = time.monotonic()
+                tasks[0].cancel()
+            stopped_in = time.monotonic() - stopping
+            # The goodbye went through the tap and was answered before the socket closed.
+            assert tap.from_client[c.MessageType.CLOSE_CONNECTION] == 1
+            assert tap.from_reader[c.MessageType.CLOSE_CONNECTION_RESPONSE] == 1
+            # Every TagReportData the emulator sent became one TagRead, none more.
+            assert adapter.stats.reads == tap.tag_entries == len(rec.reads())
+            assert adapter.stats.malformed_reads == 0
+            assert tap.connections == 2
+        assert sllurp_threads() == []
+        epcs = {r.epc for r in rec.reads()}
+        assert epcs == {f"E2000017010B016210000{i:03X}" for i in range(12)}
+        assert rec.states() == ["online", "offline", "online", "offline"]
+        return stopped_in
+
+    stopped_in = asyncio.run(scenario())
+    assert stopped_in < 2.0
+    # Its dialect, each refusal logged once: ENABLE_EVENTS_AND_REPORTS is unsupported and
+    # DELETE_ROSPEC 0 ("all ROSpecs" in LLRP) is refused when it holds none.
+    warnings = _refusal_warnings(caplog)
+    refused = sorted(w.message.split(" refused ")[1].split(":")[0] for w in warnings)
+    assert refused == ["DELETE_ROSPEC", "ENABLE_EVENTS_AND_REPORTS"]
+    # One error for the restart (offline), nothing else.
+    assert [r.message.split(" is ")[-1] for r in gateway_errors(caplog)] == [
+        "offline: connection closed"
+    ]
