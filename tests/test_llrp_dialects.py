@@ -16,16 +16,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.adapters.llrp import LLRP_STEPS, LlrpReaderAdapter, llrp_status_text
 from gateway.domain.model import DeviceState
 from simulators.llrp import codec as c
+from simulators.llrp.source import ScriptedReads, SimRead
 from tests.support.llrp_tap import LlrpTap
 from tests.test_llrp_adapter import (
     ADAPTER_LOGGER,
@@ -267,3 +271,162 @@ def test_llrpkit_emulator_every_tag_report_is_counted_across_a_restart(
     assert [r.message.split(" is ")[-1] for r in gateway_errors(caplog)] == [
         "offline: connection closed"
     ]
+
+
+# -- other clients against the simulator ----------------------------------------------------------
+
+
+def _script(start_s: float, count: int = 40) -> list[SimRead]:
+    """Reads with distinct (EPC, antenna), so the simulator's per-round merge keeps each one."""
+    start_us = int(start_s * 1_000_000)
+    return [
+        SimRead(
+            antenna=1 + i % 4,
+            epc=f"3074257BF7194E4000{i:06X}",
+            rssi_dbm=float(-40 - i % 31),
+            first_seen_us=start_us + i * 20_000,
+            last_seen_us=start_us + i * 20_000 + 1_000 * (i % 7),
+            seen_count=1 + i % 5,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.integration
+def test_llrpkit_client_decodes_exactly_the_simulators_ground_truth() -> None:
+    from llrpkit import Reader
+
+    async def scenario() -> None:
+        script = _script(time.time() + 0.5)
+        async with simulator(source=ScriptedReads(script)) as sim:
+            async with Reader("127.0.0.1", sim.port) as reader:
+                assert reader.max_antennas == 4
+                assert reader.firmware == "dockwatch-sim 1.0"
+                got = [
+                    (
+                        tag.epc.hex().upper(),
+                        tag.antenna,
+                        tag.rssi_dbm,
+                        tag.first_seen_us,
+                        tag.last_seen_us,
+                        tag.seen_count,
+                    )
+                    async for tag in reader.inventory(max_tags=len(script), duration=10.0)
+                ]
+            assert sim.stats.tag_reads_sent == len(script)
+        truth = [
+            (r.epc_hex, r.antenna, r.rssi_dbm, r.first_seen_us, r.last_seen_us, r.seen_count)
+            for r in script
+        ]
+        assert sorted(got) == sorted(truth)
+
+    asyncio.run(scenario())
+
+
+def _pyllrp_inventory(port: int, count: int) -> list[tuple[object, ...]]:
+    """pyllrp's blocking client (its own thread): add, enable and listen to one ROSpec until
+    ``count`` tag entries came; then CLOSE_CONNECTION (pyllrp's disconnect)."""
+    from pyllrp import pyllrp as p
+    from pyllrp.LLRPConnector import LLRPConnector
+
+    got: list[tuple[object, ...]] = []
+    enough = threading.Event()
+
+    def on_report(_conn: object, report: Any) -> None:
+        for entry in report.Parameters:
+            if not isinstance(entry, p.TagReportData_Parameter):
+                continue
+            fields = {type(param).__name__: param for param in entry.Parameters}
+            epc = fields.get("EPC_96_Parameter") or fields["EPCData_Parameter"]
+            got.append(
+                (
+                    # EPC-96 decodes to an int, EPCData to bytes
+                    f"{epc.EPC:024X}" if isinstance(epc.EPC, int) else bytes(epc.EPC).hex().upper(),
+                    fields["AntennaID_Parameter"].AntennaID,
+                    float(fields["PeakRSSI_Parameter"].PeakRSSI),
+                    fields["FirstSeenTimestampUTC_Parameter"].Microseconds,
+                    fields["LastSeenTimestampUTC_Parameter"].Microseconds,
+                    fields["TagSeenCount_Parameter"].TagCount,
+                )
+            )
+        if len(got) >= count:
+            enough.set()
+
+    conn = LLRPConnector()
+    conn.TimeoutSecs = 0.5  # also how long its listener takes to notice a stop
+    with warnings.catch_warnings():  # its connect calls utcfromtimestamp (deprecated in 3.12)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        conn.connect("127.0.0.1", port)
+    try:
+        conn.addHandler(p.RO_ACCESS_REPORT_Message, on_report)
+        rospec = p.ADD_ROSPEC_Message(
+            Parameters=[
+                p.ROSpec_Parameter(
+                    ROSpecID=7,
+                    CurrentState=p.ROSpecState.Disabled,
+                    Parameters=[
+                        p.ROBoundarySpec_Parameter(
+                            Parameters=[
+                                p.ROSpecStartTrigger_Parameter(
+                                    ROSpecStartTriggerType=p.ROSpecStartTriggerType.Immediate
+                                ),
+                                p.ROSpecStopTrigger_Parameter(
+                                    ROSpecStopTriggerType=p.ROSpecStopTriggerType.Null
+                                ),
+                            ]
+                        ),
+                        p.AISpec_Parameter(
+                            AntennaIDs=[0],
+                            Parameters=[
+                                p.AISpecStopTrigger_Parameter(
+                                    AISpecStopTriggerType=p.AISpecStopTriggerType.Null
+                                ),
+                                p.InventoryParameterSpec_Parameter(
+                                    InventoryParameterSpecID=1,
+                                    ProtocolID=p.AirProtocols.EPCGlobalClass1Gen2,
+                                ),
+                            ],
+                        ),
+                        p.ROReportSpec_Parameter(
+                            ROReportTrigger=p.ROReportTriggerType.Upon_N_Tags_Or_End_Of_AISpec,
+                            N=1,
+                            Parameters=[
+                                p.TagReportContentSelector_Parameter(
+                                    EnableAntennaID=True,
+                                    EnablePeakRSSI=True,
+                                    EnableFirstSeenTimestamp=True,
+                                    EnableLastSeenTimestamp=True,
+                                    EnableTagSeenCount=True,
+                                )
+                            ],
+                        ),
+                    ],
+                )
+            ]
+        )
+        assert conn.transact(rospec).success()
+        assert conn.transact(p.ENABLE_ROSPEC_Message(ROSpecID=7)).success()
+        conn.startListener()
+        assert enough.wait(10), f"{len(got)} of {count} tag entries"
+    finally:
+        closed = conn.disconnect()
+    assert isinstance(closed, p.CLOSE_CONNECTION_RESPONSE_Message)
+    return got
+
+
+@pytest.mark.integration
+def test_pyllrp_client_decodes_exactly_the_simulators_ground_truth() -> None:
+    async def scenario() -> None:
+        script = _script(time.time() + 0.5)
+        async with simulator(source=ScriptedReads(script)) as sim:
+            got = await asyncio.to_thread(_pyllrp_inventory, sim.port, len(script))
+            assert sim.stats.tag_reads_sent == len(script)
+            await sim.wait_for(lambda s: s.connections == 0, timeout_s=2)
+            assert sim.stats.messages_in["CLOSE_CONNECTION"] == 1
+        truth = [
+            (r.epc_hex, r.antenna, r.rssi_dbm, r.first_seen_us, r.last_seen_us, r.seen_count)
+            for r in script
+        ]
+        assert sorted(map(repr, got)) == sorted(map(repr, truth))
+
+    asyncio.run(scenario())
