@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import shutil
 import signal
@@ -26,7 +27,12 @@ from typing import Any
 
 import pytest
 
-from gateway.adapters.llrp import LLRP_STEPS, LlrpReaderAdapter, llrp_status_text
+from gateway.adapters.llrp import (
+    LLRP_STEPS,
+    LinkWatchdog,
+    LlrpReaderAdapter,
+    llrp_status_text,
+)
 from gateway.domain.model import DeviceState
 from simulators.llrp import codec as c
 from simulators.llrp.source import ScriptedReads, SimRead
@@ -72,6 +78,25 @@ def test_status_text_is_the_readers_words_in_plain_text() -> None:
     }
     assert llrp_status_text(with_field) == "FieldError: bad \ufffd id (field 0: FieldOutOfRange)"
     assert llrp_status_text(None) == "no LLRPStatus"
+
+
+def test_watchdog_names_a_refusal_and_drops_the_silence_rule_without_keepalives() -> None:
+    dog = LinkWatchdog(connect_timeout_s=10.0, silence_limit_s=4.0)
+    dog.begin(0.0)
+    dog.last_refusal = "GET_READER_CONFIG: UnsupportedMessage: no"
+    assert dog.verdict(10.0) == (
+        "no LLRP handshake within 10 s; the reader refused GET_READER_CONFIG: "
+        "UnsupportedMessage: no"
+    )
+    dog.begin(20.0)
+    assert dog.last_refusal is None
+    assert dog.keepalives
+    dog.keepalives = False  # SET_READER_CONFIG refused: no LLRP keepalives will come
+    dog.inventorying(21.0)
+    assert dog.deadline() == math.inf
+    assert dog.verdict(1e9) is None
+    dog.begin(30.0)  # a new session asks again
+    assert dog.keepalives
 
 
 def test_docs_table_names_every_step() -> None:
