@@ -44,7 +44,7 @@ from urllib.parse import SplitResult, urlsplit
 import yaml
 
 from gateway.domain.model import MovementKind
-from gateway.domain.params import PortalParams, ShelfParams
+from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -692,6 +692,15 @@ _SHELF_PARAM_META: Final = types.MappingProxyType(
     }
 )
 
+_ANTENNA_PARAM_META: Final = types.MappingProxyType(
+    {
+        "silence_s": _POSITIVE,
+        "min_peer_tags": _m(lo=1),
+        "forget_s": _POSITIVE,
+        "rate_window_s": _POSITIVE,
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class DebounceConfig:
@@ -704,6 +713,10 @@ class DebounceConfig:
     shelf: ShelfParams = field(
         default_factory=ShelfParams,
         metadata=_m(field_meta=_SHELF_PARAM_META, default_meta=_m(lo=0)),
+    )
+    antenna: AntennaParams = field(
+        default_factory=AntennaParams,
+        metadata=_m(field_meta=_ANTENNA_PARAM_META, default_meta=_m(lo=0)),
     )
 
 
