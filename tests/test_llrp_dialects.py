@@ -83,13 +83,16 @@ def test_status_text_is_the_readers_words_in_plain_text() -> None:
 def test_watchdog_names_a_refusal_and_drops_the_silence_rule_without_keepalives() -> None:
     dog = LinkWatchdog(connect_timeout_s=10.0, silence_limit_s=4.0)
     dog.begin(0.0)
-    dog.last_refusal = "GET_READER_CONFIG: UnsupportedMessage: no"
+    refused: str | None = "GET_READER_CONFIG: UnsupportedMessage: no"
+    dog.last_refusal = refused
     assert dog.verdict(10.0) == (
         "no LLRP handshake within 10 s; the reader refused GET_READER_CONFIG: "
         "UnsupportedMessage: no"
     )
     dog.begin(20.0)
-    assert (dog.last_refusal, dog.keepalives) == (None, True)
+    refused = dog.last_refusal
+    assert refused is None
+    assert dog.keepalives
     dog.keepalives = False  # SET_READER_CONFIG refused: no LLRP keepalives will come
     dog.inventorying(21.0)
     assert dog.deadline() == math.inf
