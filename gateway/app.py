@@ -85,6 +85,7 @@ from gateway.config import (
     load_config,
     resolve_secret,
 )
+from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.model import (
     Alert,
@@ -463,6 +464,11 @@ class Gateway:
         self.portal_engine = PortalEngine(
             portals=portal_specs(config), catalog=self.catalog, params=config.debounce.portal
         )
+        self.antenna_health = AntennaHealth(
+            portal_specs(config), config.debounce.antenna, now=time.monotonic()
+        )
+        # AntennaEvents the readers reported, handled on the next portal tick.
+        self._antenna_reports: list[AntennaEvent] = []
         self.shelf_engines: dict[str, ShelfEngine] = {}
         for shelf in config.shelves:
             item = config.item(shelf.sku)
@@ -562,6 +568,9 @@ class Gateway:
         # Alerts still open from a previous run (outages, low stock) clear when resolved.
         for alert in await worker.call(store.alerts, active_only=True):
             self._active_alerts.add(alert.alert_id)
+            if alert.kind is AlertKind.ANTENNA_DOWN:
+                reader, _, antenna = alert.subject.rpartition("/")
+                self.antenna_health.restore_down(DeviceId(reader), int(antenna), time.monotonic())
         return worker
 
     def _build_sinks(self, store: EdgeStore) -> None:
@@ -668,6 +677,32 @@ class Gateway:
                 reader=reader,
                 antenna=str(antenna),
             )
+        health = self.antenna_health
+        down = health.down()
+        since_read = health.seconds_since_read(time.monotonic())
+        for (reader, antenna), rate in health.rates().items():
+            labels = {"reader": reader, "antenna": str(antenna)}
+            put(
+                "dockwatch_antenna_read_rate",
+                "gauge",
+                "Reads per second of a portal antenna over the last debounce.antenna window",
+                rate,
+                **labels,
+            )
+            put(
+                "dockwatch_antenna_up",
+                "gauge",
+                "0 while a portal antenna is down (antenna_down alert), else 1",
+                float((reader, antenna) not in down),
+                **labels,
+            )
+            put(
+                "dockwatch_antenna_seconds_since_read",
+                "gauge",
+                "Seconds since a portal antenna last read a tag (or since start)",
+                since_read[reader, antenna],
+                **labels,
+            )
         put(
             "dockwatch_read_queue_batches",
             "gauge",
@@ -682,6 +717,14 @@ class Gateway:
         )
         for reader_id, adapter in self.readers.items():
             stats = adapter.stats
+            if stats.clock_skew_s is not None:
+                put(
+                    "dockwatch_reader_clock_skew_seconds",
+                    "gauge",
+                    "The reader's UTC clock minus the gateway's, at its last connection",
+                    stats.clock_skew_s,
+                    reader=reader_id,
+                )
             put(
                 "dockwatch_reader_dropped_batches_total",
                 "counter",
@@ -1132,6 +1175,9 @@ class Gateway:
             for read in batch.reads:
                 key = (read.reader_id, read.antenna)
                 by_antenna[key] = by_antenna.get(key, 0) + 1
+            recovered = self.antenna_health.feed(batch.reads, time.monotonic())
+            if recovered:
+                await self._antenna_events(recovered)
             crossings = engine.feed(batch.reads, self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
@@ -1143,6 +1189,42 @@ class Gateway:
             crossings = engine.advance(self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
+            reported, self._antenna_reports = self._antenna_reports, []
+            await self._antenna_events([*reported, *self.antenna_health.advance(time.monotonic())])
+
+    def _antenna_reported(self, reader_id: DeviceId, antenna: int, connected: bool) -> None:
+        """An LLRP adapter's AntennaEvent (on the loop); handled on the next tick."""
+        self._antenna_reports += self.antenna_health.reported(
+            reader_id, antenna, connected, time.monotonic()
+        )
+
+    async def _antenna_events(self, events: Sequence[AntennaEvent]) -> None:
+        """``antenna_down`` raised or cleared, and the reader marked degraded meanwhile."""
+        for event in events:
+            down = isinstance(event, AntennaDown)
+            adapter = self.readers.get(event.reader_id)
+            if adapter is not None:
+                detail = event.detail if isinstance(event, AntennaDown) else None
+                adapter.set_antenna_down(event.antenna, detail)
+            alert_id = f"{AlertKind.ANTENNA_DOWN}:{event.reader_id}:{event.antenna}"
+            if down == (alert_id in self._active_alerts):
+                continue
+            await self.raise_alert(
+                Alert(
+                    alert_id=alert_id,
+                    kind=AlertKind.ANTENNA_DOWN,
+                    severity=Severity.WARNING if down else Severity.INFO,
+                    subject=f"{event.reader_id}/{event.antenna}",
+                    message=(
+                        f"{event.reader_id}: {event.detail}"
+                        if isinstance(event, AntennaDown)
+                        else f"{event.reader_id}: antenna {event.antenna} reads again"
+                    ),
+                    raised_at=self._utcnow(),
+                    active=down,
+                    details={"portal": event.portal_id, "antenna": event.antenna},
+                )
+            )
 
     async def _shelf_loop(self) -> None:
         while True:
@@ -1260,6 +1342,7 @@ class Gateway:
                 report_every_ms=reader.report_every_ms,
                 tx_power_dbm=reader.tx_power_dbm,
                 tls=device_tls(reader.tls, f"readers[{i}].tls"),
+                on_antenna=self._antenna_reported,
             )
         if cfg.shelves:
             # One context per connection: the shelves behind it share it (config checks they

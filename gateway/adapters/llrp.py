@@ -342,6 +342,8 @@ class LlrpAdapterStats:
     last_error: str | None = None
     # Optional steps the reader refused (request -> the reader's words); the session went on.
     refused_steps: Mapping[str, str] = field(default_factory=dict)
+    # The reader's UTC clock minus the gateway's, from its ConnectionAttemptEvent timestamp.
+    clock_skew_s: float | None = None
 
 
 def tag_read_from_sllurp(reader_id: DeviceId, entry: Mapping[str, Any]) -> TagRead:
@@ -471,6 +473,8 @@ def reader_config(
             "reconnect": False,  # sllurp's reconnect sleeps a fixed 60 s; the adapter owns it
             "start_inventory": True,
             "reset_on_connect": True,  # delete stale ROSpecs/AccessSpecs a previous run left
+            # AntennaEvent: a reader that notices a pulled cable says so (antenna health)
+            "event_selector": {"AntennaEvent": True},
         }
     )
 
@@ -1048,6 +1052,8 @@ class LlrpReaderAdapter:
         thread_join_s: float = 3.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         tls: ssl.SSLContext | None = None,
+        on_antenna: Callable[[DeviceId, int, bool], None] | None = None,
+        max_clock_skew_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -1087,6 +1093,8 @@ class LlrpReaderAdapter:
         self._thread_join_s = thread_join_s
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
+        self._on_antenna = on_antenna
+        self._max_clock_skew_s = max_clock_skew_s
         self._clock = clock
         self._utcnow = utcnow
 
@@ -1107,6 +1115,11 @@ class LlrpReaderAdapter:
         # what was logged already (once per adapter, not per reconnect).
         self._refusals: dict[str, str] = {}
         self._refusals_logged: set[tuple[str, str]] = set()
+        # Lasting conditions (key -> detail) that degrade the reader until cleared: an antenna
+        # down (told by the app's antenna health), the reader's clock off (per session).
+        self._conditions: dict[str, str] = {}
+        self._degraded_keys: frozenset[str] = frozenset()
+        self._clock_skew_s: float | None = None
 
         self._reads = 0
         self._batches = 0
@@ -1136,11 +1149,28 @@ class LlrpReaderAdapter:
             reconnects=max(0, self._connects - 1),
             last_error=self._last_error,
             refused_steps=dict(self._refusals),
+            clock_skew_s=self._clock_skew_s,
         )
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def set_antenna_down(self, antenna: int, detail: str | None) -> None:
+        """Mark the reader degraded while one of its antennas is down (``detail``), or clear it
+        (``None``). Antenna health is judged by the portal's reads (``gateway.domain.antenna``)."""
+        self._set_condition(f"antenna {antenna}", detail)
+
+    def _set_condition(self, key: str, detail: str | None) -> None:
+        if detail is None:
+            if self._conditions.pop(key, None) is None:
+                return
+        elif self._conditions.get(key) == detail:
+            return
+        else:
+            self._conditions[key] = detail
+        if self._watchdog.inventory_at is not None and self._state is not DeviceState.OFFLINE:
+            self._refresh_state(self._clock())
 
     async def run(self) -> None:
         if self._running:
@@ -1176,6 +1206,7 @@ class LlrpReaderAdapter:
         session = self._session
         self._failure = None
         self._problems.clear()
+        self._conditions.pop("clock", None)
         self._wake.clear()
         self._connects += 1
         self._watchdog.begin(self._clock())
@@ -1321,13 +1352,46 @@ class LlrpReaderAdapter:
             if problem is not None:
                 self._fail(session, problem)
         elif name == "READER_EVENT_NOTIFICATION":
-            attempt = body.get("ReaderEventNotificationData", {}).get("ConnectionAttemptEvent")
+            data = body.get("ReaderEventNotificationData", {})
+            attempt = data.get("ConnectionAttemptEvent")
+            if attempt is not None:
+                self._check_clock(data.get("UTCTimestamp"))
+            antenna_event = data.get("AntennaEvent")
+            if isinstance(antenna_event, Mapping) and self._on_antenna is not None:
+                self._on_antenna(
+                    self.reader_id,
+                    int(antenna_event.get("AntennaID", 0)),
+                    antenna_event.get("EventType") == "Connected",
+                )
             if attempt is not None and attempt.get("Status") != "Success":
                 status = str(attempt.get("Status"))
                 self._fail(
                     session,
                     f"reader refused the connection: {_CONNECTION_REFUSALS.get(status, status)}",
                 )
+
+    def _check_clock(self, stamp: object) -> None:
+        """The reader's clock against the gateway's, from the connection event's UTCTimestamp
+        (sent the moment the reader accepts us; a few ms of latency at most). Reads are dated
+        by the reader: a skewed clock misdates every movement, and the portal engine's windows."""
+        if not isinstance(stamp, Mapping) or not isinstance(stamp.get("Microseconds"), int):
+            return
+        skew = stamp["Microseconds"] / 1e6 - self._utcnow().timestamp()
+        self._clock_skew_s = skew
+        if abs(skew) <= self._max_clock_skew_s:
+            return
+        detail = (
+            f"reader clock {abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} the "
+            f"gateway's (limit {self._max_clock_skew_s:g} s): reads are misdated"
+        )
+        logger.warning(
+            "LLRP reader %s at %s: %s",
+            self.reader_id,
+            self.endpoint,
+            detail,
+            extra={"reader_id": self.reader_id, "clock_skew_s": round(skew, 3)},
+        )
+        self._conditions["clock"] = detail
 
     def _on_refused(self, session: int, request: str | None, text: str) -> None:
         """The reader refused an optional step (or sent an ERROR_MESSAGE answering nothing we
@@ -1438,10 +1502,15 @@ class LlrpReaderAdapter:
         for key, (at, _) in list(self._problems.items()):
             if now - at >= self._degraded_hold_s:
                 del self._problems[key]
-        if self._problems:
-            detail = "; ".join(detail for _, detail in self._problems.values())
-            self._set_state(DeviceState.DEGRADED, detail)
+        if self._problems or self._conditions:
+            details = [*self._conditions.values(), *(d for _, d in self._problems.values())]
+            keys = frozenset(self._problems).union(self._conditions)
+            # A new kind of problem is news even while already degraded (a second antenna).
+            renotify = keys != self._degraded_keys
+            self._degraded_keys = keys
+            self._set_state(DeviceState.DEGRADED, "; ".join(details), force=renotify)
             return
+        self._degraded_keys = frozenset()
         if self._state is DeviceState.DEGRADED:
             logger.info(
                 "LLRP reader %s at %s is no longer degraded",
@@ -1483,8 +1552,8 @@ class LlrpReaderAdapter:
             logger.debug("LLRP reader %s still offline: %s", self.reader_id, reason)
         self._attempts_while_offline += 1
 
-    def _set_state(self, state: DeviceState, detail: str) -> None:
-        if state is self._state:
+    def _set_state(self, state: DeviceState, detail: str, *, force: bool = False) -> None:
+        if state is self._state and not force:
             return
         previous = self._state
         self._state = state

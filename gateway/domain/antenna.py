@@ -172,6 +172,14 @@ class AntennaHealth:
         state.down_at = now
         return [state.down]
 
+    def restore_down(self, reader_id: DeviceId, antenna: int, now: float) -> None:
+        """An antenna a previous run left down (its alert is still open): down, without an
+        event, so that its next read is an :class:`AntennaUp` that clears the alert."""
+        state = self._antennas.get((reader_id, antenna))
+        if state is not None and state.down is None:
+            state.down = AntennaDown(reader_id, antenna, state.portal_id, 0.0, 0)
+            state.down_at = now
+
     def advance(self, now: float) -> list[AntennaEvent]:
         """Find antennas silent long enough with evidence; roll the rate window; forget tags."""
         if now - self._window_start >= self.params.rate_window_s:

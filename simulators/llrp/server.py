@@ -8,6 +8,7 @@ Public API (stable; the gateway's LLRP adapter and its tests build on it)::
         await sim.wait_for(lambda s: s.inventorying > 0, timeout_s=5)
         sim.stats                        # messages in/out by type, reports and tag reads sent
         await sim.drop_connections()     # fault: abort every client socket
+        sim.cut_antenna(2, announce=True)   # fault: antenna 2 hears nothing (AntennaEvent)
         await sim.inject_bytes(b"...")   # fault: raw bytes to every client
 
 Theory of operation
@@ -242,6 +243,7 @@ class LlrpReaderSimulator:
         self._sessions: set[_Session] = set()
         self._waiters: set[asyncio.Future[None]] = set()
         self._frozen = False
+        self.cut_antennas: set[int] = set()  # fault: see cut_antenna()
         self._rospecs_added: list[c.ROSpec] = []
         self._in: Counter[str] = Counter()
         self._out: Counter[str] = Counter()
@@ -393,6 +395,28 @@ class LlrpReaderSimulator:
     @property
     def frozen(self) -> bool:
         return self._frozen
+
+    def cut_antenna(self, antenna: int, *, cut: bool = True, announce: bool = False) -> None:
+        """Fault: a knocked or cut antenna cable. The antenna hears nothing (its reads are
+        dropped) until ``cut=False``. With ``announce`` the reader notices (as readers that
+        sense the antenna's load do) and sends an AntennaEvent, disconnected or connected, to
+        every client that enabled AntennaEvent notifications; without, it stays silent."""
+        if antenna not in self.antennas:
+            raise ValueError(f"no antenna {antenna} (antennas {self.antennas})")
+        if cut:
+            self.cut_antennas.add(antenna)
+        else:
+            self.cut_antennas.discard(antenna)
+        logger.info(
+            "LLRP reader %s: antenna %d %s",
+            self.reader_id,
+            antenna,
+            "cut" if cut else "restored",
+        )
+        if announce:
+            event = c.AntennaEvent(connected=not cut, antenna_id=antenna)
+            for session in list(self._sessions):
+                session.antenna_event(event)
 
     # -- internals used by sessions ---------------------------------------------------------
 
@@ -660,6 +684,7 @@ class _Session:
         connection_close: c.ConnectionCloseEvent | None = None,
         rospec_event: c.ROSpecEvent | None = None,
         aispec_event: c.AISpecEvent | None = None,
+        antenna_event: c.AntennaEvent | None = None,
     ) -> c.ReaderEventNotification:
         data = c.ReaderEventNotificationData(
             timestamp_us=self._now_us(),
@@ -667,8 +692,14 @@ class _Session:
             connection_close=connection_close,
             rospec_event=rospec_event,
             aispec_event=aispec_event,
+            antenna_event=antenna_event,
         )
         return c.ReaderEventNotification(msg_id=self._next_id(), data=data)
+
+    def antenna_event(self, event: c.AntennaEvent) -> None:
+        """Send an AntennaEvent if this client enabled them (ReaderEventNotificationSpec)."""
+        if self.config.events.get(c.EventType.ANTENNA, False):
+            self.send(self._event(antenna_event=event))
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -1228,6 +1259,8 @@ class _Session:
                 await asyncio.sleep(0)
             t_now = self.sim.clock()
             reads = self.sim.source.reads(t_prev, t_now) if self.sim.source else ()
+            if self.sim.cut_antennas:
+                reads = [r for r in reads if r.antenna not in self.sim.cut_antennas]
             t_prev = t_now
             attempts += 1
             new = self._accumulate(

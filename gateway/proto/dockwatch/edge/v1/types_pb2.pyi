@@ -88,6 +88,10 @@ class _AlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertKind.V
     ALERT_KIND_DEVICE_DOWN: _AlertKind.ValueType  # 4
     ALERT_KIND_SYNC_BEHIND: _AlertKind.ValueType  # 5
     """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
+    ALERT_KIND_ANTENNA_DOWN: _AlertKind.ValueType  # 6
+    """A portal antenna reads nothing while its peers read arriving tags, or the reader reports it
+    disconnected.
+    """
 
 class AlertKind(_AlertKind, metaclass=_AlertKindEnumTypeWrapper): ...
 
@@ -98,6 +102,10 @@ ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE: AlertKind.ValueType  # 3
 ALERT_KIND_DEVICE_DOWN: AlertKind.ValueType  # 4
 ALERT_KIND_SYNC_BEHIND: AlertKind.ValueType  # 5
 """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
+ALERT_KIND_ANTENNA_DOWN: AlertKind.ValueType  # 6
+"""A portal antenna reads nothing while its peers read arriving tags, or the reader reports it
+disconnected.
+"""
 Global___AlertKind: _TypeAlias = AlertKind  # noqa: Y015
 
 class _Severity:
