@@ -238,15 +238,17 @@ _SLLURP_ROSPEC_ID: Final = 1
 # Message IDs of the adapter's own messages count down from the top; sllurp's count up from 1.
 _OWN_ID_TOP: Final = 0xFFFFFFFF
 # ConnectionAttemptEvent statuses (LLRP 1.0.1 section 16.2.7.6.1) in words.
-_CONNECTION_REFUSALS: Final[Mapping[str, str]] = {
-    "Failed_A_Reader_Initiated_Connection_Already_Exists": (
+_CONNECTION_REFUSALS: Final[Mapping[str, str]] = {  # sllurp's names for them
+    "Failed (a Reader initiated connection already exists)": (
         "a reader-initiated connection already exists"
     ),
-    "Failed_A_Client_Initiated_Connection_Already_Exists": (
+    "Failed (a Client initiated connection already exists)": (
         "another client is already connected to the reader"
     ),
-    "Failed_Reason_Other_Than_A_Connection_Already_Exists": "the reader refused the connection",
-    "Another_Connection_Attempted": "another client tried to connect",
+    "Failed (any reason other than a connection already exists)": (
+        "the reader refused it (not because of another connection)"
+    ),
+    "Another connection attempted": "another client tried to connect",
 }
 
 

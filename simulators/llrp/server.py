@@ -14,8 +14,9 @@ Public API (stable; the gateway's LLRP adapter and its tests build on it)::
 Theory of operation
 -------------------
 Each TCP client gets its own :class:`_Session`: a fresh reader (configuration and ROSpecs live and
-die with the connection, like a reader rebooted between clients; several clients at once each see
-their own reader). On connect the session sends READER_EVENT_NOTIFICATION with a
+die with the connection, like a reader rebooted between clients). Like a reader, one client at a
+time (``max_clients=1``); with ``max_clients=None`` several clients at once each see their own
+reader. On connect the session sends READER_EVENT_NOTIFICATION with a
 ConnectionAttemptEvent (Success, or "client connection exists" and a close when ``max_clients`` is
 reached). Every request gets its response with an LLRPStatus; a message the reader does not
 support, or a reader-to-client message sent the wrong way, gets ERROR_MESSAGE/M_UnsupportedMessage;
@@ -65,7 +66,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from gateway.adapters.tls import server_context_from_flags
 from gateway.errors import ConfigError, ProtocolError
@@ -206,7 +207,7 @@ class LlrpReaderSimulator:
         source: ReadSource | None = None,
         clock: Callable[[], float] = time.time,
         report_interval_s: float = 0.1,
-        max_clients: int | None = None,
+        max_clients: int | None = 1,
         max_rospecs: int = 4,
         keepalive_ack_misses: int | None = None,
         omit_capabilities: Collection[str] = (),
@@ -921,7 +922,7 @@ class _Session:
 
         return c.GetReaderConfigResponse(
             msg_id=msg.msg_id,
-            identification=c.Identification(0, _mac_address(self.sim.reader_id))
+            identification=c.Identification(0, _eui64(self.sim.reader_id))
             if want(req.IDENTIFICATION)
             else None,
             antenna_properties=tuple(c.AntennaProperties(a, True, 600) for a in antennas)
@@ -939,7 +940,7 @@ class _Session:
             access_report_spec=c.AccessReportSpec(cfg.access_report_trigger)
             if want(req.ACCESS_REPORT_SPEC)
             else None,
-            configuration_state=c.LLRPConfigurationStateValue(0)
+            configuration_state=c.LLRPConfigurationStateValue(self._configuration_state())
             if want(req.LLRP_CONFIGURATION_STATE_VALUE)
             else None,
             keepalive=cfg.keepalive if want(req.KEEPALIVE_SPEC) else None,
@@ -959,6 +960,13 @@ class _Session:
             else (),
             events_and_reports=cfg.events_and_reports if want(req.EVENTS_AND_REPORTS) else None,
         )
+
+    def _configuration_state(self) -> int:
+        """LLRPConfigurationStateValue (LLRP 1.0.1 section 12.2.6.x): a value that changes
+        whenever the reader's configuration does (SET_READER_CONFIG, ROSpecs added or
+        deleted), so a client can tell whether to configure again: a digest of them."""
+        state = (self.config, [(i, run.rospec) for i, run in sorted(self.rospecs.items())])
+        return int.from_bytes(hashlib.blake2b(repr(state).encode(), digest_size=4).digest())
 
     def _antenna_config(self, antenna: int) -> c.AntennaConfiguration:
         configured = self.config.antenna_configs.get(antenna)
@@ -1130,6 +1138,8 @@ class _Session:
                     )
                 for ac in ips.antenna_configurations:
                     self._check_antenna(ac.antenna_id, c.AntennaConfiguration.TYPE)
+                    for command in ac.inventory_commands:
+                        _check_filters(command.filters)
         report = rospec.report_spec
         if (
             report is not None
@@ -1246,6 +1256,7 @@ class _Session:
             deadline = _earliest(deadline, started + obs.timeout_ms / 1000)
         antennas = self._antennas(ai)
         ips_id = ai.inventory_parameter_specs[0].spec_id if ai.inventory_parameter_specs else 0
+        selects = _select_filters(ai)
         channels = {a: self._channel(ai, a) for a in antennas}
         unique: set[bytes] = set()
         last_new = started
@@ -1261,6 +1272,8 @@ class _Session:
             reads = self.sim.source.reads(t_prev, t_now) if self.sim.source else ()
             if self.sim.cut_antennas:
                 reads = [r for r in reads if r.antenna not in self.sim.cut_antennas]
+            if selects:
+                reads = [r for r in reads if _selected(r, selects)]
             t_prev = t_now
             attempts += 1
             new = self._accumulate(
@@ -1394,11 +1407,97 @@ class _Session:
                     task.cancel()
 
 
-def _mac_address(reader_id: str) -> bytes:
-    """A stable, locally administered unicast MAC derived from the reader's name."""
-    raw = bytearray(hashlib.blake2b(reader_id.encode(), digest_size=6).digest())
+def _eui64(reader_id: str) -> bytes:
+    """A stable, locally administered unicast EUI-64 derived from the reader's name: the
+    Identification of IDType 0 ("MAC address") is an EUI-64 (LLRP 1.0.1 section 12.2.2)."""
+    raw = bytearray(hashlib.blake2b(reader_id.encode(), digest_size=8).digest())
     raw[0] = (raw[0] | 0x02) & 0xFE
     return bytes(raw)
+
+
+# Select filters (C1G2Filter, LLRP 1.0.1 section 15.2.1.2.1.1) as Gen2 Select commands on the SL
+# flag: each action says what a matching and a non-matching tag do (assert, deassert, negate,
+# nothing); a state-unaware inventory then reads the tags whose SL is asserted. Only the EPC
+# memory bank is modelled (CRC word, PC word, then the EPC); a filter on another bank is refused
+# rather than ignored. The default action, without C1G2TagInventoryStateUnawareFilterAction, is 0.
+_SL_ACTIONS: Final[Mapping[int, tuple[str, str]]] = {
+    0: ("assert", "deassert"),
+    1: ("assert", "nothing"),
+    2: ("nothing", "deassert"),
+    3: ("negate", "nothing"),
+    4: ("deassert", "assert"),
+    5: ("deassert", "nothing"),
+    6: ("nothing", "assert"),
+    7: ("nothing", "negate"),
+}
+_STATE_UNAWARE_ACTION = 334
+_MAX_SELECT_FILTERS = 2  # what the capabilities advertise (MaxNumSelectFiltersPerQuery)
+_EPC_BANK = 1
+
+
+def _filter_action(flt: c.C1G2Filter) -> int:
+    for ext in flt.extensions:
+        if isinstance(ext, c.RawParameter) and ext.type == _STATE_UNAWARE_ACTION and ext.body:
+            return ext.body[0]
+    return 0
+
+
+def _check_filters(filters: Sequence[c.C1G2Filter]) -> None:
+    if len(filters) > _MAX_SELECT_FILTERS:
+        raise _param_error(
+            c.C1G2Filter.TYPE,
+            f"{len(filters)} select filters, at most {_MAX_SELECT_FILTERS} per query",
+            c.StatusCode.P_OVERFLOW_PARAMETER,
+        )
+    for flt in filters:
+        if flt.mask.memory_bank != _EPC_BANK:
+            raise _param_error(
+                c.C1G2TagInventoryMask.TYPE,
+                f"select filters on memory bank {flt.mask.memory_bank} are not supported "
+                "(EPC bank only)",
+                c.StatusCode.P_UNSUPPORTED_PARAMETER,
+            )
+        if _filter_action(flt) not in _SL_ACTIONS:
+            raise _param_error(_STATE_UNAWARE_ACTION, f"filter action {_filter_action(flt)}")
+
+
+def _select_filters(ai: c.AISpec) -> dict[int, tuple[c.C1G2Filter, ...]]:
+    """Antenna -> the select filters of its inventory commands (antenna 0: every antenna)."""
+    out: dict[int, tuple[c.C1G2Filter, ...]] = {}
+    for ips in ai.inventory_parameter_specs:
+        for ac in ips.antenna_configurations:
+            filters = tuple(f for cmd in ac.inventory_commands for f in cmd.filters)
+            if filters:
+                out[ac.antenna_id] = out.get(ac.antenna_id, ()) + filters
+    return out
+
+
+def _mask_matches(epc: bytes, mask: c.C1G2TagInventoryMask) -> bool:
+    pc = (len(epc) // 2) << 11
+    bank = int.from_bytes(b"\x00\x00" + pc.to_bytes(2, "big") + epc, "big")
+    bank_bits = 32 + 8 * len(epc)
+    if mask.pointer + mask.mask_bits > bank_bits:
+        return False  # the mask runs past the end of the bank: no match (Gen2)
+    got = (bank >> (bank_bits - mask.pointer - mask.mask_bits)) & ((1 << mask.mask_bits) - 1)
+    want = int.from_bytes(mask.mask, "big") >> (8 * len(mask.mask) - mask.mask_bits)
+    return got == want
+
+
+def _selected(read: SimRead, selects: Mapping[int, tuple[c.C1G2Filter, ...]]) -> bool:
+    filters = selects.get(read.antenna, ()) + selects.get(0, ())
+    if not filters:
+        return True
+    epc = read.epc_bytes
+    sl = False
+    for flt in filters:
+        action = _SL_ACTIONS[_filter_action(flt)][0 if _mask_matches(epc, flt.mask) else 1]
+        if action == "assert":
+            sl = True
+        elif action == "deassert":
+            sl = False
+        elif action == "negate":
+            sl = not sl
+    return sl
 
 
 def _earliest(a: float | None, b: float) -> float:
