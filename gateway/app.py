@@ -63,6 +63,7 @@ from edge_store.repository import EdgeStore
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
+from gateway.adapters.journal import JournalWriter, replay_journal
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.adapters.metrics import MetricsServer, Sample, labelled, server_tls_context
 from gateway.adapters.modbus import (
@@ -469,6 +470,7 @@ class Gateway:
         )
         # AntennaEvents the readers reported, handled on the next portal tick.
         self._antenna_reports: list[AntennaEvent] = []
+        self._journals: list[JournalWriter] = []
         self.shelf_engines: dict[str, ShelfEngine] = {}
         for shelf in config.shelves:
             item = config.item(shelf.sku)
@@ -1318,8 +1320,47 @@ class Gateway:
                 await self.metrics.stop()
             if self.api is not None:
                 await self.api.stop()
+            for journal in self._journals:  # the readers' threads have been joined
+                journal.close()
             await asyncio.to_thread(self.worker.close)
             log.info("gateway %s stopped", self.config.site.id)
+
+    def _journal(self, reader_id: str) -> JournalWriter | None:
+        path = self.config.store.journal_path
+        if path is None:
+            return None
+        writer = JournalWriter(path, reader_id, segment_s=self.config.store.journal_segment_s)
+        self._journals.append(writer)
+        return writer
+
+    async def _replay_journal(self) -> None:
+        """Feed the portal engine the reads a killed predecessor journaled, so that the passes it
+        left open are decided now (gateway/adapters/journal.py); those it had decided come out
+        again with the same movement ids, and the store keeps them once."""
+        path = self.config.store.journal_path
+        if path is None or not self.config.readers:
+            return
+        started = time.monotonic()
+        reports = await asyncio.to_thread(
+            replay_journal, path, [reader.id for reader in self.config.readers]
+        )
+        if not reports:
+            return
+        engine = self.portal_engine
+        crossings = []
+        for report in reports:
+            crossings += engine.feed(report.reads, report.received_us)
+        result = await self.record(engine.movements(crossings)) if crossings else None
+        log.info(
+            "read journal: %d reads of %d reports from %.0f s replayed in %.2f s; "
+            "%d movement(s) recorded, %d already were (the rest is decided as reads go on)",
+            sum(len(r.reads) for r in reports),
+            len(reports),
+            (reports[-1].received_us - reports[0].received_us) / 1e6,
+            time.monotonic() - started,
+            0 if result is None else len(result.recorded),
+            0 if result is None else len(result.duplicates),
+        )
 
     def _build_devices(self) -> None:
         cfg = self.config
@@ -1343,6 +1384,7 @@ class Gateway:
                 tx_power_dbm=reader.tx_power_dbm,
                 tls=device_tls(reader.tls, f"readers[{i}].tls"),
                 on_antenna=self._antenna_reported,
+                journal=self._journal(reader.id),
             )
         if cfg.shelves:
             # One context per connection: the shelves behind it share it (config checks they
@@ -1388,6 +1430,7 @@ class Gateway:
             )
             or "none",
         )
+        await self._replay_journal()
         restarting = self._restarting
 
         def part(name: str, factory: Callable[[], Awaitable[None]]) -> Coroutine[Any, Any, None]:

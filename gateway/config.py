@@ -424,10 +424,24 @@ class StoreConfig:
         default=None, metadata=_m(secret=("password_file", "password_env"), internal=True)
     )
     """The database password (the URL never holds one): add it with ``URL.set(password=)``."""
+    journal_dir: Path | None = None
+    """Where the read journal lives (tag reports of the last minutes, replayed after a crash);
+    default: ``journal/`` next to a SQLite store file; a PostgreSQL store has none unless set."""
+    journal_segment_s: float = field(default=60.0, metadata=_POSITIVE)
+    """The journal keeps between one and two of these of reads."""
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite:")
+
+    @property
+    def journal_path(self) -> Path | None:
+        """The read journal's directory, or None when there is none."""
+        if self.journal_dir is not None:
+            return self.journal_dir
+        if self.is_sqlite and self.url.startswith("sqlite:///") and ":memory:" not in self.url:
+            return Path(self.url.removeprefix("sqlite:///")).parent / "journal"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,7 @@ from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPRea
 from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
 from gateway.adapters.backoff import Backoff
+from gateway.adapters.journal import JournalWriter
 from gateway.adapters.tls import describe_tls_error
 from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
 from gateway.errors import ConfigError, DeviceError, ProtocolError
@@ -116,7 +117,7 @@ MAX_HANDOVERS_IN_FLIGHT: Final = 4
 RECV_BYTES: Final = 64 * 1024
 
 # Exceptions sllurp's pure-Python decoders raise on bytes they cannot make sense of.
-_DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
+DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
 
 # The TagReportData fields the ROSpec requests; a reader that omits one is degraded.
 _REQUESTED_FIELDS: Final = frozenset(
@@ -581,6 +582,7 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         reader_id: DeviceId,
         tls: ssl.SSLContext | None = None,
         tcp_keepalive_s: float | None = None,
+        journal: JournalWriter | None = None,
     ) -> None:
         super().__init__(host, port, config=config, timeout=socket_timeout_s)
         self._reader_id = reader_id
@@ -596,6 +598,9 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         self._own_ids: dict[int, str] = {}  # the adapter's own messages (the goodbye)
         self._next_own_id = _OWN_ID_TOP
         self._goodbye_answered = threading.Event()
+        # The RO_ACCESS_REPORT frames of the current socket read, for the read journal.
+        self._journal = journal
+        self._journal_frames: list[bytes] = []
         # One SSL object must not be used by two threads at once (OpenSSL's rule): sllurp's
         # thread reads, and the executor's polite disconnect writes. Held only for non-blocking
         # calls, so neither side ever waits on the network while holding it.
@@ -752,6 +757,11 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         try:
             self._frame(data)
         finally:
+            if self._journal_frames:
+                # Journaled before the loop sees them: whatever reached the gateway survives.
+                assert self._journal is not None
+                self._journal.append(self._journal.wall_us(), b"".join(self._journal_frames))
+                self._journal_frames.clear()
             self._hand_over()
 
     def _frame(self, data: bytes | memoryview) -> None:
@@ -775,7 +785,7 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             del buffer[:length]
             try:
                 message = LLRPMessage(msgbytes=frame)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 self._give_up(f"undecodable LLRP message (type {type_field & 0x3FF}): {exc!r}", exc)
                 return
             name = message.getName()
@@ -786,6 +796,8 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 self._pending_reports.append(
                     tag_reads_from_sllurp(self._reader_id, body["TagReportData"])
                 )
+                if self._journal is not None:
+                    self._journal_frames.append(frame)
             else:
                 vetted = self._vet(message, name, body)
                 if self._stream_failed:
@@ -796,7 +808,7 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 self._emit(self._events.message, self._session_no, name, body)
             try:
                 self.llrp.handleMessage(message)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 # ReaderConfigurationError (an LLRPError) when the reader refuses a handshake
                 # step; KeyError & co. when a capability sllurp expects is missing.
                 self._give_up(f"LLRP handshake failed in sllurp: {exc!r}", exc)
@@ -1056,6 +1068,7 @@ class LlrpReaderAdapter:
         tls: ssl.SSLContext | None = None,
         on_antenna: Callable[[DeviceId, int, bool], None] | None = None,
         max_clock_skew_s: float = 2.0,
+        journal: JournalWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -1096,6 +1109,7 @@ class LlrpReaderAdapter:
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
         self._on_antenna = on_antenna
+        self._journal = journal
         self._max_clock_skew_s = max_clock_skew_s
         self._clock = clock
         self._utcnow = utcnow
@@ -1231,6 +1245,7 @@ class LlrpReaderAdapter:
             reader_id=self.reader_id,
             tls=self._tls,
             tcp_keepalive_s=self._keepalive_s,
+            journal=self._journal,
         )
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
         connecting.add_done_callback(lambda _: self._wake.set())
