@@ -215,7 +215,7 @@ LLRP_STEPS: Final[Mapping[str, LlrpStep]] = {
 _REQUEST_OF_RESPONSE: Final[Mapping[str, str]] = {
     step.response: step.request for step in LLRP_STEPS.values() if step.response is not None
 }
-# Message types (LLRP 1.0.1 section 16.1) of the requests above, to know which request an
+# LLRP 1.0.1 message types of the requests above, to know which request an
 # ERROR_MESSAGE answers: it carries the message ID of the message it refuses.
 _REQUEST_TYPES: Final[Mapping[int, str]] = {
     1: "GET_READER_CAPABILITIES",
@@ -238,7 +238,7 @@ _MAX_PENDING_REQUESTS: Final = 64
 _SLLURP_ROSPEC_ID: Final = 1
 # Message IDs of the adapter's own messages count down from the top; sllurp's count up from 1.
 _OWN_ID_TOP: Final = 0xFFFFFFFF
-# ConnectionAttemptEvent statuses (LLRP 1.0.1 section 16.2.7.6.1) in words.
+# ConnectionAttemptEvent statuses (LLRP 1.0.1 section 13.2.6.11) in words.
 _CONNECTION_REFUSALS: Final[Mapping[str, str]] = {  # sllurp's names for them
     "Failed (a Reader initiated connection already exists)": (
         "a reader-initiated connection already exists"

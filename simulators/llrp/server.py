@@ -962,7 +962,7 @@ class _Session:
         )
 
     def _configuration_state(self) -> int:
-        """LLRPConfigurationStateValue (LLRP 1.0.1 section 12.2.6.x): a value that changes
+        """LLRPConfigurationStateValue: a value that changes
         whenever the reader's configuration does (SET_READER_CONFIG, ROSpecs added or
         deleted), so a client can tell whether to configure again: a digest of them."""
         state = (self.config, [(i, run.rospec) for i, run in sorted(self.rospecs.items())])
@@ -1415,7 +1415,7 @@ def _eui64(reader_id: str) -> bytes:
     return bytes(raw)
 
 
-# Select filters (C1G2Filter, LLRP 1.0.1 section 15.2.1.2.1.1) as Gen2 Select commands on the SL
+# Select filters (C1G2Filter) as Gen2 Select commands on the SL
 # flag: each action says what a matching and a non-matching tag do (assert, deassert, negate,
 # nothing); a state-unaware inventory then reads the tags whose SL is asserted. Only the EPC
 # memory bank is modelled (CRC word, PC word, then the EPC); a filter on another bank is refused
