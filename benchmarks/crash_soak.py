@@ -218,8 +218,16 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             missed["before a kill"] += 1
         else:
             missed["other"] += 1
+    extra = Counter(moved) - Counter(truth_triples)
+    wrong = []
+    for m in stored:
+        n = sum(1 for epc in m.epcs if extra[(epc, m.from_location, m.to_location)] > 0)
+        if n:
+            at = m.observed_at.timestamp() - t0
+            wrong.append(f"{n} of {m.kind} {m.from_location}->{m.to_location} at {at:.1f} s")
     ids = Counter(m.movement_id for m in stored)
     return {
+        "wrong": wrong,
         "truth": result.truth,
         "found": result.predicted,
         "correct": result.correct,
@@ -265,6 +273,8 @@ def main() -> int:
         f"  missed: {r['missed'] or 'none'}; movements {r['movements']}, "
         f"movement ids recorded twice: {r['duplicate_ids']}"
     )
+    for line in r["wrong"]:
+        print(f"  wrong case crossings: {line}")
     return 0
 
 

@@ -457,3 +457,41 @@ def test_pyllrp_client_decodes_exactly_the_simulators_ground_truth() -> None:
         assert sorted(map(repr, got)) == sorted(map(repr, truth))
 
     asyncio.run(scenario())
+
+
+@pytest.mark.integration
+def test_the_device_down_alert_and_status_carry_the_readers_words(tmp_path: Path) -> None:
+    from edge_store.repository import EdgeStore
+    from gateway.app import Gateway
+    from gateway.domain.model import AlertKind
+    from tests.support.net import free_port
+    from tests.test_antenna_down import config
+
+    status = c.LLRPStatus(c.StatusCode.R_DEVICE_ERROR, "antenna hub fault")
+    expected = "the reader refused ADD_ROSPEC: DeviceError: antenna hub fault"
+
+    async def scenario() -> str:
+        async with simulator(fail_requests={c.MessageType.ADD_ROSPEC: status}) as sim:
+            gateway = Gateway(config(tmp_path, sim.port, free_port()))
+            task = asyncio.create_task(gateway.run())
+            try:
+                async with asyncio.timeout(20):
+                    while True:  # the store is the gateway's own record: poll it
+                        worker = gateway.worker
+                        if worker is not None and len(await worker.call(worker.store.alerts)):
+                            break
+                        await asyncio.sleep(0.05)
+                statuses = await worker.call(worker.store.device_statuses)
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        (reader,) = statuses
+        return reader.detail
+
+    detail = asyncio.run(scenario())
+    assert detail == expected
+    with EdgeStore.open(f"sqlite:///{tmp_path / 'edge.db'}", site="antenna-e2e") as store:
+        (alert,) = store.alerts(active_only=True)
+    assert alert.kind is AlertKind.DEVICE_DOWN
+    assert alert.message == f"llrp_reader door-1-reader is offline: {expected}"
