@@ -99,6 +99,7 @@ from gateway.domain.model import (
     MovementKind,
     Severity,
     Sku,
+    SourceType,
     StockLevel,
 )
 from gateway.domain.portal import PortalEngine, PortalSpec
@@ -363,6 +364,28 @@ def preflight(config: GatewayConfig, environ: Mapping[str, str] | None = None) -
     them: secrets resolve, TLS files load, the listeners' authentication rules hold.
     ``dockwatch check-config`` runs them too. Raises :class:`ConfigError`."""
     build_listeners(config, None, environ=environ)
+
+
+RECENT_MOVEMENTS = 5000
+"""At most this many of the latest movements tell a replayed journal where tags already went."""
+
+
+def _recent_destinations(
+    store: EdgeStore, last_seq: int, since: datetime
+) -> dict[str, tuple[str, int]]:
+    """EPC URI -> (location, crossing moment us) of the door movements observed since ``since``
+    among the latest ``RECENT_MOVEMENTS`` (the portal engine's memory, for a journal replay)."""
+    out: dict[str, tuple[str, int]] = {}
+    after = max(0, last_seq - RECENT_MOVEMENTS)
+    while page := store.movements_since(after):
+        for recorded in page:
+            m = recorded.movement
+            if m.source_type is SourceType.RFID_PORTAL and m.observed_at >= since:
+                moment = (m.to_location, round(m.observed_at.timestamp() * 1_000_000))
+                for epc in (*m.epcs, *((m.container,) if m.container else ())):
+                    out[epc] = moment
+        after = page[-1].seq
+    return out
 
 
 def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
@@ -790,6 +813,16 @@ class Gateway:
             "Tags the portal engine tracks",
             self.portal_engine.tracked_tags,
         )
+        portal = self.portal_engine.stats
+        for outcome in ("crossings", "repeats_suppressed", "one_sided", "low_confidence"):
+            put(
+                "dockwatch_portal_passes_total",
+                "counter",
+                "Door passes decided since start, by outcome (crossings, repeats_suppressed: "
+                "a crossing to where the tag already was, one_sided, low_confidence)",
+                getattr(portal, outcome),
+                outcome=outcome,
+            )
         now = time.monotonic()
         for sink, connected in self._sinks_connected().items():
             put(
@@ -1347,6 +1380,13 @@ class Gateway:
         if not reports:
             return
         engine = self.portal_engine
+        assert self.worker is not None
+        since = datetime.fromtimestamp(
+            reports[0].received_us / 1e6 - self.config.debounce.portal.horizon_s, UTC
+        )
+        engine.assume_locations(
+            await self.worker.call(_recent_destinations, self.worker.store, self._last_seq, since)
+        )
         crossings = []
         for report in reports:
             crossings += engine.feed(report.reads, report.received_us)
