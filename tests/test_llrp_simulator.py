@@ -435,7 +435,7 @@ def test_rospec_lifecycle_and_state_errors() -> None:
     [
         (rospec(rospec_id=0), "ROSpecID 0"),
         (rospec(antennas=(9,)), "antenna 9"),
-        (rospec(start=c.ROSpecStartTriggerType.GPI), "no GPI"),
+        (rospec(start=c.ROSpecStartTriggerType.GPI), "GPI trigger without a GPI port"),
         (
             c.ROSpec(rospec_id=3, current_state=c.ROSpecState.ACTIVE, ai_specs=rospec().ai_specs),
             "must be Disabled",

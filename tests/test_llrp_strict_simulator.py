@@ -12,7 +12,7 @@ import pytest
 
 from gateway.domain.model import DeviceState
 from simulators.llrp import codec as c
-from simulators.llrp.server import LlrpReaderSimulator
+from simulators.llrp.server import GpioChange, LlrpReaderSimulator
 from simulators.llrp.source import TagPopulation
 from tests.test_llrp_adapter import ADAPTER_LOGGER, make_adapter, running, simulator
 from tests.test_llrp_simulator import RawClient, full_selector, rospec, run
@@ -213,3 +213,101 @@ def test_the_reader_id_is_an_eui64() -> None:
     reader_id = run(scenario)
     assert len(reader_id) == 8
     assert reader_id[0] & 0x03 == 0x02  # locally administered, unicast
+
+
+def test_gpo_writes_are_recorded_with_their_time() -> None:
+    async def scenario() -> tuple[float, float, list[GpioChange]]:
+        async with LlrpReaderSimulator() as sim:
+            client = await RawClient.connect(sim.port)
+            before = sim.clock()
+            write = c.SetReaderConfig(gpo_write_data=(c.GPOWriteData(2, True),))
+            assert (await client.status(write)).ok
+            write = c.SetReaderConfig(gpo_write_data=(c.GPOWriteData(2, False),))
+            assert (await client.status(write)).ok
+            after = sim.clock()
+            await client.close()
+            return before, after, sim.gpo_writes
+
+    before, after, writes = run(scenario)
+    assert [(w.port, w.high) for w in writes] == [(2, True), (2, False)]
+    assert all(before <= w.at_s <= after for w in writes)
+
+
+def test_a_gpi_edge_is_an_event_and_starts_and_stops_a_gpi_triggered_rospec() -> None:
+    async def scenario() -> tuple[list[c.LlrpMessage], list[GpioChange]]:
+        async with LlrpReaderSimulator(source=POPULATION, report_interval_s=0.02) as sim:
+            client = await RawClient.connect(sim.port)
+            events = c.ReaderEventNotificationSpec(
+                (
+                    c.EventNotificationState(c.EventType.GPI, True),
+                    c.EventNotificationState(c.EventType.ROSPEC, True),
+                )
+            )
+            assert (await client.status(c.SetReaderConfig(event_spec=events))).ok
+            spec = rospec(report=c.ROReportSpec(trigger=1, n=1, selector=full_selector()))
+            spec = c.ROSpec(
+                rospec_id=spec.rospec_id,
+                boundary=c.ROBoundarySpec(
+                    c.ROSpecStartTrigger(
+                        c.ROSpecStartTriggerType.GPI, gpi=c.GPITriggerValue(1, True, 0)
+                    ),
+                    c.ROSpecStopTrigger(
+                        c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT,
+                        gpi=c.GPITriggerValue(1, False, 0),
+                    ),
+                ),
+                ai_specs=spec.ai_specs,
+                report_spec=spec.report_spec,
+            )
+            assert (await client.status(c.AddROSpec(rospec=spec))).ok
+            assert (await client.status(c.EnableROSpec(spec_id=1))).ok
+            assert sim.inventorying == 0  # armed, waiting for the edge
+            sim.set_gpi(1, True)
+            seen: list[c.LlrpMessage] = []
+            while sum(isinstance(m, c.ROAccessReport) for m in seen) < 3:
+                seen.append(await client.recv())
+            assert sim.inventorying == 1
+            sim.set_gpi(1, False)
+            await sim.wait_for(lambda s: s.inventorying == 0, timeout_s=2)
+            while not any(
+                isinstance(m, c.ReaderEventNotification)
+                and m.data.rospec_event is not None
+                and m.data.rospec_event.event == 1
+                for m in seen
+            ):
+                seen.append(await client.recv())
+            await client.close()
+            return seen, sim.gpi_changes
+
+    messages, changes = run(scenario)
+    gpi = [
+        m.data.gpi_event
+        for m in messages
+        if isinstance(m, c.ReaderEventNotification) and m.data.gpi_event is not None
+    ]
+    assert gpi == [c.GPIEvent(1, True), c.GPIEvent(1, False)]
+    assert [(g.port, g.high) for g in changes] == [(1, True), (1, False)]
+
+
+def test_llrpkit_gpi_gated_inventory_starts_on_the_edge() -> None:
+    from llrpkit import Reader
+
+    async def scenario() -> int:
+        async with (
+            LlrpReaderSimulator(source=POPULATION, report_interval_s=0.02) as sim,
+            Reader("127.0.0.1", sim.port) as reader,
+        ):
+
+            async def inventory() -> int:
+                return len([t async for t in reader.inventory(gpi_trigger=1, max_tags=5)])
+
+            task = asyncio.create_task(inventory())
+            await sim.wait_for(
+                lambda s: s.stats.messages_in.get("ENABLE_ROSPEC", 0) > 0, timeout_s=5
+            )
+            assert sim.inventorying == 0
+            sim.set_gpi(1, True)
+            async with asyncio.timeout(10):
+                return await task
+
+    assert run(scenario) == 5

@@ -109,6 +109,16 @@ class SimulatorStats:
     protocol_errors: int
 
 
+@dataclass(frozen=True, slots=True)
+class GpioChange:
+    """A GPI level the simulator was driven to, or a GPO level a client wrote (SET_READER_CONFIG
+    GPOWriteData), at ``at_s`` on the simulator's clock."""
+
+    at_s: float
+    port: int
+    high: bool
+
+
 CAPABILITY_SECTIONS = frozenset({"general", "llrp", "regulatory", "air_protocol"})
 
 
@@ -245,6 +255,9 @@ class LlrpReaderSimulator:
         self._waiters: set[asyncio.Future[None]] = set()
         self._frozen = False
         self.cut_antennas: set[int] = set()  # fault: see cut_antenna()
+        self.gpi_levels: dict[int, bool] = dict.fromkeys(range(1, _GPIO_PORTS + 1), False)
+        self.gpi_changes: list[GpioChange] = []  # set_gpi(), in order
+        self.gpo_writes: list[GpioChange] = []  # every GPOWriteData a client applied, in order
         self._rospecs_added: list[c.ROSpec] = []
         self._in: Counter[str] = Counter()
         self._out: Counter[str] = Counter()
@@ -396,6 +409,22 @@ class LlrpReaderSimulator:
     @property
     def frozen(self) -> bool:
         return self._frozen
+
+    def set_gpi(self, port: int, high: bool) -> None:
+        """Stimulus: drive general-purpose input ``port`` (1..4) high or low, e.g. a light
+        barrier at the door. A change is recorded (``gpi_changes``) and, for each client, sent
+        as a GPIEvent when it enabled GPI events and left the port's input enabled, and it
+        starts ROSpecs armed with a matching GPI start trigger (and stops those with a matching
+        GPI stop trigger)."""
+        if not 1 <= port <= _GPIO_PORTS:
+            raise ValueError(f"no GPI port {port} (ports 1..{_GPIO_PORTS})")
+        if self.gpi_levels[port] == high:
+            return
+        self.gpi_levels[port] = high
+        self.gpi_changes.append(GpioChange(self.clock(), port, high))
+        logger.info("LLRP reader %s: GPI %d %s", self.reader_id, port, "high" if high else "low")
+        for session in list(self._sessions):
+            session.gpi_edge(port, high)
 
     def cut_antenna(self, antenna: int, *, cut: bool = True, announce: bool = False) -> None:
         """Fault: a knocked or cut antenna cable. The antenna hears nothing (its reads are
@@ -686,6 +715,7 @@ class _Session:
         rospec_event: c.ROSpecEvent | None = None,
         aispec_event: c.AISpecEvent | None = None,
         antenna_event: c.AntennaEvent | None = None,
+        gpi_event: c.GPIEvent | None = None,
     ) -> c.ReaderEventNotification:
         data = c.ReaderEventNotificationData(
             timestamp_us=self._now_us(),
@@ -694,8 +724,32 @@ class _Session:
             rospec_event=rospec_event,
             aispec_event=aispec_event,
             antenna_event=antenna_event,
+            gpi_event=gpi_event,
         )
         return c.ReaderEventNotification(msg_id=self._next_id(), data=data)
+
+    def gpi_edge(self, port: int, high: bool) -> None:
+        """A GPI changed (``LlrpReaderSimulator.set_gpi``): event, then the GPI triggers."""
+        if not self.config.gpi.get(port, True):
+            return  # a disabled input reports and triggers nothing
+        if self.config.events.get(c.EventType.GPI, False):
+            self.send(self._event(gpi_event=c.GPIEvent(port, high)))
+        for run in list(self.rospecs.values()):
+            start, stop = run.rospec.boundary.start, run.rospec.boundary.stop
+            if (
+                run.state == c.ROSpecState.INACTIVE
+                and start.trigger == c.ROSpecStartTriggerType.GPI
+                and start.gpi is not None
+                and (start.gpi.port, start.gpi.event) == (port, high)
+            ):
+                self._start(run)
+            elif (
+                run.state == c.ROSpecState.ACTIVE
+                and stop.trigger == c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT
+                and stop.gpi is not None
+                and (stop.gpi.port, stop.gpi.event) == (port, high)
+            ):
+                self._stop(run, c.ROSpecState.INACTIVE)
 
     def antenna_event(self, event: c.AntennaEvent) -> None:
         """Send an AntennaEvent if this client enabled them (ReaderEventNotificationSpec)."""
@@ -1025,6 +1079,7 @@ class _Session:
             cfg.gpi[gpi.port] = gpi.enabled
         for gpo in msg.gpo_write_data:
             cfg.gpo[gpo.port] = gpo.data
+            self.sim.gpo_writes.append(GpioChange(self.sim.clock(), gpo.port, gpo.data))
         if msg.events_and_reports is not None:
             cfg.events_and_reports = msg.events_and_reports
         if msg.keepalive is not None:
@@ -1096,24 +1151,25 @@ class _Session:
             raise _param_error(ptype, "ROSpec without AISpec", c.StatusCode.P_MISSING_PARAMETER)
         if len(rospec.ai_specs) > 8:
             raise _param_error(ptype, "more than 8 AISpecs", c.StatusCode.P_OVERFLOW_PARAMETER)
-        start = rospec.boundary.start.trigger
-        if start not in (
-            c.ROSpecStartTriggerType.NULL,
-            c.ROSpecStartTriggerType.IMMEDIATE,
-            c.ROSpecStartTriggerType.PERIODIC,
-        ):
-            raise _param_error(
+        boundary = rospec.boundary
+        for trigger, gpi, ptype in (
+            (
+                boundary.start.trigger == c.ROSpecStartTriggerType.GPI,
+                boundary.start.gpi,
                 c.ROSpecStartTrigger.TYPE,
-                f"start trigger {start} not supported (no GPI triggers)",
-                c.StatusCode.P_UNSUPPORTED_PARAMETER,
-            )
-        stop = rospec.boundary.stop.trigger
-        if stop not in (c.ROSpecStopTriggerType.NULL, c.ROSpecStopTriggerType.DURATION):
-            raise _param_error(
+            ),
+            (
+                boundary.stop.trigger == c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT,
+                boundary.stop.gpi,
                 c.ROSpecStopTrigger.TYPE,
-                f"stop trigger {stop} not supported",
-                c.StatusCode.P_UNSUPPORTED_PARAMETER,
-            )
+            ),
+        ):
+            if trigger and (gpi is None or not 1 <= gpi.port <= _GPIO_PORTS):
+                raise _param_error(
+                    ptype,
+                    f"GPI trigger without a GPI port 1..{_GPIO_PORTS}",
+                    c.StatusCode.P_MISSING_PARAMETER if gpi is None else c.StatusCode.P_FIELD_ERROR,
+                )
         for ai in rospec.ai_specs:
             if not ai.antenna_ids:
                 raise _param_error(c.AISpec.TYPE, "AISpec without antennas")
@@ -1215,6 +1271,12 @@ class _Session:
         deadline = None
         if boundary.stop.trigger == c.ROSpecStopTriggerType.DURATION:
             deadline = loop.time() + boundary.stop.duration_ms / 1000
+        elif (
+            boundary.stop.trigger == c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT
+            and boundary.stop.gpi is not None
+            and boundary.stop.gpi.timeout_ms
+        ):  # stopped by its GPI edge (gpi_edge), or by this timeout if none comes
+            deadline = loop.time() + boundary.stop.gpi.timeout_ms / 1000
         spec = self._report_spec(run)
         t_prev = self.sim.clock()
         while deadline is None or loop.time() < deadline:
