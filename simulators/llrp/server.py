@@ -9,6 +9,8 @@ Public API (stable; the gateway's LLRP adapter and its tests build on it)::
         sim.stats                        # messages in/out by type, reports and tag reads sent
         await sim.drop_connections()     # fault: abort every client socket
         sim.cut_antenna(2, announce=True)   # fault: antenna 2 hears nothing (AntennaEvent)
+        sim.set_gpi(1, True)                # stimulus: GPIEvent, GPI start/stop triggers
+        sim.gpo_writes, sim.gpi_changes     # GPIO changes with their time, in order
         await sim.inject_bytes(b"...")   # fault: raw bytes to every client
 
 Theory of operation
@@ -28,7 +30,9 @@ ERROR_MESSAGE) with M_ParameterError naming what is wrong. A frame whose header 
 ROSpecs follow LLRP's state machine: ADD (Disabled) -> ENABLE (Inactive; an Immediate start trigger
 starts it at once, a Periodic one after its offset and then every period) -> START (Active) ->
 STOP (Inactive) -> DISABLE (Disabled) -> DELETE; ID 0 means "all" for ENABLE, DISABLE and DELETE
-and is invalid for START and STOP; a wrong state or unknown ID is M_FieldError/A_Invalid.
+and is invalid for START and STOP; a wrong state or unknown ID is M_FieldError/A_Invalid. A GPI
+start trigger starts an Inactive ROSpec on its GPI edge (``set_gpi``), a GPI_With_Timeout stop
+trigger stops it on its edge or after its timeout.
 
 An active ROSpec runs its AISpecs in turn, forever unless its ROSpecStopTrigger has a duration.
 Each AISpec runs in inventory rounds of ``report_interval_s`` (0 = as fast as the client drains the
