@@ -33,6 +33,10 @@ How it is measured
   ``LLRPClient.handleMessage``: is anything lost or piling up between sllurp's thread and the
   loop?). "core" is the gateway process's CPU seconds per wall second while delivering.
 
+* The adapter writes the read journal (``gateway/adapters/journal.py``, as the gateway does by
+  default) to a temporary directory: its cost is part of the figures. ``--no-journal`` leaves it
+  out, for comparison.
+
 Targets: >= 30,000 reads/s and delivered / decode-only (wall clock) >= 0.8. The default run takes
 about 60 s.
 """
@@ -46,6 +50,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +59,7 @@ import uvloop
 from sllurp.llrp import LLRPClient, LLRPMessage
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from simulators.llrp import codec
 from simulators.llrp.server import LlrpReaderSimulator
@@ -242,6 +248,7 @@ async def one_run(
         keepalive_s=5.0,  # the watchdog allows 10 s of silence: a paused simulator is fine
         report_every_ms=200,
         report_every_tags=TAGS_PER_REPORT,
+        journal=None if args.journal_dir is None else JournalWriter(args.journal_dir, "bench"),
     )
     consumer = Consumer(queue)
     totals = Totals()
@@ -289,10 +296,22 @@ def main() -> int:
     parser.add_argument("--decode-seconds", type=float, default=1.0, help="decode-only per slice")
     parser.add_argument("--mode", choices=("pump", "inventory"), default="pump")
     parser.add_argument("--serve-pump", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--journal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the read journal, as the gateway does (default: yes)",
+    )
     args = parser.parse_args()
     if args.serve_pump is not None:
         uvloop.run(pump(args.serve_pump))
         return 0
+    with tempfile.TemporaryDirectory(prefix="llrp-journal-") as journal_dir:
+        args.journal_dir = Path(journal_dir) if args.journal else None
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
 
     counter = SllurpThreadCounter()
     port = free_port()
@@ -330,7 +349,8 @@ def main() -> int:
     print(
         f"LLRP ingest: {TAGS_PER_REPORT}-tag RO_ACCESS_REPORTs from a simulator in another process "
         f"(mode {args.mode}); medians of {args.runs} runs, each {args.slices} x (delivering "
-        f"{window:.1f} s, decode-only {args.decode_seconds:g} s) interleaved"
+        f"{window:.1f} s, decode-only {args.decode_seconds:g} s) interleaved; read journal "
+        f"{'on' if args.journal else 'off'}"
     )
     print(f"  reads/s on the event loop through LlrpReaderAdapter: {rate:,.0f}")
     print(

@@ -62,6 +62,7 @@ from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
+from gateway.adapters.journal import JournalWriter, replay_journal
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.adapters.metrics import MetricsServer, Sample, labelled, server_tls_context
 from gateway.adapters.modbus import (
@@ -85,6 +86,7 @@ from gateway.config import (
     resolve_secret,
 )
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
+from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite, ReceiptClosed
 from gateway.domain.model import (
@@ -98,6 +100,7 @@ from gateway.domain.model import (
     MovementKind,
     Severity,
     Sku,
+    SourceType,
     StockLevel,
 )
 from gateway.domain.portal import PortalEngine, PortalSpec
@@ -387,6 +390,28 @@ def preflight(config: GatewayConfig, environ: Mapping[str, str] | None = None) -
     build_listeners(config, None, environ=environ)
 
 
+RECENT_MOVEMENTS = 5000
+"""At most this many of the latest movements tell a replayed journal where tags already went."""
+
+
+def _recent_destinations(
+    store: EdgeStore, last_seq: int, since: datetime
+) -> dict[str, tuple[str, int]]:
+    """EPC URI -> (location, crossing moment us) of the door movements observed since ``since``
+    among the latest ``RECENT_MOVEMENTS`` (the portal engine's memory, for a journal replay)."""
+    out: dict[str, tuple[str, int]] = {}
+    after = max(0, last_seq - RECENT_MOVEMENTS)
+    while page := store.movements_since(after):
+        for recorded in page:
+            m = recorded.movement
+            if m.source_type is SourceType.RFID_PORTAL and m.observed_at >= since:
+                moment = (m.to_location, round(m.observed_at.timestamp() * 1_000_000))
+                for epc in (*m.epcs, *((m.container,) if m.container else ())):
+                    out[epc] = moment
+        after = page[-1].seq
+    return out
+
+
 def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
     return [
         PortalSpec(
@@ -506,6 +531,12 @@ class Gateway:
         self.portal_engine = PortalEngine(
             portals=portal_specs(config), catalog=self.catalog, params=config.debounce.portal
         )
+        self.antenna_health = AntennaHealth(
+            portal_specs(config), config.debounce.antenna, now=time.monotonic()
+        )
+        # AntennaEvents the readers reported, handled on the next portal tick.
+        self._antenna_reports: list[AntennaEvent] = []
+        self._journals: list[JournalWriter] = []
         self.shelf_engines: dict[str, ShelfEngine] = {}
         for shelf in config.shelves:
             item = config.item(shelf.sku)
@@ -612,6 +643,9 @@ class Gateway:
                 # The shelf engines start afresh and raise these again if still true; left
                 # active, a condition that ended while we were down would never clear.
                 self._stale_alerts.append(alert)
+            if alert.kind is AlertKind.ANTENNA_DOWN:
+                reader, _, antenna = alert.subject.rpartition("/")
+                self.antenna_health.restore_down(DeviceId(reader), int(antenna), time.monotonic())
         return worker
 
     def _build_sinks(self, store: EdgeStore) -> None:
@@ -729,6 +763,32 @@ class Gateway:
                 reader=reader,
                 antenna=str(antenna),
             )
+        health = self.antenna_health
+        down = health.down()
+        since_read = health.seconds_since_read(time.monotonic())
+        for (reader, antenna), rate in health.rates().items():
+            labels = {"reader": reader, "antenna": str(antenna)}
+            put(
+                "dockwatch_antenna_read_rate",
+                "gauge",
+                "Reads per second of a portal antenna over the last debounce.antenna window",
+                rate,
+                **labels,
+            )
+            put(
+                "dockwatch_antenna_up",
+                "gauge",
+                "0 while a portal antenna is down (antenna_down alert), else 1",
+                float((reader, antenna) not in down),
+                **labels,
+            )
+            put(
+                "dockwatch_antenna_seconds_since_read",
+                "gauge",
+                "Seconds since a portal antenna last read a tag (or since start)",
+                since_read[reader, antenna],
+                **labels,
+            )
         put(
             "dockwatch_read_queue_batches",
             "gauge",
@@ -751,6 +811,14 @@ class Gateway:
             )
         for reader_id, adapter in self.readers.items():
             stats = adapter.stats
+            if stats.clock_skew_s is not None:
+                put(
+                    "dockwatch_reader_clock_skew_seconds",
+                    "gauge",
+                    "The reader's UTC clock minus the gateway's, at its last connection",
+                    stats.clock_skew_s,
+                    reader=reader_id,
+                )
             put(
                 "dockwatch_reader_dropped_batches_total",
                 "counter",
@@ -814,6 +882,16 @@ class Gateway:
             "Tags the portal engine tracks",
             self.portal_engine.tracked_tags,
         )
+        portal = self.portal_engine.stats
+        for outcome in ("crossings", "repeats_suppressed", "one_sided", "low_confidence"):
+            put(
+                "dockwatch_portal_passes_total",
+                "counter",
+                "Door passes decided since start, by outcome (crossings, repeats_suppressed: "
+                "a crossing to where the tag already was, one_sided, low_confidence)",
+                getattr(portal, outcome),
+                outcome=outcome,
+            )
         now = time.monotonic()
         for sink, connected in self._sinks_connected().items():
             put(
@@ -1207,6 +1285,9 @@ class Gateway:
                     by_antenna[key] += 1
                 else:
                     self._unexpected_antenna(read.reader_id, read.antenna)
+            recovered = self.antenna_health.feed(batch.reads, time.monotonic())
+            if recovered:
+                await self._antenna_events(recovered)
             crossings = engine.feed(batch.reads, self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
@@ -1238,6 +1319,42 @@ class Gateway:
             crossings = engine.advance(self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
+            reported, self._antenna_reports = self._antenna_reports, []
+            await self._antenna_events([*reported, *self.antenna_health.advance(time.monotonic())])
+
+    def _antenna_reported(self, reader_id: DeviceId, antenna: int, connected: bool) -> None:
+        """An LLRP adapter's AntennaEvent (on the loop); handled on the next tick."""
+        self._antenna_reports += self.antenna_health.reported(
+            reader_id, antenna, connected, time.monotonic()
+        )
+
+    async def _antenna_events(self, events: Sequence[AntennaEvent]) -> None:
+        """``antenna_down`` raised or cleared, and the reader marked degraded meanwhile."""
+        for event in events:
+            down = isinstance(event, AntennaDown)
+            adapter = self.readers.get(event.reader_id)
+            if adapter is not None:
+                detail = event.detail if isinstance(event, AntennaDown) else None
+                adapter.set_antenna_down(event.antenna, detail)
+            alert_id = f"{AlertKind.ANTENNA_DOWN}:{event.reader_id}:{event.antenna}"
+            if down == (alert_id in self._active_alerts):
+                continue
+            await self.raise_alert(
+                Alert(
+                    alert_id=alert_id,
+                    kind=AlertKind.ANTENNA_DOWN,
+                    severity=Severity.WARNING if down else Severity.INFO,
+                    subject=f"{event.reader_id}/{event.antenna}",
+                    message=(
+                        f"{event.reader_id}: {event.detail}"
+                        if isinstance(event, AntennaDown)
+                        else f"{event.reader_id}: antenna {event.antenna} reads again"
+                    ),
+                    raised_at=self._utcnow(),
+                    active=down,
+                    details={"portal": event.portal_id, "antenna": event.antenna},
+                )
+            )
 
     async def _shelf_loop(self) -> None:
         while True:
@@ -1369,8 +1486,54 @@ class Gateway:
                 await self.metrics.stop()
             if self.api is not None:
                 await self.api.stop()
+            for journal in self._journals:  # the readers' threads have been joined
+                journal.close()
             await asyncio.to_thread(self.worker.close)
             log.info("gateway %s stopped", self.config.site.id)
+
+    def _journal(self, reader_id: str) -> JournalWriter | None:
+        path = self.config.store.journal_path
+        if path is None:
+            return None
+        writer = JournalWriter(path, reader_id, segment_s=self.config.store.journal_segment_s)
+        self._journals.append(writer)
+        return writer
+
+    async def _replay_journal(self) -> None:
+        """Feed the portal engine the reads a killed predecessor journaled, so that the passes it
+        left open are decided now (gateway/adapters/journal.py); those it had decided come out
+        again with the same movement ids, and the store keeps them once."""
+        path = self.config.store.journal_path
+        if path is None or not self.config.readers:
+            return
+        started = time.monotonic()
+        reports = await asyncio.to_thread(
+            replay_journal, path, [reader.id for reader in self.config.readers]
+        )
+        if not reports:
+            return
+        engine = self.portal_engine
+        assert self.worker is not None
+        since = datetime.fromtimestamp(
+            reports[0].received_us / 1e6 - self.config.debounce.portal.horizon_s, UTC
+        )
+        engine.assume_locations(
+            await self.worker.call(_recent_destinations, self.worker.store, self._last_seq, since)
+        )
+        crossings = []
+        for report in reports:
+            crossings += engine.feed(report.reads, report.received_us)
+        result = await self.record(engine.movements(crossings)) if crossings else None
+        log.info(
+            "read journal: %d reads of %d reports from %.0f s replayed in %.2f s; "
+            "%d movement(s) recorded, %d already were (the rest is decided as reads go on)",
+            sum(len(r.reads) for r in reports),
+            len(reports),
+            (reports[-1].received_us - reports[0].received_us) / 1e6,
+            time.monotonic() - started,
+            0 if result is None else len(result.recorded),
+            0 if result is None else len(result.duplicates),
+        )
 
     def _build_devices(self) -> None:
         cfg = self.config
@@ -1393,6 +1556,8 @@ class Gateway:
                 report_every_ms=reader.report_every_ms,
                 tx_power_dbm=reader.tx_power_dbm,
                 tls=device_tls(reader.tls, f"readers[{i}].tls"),
+                on_antenna=self._antenna_reported,
+                journal=self._journal(reader.id),
             )
         if cfg.shelves:
             # One context per connection: the shelves behind it share it (config checks they
@@ -1435,6 +1600,7 @@ class Gateway:
             len(cfg.shelves),
             ", ".join(n for n, s in self._relays() if s is not None) or "none",
         )
+        await self._replay_journal()
         restarting = self._restarting
 
         def part(name: str, factory: Callable[[], Awaitable[None]]) -> Coroutine[Any, Any, None]:

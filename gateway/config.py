@@ -56,7 +56,7 @@ from gateway.documents import (
     shown,
 )
 from gateway.domain.model import MovementKind
-from gateway.domain.params import PortalParams, ShelfParams
+from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.errors import ConfigError
 
 __all__ = [
@@ -488,10 +488,24 @@ class StoreConfig:
         default=None, metadata=_m(secret=("password_file", "password_env"), internal=True)
     )
     """The database password (the URL never holds one): add it with ``URL.set(password=)``."""
+    journal_dir: Path | None = None
+    """Where the read journal lives (tag reports of the last minutes, replayed after a crash);
+    default: ``journal/`` next to a SQLite store file; a PostgreSQL store has none unless set."""
+    journal_segment_s: float = field(default=60.0, metadata=_POSITIVE)
+    """The journal keeps between one and two of these of reads."""
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite:")
+
+    @property
+    def journal_path(self) -> Path | None:
+        """The read journal's directory, or None when there is none."""
+        if self.journal_dir is not None:
+            return self.journal_dir
+        if self.is_sqlite and self.url.startswith("sqlite:///") and ":memory:" not in self.url:
+            return Path(self.url.removeprefix("sqlite:///")).parent / "journal"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -774,6 +788,15 @@ _SHELF_PARAM_META: Final = types.MappingProxyType(
     }
 )
 
+_ANTENNA_PARAM_META: Final = types.MappingProxyType(
+    {
+        "silence_s": _POSITIVE,
+        "min_peer_tags": _m(lo=1),
+        "forget_s": _POSITIVE,
+        "rate_window_s": _POSITIVE,
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class DebounceConfig:
@@ -786,6 +809,10 @@ class DebounceConfig:
     shelf: ShelfParams = field(
         default_factory=ShelfParams,
         metadata=_m(field_meta=_SHELF_PARAM_META, default_meta=_m(lo=0)),
+    )
+    antenna: AntennaParams = field(
+        default_factory=AntennaParams,
+        metadata=_m(field_meta=_ANTENNA_PARAM_META, default_meta=_m(lo=0)),
     )
 
 

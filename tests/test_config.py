@@ -24,7 +24,7 @@ from gateway.config import (
     resolve_secret,
 )
 from gateway.domain.model import MovementKind
-from gateway.domain.params import PortalParams, ShelfParams
+from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,9 +269,12 @@ def test_debounce_keys_are_the_params_fields() -> None:
         return out
 
     portal, shelf = changed(PortalParams()), changed(ShelfParams())
+    antenna = changed(AntennaParams())
     data = base()
-    data["debounce"] = {"portal": portal, "shelf": shelf}
+    data["debounce"] = {"portal": portal, "shelf": shelf, "antenna": antenna}
     cfg = parse_config(data, environ=NO_ENV)
+    assert cfg.debounce.antenna == AntennaParams(**antenna)  # type: ignore[arg-type]
+    assert cfg.debounce.antenna != AntennaParams()
     assert cfg.debounce.portal == PortalParams(**portal)  # type: ignore[arg-type]
     assert cfg.debounce.shelf == ShelfParams(**shelf)  # type: ignore[arg-type]
     assert cfg.debounce.portal != PortalParams()

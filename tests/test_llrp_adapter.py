@@ -396,12 +396,11 @@ def test_reads_from_every_antenna_arrive_as_tag_reads(
                 tasks[0].cancel()
             stopped_in = time.monotonic() - stop_started
             assert sllurp_threads() == []
-            # Shutdown while online starts politely (sllurp's disconnect opens with
-            # DELETE_ACCESSSPEC; one was sent at connect). Whether its DELETE_ROSPEC follows is
-            # sllurp 3.0.5's race (it registers the reply handler after sending, so a fast
-            # reader's answer can be lost); the bounded polite timeout then hard-disconnects,
-            # which the time bound and the thread check above cover.
+            # Shutdown while online says goodbye (the adapter's, not sllurp's racy disconnect):
+            # DELETE_ACCESSSPEC (one was sent at connect), DELETE_ROSPEC, CLOSE_CONNECTION.
             assert sim.stats.messages_in.get("DELETE_ACCESSSPEC", 0) == 2
+            assert sim.stats.messages_in.get("DELETE_ROSPEC", 0) == 2
+            assert sim.stats.messages_in.get("CLOSE_CONNECTION", 0) == 1
         assert rec.states() == ["online", "offline"]
         assert rec.statuses[-1].detail == "adapter stopped"
         assert all(s.device_id == "door-1-reader" for s in rec.statuses)

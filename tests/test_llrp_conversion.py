@@ -132,6 +132,7 @@ def test_a_reply_that_cannot_be_sent_is_a_lost_connection_not_a_crash() -> None:
     sink = _SessionSink(
         reports=lambda *a: None,
         message=lambda *a: None,
+        refused=lambda *a: None,
         inventorying=lambda *a: None,
         failed=lambda *a: None,
         disconnected=lambda *a: None,

@@ -369,7 +369,7 @@ def test_reader_config_reflects_what_the_client_set() -> None:
             assert c.EventNotificationState(c.EventType.ROSPEC, True) in cfg.event_spec.states
             assert [p.antenna_id for p in cfg.antenna_properties] == [1, 2, 3, 4]
             assert cfg.identification is not None
-            assert len(cfg.identification.reader_id) == 6
+            assert len(cfg.identification.reader_id) == 8  # IDType 0: an EUI-64
             one = await client.request(c.GetReaderConfig(antenna_id=3, requested=2))
             assert isinstance(one, c.GetReaderConfigResponse)
             assert [p.antenna_id for p in one.antenna_properties] == [3]
@@ -435,7 +435,7 @@ def test_rospec_lifecycle_and_state_errors() -> None:
     [
         (rospec(rospec_id=0), "ROSpecID 0"),
         (rospec(antennas=(9,)), "antenna 9"),
-        (rospec(start=c.ROSpecStartTriggerType.GPI), "no GPI"),
+        (rospec(start=c.ROSpecStartTriggerType.GPI), "GPI trigger without a GPI port"),
         (
             c.ROSpec(rospec_id=3, current_state=c.ROSpecState.ACTIVE, ai_specs=rospec().ai_specs),
             "must be Disabled",
@@ -813,7 +813,7 @@ def test_inject_bytes_reaches_every_client_verbatim() -> None:
     garbage = bytes.fromhex("043d ffffffff 00000001 deadbeef")
 
     async def scenario() -> None:
-        async with LlrpReaderSimulator() as sim:
+        async with LlrpReaderSimulator(max_clients=None) as sim:
             clients = [await RawClient.connect(sim.port) for _ in range(2)]
             await sim.wait_for(lambda s: s.connections == 2, timeout_s=2)
             await sim.inject_bytes(garbage)

@@ -669,3 +669,23 @@ def test_decided_by_reports_the_trigger() -> None:
     engine = make_engine()
     crossings = run(engine, crossing(case_epc(12)))
     assert crossings[0].evidence.decided_by in {DecidedBy.IDLE, DecidedBy.QUIET_SIDE}
+
+
+def test_assumed_locations_suppress_a_crossing_to_where_the_tag_already_went() -> None:
+    """After a restart the app gives the engine the destinations of recent door movements
+    (``assume_locations``): a replayed pass to the same place is a repeat, not a new crossing;
+    to another place, or beyond ``horizon_s``, it is a crossing."""
+    uri = {n: f"urn:epc:id:sgtin:0614141.012345.{n}" for n in (60, 61, 62)}
+    engine = make_engine(params=PortalParams(horizon_s=600.0))
+    engine.assume_locations(
+        {
+            uri[60]: ("receiving", T0 - 60_000_000),  # went in a minute ago: this is a repeat
+            uri[61]: ("yard", T0 - 60_000_000),  # went out: coming in is new
+            uri[62]: ("receiving", T0 - 700_000_000),  # beyond horizon_s: forgotten
+        }
+    )
+    reads = crossing(case_epc(60)) + crossing(case_epc(61), seed=2) + crossing(case_epc(62), seed=3)
+    crossings = run(engine, reads)
+
+    assert sorted(c.uri for c in crossings) == [uri[61], uri[62]]
+    assert engine.stats.repeats_suppressed == 1

@@ -40,7 +40,13 @@ Watchdog (the gateway's, not sllurp's). A session is torn down when
   * a frame header is absurd (version, or a length outside [10, ``max_frame_bytes``]) or a
     message does not decode: the byte stream can no longer be trusted, so we do not resync;
   * the reader's capabilities cannot serve the configuration (fewer antennas than configured,
-    no UTC clock, no regulatory capabilities), or it refuses a step of the handshake.
+    no UTC clock, no regulatory capabilities), or it refuses a step inventory needs.
+
+Dialects. Readers refuse what they do not implement (ERROR_MESSAGE naming the message ID, or a
+non-success LLRPStatus). ``send_data`` notes which request each message ID is; ``_vet`` (sllurp's
+thread) sorts each refusal by :data:`LLRP_STEPS`: a required step ends the session in the
+reader's own words; an optional one is reported (logged once per adapter) and sllurp is shown
+that step's response as successful, since its state machine knows no optional steps.
 
 States (``on_status`` is called on changes only). ``online``: inventorying. ``degraded``: the link
 is up but something is wrong (malformed tag entries, reports missing a requested field, the
@@ -56,8 +62,11 @@ most ``MAX_HANDOVERS_IN_FLIGHT`` posts of reports wait for the loop; beyond that
 waits, and TCP pushes back on the reader.
 
 sllurp 3.0.5 traps handled here: its own reconnect waits a fixed 60 s (we set ``reconnect=False``
-and own reconnection); ``disconnect()`` can hang forever and its thread is not a daemon (we bound
-the polite disconnect, then interrupt, join and verify the thread is gone); its framing buffers
+and own reconnection); ``disconnect()`` can hang forever and never sends CLOSE_CONNECTION (we do
+not use it: :meth:`_ReaderClient.goodbye` sends DELETE_ACCESSSPEC, DELETE_ROSPEC and
+CLOSE_CONNECTION and waits, bounded, for the response); its thread is not a daemon (we interrupt,
+join and verify the thread is gone); its ROSpec starts on an Immediate trigger and it never sends
+START_ROSPEC (we send it after ENABLE_ROSPEC); its framing buffers
 forever on an absurd length and silently skips bytes after a decode error (we frame ourselves);
 its ROSpec omits AntennaID/PeakRSSI/FirstSeen and enables only antenna 1 unless told (we request
 every field and antenna explicitly); its socket is IPv4 only (we reject IPv6 hosts up front).
@@ -69,6 +78,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import operator
 import select
 import socket
@@ -77,7 +87,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -85,6 +95,7 @@ from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPRea
 from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
 from gateway.adapters.backoff import Backoff
+from gateway.adapters.journal import JournalWriter
 from gateway.adapters.tls import describe_tls_error
 from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
 from gateway.errors import ConfigError, DeviceError, ProtocolError
@@ -106,7 +117,7 @@ MAX_HANDOVERS_IN_FLIGHT: Final = 4
 RECV_BYTES: Final = 64 * 1024
 
 # Exceptions sllurp's pure-Python decoders raise on bytes they cannot make sense of.
-_DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
+DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)
 
 # The TagReportData fields the ROSpec requests; a reader that omits one is degraded.
 _REQUESTED_FIELDS: Final = frozenset(
@@ -124,6 +135,177 @@ _TAG_CONTENT_SELECTOR: Final[Mapping[str, bool]] = {
     "EnableTagSeenCount": True,
     "EnableAccessSpecID": False,
 }
+
+
+# What the gateway sends a reader (through sllurp, or itself when closing), and whether inventory
+# needs it. A refusal (ERROR_MESSAGE naming the request's message ID, or a response whose
+# LLRPStatus is not Success) of an optional step is logged once and the session goes on; a refusal
+# of a required step ends the session with the reader's own words. docs/llrp.md has this table.
+
+
+@dataclass(frozen=True, slots=True)
+class LlrpStep:
+    """One request the gateway sends: its response (None: the spec defines none on success),
+    whether inventory needs it, and what the session does without it."""
+
+    request: str
+    response: str | None
+    required: bool
+    without_it: str
+
+
+LLRP_STEPS: Final[Mapping[str, LlrpStep]] = {
+    step.request: step
+    for step in (
+        LlrpStep(
+            "GET_READER_CAPABILITIES",
+            "GET_READER_CAPABILITIES_RESPONSE",
+            True,
+            "nothing: antennas, clock and power table must be known",
+        ),
+        LlrpStep(
+            "GET_READER_CONFIG",
+            "GET_READER_CONFIG_RESPONSE",
+            False,
+            "the gateway reads nothing from it; goes on",
+        ),
+        LlrpStep(
+            "ENABLE_EVENTS_AND_REPORTS",
+            None,
+            False,
+            "the reader sends events and reports as it does by default",
+        ),
+        LlrpStep(
+            "SET_READER_CONFIG",
+            "SET_READER_CONFIG_RESPONSE",
+            False,
+            "no LLRP keepalives or antenna events: a dead link is found by TCP keepalives "
+            "(every keepalive_s) instead of the silence limit",
+        ),
+        LlrpStep(
+            "DELETE_ACCESSSPEC",
+            "DELETE_ACCESSSPEC_RESPONSE",
+            False,
+            "stale AccessSpecs (none are used) stay",
+        ),
+        LlrpStep(
+            "DELETE_ROSPEC",
+            "DELETE_ROSPEC_RESPONSE",
+            False,
+            "a stale ROSpec may stay; ADD_ROSPEC then says whether it is in the way",
+        ),
+        LlrpStep("ADD_ROSPEC", "ADD_ROSPEC_RESPONSE", True, "no inventory: the session ends"),
+        LlrpStep("ENABLE_ROSPEC", "ENABLE_ROSPEC_RESPONSE", True, "no inventory: the session ends"),
+        LlrpStep(
+            "START_ROSPEC",
+            "START_ROSPEC_RESPONSE",
+            False,
+            "sent by the adapter after ENABLE_ROSPEC: refused (debug log) by a reader that "
+            "started the ROSpec when enabled, as its Immediate start trigger asks",
+        ),
+        LlrpStep("KEEPALIVE_ACK", None, False, "the reader may close a link it thinks dead"),
+        LlrpStep(
+            "CLOSE_CONNECTION",
+            "CLOSE_CONNECTION_RESPONSE",
+            False,
+            "the gateway closes the socket (it is stopping anyway)",
+        ),
+    )
+}
+_REQUEST_OF_RESPONSE: Final[Mapping[str, str]] = {
+    step.response: step.request for step in LLRP_STEPS.values() if step.response is not None
+}
+# LLRP 1.0.1 message types of the requests above, to know which request an
+# ERROR_MESSAGE answers: it carries the message ID of the message it refuses.
+_REQUEST_TYPES: Final[Mapping[int, str]] = {
+    1: "GET_READER_CAPABILITIES",
+    2: "GET_READER_CONFIG",
+    3: "SET_READER_CONFIG",
+    14: "CLOSE_CONNECTION",
+    20: "ADD_ROSPEC",
+    21: "DELETE_ROSPEC",
+    22: "START_ROSPEC",
+    24: "ENABLE_ROSPEC",
+    41: "DELETE_ACCESSSPEC",
+    64: "ENABLE_EVENTS_AND_REPORTS",
+    72: "KEEPALIVE_ACK",
+}
+_TYPE_OF_REQUEST: Final[Mapping[str, int]] = {name: t for t, name in _REQUEST_TYPES.items()}
+# Requests remembered until answered (those without a response on success stay): the oldest are
+# forgotten beyond this many.
+_MAX_PENDING_REQUESTS: Final = 64
+# The ROSpecID of the one ROSpec sllurp adds.
+_SLLURP_ROSPEC_ID: Final = 1
+# Message IDs of the adapter's own messages count down from the top; sllurp's count up from 1.
+_OWN_ID_TOP: Final = 0xFFFFFFFF
+# ConnectionAttemptEvent statuses (LLRP 1.0.1 section 13.2.6.11) in words.
+_CONNECTION_REFUSALS: Final[Mapping[str, str]] = {  # sllurp's names for them
+    "Failed (a Reader initiated connection already exists)": (
+        "a reader-initiated connection already exists"
+    ),
+    "Failed (a Client initiated connection already exists)": (
+        "another client is already connected to the reader"
+    ),
+    "Failed (any reason other than a connection already exists)": (
+        "the reader refused it (not because of another connection)"
+    ),
+    "Another connection attempted": "another client tried to connect",
+}
+
+
+def llrp_status_text(status: object) -> str:
+    """The reader's own words from a sllurp LLRPStatus dict, as plain text.
+
+    ``{'StatusCode': 'UnsupportedMessage', 'ErrorDescription': b'no such thing'}`` becomes
+    ``UnsupportedMessage: no such thing``; a FieldError or ParameterError is appended.
+    """
+    if not isinstance(status, Mapping):
+        return "no LLRPStatus"
+    code = str(status.get("StatusCode", "unknown status"))
+    description = status.get("ErrorDescription", b"")
+    if isinstance(description, bytes | bytearray | memoryview):
+        description = bytes(description).decode("utf-8", errors="replace")
+    text = code if not description else f"{code}: {description}"
+    field_error = status.get("FieldError")
+    if isinstance(field_error, Mapping):
+        text += f" (field {field_error.get('FieldNum')}: {field_error.get('ErrorCode')})"
+    parameter = status.get("ParameterError")
+    if isinstance(parameter, Mapping):
+        text += f" (parameter type {parameter.get('ParameterType')}: {parameter.get('ErrorCode')})"
+    return text
+
+
+def _succeeded(body: Mapping[str, Any]) -> bool:
+    status = body.get("LLRPStatus")
+    return isinstance(status, Mapping) and status.get("StatusCode") == "Success"
+
+
+class _Substitute:
+    """What sllurp is shown instead of the refusal of an optional step: that step's response,
+    successful. sllurp's state machine knows no optional steps; without this it stalls (a refused
+    DELETE_ROSPEC never starts inventory) or raises (an ERROR_MESSAGE while configuring)."""
+
+    __slots__ = ("_name", "msgdict")
+
+    def __init__(self, name: str, body: Mapping[str, Any]) -> None:
+        self._name = name
+        self.msgdict = {
+            name: {**body, "LLRPStatus": {"StatusCode": "Success", "ErrorDescription": b""}}
+        }
+
+    def getName(self) -> str:  # sllurp's LLRPMessage interface
+        return self._name
+
+    def isSuccess(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<{self._name} substituted for a refusal>"
+
+
+def _frame_of(msg_type: int, msg_id: int, body: bytes = b"") -> bytes:
+    """One LLRP 1.0.1 message (version 1) with this type, ID and body."""
+    return _HEADER.pack((1 << 10) | msg_type, _HEADER.size + len(body), msg_id) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +343,10 @@ class LlrpAdapterStats:
     sessions_online: int = 0
     reconnects: int = 0
     last_error: str | None = None
+    # Optional steps the reader refused (request -> the reader's words); the session went on.
+    refused_steps: Mapping[str, str] = field(default_factory=dict)
+    # The reader's UTC clock minus the gateway's, from its ConnectionAttemptEvent timestamp.
+    clock_skew_s: float | None = None
 
 
 def tag_read_from_sllurp(reader_id: DeviceId, entry: Mapping[str, Any]) -> TagRead:
@@ -290,6 +476,8 @@ def reader_config(
             "reconnect": False,  # sllurp's reconnect sleeps a fixed 60 s; the adapter owns it
             "start_inventory": True,
             "reset_on_connect": True,  # delete stale ROSpecs/AccessSpecs a previous run left
+            # AntennaEvent: a reader that notices a pulled cable says so (antenna health)
+            "event_selector": {"AntennaEvent": True},
         }
     )
 
@@ -307,11 +495,19 @@ class LinkWatchdog:
     started_at: float = 0.0
     inventory_at: float | None = None
     last_heard: float = 0.0
+    # The last thing the reader refused in this session, named in the handshake verdict: a
+    # reader that refuses a step sllurp waits on is otherwise only "silent".
+    last_refusal: str | None = None
+    # False once the reader refused SET_READER_CONFIG (no LLRP keepalives will come): silence
+    # then proves nothing, and TCP keepalives find a dead peer instead.
+    keepalives: bool = True
 
     def begin(self, now: float) -> None:
         self.started_at = now
         self.inventory_at = None
         self.last_heard = now
+        self.last_refusal = None
+        self.keepalives = True
 
     def heard(self, now: float) -> None:
         self.last_heard = max(self.last_heard, now)
@@ -323,12 +519,19 @@ class LinkWatchdog:
     def deadline(self) -> float:
         if self.inventory_at is None:
             return self.started_at + self.connect_timeout_s
+        if not self.keepalives:
+            return math.inf
         return self.last_heard + self.silence_limit_s
 
     def verdict(self, now: float) -> str | None:
         if now < self.deadline():
             return None
         if self.inventory_at is None:
+            if self.last_refusal is not None:
+                return (
+                    f"no LLRP handshake within {self.connect_timeout_s:g} s; "
+                    f"the reader refused {self.last_refusal}"
+                )
             return f"no LLRP handshake within {self.connect_timeout_s:g} s"
         return (
             f"no message from the reader for {now - self.last_heard:.1f} s "
@@ -342,6 +545,7 @@ class _SessionSink:
 
     reports: Callable[[int, list[ConvertedReport], Callable[[], None]], None]
     message: Callable[[int, str, Mapping[str, Any]], None]
+    refused: Callable[[int, str | None, str], None]
     inventorying: Callable[[int], None]
     failed: Callable[[int, str, BaseException | None], None]
     disconnected: Callable[[int], None]
@@ -377,10 +581,26 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         sink: _SessionSink,
         reader_id: DeviceId,
         tls: ssl.SSLContext | None = None,
+        tcp_keepalive_s: float | None = None,
+        journal: JournalWriter | None = None,
     ) -> None:
         super().__init__(host, port, config=config, timeout=socket_timeout_s)
         self._reader_id = reader_id
         self._tls = tls
+        self._tcp_keepalive_s = tcp_keepalive_s
+        # Whole messages go out under this lock: sllurp's thread (KEEPALIVE_ACK, the next step)
+        # and the executor (the goodbye) may send at once, and sendall() from two threads can
+        # interleave their bytes.
+        self._send_lock = threading.Lock()
+        # message ID -> request name, for the requests of LLRP_STEPS not yet answered; written
+        # by whoever sends, read by sllurp's thread (single dict operations: atomic).
+        self._requests: dict[int, str] = {}
+        self._own_ids: dict[int, str] = {}  # the adapter's own messages (the goodbye)
+        self._next_own_id = _OWN_ID_TOP
+        self._goodbye_answered = threading.Event()
+        # The RO_ACCESS_REPORT frames of the current socket read, for the read journal.
+        self._journal = journal
+        self._journal_frames: list[bytes] = []
         # One SSL object must not be used by two threads at once (OpenSSL's rule): sllurp's
         # thread reads, and the executor's polite disconnect writes. Held only for non-blocking
         # calls, so neither side ever waits on the network while holding it.
@@ -493,11 +713,25 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 break
 
     def send_data(self, data: bytes) -> None:
-        """sllurp's send; over TLS, non-blocking writes under the SSL lock (see ``_tls_lock``)."""
-        sock = self._socket
-        if not isinstance(sock, ssl.SSLSocket):
-            super().send_data(data)
-            return
+        """sllurp's send, one whole message at a time; remembers which request has which
+        message ID (an ERROR_MESSAGE names only the ID). Over TLS, non-blocking writes under
+        the SSL lock (see ``_tls_lock``)."""
+        if len(data) >= _HEADER.size:
+            type_field, _, msg_id = _HEADER.unpack_from(data)
+            request = _REQUEST_TYPES.get(type_field & 0x3FF)
+            if request is not None and request != "KEEPALIVE_ACK":
+                requests = self._requests
+                requests[msg_id] = request
+                if len(requests) > _MAX_PENDING_REQUESTS:
+                    requests.pop(next(iter(requests)), None)
+        with self._send_lock:
+            sock = self._socket
+            if not isinstance(sock, ssl.SSLSocket):
+                super().send_data(data)
+                return
+            self._send_tls(sock, data)
+
+    def _send_tls(self, sock: ssl.SSLSocket, data: bytes) -> None:
         view = memoryview(data)
         deadline = time.monotonic() + self._socktimeout
         while view:
@@ -523,6 +757,11 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         try:
             self._frame(data)
         finally:
+            if self._journal_frames:
+                # Journaled before the loop sees them: whatever reached the gateway survives.
+                assert self._journal is not None
+                self._journal.append(self._journal.wall_us(), b"".join(self._journal_frames))
+                self._journal_frames.clear()
             self._hand_over()
 
     def _frame(self, data: bytes | memoryview) -> None:
@@ -546,7 +785,7 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             del buffer[:length]
             try:
                 message = LLRPMessage(msgbytes=frame)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 self._give_up(f"undecodable LLRP message (type {type_field & 0x3FF}): {exc!r}", exc)
                 return
             name = message.getName()
@@ -557,11 +796,19 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 self._pending_reports.append(
                     tag_reads_from_sllurp(self._reader_id, body["TagReportData"])
                 )
+                if self._journal is not None:
+                    self._journal_frames.append(frame)
             else:
+                vetted = self._vet(message, name, body)
+                if self._stream_failed:
+                    return
+                if vetted is None:
+                    continue
+                message = vetted
                 self._emit(self._events.message, self._session_no, name, body)
             try:
                 self.llrp.handleMessage(message)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 # ReaderConfigurationError (an LLRPError) when the reader refuses a handshake
                 # step; KeyError & co. when a capability sllurp expects is missing.
                 self._give_up(f"LLRP handshake failed in sllurp: {exc!r}", exc)
@@ -571,6 +818,53 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
                 # a connection that broke meanwhile is a lost connection, not a crash.
                 self._give_up(f"connection lost while answering the reader: {exc!r}", exc)
                 return
+
+    def _vet(self, message: Any, name: str, body: Mapping[str, Any]) -> Any | None:
+        """Decide what a reply to one of our requests means (sllurp's thread).
+
+        Returns what sllurp should be shown: the message itself, a :class:`_Substitute` for
+        the refusal of an optional step that sllurp waits on, or ``None`` (nothing: a refusal
+        of a step without response, an answer to the adapter's own messages, or a refusal of a
+        required step, after which the stream is given up).
+        """
+        msg_id: int = body.get("ID", -1)
+        if name == "ERROR_MESSAGE":
+            request = self._requests.pop(msg_id, None)
+        else:
+            request = _REQUEST_OF_RESPONSE.get(name)
+            if request is None:
+                return message  # not a response: a report, an event, a keepalive
+            self._requests.pop(msg_id, None)
+        own = self._own_ids.pop(msg_id, None)
+        if own is not None:
+            if own == "CLOSE_CONNECTION":
+                self._goodbye_answered.set()
+            if name == "ERROR_MESSAGE" or not _succeeded(body):
+                logger.debug(
+                    "LLRP reader %s refused the adapter's %s: %s",
+                    self._reader_id,
+                    own,
+                    llrp_status_text(body.get("LLRPStatus")),
+                )
+            return None
+        if name != "ERROR_MESSAGE" and _succeeded(body):
+            if name == "ENABLE_ROSPEC_RESPONSE":
+                self._start_rospec()
+            return message
+        text = llrp_status_text(body.get("LLRPStatus"))
+        step = None if request is None else LLRP_STEPS.get(request)
+        if step is None:
+            # An ERROR_MESSAGE answering no request we know of (message ID 0: a frame the reader
+            # could not even parse). Reported; if it held a step up, the handshake deadline says.
+            self._emit(self._events.refused, self._session_no, None, text)
+            return None
+        if step.required:
+            self._give_up(f"the reader refused {step.request}: {text}")
+            return None
+        self._emit(self._events.refused, self._session_no, step.request, text)
+        if step.response is None:
+            return None
+        return _Substitute(step.response, body if name == step.response else {"ID": msg_id})
 
     def _hand_over(self) -> None:
         """Post the pending reports, once the loop has taken enough earlier hand-overs."""
@@ -623,6 +917,13 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             sock.connect((self._host, self._port))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tcp_keepalive_s is not None and hasattr(socket, "TCP_KEEPIDLE"):
+                # The kernel's probes find a dead peer even when the reader refused LLRP
+                # keepalives (SET_READER_CONFIG): about 3 periods of silence.
+                period = max(1, round(self._tcp_keepalive_s))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, period)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, period)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
             if self._tls is not None:
                 sock = self._tls_handshake(sock)
         except BaseException:
@@ -649,15 +950,16 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
     def close(self, *, polite_timeout_s: float, join_timeout_s: float) -> bool:
         """Stop the session's thread and close its socket; return whether the thread is gone.
 
-        ``polite_timeout_s > 0`` first asks the reader to delete its ROSpecs (sllurp's
-        ``disconnect``), which can hang forever in sllurp 3.0.5, hence the bound.
+        ``polite_timeout_s > 0`` first says goodbye (:meth:`goodbye`), bounded by it.
         """
         worker = self._worker
-        if polite_timeout_s > 0 and worker is not None and worker.is_alive():
-            try:
-                self.disconnect(timeout=polite_timeout_s)
-            except (OSError, LLRPError) as exc:
-                logger.debug("polite LLRP disconnect failed: %r", exc)
+        if (
+            polite_timeout_s > 0
+            and worker is not None
+            and worker.is_alive()
+            and not self._stream_failed
+        ):
+            self.goodbye(polite_timeout_s)
         # Wake the thread from select() without closing the socket under it (closing first
         # makes its next select() fail with a logged traceback); close once it has exited.
         self._stop_main_loop.set()
@@ -672,6 +974,56 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             worker.join(join_timeout_s)
         self.hard_disconnect()
         return worker is None or not worker.is_alive()
+
+    def _own_frame(self, request: str, body: bytes = b"") -> bytes:
+        """A message of the adapter's own (not sllurp's): its reply is the adapter's too."""
+        msg_id = self._next_own_id
+        self._next_own_id -= 1
+        self._own_ids[msg_id] = request
+        return _frame_of(_TYPE_OF_REQUEST[request], msg_id, body)
+
+    def _start_rospec(self) -> None:
+        """START_ROSPEC once sllurp's ROSpec is enabled (sllurp's thread).
+
+        sllurp's ROSpec has an Immediate start trigger (LLRP: it starts when enabled) and sllurp
+        never sends START_ROSPEC; some readers (llrpkit's emulator) only start a ROSpec on
+        START_ROSPEC or a GPI edge. A reader that did start it answers with an error (the ROSpec
+        is already active), which is expected and logged at debug level only.
+        """
+        try:
+            self.send_data(self._own_frame("START_ROSPEC", struct.pack("!I", _SLLURP_ROSPEC_ID)))
+        except (OSError, LLRPError) as exc:
+            self._give_up(f"connection lost while starting the ROSpec: {exc!r}", exc)
+
+    def goodbye(self, timeout_s: float) -> bool:
+        """Delete our AccessSpecs and ROSpecs and close the LLRP connection (LLRP 1.0.1
+        section 12.1.5: the client sends CLOSE_CONNECTION); wait up to ``timeout_s`` for
+        CLOSE_CONNECTION_RESPONSE. Returns whether it came.
+
+        Not sllurp's ``disconnect()``: that sends DELETE_ACCESSSPEC before registering the
+        handler of its reply (a fast reader wins the race and it waits for ever) and never sends
+        CLOSE_CONNECTION. The three messages go in one write; replies come in order, so the
+        last one answered means all were. Their replies are the adapter's, not sllurp's.
+        """
+        frames = (
+            self._own_frame("DELETE_ACCESSSPEC", struct.pack("!I", 0)),  # 0: all of them
+            self._own_frame("DELETE_ROSPEC", struct.pack("!I", 0)),
+            self._own_frame("CLOSE_CONNECTION"),
+        )
+        try:
+            self.send_data(b"".join(frames))
+        except (OSError, LLRPError) as exc:
+            logger.debug("LLRP goodbye to %s:%s failed: %r", self._host, self._port, exc)
+            return False
+        answered = self._goodbye_answered.wait(timeout_s)
+        if not answered:
+            logger.debug(
+                "LLRP reader %s:%s did not answer CLOSE_CONNECTION within %.1f s",
+                self._host,
+                self._port,
+                timeout_s,
+            )
+        return answered
 
     def hard_disconnect(self) -> None:
         # sllurp's, under the SSL lock: it drops the SSL object another thread may be using
@@ -714,6 +1066,9 @@ class LlrpReaderAdapter:
         thread_join_s: float = 3.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         tls: ssl.SSLContext | None = None,
+        on_antenna: Callable[[DeviceId, int, bool], None] | None = None,
+        max_clock_skew_s: float = 2.0,
+        journal: JournalWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -753,6 +1108,9 @@ class LlrpReaderAdapter:
         self._thread_join_s = thread_join_s
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
+        self._on_antenna = on_antenna
+        self._journal = journal
+        self._max_clock_skew_s = max_clock_skew_s
         self._clock = clock
         self._utcnow = utcnow
 
@@ -769,6 +1127,15 @@ class LlrpReaderAdapter:
         # problem key -> (last time seen, detail); the reader is degraded while any is recent.
         self._problems: dict[str, tuple[float, str]] = {}
         self._warned: set[str] = set()
+        # Optional steps the reader refused: request -> its words (last session that did), and
+        # what was logged already (once per adapter, not per reconnect).
+        self._refusals: dict[str, str] = {}
+        self._refusals_logged: set[tuple[str, str]] = set()
+        # Lasting conditions (key -> detail) that degrade the reader until cleared: an antenna
+        # down (told by the app's antenna health), the reader's clock off (per session).
+        self._conditions: dict[str, str] = {}
+        self._degraded_keys: frozenset[str] = frozenset()
+        self._clock_skew_s: float | None = None
 
         self._reads = 0
         self._batches = 0
@@ -797,11 +1164,29 @@ class LlrpReaderAdapter:
             sessions_online=self._sessions_online,
             reconnects=max(0, self._connects - 1),
             last_error=self._last_error,
+            refused_steps=dict(self._refusals),
+            clock_skew_s=self._clock_skew_s,
         )
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def set_antenna_down(self, antenna: int, detail: str | None) -> None:
+        """Mark the reader degraded while one of its antennas is down (``detail``), or clear it
+        (``None``). Antenna health is judged by the portal's reads (``gateway.domain.antenna``)."""
+        self._set_condition(f"antenna {antenna}", detail)
+
+    def _set_condition(self, key: str, detail: str | None) -> None:
+        if detail is None:
+            if self._conditions.pop(key, None) is None:
+                return
+        elif self._conditions.get(key) == detail:
+            return
+        else:
+            self._conditions[key] = detail
+        if self._watchdog.inventory_at is not None and self._state is not DeviceState.OFFLINE:
+            self._refresh_state(self._clock())
 
     async def run(self) -> None:
         if self._running:
@@ -837,6 +1222,7 @@ class LlrpReaderAdapter:
         session = self._session
         self._failure = None
         self._problems.clear()
+        self._conditions.pop("clock", None)
         self._wake.clear()
         self._connects += 1
         self._watchdog.begin(self._clock())
@@ -858,6 +1244,8 @@ class LlrpReaderAdapter:
             sink=self._sink(),
             reader_id=self.reader_id,
             tls=self._tls,
+            tcp_keepalive_s=self._keepalive_s,
+            journal=self._journal,
         )
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
         connecting.add_done_callback(lambda _: self._wake.set())
@@ -897,7 +1285,8 @@ class LlrpReaderAdapter:
                 wake_at = min(wake_at, self._problems_expire_at())
             self._wake.clear()
             try:
-                async with asyncio.timeout(max(0.0, wake_at - now)):
+                delay = None if wake_at == math.inf else max(0.0, wake_at - now)
+                async with asyncio.timeout(delay):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -936,6 +1325,7 @@ class LlrpReaderAdapter:
         return _SessionSink(
             reports=self._on_reports,
             message=self._on_message,
+            refused=self._on_refused,
             inventorying=self._on_inventorying,
             failed=self._fail,
             disconnected=self._on_disconnected,
@@ -979,11 +1369,73 @@ class LlrpReaderAdapter:
             if problem is not None:
                 self._fail(session, problem)
         elif name == "READER_EVENT_NOTIFICATION":
-            attempt = body.get("ReaderEventNotificationData", {}).get("ConnectionAttemptEvent")
+            data = body.get("ReaderEventNotificationData", {})
+            attempt = data.get("ConnectionAttemptEvent")
+            if attempt is not None:
+                self._check_clock(data.get("UTCTimestamp"))
+            antenna_event = data.get("AntennaEvent")
+            if isinstance(antenna_event, Mapping) and self._on_antenna is not None:
+                self._on_antenna(
+                    self.reader_id,
+                    int(antenna_event.get("AntennaID", 0)),
+                    antenna_event.get("EventType") == "Connected",
+                )
             if attempt is not None and attempt.get("Status") != "Success":
-                self._fail(session, f"reader refused the connection: {attempt.get('Status')}")
-        elif name == "ERROR_MESSAGE":
-            self._fail(session, f"reader sent ERROR_MESSAGE: {body.get('LLRPStatus')}")
+                status = str(attempt.get("Status"))
+                self._fail(
+                    session,
+                    f"reader refused the connection: {_CONNECTION_REFUSALS.get(status, status)}",
+                )
+
+    def _check_clock(self, stamp: object) -> None:
+        """The reader's clock against the gateway's, from the connection event's UTCTimestamp
+        (sent the moment the reader accepts us; a few ms of latency at most). Reads are dated
+        by the reader: a skewed clock misdates every movement, and the portal engine's windows."""
+        if not isinstance(stamp, Mapping) or not isinstance(stamp.get("Microseconds"), int):
+            return
+        skew = stamp["Microseconds"] / 1e6 - self._utcnow().timestamp()
+        self._clock_skew_s = skew
+        if abs(skew) <= self._max_clock_skew_s:
+            return
+        detail = (
+            f"reader clock {abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} the "
+            f"gateway's (limit {self._max_clock_skew_s:g} s): reads are misdated"
+        )
+        logger.warning(
+            "LLRP reader %s at %s: %s",
+            self.reader_id,
+            self.endpoint,
+            detail,
+            extra={"reader_id": self.reader_id, "clock_skew_s": round(skew, 3)},
+        )
+        self._conditions["clock"] = detail
+
+    def _on_refused(self, session: int, request: str | None, text: str) -> None:
+        """The reader refused an optional step (or sent an ERROR_MESSAGE answering nothing we
+        sent): logged once per adapter for each step and reason; the session goes on."""
+        if session != self._session:
+            return
+        self._watchdog.heard(self._clock())
+        what = request or "a message (ERROR_MESSAGE naming no request of ours)"
+        self._watchdog.last_refusal = f"{what}: {text}"
+        self._refusals[what] = text
+        if request == "SET_READER_CONFIG":
+            self._watchdog.keepalives = False
+        key = (what, text)
+        if key in self._refusals_logged:
+            logger.debug("LLRP reader %s refused %s again: %s", self.reader_id, what, text)
+            return
+        self._refusals_logged.add(key)
+        step = LLRP_STEPS.get(request or "")
+        logger.warning(
+            "LLRP reader %s at %s refused %s: %s; going on without it (%s)",
+            self.reader_id,
+            self.endpoint,
+            what,
+            text,
+            "optional" if step is None else step.without_it,
+            extra={"reader_id": self.reader_id, "llrp_request": request, "llrp_status": text},
+        )
 
     def _on_inventorying(self, session: int) -> None:
         if session != self._session:
@@ -1067,10 +1519,15 @@ class LlrpReaderAdapter:
         for key, (at, _) in list(self._problems.items()):
             if now - at >= self._degraded_hold_s:
                 del self._problems[key]
-        if self._problems:
-            detail = "; ".join(detail for _, detail in self._problems.values())
-            self._set_state(DeviceState.DEGRADED, detail)
+        if self._problems or self._conditions:
+            details = [*self._conditions.values(), *(d for _, d in self._problems.values())]
+            keys = frozenset(self._problems).union(self._conditions)
+            # A new kind of problem is news even while already degraded (a second antenna).
+            renotify = keys != self._degraded_keys
+            self._degraded_keys = keys
+            self._set_state(DeviceState.DEGRADED, "; ".join(details), force=renotify)
             return
+        self._degraded_keys = frozenset()
         if self._state is DeviceState.DEGRADED:
             logger.info(
                 "LLRP reader %s at %s is no longer degraded",
@@ -1112,8 +1569,8 @@ class LlrpReaderAdapter:
             logger.debug("LLRP reader %s still offline: %s", self.reader_id, reason)
         self._attempts_while_offline += 1
 
-    def _set_state(self, state: DeviceState, detail: str) -> None:
-        if state is self._state:
+    def _set_state(self, state: DeviceState, detail: str, *, force: bool = False) -> None:
+        if state is self._state and not force:
             return
         previous = self._state
         self._state = state

@@ -69,6 +69,9 @@ class AlertKind(enum.StrEnum):
     DEVICE_DOWN = "device_down"
     SYNC_BEHIND = "sync_behind"
     """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
+    ANTENNA_DOWN = "antenna_down"
+    """A portal antenna reads nothing while its peers read arriving tags, or the reader reports
+    it disconnected (``gateway.domain.antenna``)."""
     IMPLAUSIBLE_WEIGHT = "implausible_weight"
     """A weighing transmitter reads garbage (not finite, negative, beyond capacity)."""
 

@@ -1,7 +1,8 @@
 """Tuning parameters of the domain engines, with their defaults.
 
-These are the ``debounce.portal`` and ``debounce.shelf`` sections of the config: the config loader
-validates keys and types against these dataclasses, so adding a field here adds a config key.
+These are the ``debounce.portal``, ``debounce.shelf`` and ``debounce.antenna`` sections of the
+config: the config loader validates keys and types against these dataclasses, so adding a field
+here adds a config key.
 Each engine module documents what its parameters mean in its theory of operation.
 """
 
@@ -112,3 +113,26 @@ class ShelfParams:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not self.adjust_location:
             raise ValueError("adjust_location must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class AntennaParams:
+    """``debounce.antenna``: when a portal antenna counts as down (see ``domain.antenna``)."""
+
+    silence_s: float = 30.0
+    """An antenna that has read nothing this long while its peers read arriving tags is down."""
+    min_peer_tags: int = 3
+    """Distinct tags that arrived at the portal and were read by its peers meanwhile."""
+    forget_s: float = 60.0
+    """A tag unread this long has left the portal; its next read is a new arrival."""
+    rate_window_s: float = 10.0
+    """Per-antenna read rates are counted over windows this long."""
+
+    def __post_init__(self) -> None:
+        for name in ("silence_s", "forget_s", "rate_window_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"debounce.antenna.{name} must be > 0, got {getattr(self, name)}")
+        if self.min_peer_tags < 1:
+            raise ValueError(
+                f"debounce.antenna.min_peer_tags must be >= 1, got {self.min_peer_tags}"
+            )

@@ -100,7 +100,7 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -544,6 +544,9 @@ class PortalEngine:
         self._deadlines: list[list[tuple[int, str]]] = [[] for _ in range(n_readers)]
         self._idle: OrderedDict[str, _Tag] = OrderedDict()
         self._loads: list[_Load] = []
+        # EPC URI -> (location, crossing moment us) from crossings recorded before this engine
+        # started (assume_locations); consulted once per tag, at its first decision.
+        self._assumed: dict[str, tuple[str, int]] = {}
         self._gen = 0
         self._c = _Counters()
 
@@ -590,6 +593,14 @@ class PortalEngine:
         """Where the tag's last crossing took it, while its state is remembered."""
         tag = self._open.get(epc) or self._idle.get(epc)
         return LocationId(tag.known_loc) if tag is not None and tag.known_loc else None
+
+    def assume_locations(self, locations: Mapping[str, tuple[str, int]]) -> None:
+        """Where tags went in crossings recorded before this engine started (EPC URI ->
+        (location, crossing moment in us)), e.g. by the gateway's previous run: the memory of
+        rule 4 ("already there") a long-running engine would have, within ``horizon_s``. Replaying
+        a read journal needs it: a pass whose first reads were trimmed from the journal can be
+        decided differently from the first time, and must not become a second crossing."""
+        self._assumed.update(locations)
 
     def feed(self, reads: Iterable[TagRead], now_us: int) -> list[TagCrossed]:
         """Take in one report's reads (any order) and return the crossings that settled.
@@ -955,6 +966,10 @@ class PortalEngine:
             tag.win = _Window(decided_us, self._n_codes, self._active(win, decided_us))
             tag.win2 = None
         tag.crossed = True
+        if tag.known_loc is None and self._assumed:
+            assumed = self._assumed.pop(decode_epc(tag.epc).uri, None)
+            if assumed is not None and decided_us - assumed[1] <= self._horizon_us:
+                tag.known_loc = assumed[0]
         if tag.known_loc == destination:
             c.repeats_suppressed += 1
             return

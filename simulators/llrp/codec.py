@@ -1943,6 +1943,24 @@ class AISpecEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class GPIEvent:
+    TYPE: ClassVar[int] = 248
+    port: int
+    event: bool
+    """The new state of the input: True high, False low."""
+
+    def encode(self) -> bytes:
+        return _tlv(self.TYPE, _u16(self.port), _u8(_flag(self.event, 7)))
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        port = r.u16("GPIPortNumber")
+        out = cls(port, bool(r.u8("GPIEvent") & 0x80))
+        r.end()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class AntennaEvent:
     TYPE: ClassVar[int] = 255
     connected: bool
@@ -1971,6 +1989,7 @@ class ReaderEventNotificationData:
     connection_attempt: ConnectionAttemptEvent | None = None
     connection_close: ConnectionCloseEvent | None = None
     extensions: tuple[Parameter, ...] = ()
+    gpi_event: GPIEvent | None = None
 
     def encode(self) -> bytes:
         stamp = Uptime(self.timestamp_us) if self.uptime else UTCTimestamp(self.timestamp_us)
@@ -1979,6 +1998,7 @@ class ReaderEventNotificationData:
             stamp.encode(),
             _encode_all(
                 (
+                    self.gpi_event,
                     self.rospec_event,
                     self.aispec_event,
                     self.antenna_event,
@@ -2005,6 +2025,7 @@ class ReaderEventNotificationData:
             antenna_event=kids.opt(AntennaEvent),
             connection_attempt=kids.opt(ConnectionAttemptEvent),
             connection_close=kids.opt(ConnectionCloseEvent),
+            gpi_event=kids.opt(GPIEvent),
             extensions=kids.rest(),
         )
 
@@ -2070,6 +2091,7 @@ Parameter = (
     | ROSpecEvent
     | AISpecEvent
     | AntennaEvent
+    | GPIEvent
     | ReaderEventNotificationData
 )
 
@@ -2142,6 +2164,7 @@ _MODELLED: tuple[_ParameterClass, ...] = (
     ROSpecEvent,
     AISpecEvent,
     AntennaEvent,
+    GPIEvent,
     ReaderEventNotificationData,
 )
 _TLV_DECODERS = {cls.TYPE: cls for cls in _MODELLED}

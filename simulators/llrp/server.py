@@ -8,13 +8,17 @@ Public API (stable; the gateway's LLRP adapter and its tests build on it)::
         await sim.wait_for(lambda s: s.inventorying > 0, timeout_s=5)
         sim.stats                        # messages in/out by type, reports and tag reads sent
         await sim.drop_connections()     # fault: abort every client socket
+        sim.cut_antenna(2, announce=True)   # fault: antenna 2 hears nothing (AntennaEvent)
+        sim.set_gpi(1, True)                # stimulus: GPIEvent, GPI start/stop triggers
+        sim.gpo_writes, sim.gpi_changes     # GPIO changes with their time, in order
         await sim.inject_bytes(b"...")   # fault: raw bytes to every client
 
 Theory of operation
 -------------------
 Each TCP client gets its own :class:`_Session`: a fresh reader (configuration and ROSpecs live and
-die with the connection, like a reader rebooted between clients; several clients at once each see
-their own reader). On connect the session sends READER_EVENT_NOTIFICATION with a
+die with the connection, like a reader rebooted between clients). Like a reader, one client at a
+time (``max_clients=1``); with ``max_clients=None`` several clients at once each see their own
+reader. On connect the session sends READER_EVENT_NOTIFICATION with a
 ConnectionAttemptEvent (Success, or "client connection exists" and a close when ``max_clients`` is
 reached). Every request gets its response with an LLRPStatus; a message the reader does not
 support, or a reader-to-client message sent the wrong way, gets ERROR_MESSAGE/M_UnsupportedMessage;
@@ -26,7 +30,9 @@ ERROR_MESSAGE) with M_ParameterError naming what is wrong. A frame whose header 
 ROSpecs follow LLRP's state machine: ADD (Disabled) -> ENABLE (Inactive; an Immediate start trigger
 starts it at once, a Periodic one after its offset and then every period) -> START (Active) ->
 STOP (Inactive) -> DISABLE (Disabled) -> DELETE; ID 0 means "all" for ENABLE, DISABLE and DELETE
-and is invalid for START and STOP; a wrong state or unknown ID is M_FieldError/A_Invalid.
+and is invalid for START and STOP; a wrong state or unknown ID is M_FieldError/A_Invalid. A GPI
+start trigger starts an Inactive ROSpec on its GPI edge (``set_gpi``), a GPI_With_Timeout stop
+trigger stops it on its edge or after its timeout.
 
 An active ROSpec runs its AISpecs in turn, forever unless its ROSpecStopTrigger has a duration.
 Each AISpec runs in inventory rounds of ``report_interval_s`` (0 = as fast as the client drains the
@@ -64,7 +70,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from gateway.adapters.tls import server_context_from_flags
 from gateway.errors import ConfigError, ProtocolError
@@ -105,6 +111,16 @@ class SimulatorStats:
     connections_total: int
     connections: int
     protocol_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpioChange:
+    """A GPI level the simulator was driven to, or a GPO level a client wrote (SET_READER_CONFIG
+    GPOWriteData), at ``at_s`` on the simulator's clock."""
+
+    at_s: float
+    port: int
+    high: bool
 
 
 CAPABILITY_SECTIONS = frozenset({"general", "llrp", "regulatory", "air_protocol"})
@@ -205,7 +221,7 @@ class LlrpReaderSimulator:
         source: ReadSource | None = None,
         clock: Callable[[], float] = time.time,
         report_interval_s: float = 0.1,
-        max_clients: int | None = None,
+        max_clients: int | None = 1,
         max_rospecs: int = 4,
         keepalive_ack_misses: int | None = None,
         omit_capabilities: Collection[str] = (),
@@ -242,6 +258,10 @@ class LlrpReaderSimulator:
         self._sessions: set[_Session] = set()
         self._waiters: set[asyncio.Future[None]] = set()
         self._frozen = False
+        self.cut_antennas: set[int] = set()  # fault: see cut_antenna()
+        self.gpi_levels: dict[int, bool] = dict.fromkeys(range(1, _GPIO_PORTS + 1), False)
+        self.gpi_changes: list[GpioChange] = []  # set_gpi(), in order
+        self.gpo_writes: list[GpioChange] = []  # every GPOWriteData a client applied, in order
         self._rospecs_added: list[c.ROSpec] = []
         self._in: Counter[str] = Counter()
         self._out: Counter[str] = Counter()
@@ -393,6 +413,44 @@ class LlrpReaderSimulator:
     @property
     def frozen(self) -> bool:
         return self._frozen
+
+    def set_gpi(self, port: int, high: bool) -> None:
+        """Stimulus: drive general-purpose input ``port`` (1..4) high or low, e.g. a light
+        barrier at the door. A change is recorded (``gpi_changes``) and, for each client, sent
+        as a GPIEvent when it enabled GPI events and left the port's input enabled, and it
+        starts ROSpecs armed with a matching GPI start trigger (and stops those with a matching
+        GPI stop trigger)."""
+        if not 1 <= port <= _GPIO_PORTS:
+            raise ValueError(f"no GPI port {port} (ports 1..{_GPIO_PORTS})")
+        if self.gpi_levels[port] == high:
+            return
+        self.gpi_levels[port] = high
+        self.gpi_changes.append(GpioChange(self.clock(), port, high))
+        logger.info("LLRP reader %s: GPI %d %s", self.reader_id, port, "high" if high else "low")
+        for session in list(self._sessions):
+            session.gpi_edge(port, high)
+
+    def cut_antenna(self, antenna: int, *, cut: bool = True, announce: bool = False) -> None:
+        """Fault: a knocked or cut antenna cable. The antenna hears nothing (its reads are
+        dropped) until ``cut=False``. With ``announce`` the reader notices (as readers that
+        sense the antenna's load do) and sends an AntennaEvent, disconnected or connected, to
+        every client that enabled AntennaEvent notifications; without, it stays silent."""
+        if antenna not in self.antennas:
+            raise ValueError(f"no antenna {antenna} (antennas {self.antennas})")
+        if cut:
+            self.cut_antennas.add(antenna)
+        else:
+            self.cut_antennas.discard(antenna)
+        logger.info(
+            "LLRP reader %s: antenna %d %s",
+            self.reader_id,
+            antenna,
+            "cut" if cut else "restored",
+        )
+        if announce:
+            event = c.AntennaEvent(connected=not cut, antenna_id=antenna)
+            for session in list(self._sessions):
+                session.antenna_event(event)
 
     # -- internals used by sessions ---------------------------------------------------------
 
@@ -660,6 +718,8 @@ class _Session:
         connection_close: c.ConnectionCloseEvent | None = None,
         rospec_event: c.ROSpecEvent | None = None,
         aispec_event: c.AISpecEvent | None = None,
+        antenna_event: c.AntennaEvent | None = None,
+        gpi_event: c.GPIEvent | None = None,
     ) -> c.ReaderEventNotification:
         data = c.ReaderEventNotificationData(
             timestamp_us=self._now_us(),
@@ -667,8 +727,38 @@ class _Session:
             connection_close=connection_close,
             rospec_event=rospec_event,
             aispec_event=aispec_event,
+            antenna_event=antenna_event,
+            gpi_event=gpi_event,
         )
         return c.ReaderEventNotification(msg_id=self._next_id(), data=data)
+
+    def gpi_edge(self, port: int, high: bool) -> None:
+        """A GPI changed (``LlrpReaderSimulator.set_gpi``): event, then the GPI triggers."""
+        if not self.config.gpi.get(port, True):
+            return  # a disabled input reports and triggers nothing
+        if self.config.events.get(c.EventType.GPI, False):
+            self.send(self._event(gpi_event=c.GPIEvent(port, high)))
+        for run in list(self.rospecs.values()):
+            start, stop = run.rospec.boundary.start, run.rospec.boundary.stop
+            if (
+                run.state == c.ROSpecState.INACTIVE
+                and start.trigger == c.ROSpecStartTriggerType.GPI
+                and start.gpi is not None
+                and (start.gpi.port, start.gpi.event) == (port, high)
+            ):
+                self._start(run)
+            elif (
+                run.state == c.ROSpecState.ACTIVE
+                and stop.trigger == c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT
+                and stop.gpi is not None
+                and (stop.gpi.port, stop.gpi.event) == (port, high)
+            ):
+                self._stop(run, c.ROSpecState.INACTIVE)
+
+    def antenna_event(self, event: c.AntennaEvent) -> None:
+        """Send an AntennaEvent if this client enabled them (ReaderEventNotificationSpec)."""
+        if self.config.events.get(c.EventType.ANTENNA, False):
+            self.send(self._event(antenna_event=event))
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -890,7 +980,7 @@ class _Session:
 
         return c.GetReaderConfigResponse(
             msg_id=msg.msg_id,
-            identification=c.Identification(0, _mac_address(self.sim.reader_id))
+            identification=c.Identification(0, _eui64(self.sim.reader_id))
             if want(req.IDENTIFICATION)
             else None,
             antenna_properties=tuple(c.AntennaProperties(a, True, 600) for a in antennas)
@@ -908,7 +998,7 @@ class _Session:
             access_report_spec=c.AccessReportSpec(cfg.access_report_trigger)
             if want(req.ACCESS_REPORT_SPEC)
             else None,
-            configuration_state=c.LLRPConfigurationStateValue(0)
+            configuration_state=c.LLRPConfigurationStateValue(self._configuration_state())
             if want(req.LLRP_CONFIGURATION_STATE_VALUE)
             else None,
             keepalive=cfg.keepalive if want(req.KEEPALIVE_SPEC) else None,
@@ -928,6 +1018,13 @@ class _Session:
             else (),
             events_and_reports=cfg.events_and_reports if want(req.EVENTS_AND_REPORTS) else None,
         )
+
+    def _configuration_state(self) -> int:
+        """LLRPConfigurationStateValue: a value that changes
+        whenever the reader's configuration does (SET_READER_CONFIG, ROSpecs added or
+        deleted), so a client can tell whether to configure again: a digest of them."""
+        state = (self.config, [(i, run.rospec) for i, run in sorted(self.rospecs.items())])
+        return int.from_bytes(hashlib.blake2b(repr(state).encode(), digest_size=4).digest())
 
     def _antenna_config(self, antenna: int) -> c.AntennaConfiguration:
         configured = self.config.antenna_configs.get(antenna)
@@ -986,6 +1083,7 @@ class _Session:
             cfg.gpi[gpi.port] = gpi.enabled
         for gpo in msg.gpo_write_data:
             cfg.gpo[gpo.port] = gpo.data
+            self.sim.gpo_writes.append(GpioChange(self.sim.clock(), gpo.port, gpo.data))
         if msg.events_and_reports is not None:
             cfg.events_and_reports = msg.events_and_reports
         if msg.keepalive is not None:
@@ -1057,24 +1155,25 @@ class _Session:
             raise _param_error(ptype, "ROSpec without AISpec", c.StatusCode.P_MISSING_PARAMETER)
         if len(rospec.ai_specs) > 8:
             raise _param_error(ptype, "more than 8 AISpecs", c.StatusCode.P_OVERFLOW_PARAMETER)
-        start = rospec.boundary.start.trigger
-        if start not in (
-            c.ROSpecStartTriggerType.NULL,
-            c.ROSpecStartTriggerType.IMMEDIATE,
-            c.ROSpecStartTriggerType.PERIODIC,
-        ):
-            raise _param_error(
+        boundary = rospec.boundary
+        for trigger, gpi, ptype in (
+            (
+                boundary.start.trigger == c.ROSpecStartTriggerType.GPI,
+                boundary.start.gpi,
                 c.ROSpecStartTrigger.TYPE,
-                f"start trigger {start} not supported (no GPI triggers)",
-                c.StatusCode.P_UNSUPPORTED_PARAMETER,
-            )
-        stop = rospec.boundary.stop.trigger
-        if stop not in (c.ROSpecStopTriggerType.NULL, c.ROSpecStopTriggerType.DURATION):
-            raise _param_error(
+            ),
+            (
+                boundary.stop.trigger == c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT,
+                boundary.stop.gpi,
                 c.ROSpecStopTrigger.TYPE,
-                f"stop trigger {stop} not supported",
-                c.StatusCode.P_UNSUPPORTED_PARAMETER,
-            )
+            ),
+        ):
+            if trigger and (gpi is None or not 1 <= gpi.port <= _GPIO_PORTS):
+                raise _param_error(
+                    ptype,
+                    f"GPI trigger without a GPI port 1..{_GPIO_PORTS}",
+                    c.StatusCode.P_MISSING_PARAMETER if gpi is None else c.StatusCode.P_FIELD_ERROR,
+                )
         for ai in rospec.ai_specs:
             if not ai.antenna_ids:
                 raise _param_error(c.AISpec.TYPE, "AISpec without antennas")
@@ -1099,6 +1198,8 @@ class _Session:
                     )
                 for ac in ips.antenna_configurations:
                     self._check_antenna(ac.antenna_id, c.AntennaConfiguration.TYPE)
+                    for command in ac.inventory_commands:
+                        _check_filters(command.filters)
         report = rospec.report_spec
         if (
             report is not None
@@ -1174,6 +1275,12 @@ class _Session:
         deadline = None
         if boundary.stop.trigger == c.ROSpecStopTriggerType.DURATION:
             deadline = loop.time() + boundary.stop.duration_ms / 1000
+        elif (
+            boundary.stop.trigger == c.ROSpecStopTriggerType.GPI_WITH_TIMEOUT
+            and boundary.stop.gpi is not None
+            and boundary.stop.gpi.timeout_ms
+        ):  # stopped by its GPI edge (gpi_edge), or by this timeout if none comes
+            deadline = loop.time() + boundary.stop.gpi.timeout_ms / 1000
         spec = self._report_spec(run)
         t_prev = self.sim.clock()
         while deadline is None or loop.time() < deadline:
@@ -1215,6 +1322,7 @@ class _Session:
             deadline = _earliest(deadline, started + obs.timeout_ms / 1000)
         antennas = self._antennas(ai)
         ips_id = ai.inventory_parameter_specs[0].spec_id if ai.inventory_parameter_specs else 0
+        selects = _select_filters(ai)
         channels = {a: self._channel(ai, a) for a in antennas}
         unique: set[bytes] = set()
         last_new = started
@@ -1228,6 +1336,10 @@ class _Session:
                 await asyncio.sleep(0)
             t_now = self.sim.clock()
             reads = self.sim.source.reads(t_prev, t_now) if self.sim.source else ()
+            if self.sim.cut_antennas:
+                reads = [r for r in reads if r.antenna not in self.sim.cut_antennas]
+            if selects:
+                reads = [r for r in reads if _selected(r, selects)]
             t_prev = t_now
             attempts += 1
             new = self._accumulate(
@@ -1361,11 +1473,97 @@ class _Session:
                     task.cancel()
 
 
-def _mac_address(reader_id: str) -> bytes:
-    """A stable, locally administered unicast MAC derived from the reader's name."""
-    raw = bytearray(hashlib.blake2b(reader_id.encode(), digest_size=6).digest())
+def _eui64(reader_id: str) -> bytes:
+    """A stable, locally administered unicast EUI-64 derived from the reader's name: the
+    Identification of IDType 0 ("MAC address") is an EUI-64 (LLRP 1.0.1 section 12.2.2)."""
+    raw = bytearray(hashlib.blake2b(reader_id.encode(), digest_size=8).digest())
     raw[0] = (raw[0] | 0x02) & 0xFE
     return bytes(raw)
+
+
+# Select filters (C1G2Filter) as Gen2 Select commands on the SL
+# flag: each action says what a matching and a non-matching tag do (assert, deassert, negate,
+# nothing); a state-unaware inventory then reads the tags whose SL is asserted. Only the EPC
+# memory bank is modelled (CRC word, PC word, then the EPC); a filter on another bank is refused
+# rather than ignored. The default action, without C1G2TagInventoryStateUnawareFilterAction, is 0.
+_SL_ACTIONS: Final[Mapping[int, tuple[str, str]]] = {
+    0: ("assert", "deassert"),
+    1: ("assert", "nothing"),
+    2: ("nothing", "deassert"),
+    3: ("negate", "nothing"),
+    4: ("deassert", "assert"),
+    5: ("deassert", "nothing"),
+    6: ("nothing", "assert"),
+    7: ("nothing", "negate"),
+}
+_STATE_UNAWARE_ACTION = 334
+_MAX_SELECT_FILTERS = 2  # what the capabilities advertise (MaxNumSelectFiltersPerQuery)
+_EPC_BANK = 1
+
+
+def _filter_action(flt: c.C1G2Filter) -> int:
+    for ext in flt.extensions:
+        if isinstance(ext, c.RawParameter) and ext.type == _STATE_UNAWARE_ACTION and ext.body:
+            return ext.body[0]
+    return 0
+
+
+def _check_filters(filters: Sequence[c.C1G2Filter]) -> None:
+    if len(filters) > _MAX_SELECT_FILTERS:
+        raise _param_error(
+            c.C1G2Filter.TYPE,
+            f"{len(filters)} select filters, at most {_MAX_SELECT_FILTERS} per query",
+            c.StatusCode.P_OVERFLOW_PARAMETER,
+        )
+    for flt in filters:
+        if flt.mask.memory_bank != _EPC_BANK:
+            raise _param_error(
+                c.C1G2TagInventoryMask.TYPE,
+                f"select filters on memory bank {flt.mask.memory_bank} are not supported "
+                "(EPC bank only)",
+                c.StatusCode.P_UNSUPPORTED_PARAMETER,
+            )
+        if _filter_action(flt) not in _SL_ACTIONS:
+            raise _param_error(_STATE_UNAWARE_ACTION, f"filter action {_filter_action(flt)}")
+
+
+def _select_filters(ai: c.AISpec) -> dict[int, tuple[c.C1G2Filter, ...]]:
+    """Antenna -> the select filters of its inventory commands (antenna 0: every antenna)."""
+    out: dict[int, tuple[c.C1G2Filter, ...]] = {}
+    for ips in ai.inventory_parameter_specs:
+        for ac in ips.antenna_configurations:
+            filters = tuple(f for cmd in ac.inventory_commands for f in cmd.filters)
+            if filters:
+                out[ac.antenna_id] = out.get(ac.antenna_id, ()) + filters
+    return out
+
+
+def _mask_matches(epc: bytes, mask: c.C1G2TagInventoryMask) -> bool:
+    pc = (len(epc) // 2) << 11
+    bank = int.from_bytes(b"\x00\x00" + pc.to_bytes(2, "big") + epc, "big")
+    bank_bits = 32 + 8 * len(epc)
+    if mask.pointer + mask.mask_bits > bank_bits:
+        return False  # the mask runs past the end of the bank: no match (Gen2)
+    got = (bank >> (bank_bits - mask.pointer - mask.mask_bits)) & ((1 << mask.mask_bits) - 1)
+    want = int.from_bytes(mask.mask, "big") >> (8 * len(mask.mask) - mask.mask_bits)
+    return got == want
+
+
+def _selected(read: SimRead, selects: Mapping[int, tuple[c.C1G2Filter, ...]]) -> bool:
+    filters = selects.get(read.antenna, ()) + selects.get(0, ())
+    if not filters:
+        return True
+    epc = read.epc_bytes
+    sl = False
+    for flt in filters:
+        action = _SL_ACTIONS[_filter_action(flt)][0 if _mask_matches(epc, flt.mask) else 1]
+        if action == "assert":
+            sl = True
+        elif action == "deassert":
+            sl = False
+        elif action == "negate":
+            sl = not sl
+    return sl
 
 
 def _earliest(a: float | None, b: float) -> float:

@@ -88,7 +88,11 @@ class _AlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertKind.V
     ALERT_KIND_DEVICE_DOWN: _AlertKind.ValueType  # 4
     ALERT_KIND_SYNC_BEHIND: _AlertKind.ValueType  # 5
     """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
-    ALERT_KIND_IMPLAUSIBLE_WEIGHT: _AlertKind.ValueType  # 6
+    ALERT_KIND_ANTENNA_DOWN: _AlertKind.ValueType  # 6
+    """A portal antenna reads nothing while its peers read arriving tags, or the reader reports it
+    disconnected.
+    """
+    ALERT_KIND_IMPLAUSIBLE_WEIGHT: _AlertKind.ValueType  # 7
     """A weighing transmitter reads garbage (not finite, negative, beyond capacity) (2026-12)."""
 
 class AlertKind(_AlertKind, metaclass=_AlertKindEnumTypeWrapper): ...
@@ -100,7 +104,11 @@ ALERT_KIND_UNEXPLAINED_WEIGHT_CHANGE: AlertKind.ValueType  # 3
 ALERT_KIND_DEVICE_DOWN: AlertKind.ValueType  # 4
 ALERT_KIND_SYNC_BEHIND: AlertKind.ValueType  # 5
 """A sink (MQTT, central) has not acknowledged a movement for longer than its threshold."""
-ALERT_KIND_IMPLAUSIBLE_WEIGHT: AlertKind.ValueType  # 6
+ALERT_KIND_ANTENNA_DOWN: AlertKind.ValueType  # 6
+"""A portal antenna reads nothing while its peers read arriving tags, or the reader reports it
+disconnected.
+"""
+ALERT_KIND_IMPLAUSIBLE_WEIGHT: AlertKind.ValueType  # 7
 """A weighing transmitter reads garbage (not finite, negative, beyond capacity) (2026-12)."""
 Global___AlertKind: _TypeAlias = AlertKind  # noqa: Y015
 
