@@ -434,7 +434,7 @@ def test_property_a_trembling_hand_never_makes_a_movement(
 ) -> None:
     eng = engine(9_000.0)
     spans = []
-    t = 3.0
+    t = 8.0  # after the engine has learned the transmitter (docs/shelves.md: the first seconds)
     for grams, rest, amplitude in hands:
         spans.append((t, t + rest, tremor(grams, amplitude)))
         t += rest + 3.0

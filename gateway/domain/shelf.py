@@ -137,7 +137,7 @@ _TRIMMED_MEAN_OF_CHI2 = 0.623
 """The mean of the lowest 90 % of chi-square(1) values, over the mean of all of them."""
 _TRIM_ALL = 0.7
 _TRIMMED_MEAN_OF_CHI2_ALL = 0.310
-"""The same for the lowest 70 % (before anything settled, more of the samples may be motion)."""
+"""The same for the lowest 70 % (before enough settled, more of the samples may be motion)."""
 
 # The stability band.
 _BAND_SIGMAS = 3.0
@@ -664,8 +664,8 @@ class ShelfEngine:
         last_units, last = steps[-1]
         if last_units == 0 or (new.units - last_units) * last_units <= 0:
             return []
-        if len(last.recent) < 4:
-            return []  # too short to tell goods from a hand: wait for the confirmed plateau
+        if not last.quiet_seen:
+            return []  # never judged still: wait for the confirmed plateau, which may undo it
         return self._resolve(last, None, now_utc)
 
     def _judge(self, plateau: _Plateau) -> None:
@@ -699,7 +699,10 @@ class ShelfEngine:
         gesture's hand pressing, still inside the band)."""
         if plateau.quiet_seen:
             return True
-        return not self._judgeable(plateau) and not self._trembles(plateau, skip_last=1)
+        # Seen for less than a judgement needs (a short plateau between two picks, or a few
+        # samples when a shared line held them up): quiet so far is all there is to know.
+        short = len(plateau.recent) <= _QUIET_SAMPLES
+        return short and not self._trembles(plateau, skip_last=1)
 
     def _commit_beyond(self, grams: float, now_utc: datetime) -> list[Movement | Alert]:
         """Motion that carries the weight on past the last unconfirmed plateau, in the direction
@@ -712,7 +715,7 @@ class ShelfEngine:
         if not steps:
             return []
         units, last = steps[-1]
-        if units == 0 or len(last.recent) < 4:
+        if units == 0 or not last.quiet_seen:
             return []
         beyond = (grams - last.grams) * (1 if units > 0 else -1)
         if beyond <= _BEYOND_UNITS * self.unit_weight_g + _HAND_PRESS_G:
