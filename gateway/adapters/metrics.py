@@ -711,7 +711,16 @@ class MetricsServer:
         ):
             return None
         self._refuse(request, "no bearer token" if header is None else "wrong bearer token")
-        return plain(401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="dockwatch"'})
+        challenge = {"WWW-Authenticate": 'Bearer realm="dockwatch"'}
+        if "/login" in self._public and "text/html" in request.headers.get("Accept", ""):
+            # A browser: a page that leads to the console's sign-in form.
+            return web.Response(
+                status=401,
+                text=_SIGN_IN_FIRST,
+                content_type="text/html",
+                headers={**challenge, "Cache-Control": "no-store"},
+            )
+        return plain(401, "unauthorized", challenge)
 
     def _refuse(self, request: web.Request, reason: str) -> None:
         peer = request.get_extra_info("peername")
@@ -755,6 +764,12 @@ class MetricsServer:
         return web.Response(
             body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"}
         )
+
+
+_SIGN_IN_FIRST = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in</title></head>'
+    '<body><p>This gateway requires its API token. <a href="/login">Sign in</a></p></body></html>\n'
+)
 
 
 async def _close_after(request: web.Request, response: web.StreamResponse) -> None:

@@ -18,7 +18,7 @@
 
   // --- tables ------------------------------------------------------------------------------
   function fields(table) {
-    return $$("thead th", table).map((th) => th.dataset.field);
+    return $$("thead th[data-field]", table).map((th) => th.dataset.field);
   }
   function fillRow(row, table, data) {
     const names = fields(table);
@@ -103,6 +103,12 @@
     notice(describe(result), !result.ok);
   });
   function ackButtons() {
+    $$("table[data-ack]").forEach((table) => {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = "Action";
+      table.tHead.rows[0].appendChild(th);
+    });
     $$("table[data-ack] tbody tr").forEach(addAck);
   }
   function addAck(row) {
