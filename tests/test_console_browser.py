@@ -342,6 +342,9 @@ def test_uploads_show_their_errors_and_actions_need_the_operator_token(
     submit.click()
     _wait(browser, lambda _: out.text.startswith("loaded 1 receipt"))
     assert '"ASN-77"' in (run.workdir / "expected.json").read_text()
+    # The gateway picks the file up (it polls it every few seconds) and the page shows the
+    # receipt without a reload.
+    _wait(browser, lambda d: d.find_elements("id", "receipts-ASN-77"))
 
     # Acknowledging the low-stock alert: refused without the token, done with it.
     alert = Alert(

@@ -34,7 +34,7 @@ from gateway.console.feed import ConsoleFeed, FeedFull, alert_dict, device_dict,
 from gateway.console.feed import movement_dict as movement_row
 from gateway.console.pages import PAGES, Page, e, json_block, layout, sign_in, table
 from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
-from gateway.domain.receiving import ReceiptStatus
+from gateway.domain.receiving import ReceiptState, ReceiptStatus
 
 __all__ = ["Console", "ConsoleData", "DoorView", "ShelfView"]
 
@@ -46,6 +46,8 @@ TICK_S = 1.0
 STATIC = ("console.js", "console.css")
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 MAX_UPLOAD_BYTES = 8 << 20
+TICK_RECEIPTS_MAX = 200
+"""At most this many (the most recent) receipts in a tick."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,17 +226,7 @@ class Console:
     async def _doors(self) -> str:
         passes = [m for m in self._feed.movements if m["source_type"] == "rfid_portal"][-50:]
         receipts = self._data.receipts() if self._data.receipts is not None else []
-        progress = [
-            {
-                "receipt_id": r.receipt_id,
-                "door": r.door or "any",
-                "state": str(r.state),
-                "received": sum(r.received.values()),
-                "expected": sum(r.expected.values()),
-            }
-            for r in receipts
-            if str(r.state) != "complete"
-        ]
+        progress = [_receipt_row(r) for r in receipts if r.state is not ReceiptState.COMPLETE]
         doors = [
             {
                 "portal_id": d.portal_id,
@@ -386,26 +378,7 @@ class Console:
         )
         if self._data.receipts is None:
             return "<p>No expected receipts: <code>receiving.expected_file</code> is not set.</p>"
-        rows = []
-        for r in self._data.receipts():
-            expected, received = sum(r.expected.values()), sum(r.received.values())
-            over_short = received - expected
-            rows.append(
-                {
-                    "receipt_id": r.receipt_id,
-                    "door": r.door or "any",
-                    "state": str(r.state),
-                    "expected": expected,
-                    "received": received,
-                    "difference": (
-                        "matched"
-                        if over_short == 0 and received
-                        else f"{over_short:+d}"
-                        if received or str(r.state) == "complete"
-                        else ""
-                    ),
-                }
-            )
+        rows = [_receipt_row(r) for r in self._data.receipts()]
         return upload + table(
             "receipts",
             [
@@ -473,12 +446,25 @@ class Console:
             await response.prepare(request)
             await response.write(b"retry: 2000\n\n")
             antennas: dict[str, int] = {}
+            page = request.query.get("page", "")
+            loop = asyncio.get_running_loop()
+            next_tick = loop.time() + TICK_S
+            kind: str
+            data: Mapping[str, object]
             while not self._closing.is_set():
-                try:
-                    async with asyncio.timeout(TICK_S):
-                        kind, data = await queue.get()
-                except TimeoutError:
-                    kind, data = "tick", self._tick(antennas)
+                # A tick every TICK_S however busy the feed is (samples arrive many times a
+                # second); weight samples only to the page that draws them.
+                if loop.time() >= next_tick:
+                    next_tick = loop.time() + TICK_S
+                    kind, data = "tick", self._tick(antennas, page)
+                else:
+                    try:
+                        async with asyncio.timeout_at(next_tick):
+                            kind, data = await queue.get()
+                    except TimeoutError:
+                        continue
+                if kind == "sample" and page != "shelves":
+                    continue
                 await response.write(_sse(kind, data))
                 if kind == "reload":
                     break
@@ -490,14 +476,23 @@ class Console:
             subscription.__exit__(None, None, None)
         return response
 
-    def _tick(self, previous: dict[str, int]) -> dict[str, object]:
+    def _tick(self, previous: dict[str, int], page: str) -> dict[str, object]:
+        """What a page shows that changes without an event of its own: the sinks' progress,
+        the reads per antenna, and (for the pages that show them) the receipts' progress."""
         sync = self._data.sync()
         last = sync.get("last_seq", 0)
         counts = {f"{r}:{a}": n for (r, a), n in self._data.antennas().items()}
         per_second = {k: n - previous.get(k, n) for k, n in counts.items()}
         previous.clear()
         previous.update(counts)
+        receipts: list[dict[str, object]] = []
+        if page in ("doors", "receipts") and self._data.receipts is not None:
+            shown = self._data.receipts()
+            if page == "doors":
+                shown = [r for r in shown if r.state is not ReceiptState.COMPLETE]
+            receipts = [_receipt_row(r) for r in shown[-TICK_RECEIPTS_MAX:]]
         return {
+            "receipts": receipts,
             "last_seq": last,
             "sinks": {k: max(0, last - v) for k, v in sync.items() if k != "last_seq"},
             "this_minute": _this_minute(self._feed),
@@ -616,6 +611,25 @@ def _alerts_table(element_id: str, rows: list[dict[str, object]], *, actions: bo
         # The script adds an "Acknowledge" button to each active, unacknowledged row.
         html = html.replace(f'<table id="{element_id}"', f'<table id="{element_id}" data-ack', 1)
     return html
+
+
+def _receipt_row(r: ReceiptStatus) -> dict[str, object]:
+    expected, received = sum(r.expected.values()), sum(r.received.values())
+    over_short = received - expected
+    if received and not over_short:
+        difference = "matched"
+    elif received or r.state is ReceiptState.COMPLETE:
+        difference = f"{over_short:+d}"
+    else:
+        difference = ""
+    return {
+        "receipt_id": r.receipt_id,
+        "door": r.door or "any",
+        "state": str(r.state),
+        "expected": expected,
+        "received": received,
+        "difference": difference,
+    }
 
 
 def _ants(antennas: Sequence[int]) -> str:

@@ -281,12 +281,18 @@
         Object.keys(t.sinks).forEach((sink) => upsert("sinks", sink, { sink: sink, lag: t.sinks[sink], acked: t.last_seq - t.sinks[sink] }));
       }
       if (page === "doors") drawStrips(t.antennas, t.reads);
+      const receiptsTable = page === "doors" ? "door-receipts" : page === "receipts" ? "receipts" : null;
+      if (receiptsTable) {
+        const open = new Set();
+        t.receipts.forEach((r) => { upsert(receiptsTable, r.receipt_id, r, { append: true }); open.add(receiptsTable + "-" + r.receipt_id); });
+        if (page === "doors") $$("#door-receipts tbody tr").forEach((row) => { if (!open.has(row.id)) row.remove(); });
+      }
     },
   };
   function connect() {
     const live = $("#live");
     if (!live || !window.EventSource) return;
-    const source = new EventSource("/events");
+    const source = new EventSource("/events?page=" + encodeURIComponent(page));
     source.addEventListener("open", () => { live.textContent = "live"; live.classList.add("on"); });
     source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.classList.remove("on"); });
     Object.keys(handlers).forEach((kind) =>
