@@ -450,6 +450,31 @@ def test_malformed_requests_get_a_clean_error(data: bytes, status: int) -> None:
     asyncio.run(scenario())
 
 
+def test_what_aiohttp_refuses_is_answered_and_logged_at_debug_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        async with serving(MetricsServer("127.0.0.1:0", lambda: SAMPLES)) as port:
+            for _ in range(3):  # aiohttp answers these itself (without Connection: close)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n")
+                async with asyncio.timeout(WAIT_S):
+                    answer = await reader.read()
+                writer.close()
+                assert answer.split(b" ", 2)[1] == b"400"
+            assert (await get(port, "/healthz"))[0] == 200
+
+    asyncio.run(scenario())
+    assert not [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "loopback" not in r.getMessage()
+    ]
+    assert any(r.name == f"{LOGGER}.http" for r in caplog.records)
+
+
 def test_slow_silent_and_half_closed_clients_are_cut_off() -> None:
     timeout_s = 0.3
 

@@ -73,9 +73,10 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
@@ -96,6 +97,7 @@ __all__ = [
     "Samples",
     "SamplesCollector",
     "labelled",
+    "plain",
     "render",
     "server_tls_context",
 ]
@@ -338,6 +340,19 @@ class _Guard(asyncio.Protocol):
             self.transport.abort()
 
 
+class _ClientFaultsAtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, with the malformed requests it refuses (400, already answered)
+    at DEBUG: any client could otherwise write a traceback into the gateway's log at will.
+    Anything else it reports (a handler that raised: a bug) stays an error."""
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
+            self.logger.debug(msg, *args, **kwargs)
+        else:
+            kwargs.setdefault("exc_info", True)
+            self.logger.error(msg, *args, **kwargs)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Setup = Callable[[web.Application], None]
 
@@ -544,6 +559,7 @@ class MetricsServer:
             max_line_size=self._max_request_bytes,
             max_field_size=self._max_request_bytes,
             lingering_time=LINGER_S,
+            logger=_ClientFaultsAtDebug(logging.getLogger(f"{__name__}.http")),
         )
         await runner.setup()
         handlers = runner.server
