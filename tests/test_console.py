@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import http.cookiejar
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from gateway.adapters.metrics import MetricsServer
+from gateway.adapters.metrics import MetricsServer, server_tls_context
 from gateway.console.feed import ConsoleFeed, FeedFull
 from gateway.console.web import Console, ConsoleData
 from gateway.domain.model import (
@@ -31,6 +33,7 @@ from gateway.domain.model import (
     StockLevel,
 )
 from gateway.domain.recount import RecountRefused, ShelfReading, recount
+from tests.support.tls import certificate_authority, issue
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 API_TOKEN = "api-token-1"
@@ -224,5 +227,41 @@ def test_the_stream_pushes_what_the_feed_hears() -> None:
             assert b"event: movement" in event
             assert b'"seq":42' in event
             writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_with_client_certificates_the_pages_need_one_and_the_static_files_do_not(
+    tmp_path: Path,
+) -> None:
+    server_ca = certificate_authority(tmp_path / "server-ca")
+    client_ca = certificate_authority(tmp_path / "client-ca", "clients")
+    server_pem = issue(server_ca, tmp_path / "server", "localhost", server=True)
+    client_pem = issue(client_ca, tmp_path / "client", "supervisor", server=False)
+    anonymous = ssl.create_default_context(cafile=server_ca.cert_file)
+    with_cert = ssl.create_default_context(cafile=server_ca.cert_file)
+    with_cert.load_cert_chain(client_pem.cert_file, client_pem.key_file)
+
+    def fetch(url: str, context: ssl.SSLContext) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=context) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return int(exc.code)
+
+    async def scenario() -> None:
+        console = _console(ConsoleFeed(utcnow=lambda: NOW))
+        tls = server_tls_context(server_pem.cert_file, server_pem.key_file, client_ca.cert_file)
+        server = MetricsServer("0.0.0.0:0", dict, tls=tls, **console.listener_options())
+        port = await server.start()
+        base = f"https://127.0.0.1:{port}"
+        try:
+            assert await asyncio.to_thread(fetch, base + "/stock", anonymous) == 403
+            assert await asyncio.to_thread(fetch, base + "/stock", with_cert) == 200
+            assert await asyncio.to_thread(fetch, base + "/static/console.css", anonymous) == 200
+            assert await asyncio.to_thread(fetch, base + "/healthz", anonymous) == 200
+        finally:
+            await server.stop()
 
     asyncio.run(scenario())
