@@ -1215,6 +1215,7 @@ class Gateway:
                     by_antenna[key] += 1
                 else:
                     self._unexpected_antenna(read.reader_id, read.antenna)
+            self.console_feed.reads(batch.reads)
             crossings = engine.feed(batch.reads, self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))

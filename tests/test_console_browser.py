@@ -263,6 +263,16 @@ def test_every_page_loads_without_errors_and_is_screenshotted(run: Run, browser:
         if name == "doors":  # the per-antenna strips fill once a second
             strip = browser.find_element("css selector", "#antennas td[data-field=strip]")
             _wait(browser, lambda _, cell=strip: len(cell.text) >= 5)
+            # The reads of a pass, per antenna: the commissioning view.
+            browser.find_element("css selector", "#passes td.reads button").click()
+            _wait(browser, lambda d: d.find_elements("css selector", "#tag-reads line.mark"))
+            assert "reads" in browser.find_element("id", "tag-legend").text
+            browser.execute_script(
+                "const top = document.getElementById('tag-form').getBoundingClientRect().top;"
+                "window.scrollTo(0, top + window.scrollY - 140)"
+            )
+            browser.save_screenshot(str(ARTIFACTS / "doors-reads.png"))
+            browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(ARTIFACTS / f"{name or 'overview'}.png"))
     # Keyboard: the first Tab lands on a link of the page navigation.
     from selenium.webdriver.common.keys import Keys

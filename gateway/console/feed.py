@@ -30,12 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.domain.epc import decode_epc
 from gateway.domain.model import (
     Alert,
     DeviceStatus,
     Movement,
     RecordedMovement,
     StockLevel,
+    TagRead,
     WeightSample,
 )
 
@@ -71,6 +73,7 @@ def movement_dict(recorded: RecordedMovement) -> dict[str, object]:
         "observed_at": _iso(m.observed_at),
         "confidence": round(m.confidence, 4),
         "cases": len(m.epcs),
+        "epcs": list(m.epcs),
         "reason": None if m.reason is None else str(m.reason),
     }
 
@@ -128,6 +131,7 @@ class ConsoleFeed:
         movements_kept: int = 500,
         alerts_kept: int = 500,
         samples_kept: int = 1200,
+        reads_kept: int = 20_000,
         subscribers_max: int = 32,
         queue_max: int = 1024,
     ) -> None:
@@ -143,6 +147,9 @@ class ConsoleFeed:
         """Stock levels changed since start (the page reads the store for the rest)."""
         self.shelves: dict[str, ShelfTrace] = {}
         self._samples_kept = samples_kept
+        self._reads: deque[TagRead] = deque(maxlen=reads_kept)
+        """The most recent tag reads of every reader (for the doors page's read strip)."""
+        self._urns: dict[str, str] = {}
         self._per_minute: deque[tuple[datetime, int]] = deque(maxlen=MINUTES_KEPT)
         self._subscribers: dict[asyncio.Queue[Event], None] = {}
         self._subscribers_max = subscribers_max
@@ -204,7 +211,35 @@ class ConsoleFeed:
             )
         )
 
+    def reads(self, reads: Sequence[TagRead]) -> None:
+        """Tag reads as they reach the portal engine (kept, not pushed: a page asks for the
+        reads of one pass or tag)."""
+        self._reads.extend(reads)
+
     # --- what the console asks -----------------------------------------------------------------
+
+    def reads_of(self, epcs: Sequence[str]) -> list[dict[str, object]]:
+        """The kept reads of these EPCs (pure-identity URNs or hex), oldest first."""
+        wanted = set(epcs)
+        out = []
+        for read in list(self._reads):
+            urn = self._urns.get(read.epc)
+            if urn is None:
+                if len(self._urns) > 4 * (self._reads.maxlen or 1):
+                    self._urns.clear()  # bounded: tags come and go
+                urn = self._urns[read.epc] = decode_epc(read.epc).uri
+            if urn in wanted or read.epc in wanted:
+                out.append(
+                    {
+                        "reader": read.reader_id,
+                        "antenna": read.antenna,
+                        "epc": urn,
+                        "rssi": read.rssi_dbm,
+                        "at_us": read.first_seen_us,
+                        "count": read.seen_count,
+                    }
+                )
+        return out
 
     def acknowledge(self, alert_id: str) -> bool:
         """Mark an active alert acknowledged (until it is raised again); False if not active."""

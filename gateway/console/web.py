@@ -46,6 +46,9 @@ TICK_S = 1.0
 STATIC = ("console.js", "console.css")
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 MAX_UPLOAD_BYTES = 8 << 20
+MAX_TAGS = 100
+"""At most this many tags in one read-strip request (a pallet's cases)."""
+MAX_TAG_READS = 5000
 TICK_RECEIPTS_MAX = 200
 """At most this many (the most recent) receipts in a tick."""
 
@@ -142,6 +145,7 @@ class Console:
         app.router.add_get("/login", self._sign_in)
         app.router.add_post("/login", self._signed_in)
         app.router.add_get("/events", self._events)
+        app.router.add_get("/doors/reads", self._tag_reads)
         app.router.add_get("/static/{name}", self._static_file)
         app.router.add_post("/actions/receipts", self._upload)
         app.router.add_post("/actions/alerts/{alert_id}/acknowledge", self._acknowledge)
@@ -252,6 +256,7 @@ class Console:
                 doors,
             )
             + "<h2>Passes</h2>"
+            + json_block("pass-epcs", {str(m["seq"]): m["epcs"] for m in passes})
             + table("passes", _PASS_COLUMNS, reversed(passes), key="seq")
             + "<h2>Expected receipts in progress</h2>"
             + table(
@@ -266,6 +271,14 @@ class Console:
                 progress,
                 key="receipt_id",
             )
+            + "<h2>Reads of a pass or a tag</h2>"
+            + '<form id="tag-form" class="filters" onsubmit="return false"><label>EPC (URN or '
+            'hex) <input type="search" name="epc" size="40"></label> <button type="submit">'
+            'Show reads</button> <span class="hint">or choose a pass above</span></form>'
+            + '<div class="bands"><div id="tag-bands" aria-hidden="true"></div>'
+            '<svg id="tag-reads" class="trace" viewBox="0 0 600 160" preserveAspectRatio="none" '
+            'role="img" aria-label="reads per antenna over time"></svg></div>'
+            + '<p class="legend hint" id="tag-legend"></p>'
             + "<h2>Reads per antenna (last 60 s)</h2>"
             + '<p class="hint">One block per second; a flat strip on a door in use is a silent '
             "antenna.</p>"
@@ -475,6 +488,12 @@ class Console:
         finally:
             subscription.__exit__(None, None, None)
         return response
+
+    async def _tag_reads(self, request: web.Request) -> web.Response:
+        """``?epc=...`` (repeated): the kept reads of those tags, for the doors page's strip."""
+        epcs = request.query.getall("epc", [])[:MAX_TAGS]
+        reads = self._feed.reads_of(epcs)[-MAX_TAG_READS:] if epcs else []
+        return web.json_response({"reads": reads}, headers={"Cache-Control": "no-store"})
 
     def _tick(self, previous: dict[str, int], page: str) -> dict[str, object]:
         """What a page shows that changes without an event of its own: the sinks' progress,

@@ -233,6 +233,77 @@
     });
   }
 
+  // --- doors: the reads of one pass or tag, per antenna ------------------------------------------
+  const passEpcs = (() => { const el = $("#pass-epcs"); return el ? JSON.parse(el.textContent) : {}; })();
+  let chosenEpcs = null;
+  function passButton(row) {
+    const seq = row.id.slice("passes-".length);
+    if (!passEpcs[seq] || !passEpcs[seq].length || $("td.reads", row)) return;
+    const cell = row.insertCell();
+    cell.className = "reads";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Reads";
+    button.addEventListener("click", () => { chosenEpcs = passEpcs[seq]; showReads(); });
+    cell.appendChild(button);
+  }
+  if ($("#passes")) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = "Reads";
+    $("#passes").tHead.rows[0].appendChild(th);
+    $$("#passes tbody tr").forEach(passButton);
+  }
+  const tagForm = $("#tag-form");
+  if (tagForm) {
+    tagForm.addEventListener("submit", () => {
+      const epc = tagForm.elements.epc.value.trim();
+      chosenEpcs = epc ? [epc] : null;
+      showReads();
+    });
+  }
+  async function showReads() {
+    const box = $("#tag-reads");
+    if (!box || !chosenEpcs) return;
+    const query = chosenEpcs.map((e) => "epc=" + encodeURIComponent(e)).join("&");
+    const response = await fetch("/doors/reads?" + query);
+    if (!response.ok) return;
+    const reads = (await response.json()).reads;
+    while (box.firstChild) box.removeChild(box.firstChild);
+    const legend = $("#tag-legend");
+    if (!reads.length) {
+      svg("text", { x: 10, y: 20 }, box).textContent = "no reads of this pass or tag are kept";
+      legend.textContent = "";
+      return;
+    }
+    const bands = Array.from(new Set(reads.map((r) => r.reader + ":" + r.antenna))).sort();
+    const t0 = Math.min(...reads.map((r) => r.at_us)), t1 = Math.max(...reads.map((r) => r.at_us));
+    const height = 160 / bands.length;
+    const x = (t) => 5 + 590 * (t - t0) / Math.max(t1 - t0, 1);
+    bands.forEach((band, i) => {
+      svg("line", { class: "baseline", x1: 0, x2: 600, y1: (i + 1) * height, y2: (i + 1) * height }, box);
+    });
+    // Band names in HTML over the chart (text inside a stretched SVG would be distorted).
+    const labels = $("#tag-bands");
+    if (labels) {
+      labels.textContent = "";
+      bands.forEach((band) => {
+        const item = document.createElement("span");
+        item.textContent = band;
+        item.style.height = (100 / bands.length) + "%";
+        labels.appendChild(item);
+      });
+    }
+    reads.forEach((r) => {
+      const band = bands.indexOf(r.reader + ":" + r.antenna);
+      const rssi = r.rssi === null ? -60 : Math.max(-90, Math.min(-20, r.rssi));
+      const y = band * height + height * (1 - (rssi + 90) / 70);
+      svg("line", { class: "mark restock", x1: x(r.at_us), x2: x(r.at_us) + 0.5, y1: y, y2: y + 3 }, box);
+    });
+    const counts = bands.map((b) => b + ": " + reads.filter((r) => r.reader + ":" + r.antenna === b).length + " reads");
+    legend.textContent = "top to bottom, RSSI -90..-20 dBm over " + ((t1 - t0) / 1e6).toFixed(1) + " s: " + counts.join(", ");
+  }
+
   // --- live events -------------------------------------------------------------------------------
   const handlers = {
     movement(m) {
@@ -240,7 +311,10 @@
         const row = upsert("movements", m.seq, m);
         if (row) row.hidden = !movementShown(row);
       }
-      if (page === "doors" && m.source_type === "rfid_portal") upsert("passes", m.seq, m);
+      if (page === "doors" && m.source_type === "rfid_portal") {
+        passEpcs[m.seq] = m.epcs;
+        passButton(upsert("passes", m.seq, m));
+      }
     },
     stock(s) {
       if (page === "stock") {
@@ -280,7 +354,7 @@
         $("#this-minute").textContent = t.this_minute;
         Object.keys(t.sinks).forEach((sink) => upsert("sinks", sink, { sink: sink, lag: t.sinks[sink], acked: t.last_seq - t.sinks[sink] }));
       }
-      if (page === "doors") drawStrips(t.antennas, t.reads);
+      if (page === "doors") { drawStrips(t.antennas, t.reads); showReads(); }
       const receiptsTable = page === "doors" ? "door-receipts" : page === "receipts" ? "receipts" : null;
       if (receiptsTable) {
         const open = new Set();
