@@ -21,7 +21,10 @@ import pytest
 from gateway.adapters.metrics import MetricsServer, server_tls_context
 from gateway.console.feed import ConsoleFeed, FeedFull
 from gateway.console.web import Console, ConsoleData
+from gateway.domain.epc import decode_epc, encode_sgtin96
 from gateway.domain.model import (
+    DeviceId,
+    Epc,
     LocationId,
     Movement,
     MovementId,
@@ -31,6 +34,7 @@ from gateway.domain.model import (
     Sku,
     SourceType,
     StockLevel,
+    TagRead,
 )
 from gateway.domain.recount import RecountRefused, ShelfReading, recount
 from tests.support.tls import certificate_authority, issue
@@ -265,3 +269,21 @@ def test_with_client_certificates_the_pages_need_one_and_the_static_files_do_not
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_reads_of_a_tag_are_found_by_urn_or_hex() -> None:
+    hex_epc = encode_sgtin96("0614141", "812345", 6789)
+    urn = decode_epc(hex_epc).uri
+    feed = ConsoleFeed(utcnow=lambda: NOW, reads_kept=3)
+    reader = DeviceId("door-1-reader")
+    other = encode_sgtin96("0614141", "812345", 1)
+    feed.reads([TagRead(reader, 1, Epc(other), -60.0, 1, 1)])  # pushed out of the window below
+    feed.reads([TagRead(reader, a, Epc(hex_epc), -50.0 - a, 10 + a, 10 + a) for a in (1, 3)])
+    feed.reads([TagRead(reader, 2, Epc(other), -70.0, 20, 20)])
+    found = feed.reads_of([urn])
+    assert [(r["antenna"], r["rssi"], r["epc"]) for r in found] == [
+        (1, -51.0, urn),
+        (3, -53.0, urn),
+    ]
+    assert len(feed.reads_of([hex_epc])) == 2
+    assert [r["antenna"] for r in feed.reads_of([other])] == [2]
