@@ -6,7 +6,8 @@
 #          systemd-analyze (verifies deploy/dockwatch.service), docker compose v2 (validates
 #          deploy/compose.yaml with `docker compose config`, which needs no Docker engine),
 #          node + npm and the npm packages of tests/js (epcis2.js: an independent EPCIS 2.0
-#          validator the EPCIS tests run)
+#          validator the EPCIS tests run), chromium + chromium-driver (the operator console's
+#          browser tests drive Debian's headless Chromium; no browser is ever downloaded)
 #   demo : mosquitto when it can be had (otherwise the demo uses its embedded broker)
 # Never fails the caller just because it is not root: it says what is missing instead.
 set -euo pipefail
@@ -84,6 +85,8 @@ test)
     have mbpoll || pkgs+=(mbpoll)
     have openssl || pkgs+=(openssl)
     have systemd-analyze || pkgs+=(systemd)
+    have chromium || pkgs+=(chromium)
+    have chromedriver || pkgs+=(chromium-driver)
     if [ ${#pkgs[@]} -gt 0 ]; then
         echo "install-system-deps: installing ${pkgs[*]}" >&2
         apt_install "${pkgs[@]}" || echo "install-system-deps: could not install ${pkgs[*]}; tests needing them will say so" >&2

@@ -85,6 +85,9 @@ from gateway.config import (
     load_config,
     resolve_secret,
 )
+from gateway.console.feed import ConsoleFeed
+from gateway.console.web import Console
+from gateway.console.wiring import build_console
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
 from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
 from gateway.domain.catalog import Catalog, CatalogItem
@@ -351,6 +354,7 @@ def build_listeners(
     collect: Callable[[], Any] = dict,
     ready: Callable[[], str | None] | None = None,
     status: Callable[[], RuntimeStatus] | None = None,
+    console: Console | None = None,
 ) -> tuple[EdgeApiServer, MetricsServer | None]:
     """The local gRPC API and the metrics endpoint ``config.api`` describes, not yet started.
 
@@ -379,7 +383,15 @@ def build_listeners(
         )
         # /healthz is liveness (200 while the loop serves): starting, a store outage or a
         # part restarting are readiness matters (/readyz), not reasons to restart the process.
-        metrics = MetricsServer(api.metrics_listen, collect, token, tls=context, ready=ready)
+        # The operator console shares the listener, its TLS and its token (docs/console.md).
+        metrics = MetricsServer(
+            api.metrics_listen,
+            collect,
+            token,
+            tls=context,
+            ready=ready,
+            **({} if console is None else console.listener_options()),
+        )
     return server, metrics
 
 
@@ -576,6 +588,8 @@ class Gateway:
         self.epcis: EpcisRelay | None = None
         self.api: EdgeApiServer | None = None
         self.metrics: MetricsServer | None = None
+        self.console_feed = ConsoleFeed(utcnow=utcnow)
+        """What the operator console shows live: told what MQTT is told (docs/console.md)."""
         self.readers: dict[str, LlrpReaderAdapter] = {}
         self.shelf_poller: ModbusShelfPoller | None = None
         self.started_at = utcnow()
@@ -706,6 +720,7 @@ class Gateway:
             collect=self._collect_metrics,
             ready=self.not_ready,
             status=self._runtime_status,
+            console=build_console(self, utcnow=self._utcnow, environ=self._environ),
         )
 
     def not_ready(self) -> str | None:
@@ -1151,6 +1166,7 @@ class Gateway:
             self.epcis.notify()
         if self.api is not None:
             self.api.notify()
+        self.console_feed.recorded(result.recorded, result.stock)
         await self._stock_changed(result.stock)
         if self.receiving is not None and result.recorded:
             moved = [r.movement for r in result.recorded]
@@ -1234,6 +1250,7 @@ class Gateway:
             )
         if self.mqtt is not None:
             self.mqtt.publish_alert(alert)
+        self.console_feed.alert(alert)
 
     def device_status(self, status: DeviceStatus) -> None:
         """Adapters call this (on the loop thread) when a device changes state.
@@ -1254,6 +1271,7 @@ class Gateway:
             return  # devices go offline because WE stop: a status, not an outage to alert on
         if self.mqtt is not None:
             self.mqtt.publish_device_status(status)
+        self.console_feed.device(status)
         down = status.state is DeviceState.OFFLINE
         alert_id = f"{AlertKind.DEVICE_DOWN}:{status.device_id}"
         if down == (alert_id in self._active_alerts):
@@ -1288,6 +1306,7 @@ class Gateway:
             recovered = self.antenna_health.feed(batch.reads, time.monotonic())
             if recovered:
                 await self._antenna_events(recovered)
+            self.console_feed.reads(batch.reads)
             crossings = engine.feed(batch.reads, self._now_us())
             if crossings:
                 await self.record(engine.movements(crossings))
@@ -1373,6 +1392,7 @@ class Gateway:
                 if event.kind is AlertKind.IMPLAUSIBLE_WEIGHT:
                     await self._implausible_weight(event)
                 await self.raise_alert(event)
+            self.console_feed.sample(sample, movements)
             if movements:
                 await self.record(movements)
 

@@ -973,6 +973,14 @@ class ApiConfig:
         default=None, metadata=_m(secret=("token_file", "token_env"), internal=True)
     )
     """Bearer token the local gRPC API requires; None: no token required."""
+    operator_token_file: Path | None = field(default=None, metadata=_m(exists=True))
+    operator_token_env: str | None = field(default=None, metadata=_m(env_name=True))
+    operator_token: Secret | None = field(
+        default=None,
+        metadata=_m(secret=("operator_token_file", "operator_token_env"), internal=True),
+    )
+    """The token the operator console's actions require (upload expected receipts, acknowledge
+    an alert, re-count a shelf); None: the console is read-only."""
 
 
 @dataclass(frozen=True, slots=True)

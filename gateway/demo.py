@@ -408,6 +408,7 @@ async def run_demo(seconds: float | None, keep: bool, log_level: str = "INFO") -
                     f"broker: {description}",
                     f"simulators: {len(config.readers)} LLRP readers, {len(config.shelves)} "
                     f"weighing shelves, central inventory on {central_listen}",
+                    f"console: http://{metrics_listen}/ (operator console in a browser)",
                     f"metrics: http://{metrics_listen}/metrics (and /healthz, /readyz)",
                     f"local gRPC API: {api_listen} (try: dockwatch stock --api {api_listen})",
                     f"gateway log, simulator logs and ground truth: {workdir} (--keep keeps them)",

@@ -213,6 +213,13 @@ def _run(args: argparse.Namespace) -> int:
         print(describe(new.receipts))
         return 0
     target = _expected_file(config_path, config)
+    print(_merge(new, target, config))
+    print(describe(new.receipts))
+    return 0
+
+
+def _merge(new: _Document, target: Path, config: GatewayConfig) -> str:
+    """Merge the checked ``new`` receipts into ``target``; the line saying what was done."""
     with _locked(target):  # two loads at once must not lose each other's receipts
         existing = _read(target, 1) if target.exists() else _Document(str(target), [], [])
         known = {r.receipt_id for r in existing.receipts}
@@ -232,9 +239,31 @@ def _run(args: argparse.Namespace) -> int:
             _replace(target, dump_expected(documents))
         except OSError as exc:
             raise _Failed(1, f"{target}: cannot write: {exc}") from exc
-    print(f"loaded {len(new.receipts)} receipt(s) into {target} ({len(documents)} in all)")
-    print(describe(new.receipts))
-    return 0
+    return f"loaded {len(new.receipts)} receipt(s) into {target} ({len(documents)} in all)"
+
+
+class LoadRefused(Exception):
+    """``receipts load`` refused the file: ``problems`` are its messages, by key path."""
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_receipts(path: Path, name: str, config: GatewayConfig) -> str:
+    """``dockwatch receipts load`` for a file already on disk (the console's upload, shown as
+    ``name``): the same checks, the same merge into ``receiving.expected_file``. Returns the
+    line saying what was loaded; :class:`LoadRefused` with every problem otherwise. Blocking
+    (file I/O and a lock): call it from a worker thread."""
+    try:
+        document = _read(path, 2)
+        new = _Document(name, document.entries, document.receipts)
+        _check_against(config, name, new.receipts)
+        target = _expected_file("the gateway's config", config)
+        return _merge(new, target, config)
+    except _Failed as exc:
+        problems = [line.replace(str(path), name) for line in exc.lines]
+        raise LoadRefused(tuple(problems)) from exc
 
 
 def _some(ids: list[str], shown_max: int = 10) -> str:

@@ -46,14 +46,18 @@ def test_demo_shows_both_doors_the_shelves_and_a_low_stock_alert_then_stops_clea
         stderr_pipe = demo.stderr
         reader = threading.Thread(target=lambda: errors.append(stderr_pipe.read()), daemon=True)
         reader.start()
-        metrics_url = None
+        metrics_url = console_url = None
         for line in demo.stdout:
             lines.append(line.rstrip("\n"))
             if line.startswith("metrics: "):
                 metrics_url = line.split()[1]
+            if line.startswith("console: "):
+                console_url = line.split()[1]
             # While the demo runs (its first movement is in), scrape as Prometheus would.
             if metrics_url and not scraped and re.search(r"#\d+\s+adjustment", line):
                 scraped["metrics"] = _get(metrics_url)
+                assert console_url is not None  # printed before the board starts
+                scraped["console"] = _get(console_url)
                 scraped["healthz"] = _get(metrics_url.replace("/metrics", "/healthz"))
                 scraped["readyz"] = _get(metrics_url.replace("/metrics", "/readyz"))
         returncode = demo.wait(timeout=60)
@@ -98,6 +102,8 @@ def test_demo_shows_both_doors_the_shelves_and_a_low_stock_alert_then_stops_clea
     assert status == 200
     assert re.search(r"^dockwatch_movements_total\S* \d+", body, re.MULTILINE), body
     assert scraped["healthz"][0] == 200
+    assert scraped["console"][0] == 200  # the operator console, at the printed console: URL
+    assert "<h1>Overview</h1>" in scraped["console"][1]
     assert scraped["readyz"][0] == 200
     assert scraped["readyz"][1].strip() == "ready"
     assert out.rstrip().endswith("dockwatch demo stopped.")

@@ -183,7 +183,7 @@ async def raw(
     fields, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = fields.decode("ascii").split("\r\n")
     version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
+    assert version in ("HTTP/1.0", "HTTP/1.1")  # aiohttp answers in the request's version
     headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
     assert headers["connection"] == "close"
     assert int(headers["content-length"]) == len(body) or (head and not body)
@@ -430,11 +430,13 @@ def test_a_failing_collector_answers_500_is_logged_once_and_recovers(
         (b"G\xc3\x89T /metrics HTTP/1.1\r\n\r\n", 400),
         (b"GET /m\xc3\xa9trics HTTP/1.1\r\n\r\n", 400),
         (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /metrics HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host (RFC 9112 3.2)
         (b"GET /metrics HTTP/1.1\r\n folded: header\r\n\r\n", 400),
         (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 10_000 + b"\r\n\r\n", 431),
         (b"GET /metrics HTTP/1.1\r\n" + b"X: aaaaaaaaaa\r\n" * 700 + b"\r\n", 431),
         (b"GET /metrics HTTP/1.1\r\n" + b"X: 1\r\n" * 150 + b"\r\n", 431),
-        (b"\r\n\r\nGET /healthz HTTP/1.0\n\n", 200),  # leading blank lines, bare LF: tolerated
+        (b"\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n", 200),  # leading blank lines: tolerated
+        (b"GET /healthz HTTP/1.0\n\n", 400),  # bare LF: aiohttp's parser is strict
     ],
 )
 def test_malformed_requests_get_a_clean_error(data: bytes, status: int) -> None:
@@ -446,6 +448,31 @@ def test_malformed_requests_get_a_clean_error(data: bytes, status: int) -> None:
             assert (await get(port, "/healthz"))[0] == 200  # still serving
 
     asyncio.run(scenario())
+
+
+def test_what_aiohttp_refuses_is_answered_and_logged_at_debug_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        async with serving(MetricsServer("127.0.0.1:0", lambda: SAMPLES)) as port:
+            for _ in range(3):  # aiohttp answers these itself (without Connection: close)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n")
+                async with asyncio.timeout(WAIT_S):
+                    answer = await reader.read()
+                writer.close()
+                assert answer.split(b" ", 2)[1] == b"400"
+            assert (await get(port, "/healthz"))[0] == 200
+
+    asyncio.run(scenario())
+    assert not [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "loopback" not in r.getMessage()
+    ]
+    assert any(r.name == f"{LOGGER}.http" for r in caplog.records)
 
 
 def test_slow_silent_and_half_closed_clients_are_cut_off() -> None:
@@ -496,16 +523,17 @@ def test_scrapes_beyond_the_limit_are_turned_away_at_once_but_liveness_never() -
             # Idle connections take no slot: liveness and scrapes are still answered.
             idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
             stalled = [
-                asyncio.ensure_future(raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")) for _ in range(2)
+                asyncio.ensure_future(raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))
+                for _ in range(2)
             ]
             async with asyncio.timeout(WAIT_S):
                 while collect.entered < 2:
                     collect.waiting.clear()
                     await collect.waiting.wait()
             started = time.monotonic()
-            busy = await raw(port, b"GET /metrics HTTP/1.1\r\n\r\n")
-            ready = await raw(port, b"GET /readyz HTTP/1.1\r\n\r\n")
-            alive = await raw(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+            busy = await raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            ready = await raw(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            alive = await raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert time.monotonic() - started < 5.0  # at once, not after the 30 s timeout
             assert busy is not None
             assert ready is not None
@@ -535,7 +563,7 @@ def test_idle_connections_cannot_lock_out_liveness() -> None:
         async with serving(server) as port:
             idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
             for path in (b"/healthz", b"/metrics", b"/healthz"):
-                answer = await raw(port, b"GET " + path + b" HTTP/1.1\r\n\r\n")
+                answer = await raw(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert answer is not None
                 assert answer.status == 200, answer
             assert server.dropped_idle >= 200 - 64
@@ -560,7 +588,7 @@ def test_stop_drops_connections_in_progress() -> None:
         await writer.drain()
         # Connections are accepted in order: once a later one is answered, the server is
         # serving the first, which waits for the rest of its headers.
-        probe = await raw(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        probe = await raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert probe is not None
         assert probe.status == 200
         started = time.monotonic()

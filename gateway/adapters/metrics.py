@@ -1,37 +1,38 @@
-"""A minimal Prometheus endpoint: ``GET /metrics`` (text format 0.0.4), ``/healthz``, ``/readyz``.
+"""The gateway's HTTP listener: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``, and the routes
+of whatever else shares it (the operator console), on :mod:`aiohttp.web`.
 
 Theory of operation
 -------------------
-Built on ``asyncio.start_server`` so the gateway needs no HTTP dependency. It speaks the small
-subset of HTTP/1.x a scraper, a probe and curl use, and treats every byte as hostile:
+An :class:`aiohttp.web.Application` run by an :class:`~aiohttp.web.AppRunner` inside the
+gateway's loop. aiohttp parses HTTP; this module adds the rules a gateway's listener needs and
+aiohttp leaves to the deployment, and treats every byte as hostile:
 
-- one request per connection: every response carries ``Connection: close`` and the connection is
-  closed after it (a scrape every 15 s gains nothing from keep-alive);
-- the request line and headers must arrive within ``request_timeout_s`` (else 408) and fit in
-  ``max_request_bytes`` (else 431); anything that is not ``METHOD SP target SP HTTP/1.x``
-  followed by ``name: value`` lines is a 400; a body is never read (only GET and HEAD are
-  served, others get 405);
+- one request per connection: every response carries ``Connection: close`` (a scrape every
+  15 s gains nothing from keep-alive; a browser opens a few connections per page);
+- each connection passes through a small guard (:class:`_Guard`) between the transport and
+  aiohttp's protocol: the request line and headers must arrive within ``request_timeout_s``
+  (else 408) and fit in ``max_request_bytes`` and ``MAX_HEADER_LINES`` lines (else 431); a
+  request line that is not ``METHOD SP target SP HTTP/1.x`` with an ASCII target, or a request
+  cut short by the client, is a 400 (aiohttp answers 400 to every other malformed request);
 - liveness never waits for a slot: ``/healthz`` is answered whatever else is going on (a probe
-  that sees 503 restarts a healthy process); ``/metrics`` and ``/readyz`` are answered for at most
-  ``max_connections`` requests at once, more get an immediate 503 ``too many connections`` (a
-  scraper retries at its next interval). A connection takes a slot only once its request is
-  read: idle connections take none;
-- at most ``max_open`` connections are open at once (each costs a task and a buffer of at most
-  ``max_request_bytes``); one more makes the server drop the oldest connection that is idle
-  (still sending its request, or lingering after its answer), so idle connections can never
-  lock out a probe;
-- a response the client does not read within ``request_timeout_s`` aborts the connection;
-- after answering, the server half-closes and discards what the client still sends for up to
-  ``LINGER_S`` (a "lingering close"), so that closing with unread input, which makes the kernel
-  reset the connection, cannot destroy the answer on its way.
+  that sees 503 restarts a healthy process); ``/metrics``, ``/readyz`` and the console's pages
+  are answered for at most ``max_connections`` requests at once, more get an immediate 503 ``too
+  many connections``. A connection takes a slot only while its handler runs: idle connections
+  and long-lived event streams take none (the console caps its streams itself);
+- at most ``max_open`` connections are open at once; one more makes the listener drop the oldest
+  connection that is idle (still sending its request, or closing after its answer), so idle
+  connections can never lock out a probe;
+- aiohttp closes after the answer with a "lingering close" (it discards what the client still
+  sends for a while), so that closing with unread input cannot reset the answer on its way.
 
-``/metrics`` calls ``collect()`` (a plain or async callable) for ``{name: (type, help, value)}``.
-A name may carry labels (``dockwatch_sink_lag{sink="mqtt"}``, see :func:`labelled`); samples are
-grouped into families by the name before ``{``, each family printed once with its ``# HELP`` and
-``# TYPE`` lines, families and samples sorted by name. A ``summary`` is given as its ``X_sum``
-and ``X_count`` samples (and optionally ``X{quantile="..."}``), which all belong to family ``X``.
-A ``collect`` that raises answers 500, and is logged once when it starts failing and once when it
-recovers, not at every scrape.
+``/metrics`` goes through :mod:`prometheus_client`: ``collect()`` (a plain or async callable)
+returns ``{name: (type, help, value)}`` at scrape time and :class:`SamplesCollector` turns it
+into metric families for ``generate_latest``. A name may carry labels
+(``dockwatch_sink_lag{sink="mqtt"}``, see :func:`labelled`); samples are grouped into families
+by the name before ``{`` (a counter's name ends in ``_total``), families and samples sorted by
+name. A ``summary`` is given as its ``X_sum`` and ``X_count`` samples (and optionally
+``X{quantile="..."}``), which all belong to family ``X``. A ``collect`` that raises answers 500,
+and is logged once when it starts failing and once when it recovers, not at every scrape.
 
 ``/healthz`` (liveness) answers 200 ``ok``, or 503 ``unhealthy`` when the optional ``health()``
 says so. ``/readyz`` (readiness) answers 200 ``ready``, or 503 with the one-line reason the
@@ -42,20 +43,21 @@ neither secrets nor client certificates.
 
 TLS (optional, ``tls``: a server-side :class:`ssl.SSLContext`, TLS 1.2 or later, built from
 ``api.tls`` by :func:`server_tls_context`): the endpoint then speaks HTTPS only. The handshake is
-asyncio's, bounded by ``request_timeout_s`` (a client that never finishes it is cut off then); a
+the loop's, bounded by ``request_timeout_s`` (a client that never finishes it is cut off then); a
 handshake that fails (a plain-HTTP client, a client that does not trust the certificate, a
 client certificate the CA did not sign) closes that connection and logs one line (INFO for the
-first since start, DEBUG after: a misconfigured scraper retries every 15 s), and the server
+first since start, DEBUG after: a misconfigured scraper retries every 15 s), and the listener
 keeps serving. When the context verifies clients (``api.tls.client_ca_file``), client
 certificates are OPTIONAL at the handshake, so that probes still reach ``/healthz`` and
-``/readyz``, and REQUIRED for ``/metrics`` (403 without one); a certificate that is presented
-must be valid, or the handshake fails.
+``/readyz``, and REQUIRED for every other path (403 without one); a certificate that is
+presented must be valid, or the handshake fails.
 
-``/metrics`` follows the rules of the gRPC API: every configured mechanism applies (a bearer
-token: ``Authorization: Bearer <token>``, 401 otherwise; client certificates: 403 without one),
-and an endpoint with neither may only listen on loopback (:class:`ConfigError` otherwise; TLS
-alone encrypts but admits anyone). A token on a non-loopback address without TLS is accepted
-with one warning: it travels in clear.
+Every path but the probes follows the rules of the gRPC API (:func:`authorized`): every
+configured mechanism applies (a bearer token: ``Authorization: Bearer <token>``, or for a
+browser the same token in the ``dockwatch_token`` cookie the console's sign-in sets, 401
+otherwise; client certificates: 403 without one), and an endpoint with neither may only listen
+on loopback (:class:`ConfigError` otherwise; TLS alone encrypts but admits anyone). A token on a
+non-loopback address without TLS is accepted with one warning: it travels in clear.
 
 Defaults: ``request_timeout_s=5``, ``max_request_bytes=8192``, ``max_connections=16``,
 ``max_open=256``.
@@ -64,15 +66,19 @@ Defaults: ``request_timeout_s=5``, ``max_request_bytes=8192``, ``max_connections
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-import math
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 
 from gateway.adapters.grpc_api import (
     RefusalLog,
@@ -84,11 +90,14 @@ from gateway.errors import ConfigError, GatewayError
 
 __all__ = [
     "CONTENT_TYPE",
+    "TOKEN_COOKIE",
     "Collector",
     "MetricsServer",
     "Sample",
     "Samples",
+    "SamplesCollector",
     "labelled",
+    "plain",
     "render",
     "server_tls_context",
 ]
@@ -96,12 +105,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""What ``generate_latest`` writes (prometheus_client's ``CONTENT_TYPE_PLAIN_0_0_4``)."""
 METRIC_TYPES = frozenset({"counter", "gauge", "summary", "untyped"})
+_CLIENT_TYPES = {"counter": "counter", "gauge": "gauge", "summary": "summary", "untyped": "unknown"}
 _SUMMARY_SUFFIXES = ("_sum", "_count")
 MAX_HEADER_LINES = 100
 LINGER_S = 1.0
-"""After answering, read and discard what the client still sends for at most this long."""
-LINGER_BYTES = 65_536
+"""After answering, aiohttp discards what the client still sends for at most this long."""
+TOKEN_COOKIE: Final = "dockwatch_token"  # noqa: S105 (a cookie name, not a secret)
+"""The cookie a browser carries the API token in (set by the console's sign-in form)."""
+PROBES: Final = frozenset({"/healthz", "/readyz"})
 
 Sample = tuple[str, str, float]
 """(type, help, value): type is ``counter``, ``gauge``, ``summary`` or ``untyped``."""
@@ -111,24 +124,14 @@ Collector = Callable[[], Samples | Awaitable[Samples]]
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
-_SAMPLE_NAME = re.compile(rf"({_NAME})(?:\{{(?:{_LABEL}(?:,{_LABEL})*)?\}})?")
+_ONE_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)",?')
+_SAMPLE_NAME = re.compile(rf"({_NAME})(?:\{{((?:{_LABEL}(?:,{_LABEL})*)?)\}})?")
 _QUANTILE_LABEL = re.compile(r'[{,]quantile="')
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/1\.[01]\r")
 
 
-# --- the text format -------------------------------------------------------------------------
+# --- the text format, through prometheus_client ----------------------------------------------
 
 
 def labelled(name: str, **labels: str) -> str:
@@ -146,26 +149,20 @@ def labelled(name: str, **labels: str) -> str:
     return f"{name}{{{','.join(parts)}}}"
 
 
-def _format_value(value: float) -> str:
-    number = float(value)
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "+Inf" if number > 0 else "-Inf"
-    if number.is_integer() and abs(number) < 2**63:
-        return str(int(number))
-    return repr(number)
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def _labels(text: str | None) -> dict[str, str]:
+    return {m.group(1): _unescape(m.group(2)) for m in _ONE_LABEL.finditer(text or "")}
 
 
 @dataclass(slots=True)
 class _Family:
     type: str
     help: str
-    samples: list[tuple[str, float]] = field(default_factory=list)
+    samples: list[tuple[str, str, dict[str, str], float]] = field(default_factory=list)
+    """(the sample as given, its name, its labels, its value)."""
 
 
 def _family_name(name: str, base: str, kind: str) -> str:
@@ -180,10 +177,7 @@ def _family_name(name: str, base: str, kind: str) -> str:
     return base
 
 
-def render(samples: Samples) -> str:
-    """The samples in the Prometheus text format; ValueError for an invalid name or type, a
-    summary sample that is not ``X_sum``/``X_count``/``X{quantile=...}``, or two samples of one
-    family that disagree on the type."""
+def _families(samples: Samples) -> dict[str, _Family]:
     families: dict[str, _Family] = {}
     for name, (kind, help_text, value) in samples.items():
         match = _SAMPLE_NAME.fullmatch(name)
@@ -195,109 +189,172 @@ def render(samples: Samples) -> str:
         family = families.setdefault(family_name, _Family(kind, help_text))
         if family.type != kind:
             raise ValueError(f"{name}: type {kind!r} differs from its family's {family.type!r}")
-        family.samples.append((name, value))
-    lines: list[str] = []
-    for family_name in sorted(families):
-        family = families[family_name]
-        lines.append(f"# HELP {family_name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family_name} {family.type}")
-        lines.extend(f"{n} {_format_value(v)}" for n, v in sorted(family.samples))
-    return "".join(line + "\n" for line in lines)
+        if kind == "counter" and not family_name.endswith("_total"):
+            raise ValueError(f"{name}: a counter's name ends in _total")
+        family.samples.append((name, match.group(1), _labels(match.group(2)), float(value)))
+    return families
+
+
+class SamplesCollector:
+    """A prometheus_client collector over ``{name: (type, help, value)}``: ``source`` is called
+    at every ``collect()`` (a scrape), so the families are the gateway's state at that moment."""
+
+    def __init__(self, source: Callable[[], Samples]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        families = _families(self._source())
+        for family_name in sorted(families):
+            family = families[family_name]
+            # prometheus_client names a counter's family without ``_total`` and adds it back.
+            metric_name = (
+                family_name.removesuffix("_total") if family.type == "counter" else family_name
+            )
+            metric = Metric(metric_name, family.help, _CLIENT_TYPES[family.type])
+            for _, sample_name, labels, value in sorted(family.samples, key=lambda s: s[0]):
+                metric.add_sample(sample_name, labels, value)
+            yield metric
+
+
+def render(samples: Samples) -> str:
+    """The samples in the Prometheus text format; ValueError for an invalid name or type, a
+    summary sample that is not ``X_sum``/``X_count``/``X{quantile=...}``, a counter not named
+    ``X_total``, or two samples of one family that disagree on the type."""
+    return generate_latest(SamplesCollector(lambda: samples)).decode("utf-8")
 
 
 # --- HTTP ------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class _Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def encode(self, *, head: bool) -> bytes:
-        lines = [
-            f"HTTP/1.1 {self.status} {_REASONS[self.status]}",
-            f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(self.body)}",
-            "Connection: close",
-            "Cache-Control: no-store",
-            *(f"{k}: {v}" for k, v in self.headers),
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (b"" if head else self.body)
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
-def _plain(status: int, text: str, *headers: tuple[str, str]) -> _Response:
-    return _Response(status, (text + "\n").encode(), headers=headers)
+def _raw_answer(status: int, text: str) -> bytes:
+    """An answer written by the guard itself, before aiohttp has a request to answer."""
+    body = (text + "\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
+def plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A one-line ``text/plain`` answer (the probes', the errors')."""
+    return web.Response(
+        status=status, text=text + "\n", headers={"Cache-Control": "no-store", **(headers or {})}
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: bytes
-    path: bytes
-    authorization: bytes | None
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
-async def _read_request(reader: asyncio.StreamReader, max_bytes: int) -> _Request:
-    """The request line and headers (``_BadRequest`` when they break the rules above)."""
-    lines: list[bytes] = []
-    total = 0
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError as exc:  # a line longer than the stream's limit
-            raise _BadRequest(431, "request line or header too long") from exc
-        total += len(line)
-        if total > max_bytes or len(lines) > MAX_HEADER_LINES:
-            raise _BadRequest(431, "request headers too large")
-        if not line.endswith(b"\n"):
-            raise _BadRequest(400, "incomplete request")
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if lines:
-                break
-            continue  # RFC 9112: ignore empty lines before the request line
-        lines.append(line)
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]):
-        raise _BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if version not in (b"HTTP/1.0", b"HTTP/1.1") or not target.isascii():
-        raise _BadRequest(400, "malformed request line")
-    authorization = None
-    for header in lines[1:]:
-        name, colon, value = header.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise _BadRequest(400, "malformed header")
-        if name.lower() == b"authorization":
-            authorization = value.strip()
-    return _Request(method, target.partition(b"?")[0], authorization)
+class _Guard(asyncio.Protocol):
+    """One connection, between the transport and aiohttp's protocol: the request deadline and
+    size limits of the module docstring, and which connections are idle (for ``max_open``)."""
+
+    def __init__(self, server: MetricsServer, inner: asyncio.Protocol) -> None:
+        self._server = server
+        self._inner = inner
+        self._head = b""
+        self.state = "reading"
+        """``reading`` its request, ``answering`` (a handler runs) or ``answered``."""
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.state != "answering"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
+        self._server._opened(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._server._timeout_s, self._expired)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == "reading":
+            refusal = self._check(data)
+            if refusal is not None:
+                self._refuse(*refusal)
+                return
+        self._inner.data_received(data)
+
+    def _check(self, data: bytes) -> tuple[int, str] | None:
+        limit = self._server._max_request_bytes
+        head = (self._head + data)[: limit + 1]
+        stripped = head.lstrip(b"\r\n")  # RFC 9112: ignore empty lines before the request line
+        end = _HEAD_END.search(stripped)
+        fields = stripped if end is None else stripped[: end.start()]
+        first, newline, _ = stripped.partition(b"\n")
+        if (newline or end is not None) and not _REQUEST_LINE.fullmatch(first):
+            return 400, "malformed request line"
+        if fields.count(b"\n") > MAX_HEADER_LINES or (end is None and len(head) > limit):
+            return 431, "request headers too large"
+        lines = fields.split(b"\n")[1:]
+        if end is None:
+            lines = lines[:-1]  # the last one may still be arriving
+        for line in lines:
+            name, colon, _ = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                return 400, "malformed header"
+        if end is not None and b" HTTP/1.1" in first:
+            names = {line.partition(b":")[0].lower() for line in lines}
+            if b"host" not in names:  # RFC 9112 3.2; aiohttp would log a traceback
+                return 400, "missing Host header"
+        self._head = head
+        if end is not None:
+            self.state = "received"
+        return None
+
+    def _refuse(self, status: int, text: str) -> None:
+        self.state = "answered"
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_raw_answer(status, text))
+            self.transport.close()
+
+    def _expired(self) -> None:
+        if self.state in ("reading", "received"):
+            self._refuse(408, "request timeout")
+
+    def eof_received(self) -> bool | None:
+        if self.state == "reading" and self._head:
+            self._refuse(400, "incomplete request")
+            return None
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._server._closed(self)
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Half-close, then drain the client's leftovers before closing ("lingering close").
+class _ClientFaultsAtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, with the malformed requests it refuses (400, already answered)
+    at DEBUG: any client could otherwise write a traceback into the gateway's log at will.
+    Anything else it reports (a handler that raised: a bug) stays an error."""
 
-    Closing a socket with unread input makes the kernel send RST, which can destroy the
-    response still in flight to the client (an error answer to a request we did not read
-    whole, or a client turned away while it was still sending).
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
+            self.logger.debug(msg, *args, **kwargs)
+        else:
+            kwargs.setdefault("exc_info", True)
+            self.logger.error(msg, *args, **kwargs)
 
-    TLS has no half-close (``can_write_eof()`` is False): the drain alone runs, so a client
-    that reads until EOF sees it when it closes or after ``LINGER_S``; HTTP clients stop at
-    ``Content-Length`` and close first.
-    """
-    if writer.can_write_eof():
-        writer.write_eof()
-    discarded = 0
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(LINGER_S):
-            while discarded < LINGER_BYTES and (chunk := await reader.read(4096)):
-                discarded += len(chunk)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Setup = Callable[[web.Application], None]
 
 
 # --- TLS -------------------------------------------------------------------------------------
@@ -384,7 +441,8 @@ def _reporting_handshake_failures(
 
 
 class MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` on ``listen`` (``host:port``; port 0 picks one).
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``listen`` (``host:port``; port 0 picks one),
+    and the routes ``setup`` adds to the application (the operator console).
 
     ``collect`` returns ``{name: (type, help, value)}`` (it may be async; it runs on the event
     loop, so it must not block: read the store through a worker thread). ``health`` (optional)
@@ -392,12 +450,16 @@ class MetricsServer:
     gateway is ready to do its job, else the reason it is not (one line, sent to unauthenticated
     clients: no secrets). Both run on the event loop and must not block.
 
+    ``public`` paths (and paths under ``public_prefixes``) need neither token nor client
+    certificate (the console's sign-in page and its static files); ``streams`` are long-lived
+    answers (Server-Sent Events) that take no ``max_connections`` slot.
+
     ``tls`` (optional) is a server-side context (:func:`server_tls_context`); the server sets its
     ``sslobject_class`` to log failed handshakes, so give each server its own. A context that
-    verifies clients (``verify_mode`` not ``CERT_NONE``) makes ``/metrics`` require a verified
-    client certificate. Raises :class:`ConfigError` at construction for a non-loopback
-    ``listen`` with neither ``token`` nor client certificates, ValueError for a context that is
-    not a server one or allows less than TLS 1.2.
+    verifies clients (``verify_mode`` not ``CERT_NONE``) makes every path but the probes require
+    a verified client certificate. Raises :class:`ConfigError` at construction for a
+    non-loopback ``listen`` with neither ``token`` nor client certificates, ValueError for a
+    context that is not a server one or allows less than TLS 1.2.
     """
 
     def __init__(
@@ -409,10 +471,15 @@ class MetricsServer:
         tls: ssl.SSLContext | None = None,
         health: Callable[[], bool] | None = None,
         ready: Callable[[], str | None] | None = None,
+        setup: Setup | None = None,
+        public: Iterable[str] = (),
+        public_prefixes: Sequence[str] = (),
+        streams: Iterable[str] = (),
         request_timeout_s: float = 5.0,
         max_request_bytes: int = 8192,
         max_connections: int = 16,
         max_open: int = 256,
+        max_body_bytes: int = 1 << 20,
     ) -> None:
         if request_timeout_s <= 0 or max_request_bytes < 256 or max_connections < 1:
             raise ValueError(
@@ -442,14 +509,20 @@ class MetricsServer:
         self._collect = collect
         self._health = health
         self._ready = ready
+        self._setup = setup
+        self._public = frozenset(public) | PROBES
+        self._public_prefixes = tuple(public_prefixes)
+        self._streams = frozenset(streams)
         self._timeout_s = request_timeout_s
         self._max_request_bytes = max_request_bytes
         self._max_connections = max_connections
         self._max_open = max_open
+        self._max_body_bytes = max_body_bytes
         self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
-        self._idle: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
-        """Open connections not being answered (reading a request, or lingering), oldest first."""
+        self._runner: web.AppRunner | None = None
+        self._open: dict[_Guard, None] = {}
+        """Open connections, oldest first."""
+        self._by_transport: dict[asyncio.BaseTransport, _Guard] = {}
         self.dropped_idle = 0
         """Idle connections dropped to make room for new ones (see ``max_open``)."""
         self._active = 0
@@ -458,32 +531,61 @@ class MetricsServer:
         self.port = 0
         """The bound port, once started (the first socket's, if the host has several)."""
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self._tls is not None else "http"
+
+    def _application(self) -> web.Application:
+        app = web.Application(middlewares=[self._guarded], client_max_size=self._max_body_bytes)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        if self._setup is not None:
+            self._setup(app)
+        app.on_response_prepare.append(_close_after)
+        return app
+
     async def start(self) -> int:
         """Bind and serve; returns the bound port. GatewayError when the address cannot be bound."""
         if self._server is not None:
             raise RuntimeError("the metrics server is already started")
         host = listen_host(self._listen)
         port = int(self._listen.rpartition(":")[2])
+        runner = web.AppRunner(
+            self._application(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self._timeout_s,
+            max_line_size=self._max_request_bytes,
+            max_field_size=self._max_request_bytes,
+            lingering_time=LINGER_S,
+            logger=_ClientFaultsAtDebug(logging.getLogger(f"{__name__}.http")),
+        )
+        await runner.setup()
+        handlers = runner.server
+        assert handlers is not None  # set by setup()
+        loop = asyncio.get_running_loop()
         try:
-            server = await asyncio.start_server(
-                self._serve,
+            # aiohttp's TCPSite with a guard between each transport and aiohttp's protocol.
+            server = await loop.create_server(
+                lambda: _Guard(self, handlers()),
                 host,
                 port,
-                limit=self._max_request_bytes,
                 ssl=self._tls,
                 # Without these a client that stalls the handshake or the closing exchange holds
-                # its socket for asyncio's defaults (60 s and 30 s).
+                # its socket for the loop's defaults (60 s and 30 s).
                 ssl_handshake_timeout=self._timeout_s if self._tls else None,
                 ssl_shutdown_timeout=self._timeout_s if self._tls else None,
             )
         except OSError as exc:
+            await runner.cleanup()
             raise GatewayError(f"metrics endpoint cannot listen on {self._listen}: {exc}") from exc
-        self._server = server
+        self._server, self._runner = server, runner
         self.port = int(server.sockets[0].getsockname()[1])
         security = [
             "HTTPS" if self._tls is not None else "plain HTTP",
-            *(["client certificates for /metrics"] if self._client_certs else []),
-            *(["bearer token for /metrics"] if self._expected is not None else []),
+            *(["client certificates"] if self._client_certs else []),
+            *(["bearer token"] if self._expected is not None else []),
         ]
         log.info(
             "metrics endpoint listening on %s (port %d, %s)",
@@ -500,7 +602,7 @@ class MetricsServer:
 
     def _handshake_failed(self, exc: ssl.SSLError) -> None:
         """One line per failed handshake: INFO the first time, DEBUG after (a scraper with the
-        wrong scheme or CA retries at every interval). The connection is closed by asyncio."""
+        wrong scheme or CA retries at every interval). The connection is closed by the loop."""
         self._handshake_failures += 1
         reason = _PLAIN_HTTP_HINT.get(exc.reason or "", str(exc))
         if self._handshake_failures == 1:
@@ -515,15 +617,14 @@ class MetricsServer:
     async def stop(self) -> None:
         """Stop listening and drop connections still being served. Idempotent."""
         server, self._server = self._server, None
+        runner, self._runner = self._runner, None
         if server is None:
             return
         server.close()
-        # Aborting a connection ends its task on its own; cancelling the task instead would make
-        # asyncio's stream machinery log the CancelledError as an unhandled exception.
-        for writer in self._connections.values():
-            writer.transport.abort()
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=self._timeout_s)
+        for guard in list(self._open):
+            guard.abort()
+        if runner is not None:
+            await runner.cleanup()  # its on_shutdown ends the console's streams
         await server.wait_closed()
         log.info("metrics endpoint on %s stopped", self._listen)
 
@@ -537,105 +638,108 @@ class MetricsServer:
         finally:
             await self.stop()
 
-    # --- one connection ----------------------------------------------------------------------
+    # --- connections -------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _opened(self, guard: _Guard) -> None:
         if self._server is None:  # accepted just before stop(): nobody would ever close it
-            writer.transport.abort()
+            guard.abort()
             return
-        task = asyncio.current_task()
-        if task is not None:
-            if len(self._connections) >= self._max_open:
-                self._drop_oldest_idle()
-            self._connections[task] = writer
-            self._idle[task] = writer
-        try:
-            response, head = await self._answer(reader, writer, task)
-            await self._send(writer, response, head=head)
-            if task is not None:
-                self._idle[task] = writer
-            await _linger(reader, writer)
-        except (OSError, TimeoutError) as exc:
-            # The client left (a reset, or gone before the half-close: ENOTCONN), does not read
-            # what we send, or broke the TLS session (ssl.SSLError is an OSError).
-            log.debug("metrics endpoint: connection dropped: %r", exc)
-            writer.transport.abort()
-        except Exception:  # the top of a connection's task: log it, keep serving others
-            log.exception("metrics endpoint: request failed")
-            writer.transport.abort()
-        finally:
-            writer.close()
-            if task is not None:
-                self._connections.pop(task, None)
-                self._idle.pop(task, None)
+        if len(self._open) >= self._max_open:
+            self._drop_oldest_idle()
+        self._open[guard] = None
+        if guard.transport is not None:
+            self._by_transport[guard.transport] = guard
+
+    def _closed(self, guard: _Guard) -> None:
+        self._open.pop(guard, None)
+        if guard.transport is not None:
+            self._by_transport.pop(guard.transport, None)
 
     def _drop_oldest_idle(self) -> None:
         """Make room for a new connection: abort the oldest one that is only waiting."""
-        for task, writer in self._idle.items():
-            del self._idle[task]
-            writer.transport.abort()
-            self.dropped_idle += 1
-            if self.dropped_idle == 1:
-                log.warning(
-                    "metrics endpoint: %d connections are open, the most it keeps; dropping the "
-                    "oldest idle one for each new one (logged once)",
-                    self._max_open,
-                )
-            return
+        for guard in self._open:
+            if guard.idle:
+                self._closed(guard)
+                guard.abort()
+                self.dropped_idle += 1
+                if self.dropped_idle == 1:
+                    log.warning(
+                        "metrics endpoint: %d connections are open, the most it keeps; dropping "
+                        "the oldest idle one for each new one (logged once)",
+                        self._max_open,
+                    )
+                return
 
-    async def _send(self, writer: asyncio.StreamWriter, response: _Response, *, head: bool) -> None:
-        writer.write(response.encode(head=head))
-        async with asyncio.timeout(self._timeout_s):
-            await writer.drain()
+    # --- requests ----------------------------------------------------------------------------
 
-    async def _answer(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        task: asyncio.Task[object] | None,
-    ) -> tuple[_Response, bool]:
+    @web.middleware
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        guard = self._by_transport.get(request.transport) if request.transport else None
+        if guard is not None:
+            guard.state = "answering"
         try:
-            async with asyncio.timeout(self._timeout_s):
-                request = await _read_request(reader, self._max_request_bytes)
-        except TimeoutError:
-            return _plain(408, "request timeout"), False
-        except _BadRequest as exc:
-            return _plain(exc.status, str(exc)), False
-        if task is not None:
-            self._idle.pop(task, None)  # being answered: not to be dropped
-        head = request.method == b"HEAD"
-        if request.path not in (b"/metrics", b"/healthz", b"/readyz"):
-            return _plain(404, "not found"), head
-        if request.method not in (b"GET", b"HEAD"):
-            return _plain(405, "method not allowed", ("Allow", "GET, HEAD")), False
-        if request.path == b"/healthz":  # liveness: never waits for a slot, never refused
-            return (_plain(200, "ok") if self._healthy() else _plain(503, "unhealthy")), head
+            return await self._answer(request, handler)
+        except web.HTTPException as exc:  # the router's 404 and 405, a handler's refusal
+            headers = {}
+            if "Allow" in exc.headers:
+                headers["Allow"] = ", ".join(sorted(exc.headers["Allow"].split(",")))
+            return plain(exc.status, (exc.reason or "error").lower(), headers)
+        finally:
+            if guard is not None:
+                guard.state = "answered"
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path == "/healthz" or request.match_info.http_exception is not None:
+            return await handler(request)  # liveness never waits for a slot; 404 and 405
+        if path in self._streams:
+            return self._refusal(request) or await handler(request)
         if self._active >= self._max_connections:
-            return _plain(503, "too many connections"), head
+            return plain(503, "too many connections")
         self._active += 1
         try:
-            return await self._answer_slotted(request, writer), head
+            return self._refusal(request) or await handler(request)
         finally:
             self._active -= 1
 
-    async def _answer_slotted(self, request: _Request, writer: asyncio.StreamWriter) -> _Response:
-        """``/readyz`` and ``/metrics``, within the ``max_connections`` slots."""
-        if request.path == b"/readyz":
-            reason = self._not_ready()
-            return _plain(200, "ready") if reason is None else _plain(503, reason)
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """None when the request may go on, else the answer (the rules of the gRPC API)."""
+        path = request.path
+        if path in self._public or path.startswith(self._public_prefixes):
+            return None
+        return self.refusal(request)
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        """None when ``request`` carries what the listener requires (a client certificate, the
+        token in the ``Authorization`` header or the ``dockwatch_token`` cookie), else the
+        401/403 answer; refusals are logged as state changes (:class:`RefusalLog`)."""
         # With CERT_OPTIONAL a certificate that was presented has been verified (else the
         # handshake failed); none gives None, and CERT_NONE contexts give {}.
-        if self._client_certs and not writer.get_extra_info("peercert"):
-            self._refuse(writer, "no client certificate")
-            return _plain(403, "client certificate required")
-        if self._expected is not None and not bearer_matches(self._expected, request.authorization):
-            reason = "no bearer token" if request.authorization is None else "wrong bearer token"
-            self._refuse(writer, reason)
-            return _plain(401, "unauthorized", ("WWW-Authenticate", 'Bearer realm="dockwatch"'))
-        return await self._metrics()
+        if self._client_certs and not request.get_extra_info("peercert"):
+            self._refuse(request, "no client certificate")
+            return plain(403, "client certificate required")
+        if self._expected is None:
+            return None
+        header = request.headers.get("Authorization")
+        cookie = request.cookies.get(TOKEN_COOKIE)
+        if bearer_matches(self._expected, header) or (
+            cookie is not None and bearer_matches(self._expected, "Bearer " + cookie)
+        ):
+            return None
+        self._refuse(request, "no bearer token" if header is None else "wrong bearer token")
+        challenge = {"WWW-Authenticate": 'Bearer realm="dockwatch"'}
+        if "/login" in self._public and "text/html" in request.headers.get("Accept", ""):
+            # A browser: a page that leads to the console's sign-in form.
+            return web.Response(
+                status=401,
+                text=_SIGN_IN_FIRST,
+                content_type="text/html",
+                headers={**challenge, "Cache-Control": "no-store"},
+            )
+        return plain(401, "unauthorized", challenge)
 
-    def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
-        peer = writer.get_extra_info("peername")
+    def _refuse(self, request: web.Request, reason: str) -> None:
+        peer = request.get_extra_info("peername")
         self._refusals.refused(
             f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer), reason
         )
@@ -643,22 +747,24 @@ class MetricsServer:
     def _healthy(self) -> bool:
         return self._health is None or self._health()
 
-    def _not_ready(self) -> str | None:
-        """None when ready, else the reason on one line."""
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return plain(200, "ok") if self._healthy() else plain(503, "unhealthy")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
         if self._ready is not None:
             reason = self._ready()
         else:
             reason = None if self._healthy() else "unhealthy"
         if reason is None:
-            return None
-        return " ".join(reason.split()) or "not ready"
+            return plain(200, "ready")
+        return plain(503, " ".join(reason.split()) or "not ready")
 
-    async def _metrics(self) -> _Response:
+    async def _metrics(self, request: web.Request) -> web.Response:
         try:
             async with asyncio.timeout(self._timeout_s):
                 result = self._collect()
                 samples = await result if inspect.isawaitable(result) else result
-            body = render(samples).encode("utf-8")
+            body = generate_latest(SamplesCollector(lambda: samples))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken collector must not take the endpoint down
@@ -667,8 +773,22 @@ class MetricsServer:
                 log.exception("metrics endpoint: collecting the metrics failed")
             else:
                 log.debug("metrics endpoint: collecting still fails: %s", exc)
-            return _plain(500, "collecting the metrics failed")
+            return plain(500, "collecting the metrics failed")
         if not self._collect_ok:
             self._collect_ok = True
             log.info("metrics endpoint: collecting works again")
-        return _Response(200, body, CONTENT_TYPE)
+        return web.Response(
+            body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"}
+        )
+
+
+_SIGN_IN_FIRST = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in</title></head>'
+    '<body><p>This gateway requires its API token. <a href="/login">Sign in</a></p></body></html>\n'
+)
+
+
+async def _close_after(request: web.Request, response: web.StreamResponse) -> None:
+    """One request per connection (see the module docstring)."""
+    response.force_close()
+    response.headers["Connection"] = "close"

@@ -1,0 +1,1 @@
+"""The operator console: pages, live events and actions on the gateway's HTTP listener."""
