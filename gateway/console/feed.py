@@ -24,6 +24,7 @@ movements-per-minute buckets, and is injected).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -115,8 +116,8 @@ def stock_dict(level: StockLevel) -> dict[str, object]:
 class ShelfTrace:
     """A shelf's recent weight samples and the picks and restocks found in them."""
 
-    samples: deque[tuple[float, float, bool | None]]
-    """(the sample's time, grams, the transmitter's stable bit)."""
+    samples: deque[tuple[float, float | None, bool | None]]
+    """(the sample's time, grams or None for garbage, the transmitter's stable bit)."""
     marks: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=200))
     """(the time of the sample that settled it, movement kind, quantity)."""
 
@@ -195,7 +196,10 @@ class ConsoleFeed:
         trace = self.shelves.get(sample.shelf_id)
         if trace is None:
             trace = self.shelves[sample.shelf_id] = ShelfTrace(deque(maxlen=self._samples_kept))
-        trace.samples.append((sample.at, sample.grams, sample.stable))
+        # A transmitter reading garbage sends NaN or 1e30: the trace shows a gap, and JSON (which
+        # has no NaN) stays valid for the page.
+        grams = sample.grams if math.isfinite(sample.grams) and abs(sample.grams) < 1e12 else None
+        trace.samples.append((sample.at, grams, sample.stable))
         marks = [(sample.at, str(m.kind), m.quantity) for m in movements]
         trace.marks.extend(marks)
         self._publish(
@@ -204,7 +208,7 @@ class ConsoleFeed:
                 {
                     "shelf_id": sample.shelf_id,
                     "at": sample.at,
-                    "grams": sample.grams,
+                    "grams": grams,
                     "stable": sample.stable,
                     "marks": [{"kind": k, "quantity": q} for _, k, q in marks],
                 },

@@ -180,7 +180,7 @@
     if (!trace || !section) return;
     const box = $("svg.trace", section);
     while (box.firstChild) box.removeChild(box.firstChild);
-    const samples = trace.samples;
+    const samples = trace.samples.filter((s) => s[1] !== null);  // null: a garbage reading
     if (samples.length < 2) { svg("text", { x: 10, y: 20 }, box).textContent = "waiting for samples…"; return; }
     const t0 = samples[0][0], t1 = samples[samples.length - 1][0];
     let lo = Infinity, hi = -Infinity;
