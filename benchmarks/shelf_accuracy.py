@@ -44,7 +44,7 @@ import yaml
 
 from gateway.domain.params import ShelfParams
 from simulators.modbus.accuracy import AccuracyReport, run_accuracy
-from simulators.modbus.zoo_run import ZooReport, run_zoo
+from simulators.modbus.zoo_run import ZooReport, percentile, run_zoo
 from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
 from simulators.shelf_zoo import zoo_store
 
@@ -86,11 +86,6 @@ def zoo_one(seed: int, speed: float) -> ZooReport:
             return runner.run(coro)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else 0.0
-
-
 def zoo_main(args: argparse.Namespace) -> bool:
     print(
         f"transmitter zoo: {args.seeds} random stores x 6 shelves, {args.speed:g}x real time, "
@@ -125,10 +120,10 @@ def zoo_main(args: argparse.Namespace) -> bool:
         f"  missed {total('missed')}, phantom {total('phantom')}, wrong quantity "
         f"{total('wrong_quantity')}\n"
         f"  |observed_at - settled|: median {statistics.median(errors):.2f} s, p95 "
-        f"{pct(errors, 95):.2f} s (against the display's last change by a division: median "
-        f"{statistics.median(strict):.2f} s, p95 {pct(strict, 95):.2f} s)\n"
+        f"{percentile(errors, 95):.2f} s (against the display's last change by a division: median "
+        f"{statistics.median(strict):.2f} s, p95 {percentile(strict, 95):.2f} s)\n"
         f"  latency to the store: median {statistics.median(latencies):.2f} s, p95 "
-        f"{pct(latencies, 95):.2f} s, over 2.5 s: "
+        f"{percentile(latencies, 95):.2f} s, over 2.5 s: "
         f"{sum(1 for x in latencies if x > 2.5)}/{len(latencies)}\n"
         f"  opening counts right: {total('opening_ok')}/{shelves}; book equals weight at the end: "
         f"{total('book_ok')}/{shelves}\n"
@@ -140,8 +135,8 @@ def zoo_main(args: argparse.Namespace) -> bool:
         exact >= 0.995 * events
         and total("phantom") == 0
         and on_time == crossings
-        and pct(errors, 95) <= 0.5
-        and pct(latencies, 95) <= 2.5
+        and percentile(errors, 95) <= 0.5
+        and percentile(latencies, 95) <= 2.5
         and total("opening_ok") == shelves
         and total("garbage_alerts") == total("garbage_episodes")
     )

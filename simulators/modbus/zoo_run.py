@@ -164,12 +164,13 @@ class ZooReport:
             f"low-stock {self.total('low_stock_on_time')}/{self.total('crossings')} "
             f"(spurious {self.total('low_stock_spurious')}) "
             f"garbage alerts {self.total('garbage_alerts')}/{self.total('garbage_episodes')} "
-            f"|obs err| p95 {_pct(errors, 95):.2f} s latency p95 {_pct(lat, 95):.2f} s "
+            f"|obs err| p95 {percentile(errors, 95):.2f} s latency p95 {percentile(lat, 95):.2f} s "
             f"({self.wall_s:.1f} s wall)"
         )
 
 
-def _pct(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of ``values``; 0 for none."""
     if not values:
         return 0.0
     ordered = sorted(values)
