@@ -490,11 +490,6 @@ class ShelfEngine:
         return self._pending is not None
 
     @property
-    def noise_sigma_g(self) -> float:
-        """The transmitter's noise as learned so far."""
-        return self._noise.sigma_g
-
-    @property
     def resolution_g(self) -> float:
         """The transmitter's division as configured or learned so far (0: none seen)."""
         return self._noise.resolution_g
