@@ -465,6 +465,62 @@ def test_a_dead_device_never_slows_a_healthy_one(caplog: pytest.LogCaptureFixtur
 
 
 @pytest.mark.integration
+def test_a_silent_unit_on_a_shared_line_is_probed_briefly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two units behind one host:port; one falls silent for 5 s, then answers again.
+
+    The first timeout costs the full 1 s; after that the silent unit is probed with a timeout
+    fitted to its own earlier answers, so the healthy unit on the same line keeps being sampled
+    at about its rate (with a full timeout per probe it would get a sample a second or less),
+    and the silent unit is found again when it answers.
+    """
+    healthy = quiet_track(1, "healthy")
+    silent = quiet_track(
+        2, "silent", ShelfEvent(1.0, ShelfEventKind.FAILURE, 5.0, mode=FailureMode.SILENT)
+    )
+    settings = PollerSettings(
+        poll_interval_s=0.1,
+        timeout_s=1.0,
+        backoff=BackoffPolicy(initial_s=0.1, max_s=0.3),
+    )
+
+    async def scenario() -> Recorder:
+        async with ShelfSimulator(shelves=[healthy, silent]) as sim:
+            points = [point_for(healthy, sim.host, sim.port), point_for(silent, sim.host, sim.port)]
+
+            def observed(rec: Recorder) -> bool:
+                return rec.states("silent") == [
+                    DeviceState.ONLINE,
+                    DeviceState.OFFLINE,
+                    DeviceState.ONLINE,
+                ]
+
+            return await poll_until(points, observed, "a silent unit found again", settings)
+
+    with caplog.at_level(logging.ERROR, logger="gateway.adapters.modbus"):
+        rec = asyncio.run(scenario())
+    silent_times = rec.times["silent"]
+    went, came = max(
+        itertools.pairwise(silent_times), key=lambda pair: pair[1] - pair[0]
+    )  # the silence, as the poller saw it
+    assert came - went > 4.0
+    # Skip the first (full) timeout, then look at the healthy unit's samples while probing.
+    during = [t for t in rec.times["healthy"] if went + 1.2 < t < came]
+    gaps = [b - a for a, b in itertools.pairwise(during)]
+    assert len(during) >= 8, during
+    # Time spent waiting on probes: long gaps. With a full timeout per probe they would fill
+    # about three quarters of the silence (1 s probe, 0.3 s backoff); here next to none of it.
+    stalled = sum(gap for gap in gaps if gap > 0.6)
+    assert stalled < 0.25 * (during[-1] - during[0]), gaps
+    assert [s.state for s in rec.statuses if s.device_id == "healthy"] == [DeviceState.ONLINE]
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1, errors  # one line when the unit goes silent, none per probe
+    assert "no answer within 1 s" in errors[0]
+    assert "shelf silent " in errors[0]
+
+
+@pytest.mark.integration
 def test_round_trips_are_timed_per_device_and_timeouts_are_not_round_trips() -> None:
     healthy = quiet_track(1, "healthy")
     silent = quiet_track(

@@ -20,10 +20,13 @@ Theory of operation
 * **Failures.** A Modbus exception response marks the unit's shelves DEGRADED (OFFLINE for 0x0A /
   0x0B, "gateway target failed to respond"); a timeout marks them OFFLINE and the unit is retried
   after a capped, jittered backoff (``gateway.adapters.backoff``) so that one silent unit costs the
-  other units on its line a timeout only now and then. A connection that cannot be made, is lost,
-  or on which every unit timed out is closed and re-opened with backoff. A status word with the
-  error bit, or a heartbeat that stops changing for ``heartbeat_stale_s``, marks the shelf
-  DEGRADED and its samples ``error=True`` (the shelf engine then trusts nothing until it recovers).
+  other units on its line a timeout only now and then; and those retries (probes) wait only
+  ``PROBE_TIMEOUT_FACTOR`` times the unit's slowest recent answer (at least 0.1 s, at most
+  ``timeout_s``), since every probe holds up the working units behind it on the line. A
+  connection that cannot be made, is lost, or on which every unit timed out is closed and
+  re-opened with backoff. A status word with the error bit, or a heartbeat that stops changing
+  for ``heartbeat_stale_s``, marks the shelf DEGRADED and its samples ``error=True`` (the shelf
+  engine then trusts nothing until it recovers).
   Each shelf logs ONE error when it leaves ONLINE (naming shelf id, host:port, unit and the
   exception code or timeout) and one line when it recovers; ``on_status`` gets a DeviceStatus on
   every state change (the first ONLINE included), never on repeats. pymodbus' own logger
@@ -79,6 +82,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
@@ -470,10 +474,29 @@ class _Heartbeat:
     changed_at: float = 0.0
 
 
+# A unit that has stopped answering is probed with a timeout fitted to its own answers (this
+# many times its slowest recent round trip, at least PROBE_TIMEOUT_MIN_S, at most ``timeout_s``):
+# on a shared line every probe of a silent unit holds up the units behind it, and a full
+# ``timeout_s`` per probe starves the working shelves of samples (a double pick then looks like
+# one pick). The first timeout of a unit still costs the full ``timeout_s``: a unit that answered
+# a moment ago gets every benefit of the doubt.
+PROBE_TIMEOUT_FACTOR: Final = 5.0
+PROBE_TIMEOUT_MIN_S: Final = 0.1
+_ROUND_TRIPS_KEPT: Final = 32
+
+
 @dataclass(slots=True)
 class _UnitRetry:
     backoff: Backoff
     retry_at: float = 0.0
+    failing: bool = False
+    round_trips: deque[float] = field(default_factory=lambda: deque(maxlen=_ROUND_TRIPS_KEPT))
+
+    def timeout(self, full_s: float) -> float:
+        """The timeout of the unit's next request: ``full_s``, or a probe's shorter one."""
+        if not self.failing or not self.round_trips:
+            return full_s
+        return min(full_s, max(PROBE_TIMEOUT_MIN_S, PROBE_TIMEOUT_FACTOR * max(self.round_trips)))
 
 
 class ModbusShelfPoller:
@@ -748,10 +771,16 @@ class _DevicePoller:
             if loop.time() < retry.retry_at:
                 continue
             polled += 1
+            timeout = retry.timeout(self.settings.timeout_s)
             try:
-                words = [await self._read(block) for block in blocks]
+                words = []
+                for block in blocks:
+                    started = time.perf_counter()
+                    words.append(await self._read(block, timeout))
+                    retry.round_trips.append(time.perf_counter() - started)
             except ModbusTimeout as exc:
                 timed_out += 1
+                retry.failing = True
                 retry.retry_at = loop.time() + retry.backoff.next_delay(loop.time())
                 for point in points:
                     self.owner._set_state(point, DeviceState.OFFLINE, str(exc))
@@ -765,6 +794,7 @@ class _DevicePoller:
                 continue
             retry.backoff.succeeded(loop.time())
             retry.retry_at = 0.0
+            retry.failing = False
             at = self.owner._clock()
             for point in points:
                 self._deliver(point, blocks, words, at)
@@ -773,7 +803,7 @@ class _DevicePoller:
                 self.device_id, f"no unit answered within {self.settings.timeout_s:g} s"
             )
 
-    async def _read(self, block: ReadBlock) -> list[int]:
+    async def _read(self, block: ReadBlock, timeout_s: float) -> list[int]:
         client = self._client
         if client is None:
             raise DeviceError(self.device_id, "not connected")
@@ -786,7 +816,7 @@ class _DevicePoller:
         self.requests += 1
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 response: ModbusPDU = await read(
                     block.address, count=block.count, device_id=block.unit
                 )
@@ -798,7 +828,7 @@ class _DevicePoller:
                 raise self._connection_lost(what) from exc
             raise ModbusTimeout(
                 self.device_id,
-                f"no answer within {self.settings.timeout_s:g} s reading {what}",
+                f"no answer within {timeout_s:g} s reading {what}",
                 unit=block.unit,
             ) from exc
         except ModbusException as exc:
