@@ -98,7 +98,9 @@ class Outage:
             self._reasons.add(reason)
             self._say(logging.WARNING, words.still, reason, self._elapsed())
         else:
-            self._log.debug("%s: attempt %d failed: %s", self.link, self._attempts, reason)
+            self._log.debug(
+                "%s: attempt failed (%d in this outage): %s", self.link, self._attempts, reason
+            )
         return False
 
     def recovered(self) -> float | None:
