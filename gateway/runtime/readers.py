@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_store.records import RecordResult
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.config import ReaderConfig
 from gateway.domain.model import DeviceId, DeviceStatus, Movement
 from gateway.domain.portal import PortalEngine
 from gateway.runtime import journal
 from gateway.runtime.recorder import StoreWorker
 from gateway.runtime.site import device_tls
+
+if TYPE_CHECKING:
+    from gateway.config import ReaderConfig
 
 READ_QUEUE_BATCHES = 1024
 """Hand-off queue between the LLRP adapters and the portal engine (adapters drop the OLDEST

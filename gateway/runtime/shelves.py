@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
@@ -32,7 +32,6 @@ from gateway.adapters.modbus import (
     ValueType,
     WordOrder,
 )
-from gateway.config import ShelfConfig
 from gateway.domain.model import (
     Alert,
     AlertKind,
@@ -49,6 +48,9 @@ from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
 from gateway.errors import ConfigError
 from gateway.runtime.site import device_tls
+
+if TYPE_CHECKING:
+    from gateway.config import ShelfConfig
 
 SHELF_ENGINE_ALERTS = frozenset({AlertKind.IMPLAUSIBLE_WEIGHT, AlertKind.UNEXPLAINED_WEIGHT_CHANGE})
 """Alerts whose condition lives in a shelf engine's memory: raised again after a restart if still

@@ -7,17 +7,19 @@ A new sink is its module (a class satisfying :class:`~gateway.adapters.sink.Sink
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from edge_store.repository import EdgeStore
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.mqtt import MqttSink
 from gateway.adapters.sink import Sink
-from gateway.config import GatewayConfig
 from gateway.domain.model import Alert
 from gateway.errors import ConfigError
 from gateway.runtime.site import epcis_site
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 C = TypeVar("C")
 

@@ -4,13 +4,16 @@ EPCIS view of the site, a device's TLS context."""
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
 from edge_store.records import ItemRecord, LocationRecord
 from gateway.adapters.tls import client_context
-from gateway.config import GatewayConfig, TlsClientConfig
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite
 from gateway.domain.model import Sku
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig, TlsClientConfig
 
 
 def catalog_of(config: GatewayConfig) -> Catalog:
