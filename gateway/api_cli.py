@@ -40,7 +40,7 @@ from typing import TextIO
 
 import grpc
 
-from gateway.adapters.grpc_api import listen_host
+from gateway.adapters.auth import listen_host
 from gateway.adapters.proto_convert import movement_from_proto, stock_level_from_proto
 from gateway.domain import payloads
 from gateway.domain.model import RecordedMovement

@@ -18,7 +18,7 @@ from gateway import __version__
 
 # (command words, owning module, one-line help)
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("run",), "gateway.app", "run the gateway"),
+    (("run",), "gateway.run_cli", "run the gateway"),
     (("check-config",), "gateway.config_cli", "validate a config file and print every problem"),
     (("receipts",), "gateway.receiving_cli", "load, check or list expected receipts (ASNs)"),
     (("receiving",), "gateway.receiving_cli", "the same as receipts (older name)"),

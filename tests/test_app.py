@@ -30,6 +30,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_store.repository import EdgeStore
+from gateway.adapters.central import CentralRelay
+from gateway.adapters.mqtt import MqttSink
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
 from gateway.domain import payloads
@@ -341,8 +343,9 @@ async def _run_gateway_through_pick(
                     async with asyncio.timeout(30):
                         await central.wait_stored("e2e-shelf", 2)
                         await gateway.ready.wait()
-                        assert gateway.central is not None
-                        await gateway.central.wait_acked(2)
+                        relay = gateway.sinks["central"]
+                        assert isinstance(relay, CentralRelay)
+                        await relay.wait_acked(2)
                 finally:
                     task.cancel()
                     with pytest.raises(asyncio.CancelledError):
@@ -494,8 +497,8 @@ def test_a_sink_behind_raises_sync_behind_and_catching_up_clears_it(
 async def _sink_behind_then_caught_up(config: GatewayConfig, broker: MosquittoBroker) -> None:
     gateway = Gateway(config, check_every_s=CHECK_EVERY_S)
     async with running(gateway) as port:
-        assert gateway.mqtt is not None
-        mqtt_sink = gateway.mqtt
+        mqtt_sink = gateway.sinks["mqtt"]
+        assert isinstance(mqtt_sink, MqttSink)
         assert (await get(port, "/readyz"))[::2] == (200, b"ready\n")
         assert (await get(port, "/healthz"))[::2] == (200, b"ok\n")
 

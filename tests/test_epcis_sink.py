@@ -593,7 +593,8 @@ def test_the_gateway_relays_movements_and_closed_receipts_with_lag_metrics(
                     # Wait for the expected receipts file to be loaded.
                     while gateway.receiving is None or not gateway.receiving.receipts:  # noqa: ASYNC110
                         await asyncio.sleep(0.02)
-                assert gateway.epcis is not None
+                relay = gateway.sinks["epcis"]
+                assert isinstance(relay, EpcisRelay)
                 observed = datetime.now(UTC) - timedelta(seconds=10)
                 receipt = Movement(
                     movement_id=MovementId("gw-receipt-1"),
@@ -611,7 +612,7 @@ def test_the_gateway_relays_movements_and_closed_receipts_with_lag_metrics(
                 )
                 await gateway.record([receipt])
                 async with asyncio.timeout(WAIT_S):
-                    await gateway.epcis.wait_acked(1)
+                    await relay.wait_acked(1)
                 await until(lambda: server.store.stats().events == 3, "the closure's event")
                 _, _, body = await get(metrics_port, "/metrics")
                 families = parse_exposition(body.decode("utf-8"))

@@ -15,7 +15,8 @@ import grpc
 import pytest
 
 from edge_store import EdgeStore, ItemRecord, LocationRecord
-from gateway.adapters.grpc_api import SEQ_MAX, EdgeApiServer, PerClientLog, client_host
+from gateway.adapters.auth import PerClientLog, client_host
+from gateway.adapters.grpc_api import SEQ_MAX, EdgeApiServer
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc
 
 pytestmark = pytest.mark.integration

@@ -43,7 +43,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
@@ -51,7 +51,10 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.proto_convert import chunk_by_size, movement_to_proto
+from gateway.adapters.sink import OutboxPager
+from gateway.adapters.tls import warn_cleartext
 from gateway.domain.model import RecordedMovement
 from gateway.errors import PublishError, StoreError
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
@@ -140,21 +143,30 @@ class CentralRelay:
         self._max_batch_bytes = max_batch_bytes
         self._ack_timeout_s = ack_timeout_s
         self._connect_timeout_s = connect_timeout_s
-        self._poll_interval_s = poll_interval_s
         self._backoff = backoff if backoff is not None else Backoff()
+        self._outage = Outage(
+            f"central {target}",
+            log=log,
+            backoff=self._backoff,
+            clock=monotonic,
+            words=OutageWords(
+                down="{link} unreachable or failing: {reason}; retrying with backoff",
+                back="{link} reachable again after {seconds:.1f}s",
+            ),
+        )
         self._clock = clock
-        self._monotonic = monotonic
-        self._wakeup = asyncio.Event()
+        self._pager = OutboxPager(self._read, _last_seq, poll_interval_s=poll_interval_s)
         self._acked = asyncio.Condition()
         self._acked_seq = 0
         self._connected = False
-        self._down_since: float | None = None
 
     @classmethod
     def from_config(
         cls, config: CentralSinkConfig, source: MovementSource, *, site: str
     ) -> CentralRelay:
         """A relay for the ``sinks.central`` config slice (reads its TLS files and token now)."""
+        if config.token is not None and config.tls is None:
+            warn_cleartext("sinks.central", config.host, "the central API token")
         tls = None
         if config.tls is not None:
             if config.tls.insecure:
@@ -188,6 +200,10 @@ class CentralRelay:
     # --- state others read -----------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        return SINK
+
+    @property
     def connected(self) -> bool:
         """A session with central is up (its cursor was read and the stream opened)."""
         return self._connected
@@ -199,7 +215,7 @@ class CentralRelay:
 
     def notify(self) -> None:
         """New movements were recorded: wake the sender. Call from the event loop's thread."""
-        self._wakeup.set()
+        self._pager.notify()
 
     async def wait_acked(self, seq: int) -> None:
         """Return once central acknowledged every movement up to ``seq`` (e.g. to drain)."""
@@ -214,29 +230,25 @@ class CentralRelay:
             try:
                 await self._session()
             except* (PublishError, StoreError) as group:
-                self._failed(group.exceptions[0])
+                exc = group.exceptions[0]
+                store = isinstance(exc, StoreError)
+                self._outage.failed(f"the edge store failed: {exc}" if store else _describe(exc))
             # A TaskGroup whose child failed raises that failure even when our own task was
             # cancelled at the same moment; the cancellation is still counted: honour it.
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise asyncio.CancelledError
-            delay = self._backoff.next_delay(self._monotonic())
-            log.debug("central %s: next attempt in %.2fs", self._target, delay)
-            await asyncio.sleep(delay)
+            await self._outage.pause()
 
-    def _failed(self, exc: BaseException) -> None:
-        if self._down_since is None:
-            self._down_since = self._monotonic()
-            if isinstance(exc, StoreError):
-                log.error("central relay: the edge store failed: %s; retrying with backoff", exc)
-            else:
-                log.error(
-                    "central %s unreachable or failing: %s; retrying with backoff",
-                    self._target,
-                    _describe(exc),
-                )
-        else:
-            log.debug("central %s: attempt failed: %s", self._target, _describe(exc))
+    async def _read(self, after_seq: int) -> list[ingest_pb2.IngestBatch]:
+        return await asyncio.to_thread(
+            _batches,
+            self._source,
+            self._site,
+            after_seq,
+            self._batch_size,
+            self._max_batch_bytes,
+        )
 
     def _channel(self) -> grpc.aio.Channel:
         # A private subchannel pool: a new channel must really dial again, not inherit the
@@ -267,7 +279,15 @@ class CentralRelay:
             await self._note_acked(local)  # acknowledged before this process started
             start = min(local, cursor.acked_through_seq)
             self._up(start, local=local, remote=cursor.acked_through_seq)
-            session = _Session(self, call, start)
+            session = _Session(
+                call,
+                start,
+                pager=self._pager,
+                target=self._target,
+                max_in_flight=self._max_in_flight,
+                ack_timeout_s=self._ack_timeout_s,
+                acknowledged=self._acknowledged,
+            )
             try:
                 # The receiver runs in the body rather than as a second child: a child that
                 # fails while the body is still running is the case asyncio's TaskGroup keeps
@@ -281,17 +301,10 @@ class CentralRelay:
 
     def _up(self, start: int, *, local: int, remote: int) -> None:
         self._connected = True
-        self._backoff.succeeded(self._monotonic())
-        if self._down_since is not None:
-            log.info(
-                "central %s reachable again after %.1fs; resuming after seq %d",
-                self._target,
-                self._monotonic() - self._down_since,
-                start,
-            )
-            self._down_since = None
-        else:
+        if self._outage.recovered() is None:
             log.info("central %s connected; streaming after seq %d", self._target, start)
+        else:
+            log.debug("central %s: resuming after seq %d", self._target, start)
         if remote < local:
             log.warning(
                 "central %s holds site %s only through seq %d but acknowledged %d before: "
@@ -313,6 +326,10 @@ class CentralRelay:
                 self._acked.notify_all()
 
 
+def _last_seq(batches: list[ingest_pb2.IngestBatch]) -> int | None:
+    return batches[-1].movements[-1].seq if batches else None
+
+
 def _batches(
     source: MovementSource, site: str, after_seq: int, limit: int, max_bytes: int
 ) -> list[ingest_pb2.IngestBatch]:
@@ -330,50 +347,42 @@ class _Session:
 
     def __init__(
         self,
-        relay: CentralRelay,
         call: grpc.aio.StreamStreamCall[ingest_pb2.IngestBatch, ingest_pb2.IngestAck],
         start: int,
+        *,
+        pager: OutboxPager[list[ingest_pb2.IngestBatch]],
+        target: str,
+        max_in_flight: int,
+        ack_timeout_s: float,
+        acknowledged: Callable[[int], Awaitable[None]],
     ) -> None:
-        self._relay = relay
         self._call = call
-        self._next_after = start
+        self._start = start
+        self._pager = pager
+        self._target = target
+        self._ack_timeout_s = ack_timeout_s
+        self._acknowledged = acknowledged
         # Last seq of each unacknowledged batch, oldest first.
         self._in_flight: collections.deque[int] = collections.deque()
-        self._window = asyncio.Semaphore(relay._max_in_flight)
+        self._window = asyncio.Semaphore(max_in_flight)
         self._ack_deadline: asyncio.Timeout | None = None
 
     def _arm_ack_deadline(self) -> None:
         if self._ack_deadline is not None:
             when = None
             if self._in_flight:
-                when = asyncio.get_running_loop().time() + self._relay._ack_timeout_s
+                when = asyncio.get_running_loop().time() + self._ack_timeout_s
             self._ack_deadline.reschedule(when)
 
     async def send(self) -> None:
-        relay = self._relay
-        while True:
-            # Clear before reading: a notify() that lands after the read is not lost.
-            relay._wakeup.clear()
-            batches = await asyncio.to_thread(
-                _batches,
-                relay._source,
-                relay._site,
-                self._next_after,
-                relay._batch_size,
-                relay._max_batch_bytes,
-            )
-            if not batches:
-                try:
-                    async with asyncio.timeout(relay._poll_interval_s):
-                        await relay._wakeup.wait()
-                except TimeoutError:
-                    pass
-                continue
-            for batch in batches:
-                await self._send(batch)
+        await self._pager.run(self._start, self._send_page)
+
+    async def _send_page(self, batches: list[ingest_pb2.IngestBatch]) -> None:
+        for batch in batches:
+            await self._send(batch)
 
     async def _send(self, batch: ingest_pb2.IngestBatch) -> None:
-        relay = self._relay
+        target = self._target
         await self._window.acquire()
         last_seq = batch.movements[-1].seq
         self._in_flight.append(last_seq)
@@ -382,14 +391,13 @@ class _Session:
         try:
             await self._call.write(batch)
         except grpc.aio.AioRpcError as exc:
-            raise PublishError(f"central {relay._target}: {_describe(exc)}") from exc
+            raise PublishError(f"central {target}: {_describe(exc)}") from exc
         except asyncio.InvalidStateError as exc:  # the call already ended: say how
             status = f"{(await self._call.code()).name}: {await self._call.details()}"
-            raise PublishError(f"central {relay._target}: {status}") from exc
-        self._next_after = last_seq
+            raise PublishError(f"central {target}: {status}") from exc
 
     async def receive(self) -> None:
-        relay = self._relay
+        target = self._target
         while True:
             try:
                 async with asyncio.timeout(None) as deadline:
@@ -397,21 +405,17 @@ class _Session:
                     self._arm_ack_deadline()
                     ack = await self._call.read()
             except TimeoutError as exc:
-                raise PublishError(
-                    f"central {relay._target}: no ack for {relay._ack_timeout_s}s"
-                ) from exc
+                raise PublishError(f"central {target}: no ack for {self._ack_timeout_s}s") from exc
             except grpc.aio.AioRpcError as exc:
-                raise PublishError(f"central {relay._target}: {_describe(exc)}") from exc
+                raise PublishError(f"central {target}: {_describe(exc)}") from exc
             finally:
                 self._ack_deadline = None
             if not isinstance(ack, ingest_pb2.IngestAck):  # grpc.aio.EOF
-                raise PublishError(f"central {relay._target} closed the stream")
+                raise PublishError(f"central {target} closed the stream")
             seq = ack.acked_through_seq
             if not self._in_flight or seq > self._in_flight[-1]:
-                raise PublishError(
-                    f"central {relay._target} acknowledged seq {seq}, which was never sent"
-                )
+                raise PublishError(f"central {target} acknowledged seq {seq}, which was never sent")
             while self._in_flight and self._in_flight[0] <= seq:
                 self._in_flight.popleft()
                 self._window.release()
-            await relay._acknowledged(seq)
+            await self._acknowledged(seq)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import ssl
@@ -57,7 +56,9 @@ from typing import TYPE_CHECKING, Final, ParamSpec, Protocol, TypeVar
 import aiohttp
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.tls import client_context
+from gateway.adapters.outage import Outage, OutageWords
+from gateway.adapters.sink import OutboxPager
+from gateway.adapters.tls import client_context, warn_cleartext
 from gateway.domain.epcis import (
     EpcisSite,
     ReceiptClosed,
@@ -120,6 +121,10 @@ class _Page:
 class _Answer:
     status: int
     text: str
+
+
+def _last_seq(page: _Page) -> int | None:
+    return page.items[-1].seq if page.items else None
 
 
 def _utc_now() -> datetime:
@@ -187,20 +192,30 @@ class EpcisRelay:
         self._ssl = ssl_context
         self._batch_size = batch_size
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
-        self._poll_interval_s = poll_interval_s
         self._hold_backoff = Backoff(
             BackoffPolicy(initial_s=min(1.0, hold_retry_max_s), max_s=hold_retry_max_s)
         )
         self._backoff = backoff if backoff is not None else Backoff()
+        self._outage = Outage(
+            f"EPCIS repository {capture_url}",
+            log=log,
+            backoff=self._backoff,
+            clock=monotonic,
+            words=OutageWords(
+                down="{link} unreachable or failing: {reason}; retrying with backoff",
+                back="{link} answers again after {seconds:.1f}s",
+            ),
+        )
         self._on_alert = on_alert
         self._clock = clock
         self._monotonic = monotonic
-        self._wakeup = asyncio.Event()
+        self._pager = OutboxPager(
+            self._read_page, _last_seq, poll_interval_s=poll_interval_s, when_idle=self._closing
+        )
         self._acked = asyncio.Condition()
         self._acked_seq = 0
         self._loaded = False
         self._connected = False
-        self._down_since: float | None = None
         self._held: str | None = None  # alert id of the movement being held
         self._closures: collections.deque[tuple[int, ReceiptClosed]] = collections.deque()
         self.counters: dict[str, int] = collections.Counter()
@@ -215,6 +230,8 @@ class EpcisRelay:
         on_alert: Callable[[Alert], Awaitable[None]] | None = None,
     ) -> EpcisRelay:
         """A relay for the ``sinks.epcis`` config slice (reads its TLS files and token now)."""
+        if config.token is not None and not config.use_tls:
+            warn_cleartext("sinks.epcis", config.host, "the EPCIS repository token")
         context = None
         tls = config.tls
         if tls is not None or config.capture_url.startswith("https://"):
@@ -247,6 +264,10 @@ class EpcisRelay:
     # --- state others read -----------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        return self._cursor
+
+    @property
     def connected(self) -> bool:
         """The repository answered the last request (2xx or 4xx)."""
         return self._connected
@@ -263,12 +284,12 @@ class EpcisRelay:
 
     def notify(self) -> None:
         """New movements were recorded: look at the store now. Call from the event loop."""
-        self._wakeup.set()
+        self._pager.notify()
 
     def receipt_closed(self, closed: ReceiptClosed, *, after_seq: int) -> None:
         """Send ``closed``'s event once every movement up to ``after_seq`` is delivered."""
         self._closures.append((after_seq, closed))
-        self._wakeup.set()
+        self._pager.notify()
 
     async def wait_acked(self, seq: int) -> None:
         """Return once every movement up to ``seq`` is in the repository."""
@@ -290,7 +311,7 @@ class EpcisRelay:
             await self._probe(session)
             pages: asyncio.Queue[_Page] = asyncio.Queue(maxsize=2)
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._read(pages))
+                tasks.create_task(self._pager.run(self._acked_seq, pages.put))
                 await self._send(session, pages)
 
     async def _probe(self, session: aiohttp.ClientSession) -> None:
@@ -311,38 +332,34 @@ class EpcisRelay:
 
     async def _store(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A store call in a worker thread, retried with backoff while the store fails."""
-        backoff = Backoff(BackoffPolicy(initial_s=0.2, max_s=10.0))
+        outage = Outage(
+            "epcis relay: the edge store",
+            log=log,
+            backoff=Backoff(BackoffPolicy(initial_s=0.2, max_s=10.0)),
+            clock=self._monotonic,
+            words=OutageWords(
+                down="{link} failed: {reason}; retrying",
+                back="{link} answers again after {seconds:.1f}s",
+                down_level=logging.WARNING,
+            ),
+        )
         while True:
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
             except StoreError as exc:
-                if backoff.attempt == 0:  # one line per outage, not one per retry
-                    log.warning("epcis relay: the edge store failed: %s; retrying", exc)
-                await asyncio.sleep(backoff.next_delay(self._monotonic()))
+                outage.failed(str(exc))
+                await outage.pause()
                 continue
-            if backoff.attempt:
-                log.info("epcis relay: the edge store answers again")
+            outage.recovered()
             return result
 
-    async def _read(self, out: asyncio.Queue[_Page]) -> None:
-        after = self._acked_seq
-        while True:
-            # Cleared BEFORE reading: a notify() during the read is not lost.
-            self._wakeup.clear()
-            page = await self._store(self._page, after)
-            if page.items:
-                await out.put(page)
-                last = page.items[-1].seq
-                assert last is not None
-                after = last
-                continue
-            closures = self._due_closures(after)
-            if closures:
-                await out.put(await asyncio.to_thread(self._closure_page, closures))
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval_s):
-                    await self._wakeup.wait()
+    async def _read_page(self, after: int) -> _Page:
+        return await self._store(self._page, after)
+
+    async def _closing(self, delivered_through: int) -> _Page | None:
+        """Once the outbox is drained: the closure events now due, as a page of their own."""
+        closures = self._due_closures(delivered_through)
+        return await asyncio.to_thread(self._closure_page, closures) if closures else None
 
     def _page(self, after: int) -> _Page:
         """The next page after ``after``, mapped and encoded (runs in a worker thread)."""
@@ -457,32 +474,16 @@ class EpcisRelay:
                     return _Answer(status, text)
                 self._down(f"HTTP {status}: {_problems(text)[0]}")
             self.counters["retries"] += 1
-            delay = self._backoff.next_delay(self._monotonic())
-            log.debug("epcis %s: %d event(s), next attempt in %.2fs", self._url, count, delay)
-            await asyncio.sleep(delay)
+            log.debug("epcis %s: %d event(s) wait for the next attempt", self._url, count)
+            await self._outage.pause()
 
     def _up(self) -> None:
         self._connected = True
-        self._backoff.succeeded(self._monotonic())
-        if self._down_since is not None:
-            log.info(
-                "EPCIS repository %s answers again after %.1fs",
-                self._url,
-                self._monotonic() - self._down_since,
-            )
-            self._down_since = None
+        self._outage.recovered()
 
     def _down(self, reason: str) -> None:
         self._connected = False
-        if self._down_since is None:
-            self._down_since = self._monotonic()
-            log.error(
-                "EPCIS repository %s unreachable or failing: %s; retrying with backoff",
-                self._url,
-                reason,
-            )
-        else:
-            log.debug("EPCIS repository %s: attempt failed: %s", self._url, reason)
+        self._outage.failed(reason)
 
     async def _hold(self, items: list[_Item], answer: _Answer) -> None:
         """The repository refuses ``items`` (one movement, or all for 401/403): alert once,

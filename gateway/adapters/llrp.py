@@ -96,6 +96,7 @@ from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
 from gateway.adapters.backoff import Backoff
 from gateway.adapters.journal import JournalWriter
+from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.tls import describe_tls_error
 from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
 from gateway.errors import ConfigError, DeviceError, ProtocolError
@@ -1121,9 +1122,20 @@ class LlrpReaderAdapter:
         self._running = False
 
         self._state: DeviceState | None = None
-        self._offline_since: float | None = None
-        self._attempts_while_offline = 0
-        self._offline_reasons: set[str] = set()
+        # The outage policy (gateway.adapters.outage): one error when the reader goes offline,
+        # a warning per new reason meanwhile, one line when it is back.
+        self._outage = Outage(
+            f"LLRP reader {reader_id} at {host}:{port}",
+            log=logger,
+            backoff=backoff,
+            clock=clock,
+            extra={"reader_id": self.reader_id},
+            words=OutageWords(
+                down="{link} is offline: {reason}",
+                still="{link} still offline: {reason}",
+                back="{link} is online again after {seconds:.1f} s offline ({attempts} attempts)",
+            ),
+        )
         # problem key -> (last time seen, detail); the reader is degraded while any is recent.
         self._problems: dict[str, tuple[float, str]] = {}
         self._warned: set[str] = set()
@@ -1195,20 +1207,13 @@ class LlrpReaderAdapter:
         self._wake = asyncio.Event()
         try:
             while True:
+                # A bug (anything but a DeviceError) escapes to the gateway's supervisor, the
+                # one place that logs a crash and restarts a part.
                 try:
                     await self._session_once()
                 except DeviceError as exc:
                     self._went_down(exc)
-                except Exception as exc:  # task top level: a bug must not kill the reader
-                    logger.exception(
-                        "LLRP adapter %s crashed; reconnecting",
-                        self.reader_id,
-                        extra={"reader_id": self.reader_id},
-                    )
-                    self._went_down(DeviceError(self.reader_id, f"adapter error: {exc!r}"))
-                delay = self._backoff.next_delay(self._clock())
-                logger.debug("LLRP reader %s: next attempt in %.2f s", self.reader_id, delay)
-                await asyncio.sleep(delay)
+                await self._outage.pause()
         finally:
             self._running = False
             self._session += 1  # late events from the last client are now stale
@@ -1539,51 +1544,20 @@ class LlrpReaderAdapter:
         self._set_state(DeviceState.ONLINE, "inventorying")
 
     def _went_down(self, exc: DeviceError) -> None:
-        now = self._clock()
         reason = _reason(exc)
         self._last_error = str(exc)
-        if self._state is not DeviceState.OFFLINE:
-            self._offline_since = now
-            self._attempts_while_offline = 0
-            self._offline_reasons = {reason}
-            logger.error(
-                "LLRP reader %s at %s is offline: %s",
-                self.reader_id,
-                self.endpoint,
-                reason,
-                extra={"reader_id": self.reader_id},
-            )
+        # A new reason is news (e.g. "connection closed" first, then the retries find that the
+        # reader lacks a capability); the same reason again is a retry, not worth a line.
+        if self._outage.failed(reason) or self._state is not DeviceState.OFFLINE:
             self._set_state(DeviceState.OFFLINE, reason)
-        elif reason not in self._offline_reasons:
-            # A new reason is news (e.g. "connection closed" first, then the retries find that the
-            # reader lacks a capability); the same reason again is a retry, not worth a line.
-            self._offline_reasons.add(reason)
-            logger.warning(
-                "LLRP reader %s at %s still offline: %s",
-                self.reader_id,
-                self.endpoint,
-                reason,
-                extra={"reader_id": self.reader_id},
-            )
-        else:
-            logger.debug("LLRP reader %s still offline: %s", self.reader_id, reason)
-        self._attempts_while_offline += 1
 
     def _set_state(self, state: DeviceState, detail: str, *, force: bool = False) -> None:
         if state is self._state and not force:
             return
         previous = self._state
         self._state = state
-        if previous is DeviceState.OFFLINE and self._offline_since is not None:
-            logger.info(
-                "LLRP reader %s at %s is online again after %.1f s offline (%d attempts)",
-                self.reader_id,
-                self.endpoint,
-                self._clock() - self._offline_since,
-                self._attempts_while_offline,
-                extra={"reader_id": self.reader_id},
-            )
-            self._offline_since = None
+        if previous is DeviceState.OFFLINE and state is not DeviceState.OFFLINE:
+            self._outage.recovered()
         elif previous is None and state is not DeviceState.OFFLINE:
             logger.info(
                 "LLRP reader %s at %s is online%s",

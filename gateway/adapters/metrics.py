@@ -80,7 +80,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
-from gateway.adapters.grpc_api import (
+from gateway.adapters.auth import (
     RefusalLog,
     bearer_matches,
     check_listener_auth,

@@ -89,6 +89,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.tls import (
     describe_tls_error,
     handshake_failures,
@@ -644,7 +645,15 @@ class _DevicePoller:
             self.units.setdefault(point.unit, ([], []))[0].append(point)
         for block in blocks:
             self.units[block.unit][1].append(block)
-        self._backoff = Backoff(self.settings.backoff, rng=owner._rng)
+        # The outage policy of the connection (gateway.adapters.outage): its backoff, and a
+        # debug trace; the operator's one error and one recovery line are per shelf
+        # (ModbusShelfPoller._set_state), since a connection's shelves go down together.
+        self._outage = Outage(
+            f"Modbus {self.endpoint}",
+            log=log,
+            backoff=Backoff(self.settings.backoff, rng=owner._rng),
+            words=OutageWords(down_level=logging.DEBUG),
+        )
         self._unit_retry = {
             unit: _UnitRetry(Backoff(self.settings.backoff, rng=owner._rng)) for unit in self.units
         }
@@ -664,18 +673,22 @@ class _DevicePoller:
                 try:
                     await self._connect()
                 except DeviceError as exc:
-                    self._all(DeviceState.OFFLINE, str(exc))
-                    await asyncio.sleep(self._backoff.next_delay(loop.time()))
+                    self._down(str(exc))
+                    await self._outage.pause()
                     continue
-                self._backoff.succeeded(loop.time())
+                self._outage.recovered()
                 try:
                     await self._poll_forever(loop)
                 except DeviceError as exc:
-                    self._all(DeviceState.OFFLINE, str(exc))
+                    self._down(str(exc))
                     self._close()
-                    await asyncio.sleep(self._backoff.next_delay(loop.time()))
+                    await self._outage.pause()
         finally:
             self._close()
+
+    def _down(self, reason: str) -> None:
+        self._outage.failed(reason)
+        self._all(DeviceState.OFFLINE, reason)
 
     def _all(self, state: DeviceState, detail: str) -> None:
         for point in self.points:

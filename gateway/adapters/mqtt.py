@@ -49,10 +49,10 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 from gateway.adapters.backoff import Backoff, BackoffPolicy
@@ -63,10 +63,15 @@ from gateway.adapters.mqtt_client import (
     MqttConnection,
     PublishRefused,
 )
-from gateway.adapters.tls import client_context
+from gateway.adapters.outage import Outage, OutageWords
+from gateway.adapters.sink import OutboxPager
+from gateway.adapters.tls import client_context, warn_cleartext
 from gateway.domain import payloads
 from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.errors import ConfigError, PublishError
+
+if TYPE_CHECKING:
+    from gateway.config import MqttSinkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +108,14 @@ class Publisher(Protocol):
     ) -> None: ...
 
     async def publish_wait(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None: ...
+
+
+def _path(value: object | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _last_seq(batch: Sequence[RecordedMovement]) -> int | None:
+    return batch[-1].seq if batch else None
 
 
 def _utc_now() -> datetime:
@@ -193,7 +206,6 @@ class MovementRelay:
         self._prefix = payloads.validate_prefix(topic_prefix)
         self._qos = qos
         self._batch_size = max(1, batch_size)
-        self._poll_interval_s = poll_interval_s
         self._cursor_flush_s = cursor_flush_s
         self._sink = sink_name
         self._clock = clock
@@ -201,8 +213,13 @@ class MovementRelay:
         self._persisted = 0
         self._loaded = False
         self._refused_seq: int | None = None
-        self._wake = asyncio.Event()
+        self._pager = OutboxPager(self._read, _last_seq, poll_interval_s=poll_interval_s)
         self._acked_changed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        """The cursor's name in the store."""
+        return self._sink
 
     @property
     def acked_seq(self) -> int:
@@ -216,7 +233,7 @@ class MovementRelay:
 
     def notify(self) -> None:
         """New movements were recorded: look at the outbox now. Call from the event loop."""
-        self._wake.set()
+        self._pager.notify()
 
     async def load_cursor(self) -> int:
         """Read the durable cursor; the relay resumes after it."""
@@ -317,28 +334,14 @@ class MovementRelay:
             raise await failed
 
         async with asyncio.TaskGroup() as tg:
-            # Reading the next batch overlaps with publishing this one (the queue holds two).
-            tg.create_task(self._read_outbox(self._acked, batches))
+            # Reading the next batch overlaps with publishing this one (the queue holds two:
+            # when publishing lags, reading waits).
+            tg.create_task(self._pager.run(self._acked, batches.put))
             tg.create_task(pump())
             tg.create_task(fail())
 
-    async def _read_outbox(
-        self, after_seq: int, out: asyncio.Queue[Sequence[RecordedMovement]]
-    ) -> None:
-        while True:
-            # Cleared BEFORE reading: a notify() during the read is not lost.
-            self._wake.clear()
-            batch = await asyncio.to_thread(
-                self._store.movements_since, after_seq, self._batch_size
-            )
-            if batch:
-                # Bounded queue: when publishing lags, reading waits (back-pressure).
-                await out.put(batch)
-                after_seq = batch[-1].seq
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval_s):
-                    await self._wake.wait()
+    async def _read(self, after_seq: int) -> Sequence[RecordedMovement]:
+        return await asyncio.to_thread(self._store.movements_since, after_seq, self._batch_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,6 +570,21 @@ class MqttSink:
         self._backoff = backoff or Backoff(
             BackoffPolicy(initial_s=reconnect_initial_s, max_s=reconnect_max_s)
         )
+        mode = f"MQTT {protocol}" + (", TLS" if self._tls else "")
+        self._outage = Outage(
+            str(self.address),
+            log=logger,
+            backoff=self._backoff,
+            clock=monotonic,
+            words=OutageWords(
+                down="MQTT broker {link} unavailable: {reason}; movements wait in the store and "
+                "are sent when it is back (retrying with backoff up to "
+                f"{self._backoff.policy.max_s:.0f} s)",
+                back="MQTT broker {link} reachable again after {seconds:.1f} s and "
+                "{attempts} failed attempts (" + mode + ")",
+                next="next MQTT connection attempt to {link} in {delay:.2f} s",
+            ),
+        )
         self._connect_timeout_s = connect_timeout_s
         self._monotonic = monotonic
         self._status_topic = payloads.gateway_status_topic(prefix)
@@ -589,17 +607,57 @@ class MqttSink:
             max_queued_alerts=max_queued_alerts,
         )
         self._connected = False
-        self._down_since: float | None = None
-        self._attempts = 0
-        self._last_reason: str | None = None
         self._announced = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: MqttSinkConfig,
+        store: MqttStore,
+        *,
+        site: str,
+        environ: Mapping[str, str] | None = None,
+    ) -> MqttSink:
+        """A sink for the ``sinks.mqtt`` config slice (resolves its password now)."""
+        password = None if config.password is None else config.password.reveal(environ)
+        if password is not None and not config.use_tls:
+            warn_cleartext("sinks.mqtt", config.host, "the MQTT password")
+        tls = config.tls
+        return cls(
+            store=store,
+            site=site,
+            url=config.url,
+            topic_prefix=config.topic_prefix,
+            qos=config.qos,
+            client_id=config.client_id,
+            protocol=config.protocol,
+            keepalive_s=config.keepalive_s,
+            inflight_max=config.inflight_max,
+            username=config.username,
+            password=password,
+            tls_ca_file=_path(tls.ca_file) if tls else None,
+            tls_cert_file=_path(tls.cert_file) if tls else None,
+            tls_key_file=_path(tls.key_file) if tls else None,
+            tls_insecure=tls.insecure if tls else False,
+            reconnect_initial_s=config.reconnect.initial_s,
+            reconnect_max_s=config.reconnect.max_s,
+        )
 
     def __repr__(self) -> str:
         return f"MqttSink({self.address}, prefix={self._prefix!r}, client_id={self._client_id!r})"
 
     @property
+    def name(self) -> str:
+        return self.relay.name
+
+    @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def acked_seq(self) -> int:
+        """Every movement up to this seq was acknowledged by the broker."""
+        return self.relay.acked_seq
 
     # -- what the application calls ---------------------------------------------------------
 
@@ -643,17 +701,15 @@ class MqttSink:
             connect_timeout_s=self._connect_timeout_s,
         )
         while True:
-            self._attempts += 1
             try:
                 await self._connect_and_serve(options)
             except PublishRefused as exc:
                 # The relay logged it once; the connection itself is fine.
                 logger.debug("reconnecting to %s after a refused publish: %s", self.address, exc)
             except BrokerUnavailable as exc:
-                self._failed(exc.reason)
-            delay = self._backoff.next_delay(self._monotonic())
-            logger.debug("next MQTT connection attempt to %s in %.2f s", self.address, delay)
-            await asyncio.sleep(delay)
+                self._connected = False
+                self._outage.failed(exc.reason)
+            await self._outage.pause()
 
     async def _connect_and_serve(self, options: ConnectOptions) -> None:
         connection = MqttConnection(options, log=_library_logger())
@@ -705,45 +761,16 @@ class MqttSink:
             raise _first_error(lost) from group
 
     def _up(self) -> None:
-        now = self._monotonic()
         self._connected = True
-        self._backoff.succeeded(now)
-        mode = f"MQTT {self._protocol}" + (", TLS" if self._tls else "")
-        if self._down_since is not None:
-            logger.info(
-                "MQTT broker %s reachable again after %.1f s and %d attempts (%s)",
-                self.address,
-                now - self._down_since,
-                self._attempts,
-                mode,
-            )
-        elif not self._announced:
-            logger.info(
-                "connected to MQTT broker %s (%s) as %s", self.address, mode, self._client_id
-            )
-        else:  # a deliberate reconnection (after a refused publish): nothing went down
-            logger.debug("reconnected to MQTT broker %s", self.address)
+        if self._outage.recovered() is None:  # else the outage's end was the news
+            if not self._announced:
+                mode = f"MQTT {self._protocol}" + (", TLS" if self._tls else "")
+                logger.info(
+                    "connected to MQTT broker %s (%s) as %s", self.address, mode, self._client_id
+                )
+            else:  # a deliberate reconnection (after a refused publish): nothing went down
+                logger.debug("reconnected to MQTT broker %s", self.address)
         self._announced = True
-        self._down_since = None
-        self._last_reason = None
-        self._attempts = 0
-
-    def _failed(self, reason: str) -> None:
-        if self._connected or self._down_since is None:
-            self._down_since = self._monotonic()
-            logger.error(
-                "MQTT broker %s unavailable: %s; movements wait in the store and are sent "
-                "when it is back (retrying with backoff up to %.0f s)",
-                self.address,
-                reason,
-                self._backoff.policy.max_s,
-            )
-        elif reason != self._last_reason:
-            logger.debug("MQTT broker %s still unavailable: %s", self.address, reason)
-        else:
-            logger.debug("MQTT connection attempt %d to %s failed", self._attempts, self.address)
-        self._connected = False
-        self._last_reason = reason
 
     def _tls_context(self) -> ssl.SSLContext:
         ca_file, cert_file, key_file = self._tls_files

@@ -21,6 +21,8 @@ site devices stay on plain TCP, so TLS is chosen per device.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 import ssl
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -28,6 +30,8 @@ from pathlib import Path
 from typing import Final
 
 from gateway.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "client_context",
@@ -47,6 +51,16 @@ _NOT_TLS: Final = frozenset(
 _FAILURES: Final[ContextVar[list[ssl.SSLError] | None]] = ContextVar(
     "dockwatch_tls_handshake_failures", default=None
 )
+
+
+def warn_cleartext(key: str, host: str, what: str) -> None:
+    """A secret sent without TLS: fine on loopback, worth one warning anywhere else."""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    if host == "localhost":
+        return
+    log.warning("%s: %s goes to %s without TLS; configure tls to protect it", key, what, host)
 
 
 def client_context(

@@ -18,7 +18,8 @@ from gateway.domain.recount import ShelfReading, recount
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway, StoreWorker
+    from gateway.app import Gateway
+    from gateway.runtime.recorder import StoreWorker
 
 __all__ = ["build_console"]
 
@@ -65,7 +66,7 @@ def build_console(
     def shelves() -> list[ShelfView]:
         views = []
         for shelf in config.shelves:
-            engine = gateway.shelf_engines[shelf.id]
+            engine = gateway.shelves.engines[shelf.id]
             item = items[shelf.sku]
             views.append(
                 ShelfView(
@@ -96,9 +97,9 @@ def build_console(
 
     async def recount_shelf(shelf_id: str) -> str:
         shelf = shelf_configs.get(shelf_id)
-        if shelf is None or shelf_id not in gateway.shelf_engines:
+        if shelf is None or shelf_id not in gateway.shelves.engines:
             raise KeyError(shelf_id)
-        engine = gateway.shelf_engines[shelf_id]
+        engine = gateway.shelves.engines[shelf_id]
         implied = engine.implied_units
         reading = ShelfReading(
             shelf_id=shelf_id,

@@ -52,6 +52,7 @@ from gateway.domain.model import (
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import BACKROOM, PICKED, ShelfEngine
+from gateway.runtime.shelves import ShelfPipeline
 from simulators.modbus import registers
 from simulators.modbus.server import ShelfSimulator
 from simulators.shelf_scenario import ShelfScenario, ShelfTrack, WeightType
@@ -269,7 +270,30 @@ async def _run(
     statuses: list[DeviceStatus] = []
     alerts: list[Alert] = []
     recorded: list[Movement] = []
-    queue = SampleQueue(maxsize=10_000)
+
+    sample_at = 0.0  # scenario time of the sample being handled
+
+    def taken(at: float) -> datetime:
+        nonlocal sample_at
+        sample_at = at
+        return EPOCH + timedelta(seconds=at)
+
+    async def record(movements: Sequence[Movement]) -> None:
+        # The store is synchronous (SQLAlchemy): keep it off the event loop.
+        await asyncio.to_thread(store.record, movements, now=taken(sample_at))
+        recorded.extend(movements)
+
+    async def raise_alert(alert: Alert) -> None:
+        alerts.append(alert)
+
+    # The gateway's own shelf pipeline, on the scenario's clock.
+    pipeline = ShelfPipeline(
+        engines,
+        record=record,
+        raise_alert=raise_alert,
+        taken=taken,
+        samples=SampleQueue(maxsize=10_000),
+    )
     settings = PollerSettings(
         poll_interval_s=params.poll_interval_s / speed,
         timeout_s=timeout_s,
@@ -277,36 +301,22 @@ async def _run(
     )
     poller = ModbusShelfPoller(
         [point_for(t, sim.host, sim.port) for t in scenario.shelves],
-        on_sample=queue.put,
+        on_sample=pipeline.samples.put,
         on_status=statuses.append,
         settings=settings,
         clock=sim.scenario_time,
         utc_now=lambda: EPOCH + timedelta(seconds=sim.scenario_time()),
     )
-    samples = 0
-
-    async def consume() -> None:
-        nonlocal samples
-        while True:
-            sample = await queue.get()
-            samples += 1
-            now = EPOCH + timedelta(seconds=sample.at)
-            out = engines[sample.shelf_id].feed(sample, now)
-            movements = [m for m in out if isinstance(m, Movement)]
-            alerts.extend(m for m in out if isinstance(m, Alert))
-            if movements:
-                # The store is synchronous (SQLAlchemy): keep it off the event loop.
-                await asyncio.to_thread(store.record, movements, now=now)
-                recorded.extend(movements)
 
     started = time.monotonic()
     end = scenario.end_s
     async with asyncio.TaskGroup() as group:
         poll_task = group.create_task(poller.run(), name="poller")
-        consume_task = group.create_task(consume(), name="engine")
+        consume_task = group.create_task(pipeline.run(), name="engine")
         await sim.sleep_until(end)
         poll_task.cancel()
         consume_task.cancel()
+    samples = pipeline.fed
     wall = time.monotonic() - started
     truth = read_ground_truth(truth_path)
     tallies = tuple(_tally(track, truth, recorded, alerts, store) for track in scenario.shelves)

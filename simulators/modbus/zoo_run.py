@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from edge_store import EdgeStore, ItemRecord, LocationRecord
@@ -63,6 +63,7 @@ from gateway.domain.model import (
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import BACKROOM, PICKED, ShelfEngine
 from gateway.domain.stock import LowStockMonitor
+from gateway.runtime.shelves import ShelfPipeline
 from simulators.modbus import registers
 from simulators.modbus.accuracy import EPOCH, PacedClock
 from simulators.modbus.physics import ShelfPhysics
@@ -247,10 +248,39 @@ async def _run(
     alerts: list[tuple[float, Alert]] = []
     recorded: list[tuple[float, Movement]] = []
     first_level: dict[str, int] = {}
-    queue = SampleQueue(maxsize=10_000)
+
+    sample_at = 0.0  # scenario time of the sample being handled
+
+    def taken(at: float) -> datetime:
+        nonlocal sample_at
+        sample_at = at
+        return EPOCH + timedelta(seconds=at)
+
+    async def record(movements: Sequence[Movement]) -> None:
+        at = sample_at
+        result = await asyncio.to_thread(store.record, movements, now=taken(at))
+        recorded.extend((at, m) for m in movements)
+        for level in result.stock:
+            if level.location in engines:
+                first_level.setdefault(level.location, level.on_hand)
+        # What the gateway's recorder does after each commit: the books, and low stock.
+        await pipeline.stock_changed(result.stock)
+
+    async def raise_alert(alert: Alert) -> None:
+        alerts.append((sample_at, alert))
+
+    # The gateway's own shelf pipeline, on the scenario's clock.
+    pipeline = ShelfPipeline(
+        engines,
+        record=record,
+        raise_alert=raise_alert,
+        taken=taken,
+        low_stock=monitor,
+        samples=SampleQueue(maxsize=10_000),
+    )
     poller = ModbusShelfPoller(
         [zoo_point(s, sim.host, sim.port) for s in zoo.shelves],
-        on_sample=queue.put,
+        on_sample=pipeline.samples.put,
         on_status=statuses.append,
         settings=PollerSettings(
             poll_interval_s=params.poll_interval_s / speed,
@@ -266,38 +296,15 @@ async def _run(
         clock=sim.scenario_time,
         utc_now=lambda: EPOCH + timedelta(seconds=sim.scenario_time()),
     )
-    samples = 0
-
-    async def consume() -> None:
-        nonlocal samples
-        while True:
-            sample = await queue.get()
-            samples += 1
-            now = EPOCH + timedelta(seconds=sample.at)
-            engine = engines[sample.shelf_id]
-            out = engine.feed(sample, now)
-            movements = [m for m in out if isinstance(m, Movement)]
-            alerts.extend((sample.at, a) for a in out if isinstance(a, Alert))
-            if not movements:
-                continue
-            await asyncio.to_thread(store.record, movements, now=now)
-            recorded.extend((sample.at, m) for m in movements)
-            for level in await asyncio.to_thread(
-                store.stock, location=engine.location, sku=engine.sku
-            ):
-                first_level.setdefault(engine.shelf_id, level.on_hand)
-                engine.set_on_hand(level.on_hand)
-                alert = monitor.observe(level)
-                if alert is not None:
-                    alerts.append((sample.at, alert))
 
     started = time.monotonic()
     async with asyncio.TaskGroup() as group:
         poll_task = group.create_task(poller.run(), name="poller")
-        consume_task = group.create_task(consume(), name="engine")
+        consume_task = group.create_task(pipeline.run(), name="engine")
         await sim.sleep_until(zoo.scenario.end_s)
         poll_task.cancel()
         consume_task.cancel()
+    samples = pipeline.fed
     wall = time.monotonic() - started
     scores = tuple(
         _score(

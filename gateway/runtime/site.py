@@ -1,0 +1,78 @@
+"""What the config says about the site, as the domain and the adapters take it: the catalog, the
+EPCIS view of the site, a device's TLS context."""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+from edge_store.records import ItemRecord, LocationRecord
+from gateway.adapters.tls import client_context
+from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite
+from gateway.domain.model import Sku
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig, TlsClientConfig
+
+
+def catalog_of(config: GatewayConfig) -> Catalog:
+    return Catalog(
+        CatalogItem(
+            sku=Sku(i.sku),
+            gtin=i.gtin,
+            name=i.name,
+            pack_size=i.pack_size,
+            unit_weight_g=i.unit_weight_g,
+            weight_tolerance_g=i.weight_tolerance_g,
+            reorder_point=i.reorder_point,
+        )
+        for i in config.catalog.items
+    )
+
+
+def epcis_site(config: GatewayConfig) -> EpcisSite:
+    """What the EPCIS mapping needs to know about the site (ids, GTINs, optional SGLNs)."""
+    sink = config.sinks.epcis
+    return EpcisSite(
+        site=config.site.id,
+        base_uri=sink.base_uri if sink is not None else DEFAULT_BASE_URI,
+        site_sgln=config.site.sgln,
+        read_points={
+            **{p.id: p.sgln for p in config.portals if p.sgln},
+            **{s.id: s.sgln for s in config.shelves if s.sgln},
+        },
+        locations={loc.id: loc.sgln for loc in config.locations if loc.sgln},
+        gtins={item.sku: item.gtin for item in config.catalog.items},
+        inside={p.id: p.inside_location for p in config.portals},
+        shelves={s.id: s.location for s in config.shelves},
+    )
+
+
+def device_tls(tls: TlsClientConfig | None, key: str) -> ssl.SSLContext | None:
+    """The TLS context of a reader's or shelf's ``tls:`` block (``key``: its config path)."""
+    if tls is None:
+        return None
+    return client_context(
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
+        check_hostname=not tls.insecure,
+        key=key,
+    )
+
+
+def catalog_records(config: GatewayConfig) -> tuple[list[ItemRecord], list[LocationRecord]]:
+    """The catalog and the locations as the edge store keeps them (synced at start)."""
+    items = [
+        ItemRecord(
+            sku=i.sku,
+            name=i.name,
+            pack_size=i.pack_size,
+            gtin=i.gtin,
+            unit_weight_g=i.unit_weight_g,
+            reorder_point=i.reorder_point,
+        )
+        for i in config.catalog.items
+    ]
+    return items, [LocationRecord(id=loc.id, kind=loc.kind) for loc in config.locations]
