@@ -538,6 +538,17 @@ def unwrap(tp: Any) -> tuple[Any, tuple[Any, ...], bool]:
 
 def keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
     """The document keys of dataclass ``cls`` (aliases where set), secret fields left out."""
+    found = _KEYS.get(cls)
+    if found is None:
+        found = _KEYS[cls] = _keys_of(cls)
+    return found
+
+
+_KEYS: Final[dict[type[Any], dict[str, dataclasses.Field[Any]]]] = {}
+"""Keys per class, computed once: a cache of what the class definitions say (immutable)."""
+
+
+def _keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
     hidden = getattr(cls, SENTINEL_KEYS, ())
     infos = getattr(cls, "__pydantic_fields__", {})
     out: dict[str, dataclasses.Field[Any]] = {}
