@@ -111,12 +111,12 @@ from gateway.domain.receiving import (
     ExpectedReceipt,
     PreparedReceipts,
     ReceivingTracker,
-    parse_expected,
 )
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.logs import configure_logging, redact
+from gateway.receipts_file import parse_expected
 
 log = logging.getLogger(__name__)
 

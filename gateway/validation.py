@@ -274,7 +274,7 @@ class Num(_Check):
 
 
 class Text(_Check):
-    """A non-blank string of at most :data:`MAX_TEXT_CHARS` without control characters;
+    """A non-blank string of at most ``max_chars`` (:data:`MAX_TEXT_CHARS`), no control characters;
     ``pattern`` must match all of it, ``check`` returns a problem or None, ``normalize``
     rewrites the raw value first."""
 
@@ -287,9 +287,12 @@ class Text(_Check):
         what: str | None = None,
         check: Callable[[str], str | None] | None = None,
         normalize: Callable[[str], str] | None = None,
+        max_chars: int = MAX_TEXT_CHARS,
     ) -> None:
         super().__init__(what or "a non-empty string")
         self.pattern, self.test, self.normalize = pattern, check, normalize
+        self.max_chars = max_chars
+        self.json["maxLength"] = max_chars
         if pattern is not None:
             self.json["pattern"] = f"^{pattern.pattern}$"
 
@@ -298,9 +301,9 @@ class Text(_Check):
             raise self.bad(value)
         if self.normalize is not None:
             value = self.normalize(value)
-        if len(value) > MAX_TEXT_CHARS:
+        if len(value) > self.max_chars:
             raise problem(
-                f"must be at most {MAX_TEXT_CHARS} characters, got {show(value)} "
+                f"must be at most {self.max_chars} characters, got {show(value)} "
                 f"({len(value)} characters)"
             )
         if _CONTROL_RE.search(value):
@@ -622,8 +625,9 @@ class Section:
         return ()
 
     def _finish(self, info: ValidationInfo) -> Iterable[tuple[str, str]]:
-        """Problems across fields, once every field is valid; may set derived fields."""
-        return self._config_problems()
+        """Problems across fields, once every field is valid; may set derived fields. Return
+        a collection (empty when all is well), not a generator: an empty one is falsy."""
+        return tuple(self._config_problems())
 
     @model_validator(mode="wrap")
     @classmethod
@@ -632,21 +636,31 @@ class Section:
     ) -> Any:
         unknown: list[tuple[str, object]] = []
         if isinstance(data, Mapping):
-            data = cls._prepare(data, info)
-            keys = keys_of(cls)
-            unknown = [(str(k), v) for k, v in data.items() if k not in keys and k not in _NOT_KEYS]
-            if unknown:
-                data = {k: v for k, v in data.items() if k in keys or k in _NOT_KEYS}
+            if cls._prepare.__func__ is not _PLAIN_PREPARE:  # type: ignore[attr-defined]
+                data = cls._prepare(data, info)
+            keys = _KEYS.get(cls) or keys_of(cls)
+            if not keys.keys() >= data.keys():
+                unknown = [
+                    (str(k), v) for k, v in data.items() if k not in keys and k not in _NOT_KEYS
+                ]
+                if unknown:
+                    data = {k: v for k, v in data.items() if k in keys or k in _NOT_KEYS}
         try:
             obj = handler(data)
         except ValidationError as exc:
             if not unknown:
                 raise
             _raise_all(cls, unknown, (), exc.errors(include_url=False))
-        found = list(obj._finish(info))
+        found = obj._finish(info)
         if unknown or found:
-            _raise_all(cls, unknown, found, [])
+            found = list(found)
+            if unknown or found:
+                _raise_all(cls, unknown, found, [])
         return obj
+
+
+_PLAIN_PREPARE: Final = Section._prepare.__func__  # type: ignore[attr-defined]
+"""Sections that fill in no derived default skip the call (it is per section, per document)."""
 
 
 # --------------------------------------------------------------------------------------------
