@@ -68,11 +68,10 @@ from gateway.domain.model import MovementKind, Sku
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.errors import ConfigError
 from gateway.validation import (
-    ID_PATTERN,
-    ID_WHAT,
+    HIDDEN_KEYS_ATTR,
+    ID,
     MAX_ID_CHARS,
     MODEL_CONFIG,
-    SENTINEL_KEYS,
     EnvName,
     FilePath,
     Flag,
@@ -396,7 +395,6 @@ def _check_base_uri(value: str) -> str | None:
 _SKU_WHAT: Final = (
     f"a SKU of at most {MAX_ID_CHARS} characters without '/', '+', '#' or blanks (topic level)"
 )
-ID: Final = Text(pattern=ID_PATTERN, what=ID_WHAT)
 SKU: Final = Text(pattern=_SKU_RE, what=_SKU_WHAT)
 SGLN: Final = Text(check=_check_sgln, what="an SGLN URN (urn:epc:id:sgln:...)")
 PORT: Final = Num(int, lo=1, hi=65535)
@@ -445,7 +443,7 @@ def _attach_secrets(obj: Any, where: str, info: ValidationInfo) -> list[tuple[st
     """
     environ = (info.context or {}).get("environ")
     problems: list[tuple[str, str]] = []
-    for name in getattr(obj, SENTINEL_KEYS, ()):
+    for name in getattr(obj, HIDDEN_KEYS_ATTR, ()):
         file, env = getattr(obj, f"{name}_file"), getattr(obj, f"{name}_env")
         if file is not None and env is not None:
             problems.append((f"{name}_env", f"give only one of {name}_file and {name}_env"))

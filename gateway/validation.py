@@ -55,12 +55,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 from gateway.documents import path_problem, shown
 
 __all__ = [
+    "HIDDEN_KEYS_ATTR",
+    "ID",
     "ID_PATTERN",
     "ID_WHAT",
     "MAX_ID_CHARS",
     "MAX_TEXT_CHARS",
     "MODEL_CONFIG",
-    "SENTINEL_KEYS",
     "EnvName",
     "FilePath",
     "Flag",
@@ -73,10 +74,12 @@ __all__ = [
     "Via",
     "fmt_path",
     "keys_of",
+    "lines",
     "params_model",
     "problem",
     "problems_of",
     "show",
+    "unknown_key_message",
     "unwrap",
 ]
 
@@ -99,7 +102,7 @@ MODEL_CONFIG: Final = ConfigDict(
 )
 """The configuration of every document dataclass: unknown keys are errors."""
 
-SENTINEL_KEYS: Final = "__secret_keys__"
+HIDDEN_KEYS_ATTR: Final = "__secret_keys__"
 """Class attribute: field names that hold secrets (never written in a document)."""
 
 MAX_ID_CHARS: Final = 64
@@ -552,7 +555,7 @@ _KEYS: Final[dict[type[Any], dict[str, dataclasses.Field[Any]]]] = {}
 
 
 def _keys_of(cls: type[Any]) -> dict[str, dataclasses.Field[Any]]:
-    hidden = getattr(cls, SENTINEL_KEYS, ())
+    hidden = getattr(cls, HIDDEN_KEYS_ATTR, ())
     infos = getattr(cls, "__pydantic_fields__", {})
     out: dict[str, dataclasses.Field[Any]] = {}
     for f in dataclasses.fields(cls):
@@ -674,7 +677,7 @@ _LIST_ERRORS: Final = frozenset({"tuple_type", "list_type", "iterable_type"})
 
 
 def unknown_key_message(key: str, cls: type[Any]) -> str:
-    if key in getattr(cls, SENTINEL_KEYS, ()):
+    if key in getattr(cls, HIDDEN_KEYS_ATTR, ()):
         return f"secrets are never written in the config: use {key}_file or {key}_env"
     keyed = list(keys_of(cls))
     close = difflib.get_close_matches(key, keyed, n=1)
