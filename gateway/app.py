@@ -90,7 +90,7 @@ from gateway.console.web import Console
 from gateway.console.wiring import build_console
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
 from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
-from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite, ReceiptClosed
 from gateway.domain.model import (
     Alert,
@@ -441,18 +441,8 @@ def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
 
 
 def catalog_of(config: GatewayConfig) -> Catalog:
-    return Catalog(
-        CatalogItem(
-            sku=Sku(i.sku),
-            gtin=i.gtin,
-            name=i.name,
-            pack_size=i.pack_size,
-            unit_weight_g=i.unit_weight_g,
-            weight_tolerance_g=i.weight_tolerance_g,
-            reorder_point=i.reorder_point,
-        )
-        for i in config.catalog.items
-    )
+    # The config's items are the domain's CatalogItem (one shape, one GTIN rule).
+    return Catalog(config.catalog.items)
 
 
 def epcis_site(config: GatewayConfig) -> EpcisSite:
