@@ -49,7 +49,9 @@ from urllib.parse import SplitResult, urlsplit
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo
 from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticUndefined
 
 from gateway.documents import (
     CONFIG_LIMITS,
@@ -1270,15 +1272,10 @@ class _Partial:
             raise AttributeError(name)
         tp, _, _ = unwrap(_hints(self._cls)[field.name])
         if name not in self._raw:
-            if dataclasses.is_dataclass(tp):
-                return (
-                    _adapter(tp).validate_python({}, context={"environ": self._environ})
-                    if field.default is dataclasses.MISSING
-                    else field.default
-                )
-            if field.default is not dataclasses.MISSING:
-                return field.default
-            return _BAD
+            default = field.default
+            if isinstance(default, FieldInfo):  # Field(default_factory=...) or an alias
+                default = default.get_default(call_default_factory=True)
+            return _BAD if default in (dataclasses.MISSING, PydanticUndefined) else default
         value = self._raw[name]
         if value is not None and isinstance(tp, type) and dataclasses.is_dataclass(tp):
             try:
