@@ -84,6 +84,7 @@ from gateway.validation import (
     Section,
     Text,
     Via,
+    field_docs,
     fmt_path,
     keys_of,
     lines,
@@ -1508,6 +1509,31 @@ def parse_config(
     return dataclasses.replace(cfg, locations=cfg.locations + implicit) if implicit else cfg
 
 
+def _describe_fields(
+    cls: type[Any], node: dict[str, Any], root: dict[str, Any], done: set[str] | None = None
+) -> None:
+    """Give the properties of ``cls``'s schema ``node`` the docstrings under its fields (what an
+    editor shows on hover), and so on down the tree (each definition once: ``done``)."""
+    done = set() if done is None else done
+    docs = field_docs(cls)
+    properties = node.get("properties", {})
+    hints = _hints(cls)
+    for key, f in keys_of(cls).items():
+        prop = properties.get(key)
+        if prop is None:
+            continue
+        if f.name in docs:
+            prop.setdefault("description", docs[f.name])
+        tp, _, _ = unwrap(hints[f.name])
+        if typing.get_origin(tp) is tuple:
+            tp, _, _ = unwrap(typing.get_args(tp)[0])
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            target = root.get("$defs", {}).get(tp.__name__)
+            if target is not None and tp.__name__ not in done:
+                done.add(tp.__name__)
+                _describe_fields(tp, target, root, done)
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the config file, for editors and CI checks.
 
@@ -1516,6 +1542,7 @@ def config_schema() -> dict[str, Any]:
     checked only by loading the config (``dockwatch check-config``).
     """
     schema = _config_adapter().json_schema(mode="validation")
+    _describe_fields(GatewayConfig, schema, schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "dockwatch gateway config"
     # Top-level x- keys hold YAML anchors (see parse_config).

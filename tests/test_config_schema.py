@@ -76,6 +76,10 @@ def test_the_command_prints_the_schema_and_the_shipped_copy_is_current(
     )
     assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert printed["required"] == ["site"]
+    # What an editor shows on hover: the docstring under each field, the domain's ones too.
+    defs = printed["$defs"]
+    assert "5085 (encrypted-llrp)" in defs["ReaderConfig"]["properties"]["port"]["description"]
+    assert "TagSeenCount" in defs["PortalParams"]["properties"]["min_reads"]["description"]
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[p.name for p in SAMPLES])
