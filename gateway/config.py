@@ -516,7 +516,7 @@ class StoreConfig(_WithSecrets):
 
 
 @dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
-class _CatalogItemKeys(Section):
+class CatalogItemKeys(Section):
     """``catalog.items[]``: the keys of the domain's :class:`CatalogItem`."""
 
     sku: Annotated[str, SKU]
@@ -533,7 +533,7 @@ class _CatalogItemKeys(Section):
     """On-hand at or below this raises a low-stock alert; None: no alert."""
 
 
-def _catalog_item(keys: _CatalogItemKeys) -> CatalogItem:
+def _catalog_item(keys: CatalogItemKeys) -> CatalogItem:
     return CatalogItem(
         sku=Sku(keys.sku),
         gtin=keys.gtin,
@@ -545,7 +545,7 @@ def _catalog_item(keys: _CatalogItemKeys) -> CatalogItem:
     )
 
 
-_Item = Annotated[CatalogItem, Via(_CatalogItemKeys, CatalogItem, _catalog_item)]
+_Item = Annotated[CatalogItem, Via(CatalogItemKeys, CatalogItem, _catalog_item)]
 
 
 @dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
@@ -1374,7 +1374,7 @@ def _cross_check(
             cfg=None,
             raw=catalog if isinstance(catalog, Mapping) else {},
             section="items",
-            cls=_CatalogItemKeys,
+            cls=CatalogItemKeys,
             failed={f[1:] for f in failed if f[:1] == ("catalog",)},
             environ=ctx.environ,
         )

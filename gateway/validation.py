@@ -31,12 +31,13 @@ import ast
 import dataclasses
 import difflib
 import enum
+import functools
 import inspect
 import itertools
 import math
 import os
 import re
-import textwrap
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -495,22 +496,28 @@ class Via:
 
 def field_docs(cls: type[Any]) -> dict[str, str]:
     """The docstrings written under the fields of class ``cls`` (its source), by field name."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):  # no source (a generated class): no docs
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    node = _class_nodes(cls.__module__).get(cls.__qualname__)
     docs: dict[str, str] = {}
-    for node, after in itertools.pairwise(body):
+    for field, after in itertools.pairwise(node.body if node is not None else []):
         if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
             and isinstance(after, ast.Expr)
             and isinstance(after.value, ast.Constant)
             and isinstance(after.value.value, str)
         ):
-            docs[node.target.id] = inspect.cleandoc(after.value.value)
+            docs[field.target.id] = inspect.cleandoc(after.value.value)
     return docs
+
+
+@functools.cache
+def _class_nodes(module: str) -> dict[str, ast.ClassDef]:
+    """The top-level classes of ``module``'s source by name (parsed once per module)."""
+    try:
+        source = inspect.getsource(sys.modules[module])
+    except (KeyError, OSError, TypeError):  # no source: no docs
+        return {}
+    return {n.name: n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)}
 
 
 def params_model(

@@ -8,6 +8,7 @@ current, and it must reject what the loader rejects value by value.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -29,6 +30,7 @@ SAMPLES = sorted(
 MODELINE = "# yaml-language-server: $schema=./dockwatch.schema.json"
 
 
+@functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
     schema = config_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
