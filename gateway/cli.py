@@ -20,6 +20,8 @@ from gateway import __version__
 COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("run",), "gateway.run_cli", "run the gateway"),
     (("check-config",), "gateway.config_cli", "validate a config file and print every problem"),
+    (("config", "check"), "gateway.config_cli", "the same as check-config"),
+    (("config", "schema"), "gateway.schema_cli", "print the JSON Schema of the config file"),
     (("receipts",), "gateway.receiving_cli", "load, check or list expected receipts (ASNs)"),
     (("receiving",), "gateway.receiving_cli", "the same as receipts (older name)"),
     (("stock",), "gateway.api_cli", "show a running gateway's stock per location and SKU"),

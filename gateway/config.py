@@ -2,8 +2,10 @@
 
 Theory of operation
 -------------------
-Loading runs in stages and reports *every* problem it finds, each as one line that starts with
-the key path (``readers[1].port: must be an integer in 1..65535, got 'abc'``), in one
+The tree is a set of frozen pydantic v2 dataclasses; pydantic does the walking, the type checks,
+the defaults and the JSON Schema (``dockwatch config schema``). Loading runs in stages and
+reports *every* problem it finds, each as one line that starts with the key path
+(``readers[1].port: must be an integer in 1..65535, got 'abc'``), in one
 :class:`~gateway.errors.ConfigError` at the end:
 
 1. **Parse.** YAML through PyYAML's safe loader, with duplicate mapping keys rejected (PyYAML
@@ -11,37 +13,45 @@ the key path (``readers[1].port: must be an integer in 1..65535, got 'abc'``), i
 2. **Overrides.** ``DOCKWATCH_*`` environment variables are written into the raw mapping (see
    :data:`NAMED_OVERRIDES` and :data:`GENERIC_OVERRIDE_PREFIX`). Which variable set which key is
    remembered, so a problem with an overridden value names the variable.
-3. **Build.** A small generic builder walks the dataclasses below. Every field is a config key
-   (its name, or ``metadata["key"]``); its type hint says what the value must be (``str``,
-   ``int``, ``float``, ``bool``, ``Literal``, an enum, ``Path``, ``tuple[X, ...]``, a nested
-   dataclass, ``X | None``); ``metadata`` adds ranges, patterns and checks. A field without a
-   default is required. The ``debounce`` sections are built from the domain's own parameter
-   dataclasses the same way, so a field added there is a config key here. A value that failed is
-   replaced by a sentinel, so the rest of the tree is still built and cross-checked.
+3. **Validate.** One pydantic validation of the whole tree. Every value type carries a check
+   (``Annotated[int, Num(int, lo=1, hi=65535)]``) that runs *before* pydantic's own and raises
+   our message, so pydantic's lax coercions ('5' -> 5, 1 -> True) never apply and messages read
+   as users know them. Pydantic's own errors (missing key, unknown key, not a mapping) are
+   rewritten by :func:`gateway.validation.problems_of`, which adds "did you mean" and the
+   variable. Derived defaults (a port that depends on ``tls``, kinds that depend on ``role``,
+   MQTT names that depend on the site) are filled in by ``mode="before"`` validators; rules
+   across the fields of one section are ``mode="after"`` validators.
 4. **Cross-references.** Ids unique; portals point at known readers, antennas and locations;
-   shelves at known locations and SKUs.
+   shelves at known locations and SKUs. They are checked even when other parts failed (pydantic
+   gives no partial tree, so the failed case reads the raw mapping through :class:`_Partial`).
 
 Invariant: a :class:`GatewayConfig` that exists passed every check. The tree holds no secret: keys
 ending in ``_file``/``_env`` name where a secret lives, and :class:`Secret` reads it on demand.
+The catalog items are the domain's own :class:`gateway.domain.catalog.CatalogItem` (one shape,
+one GTIN rule: :func:`gateway.domain.epc.normalise_gtin`), and the ``debounce`` sections the
+domain's parameter dataclasses: a field added there is a config key here.
 """
 
 from __future__ import annotations
 
-import difflib
-import enum
+import dataclasses
+import functools
 import ipaddress
-import math
 import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Annotated, Any, Final, Literal, cast
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticUndefined
 
 from gateway.documents import (
     CONFIG_LIMITS,
@@ -50,14 +60,39 @@ from gateway.documents import (
     DocumentLimits,
     SafeLoader,
     parse_yaml,
-    path_problem,
     read_text,
     read_yaml,
     shown,
 )
-from gateway.domain.model import MovementKind
+from gateway.domain.catalog import CatalogItem
+from gateway.domain.epc import gs1_check_digit
+from gateway.domain.model import MovementKind, Sku
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.errors import ConfigError
+from gateway.validation import (
+    HIDDEN_KEYS_ATTR,
+    ID,
+    MAX_ID_CHARS,
+    MODEL_CONFIG,
+    EnvName,
+    FilePath,
+    Flag,
+    Items,
+    KeyPath,
+    Num,
+    OneOf,
+    Section,
+    Text,
+    Via,
+    field_docs,
+    fmt_path,
+    keys_of,
+    lines,
+    params_model,
+    problems_of,
+    show,
+    unwrap,
+)
 
 __all__ = [
     "CONFIG_PATH_ENV",
@@ -91,12 +126,16 @@ __all__ = [
     "WeightRegister",
     "config_keys",
     "config_path_from_env",
+    "config_schema",
     "gtin_check_digit",
     "load_config",
     "parse_config",
     "resolve_secret",
     "split_host_port",
 ]
+
+gtin_check_digit: Final = gs1_check_digit
+"""The GS1 check digit (the domain's: one implementation for config, EPCs and simulators)."""
 
 CONFIG_PATH_ENV: Final = "DOCKWATCH_CONFIG"
 """Environment variable naming the config file when none is given on the command line."""
@@ -121,31 +160,16 @@ IMPLICIT_LOCATIONS: Final = ("picked", "backroom")
 ``restock_from``. They are added to :attr:`GatewayConfig.locations` when a shelf uses them, and
 so is ``debounce.shelf.adjust_location`` (default ``adjustment``) when there are shelves."""
 
-KeyPath = tuple[str | int, ...]
 _OVERRIDE_LIMITS: Final = DocumentLimits("environment override", 64 << 10, 4, 1000)
-_T = typing.TypeVar("_T")
 
-MAX_ID_CHARS: Final = 64
-"""Ids and SKUs: the store keeps them in 64-character columns, and they appear in MQTT topics
-(at most 65,535 bytes), EPCIS URIs and file names."""
-MAX_TEXT_CHARS: Final = 4096
-"""Any other string value (URLs, host names, item names)."""
 MAX_COUNT: Final = 2**31 - 1
 """Counts of eaches in the config (reorder points): the store keeps movement quantities and
 these in 32-bit integer columns."""
 MAX_PACK_SIZE: Final = 1_000_000
 """Eaches per tagged pack: a movement of N tags moves N x pack_size eaches, which must still fit
 the store's 32-bit quantity (2,147 packs of the largest size)."""
-_INT64: Final = 2**63 - 1
-"""Every other integer: what the store's and protobuf's 64-bit integers hold."""
-
-# An id appears in MQTT topics and file names: keep it to a safe alphabet.
-_ID_RE: Final = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_ID_CHARS}}}")
-_ID_WHAT: Final = f"an id of at most {MAX_ID_CHARS} letters, digits, '.', '_' or '-'"
 # A SKU is one MQTT topic level: no separator, no wildcard, no blank, no control character.
 _SKU_RE: Final = re.compile(rf"[^/+#\s\x00-\x1f\x7f-\x9f]{{1,{MAX_ID_CHARS}}}")
-_CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOSTNAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
@@ -229,90 +253,11 @@ def resolve_secret(
     return None if secret is None else secret.reveal(environ)
 
 
-# --------------------------------------------------------------------------------------------
-# Field metadata and value checks
-
-
-def _m(
-    *,
-    key: str | None = None,
-    lo: float | None = None,
-    hi: float | None = None,
-    gt: float | None = None,
-    pattern: re.Pattern[str] | None = None,
-    what: str | None = None,
-    check: Callable[[Any], str | None] | None = None,
-    normalize: Callable[[Any], Any] | None = None,
-    choices: Iterable[object] | None = None,
-    nonempty: bool = False,
-    unique: bool = False,
-    exists: bool = False,
-    env_name: bool = False,
-    derive: Callable[[_Scope], Any] | None = None,
-    secret: tuple[str, str] | None = None,
-    internal: bool = False,
-    field_meta: Mapping[str, Mapping[str, Any]] | None = None,
-    default_meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Field metadata read by the builder.
-
-    ``lo``/``hi`` are inclusive bounds and ``gt`` an exclusive lower bound of numbers (of each
-    element for lists); ``pattern`` a full-match regex for strings; ``check`` returns a problem
-    message or None; ``normalize`` rewrites a value before it is checked; ``choices`` restricts
-    an enum; ``nonempty``/``unique`` apply to lists; ``exists`` requires a readable file;
-    ``env_name`` requires a set environment variable; ``derive`` computes the default from the
-    fields already built; ``secret=(file_field, env_field)`` makes a :class:`Secret` from two
-    sibling keys; ``internal`` fields are not config keys; ``field_meta``/``default_meta`` add
-    metadata to the fields of a nested dataclass that does not carry its own (the domain params).
-    """
-    meta: dict[str, Any] = {
-        "key": key,
-        "lo": lo,
-        "hi": hi,
-        "gt": gt,
-        "pattern": pattern,
-        "what": what,
-        "check": check,
-        "normalize": normalize,
-        "choices": None if choices is None else frozenset(choices),
-        "nonempty": nonempty,
-        "unique": unique,
-        "exists": exists,
-        "env_name": env_name,
-        "derive": derive,
-        "secret": secret,
-        "internal": internal,
-        "field_meta": field_meta,
-        "default_meta": default_meta,
-    }
-    return {k: v for k, v in meta.items() if v is not None and v is not False}
-
-
-_ID = _m(pattern=_ID_RE, what=_ID_WHAT)
-_PORT = _m(lo=1, hi=65535)
-_POSITIVE = _m(gt=0)
-
-
-def gtin_check_digit(body: str) -> int:
-    """The GS1 check digit for ``body`` (a GTIN without its last digit, any length)."""
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-    return (10 - total % 10) % 10
-
-
-def _check_gtin(value: str) -> str | None:
-    if len(value) != 14 or not value.isascii() or not value.isdigit():
-        return f"must be a 14-digit GTIN (pad GTIN-8/12/13 with leading zeros), got {_show(value)}"
-    expected = gtin_check_digit(value[:13])
-    if int(value[13]) != expected:
-        return f"bad GS1 check digit in {value!r}: the last digit should be {expected}"
-    return None
-
-
 def split_host_port(text: str) -> tuple[str, int]:
     """``"host:port"`` or ``"[v6]:port"`` -> ``(host, port)``; ValueError when malformed."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"must be 'host:port', got {_show(text)}")
+        raise ValueError(f"must be 'host:port', got {show(text)}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         ipaddress.IPv6Address(host)  # raises ValueError with its own message
@@ -330,15 +275,15 @@ def _check_host_port(value: str) -> str | None:
     try:
         split_host_port(value)
     except ValueError as exc:
-        return str(exc) if str(exc).startswith("must") else f"{exc} (in {_show(value)})"
+        return str(exc) if str(exc).startswith("must") else f"{exc} (in {show(value)})"
     return None
 
 
 def _check_ipv4_host(value: str) -> str | None:
     if ":" in value:
-        return f"must be an IPv4 address or host name (sllurp is IPv4-only), got {_show(value)}"
+        return f"must be an IPv4 address or host name (sllurp is IPv4-only), got {show(value)}"
     if not _HOSTNAME_RE.fullmatch(value):
-        return f"must be a host name or IPv4 address, got {_show(value)}"
+        return f"must be a host name or IPv4 address, got {show(value)}"
     return None
 
 
@@ -347,7 +292,7 @@ def _check_host(value: str) -> str | None:
         ipaddress.ip_address(value)
     except ValueError:
         if not _HOSTNAME_RE.fullmatch(value):
-            return f"must be a host name or IP address, got {_show(value)}"
+            return f"must be a host name or IP address, got {show(value)}"
     return None
 
 
@@ -362,14 +307,6 @@ def _mask_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
-
-
-def _normalize_store_url(value: Any) -> Any:
-    if isinstance(value, str):
-        for plain in ("postgresql://", "postgres://"):
-            if value.startswith(plain):
-                return "postgresql+psycopg://" + value[len(plain) :]
-    return value
 
 
 def _check_store_url(value: str) -> str | None:
@@ -390,7 +327,7 @@ def _check_store_url(value: str) -> str | None:
             return f"names no database: {_mask_url(value)!r}"
         return None
     return (
-        f"must be a 'sqlite:///path' or 'postgresql+psycopg://' URL, got {_show(_mask_url(value))}"
+        f"must be a 'sqlite:///path' or 'postgresql+psycopg://' URL, got {show(_mask_url(value))}"
     )
 
 
@@ -404,23 +341,23 @@ def _check_mqtt_url(value: str) -> str | None:
     try:
         parts = _parse_mqtt_url(value)
     except ValueError as exc:
-        return f"malformed URL {_show(_mask_url(value))}: {exc}"
+        return f"malformed URL {show(_mask_url(value))}: {exc}"
     if parts.scheme not in ("mqtt", "mqtts"):
-        return f"must be an mqtt:// or mqtts:// URL, got {_show(_mask_url(value))}"
+        return f"must be an mqtt:// or mqtts:// URL, got {show(_mask_url(value))}"
     if parts.username is not None or parts.password is not None:
         return "must not hold credentials: use sinks.mqtt.username and password_file/password_env"
     if not parts.hostname:
-        return f"names no host: {_show(value)}"
+        return f"names no host: {show(value)}"
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return f"must be scheme://host[:port] only, got {_show(value)}"
+        return f"must be scheme://host[:port] only, got {show(value)}"
     return None
 
 
 def _check_topic_prefix(value: str) -> str | None:
     if any(c in value for c in "+#\0"):
-        return f"must not contain MQTT wildcards '+' or '#', got {_show(value)}"
+        return f"must not contain MQTT wildcards '+' or '#', got {show(value)}"
     if value.startswith(("/", "$")) or value.endswith("/") or "//" in value:
-        return f"must be topic levels joined by '/', no empty level and no '$', got {_show(value)}"
+        return f"must be topic levels joined by '/', no empty level and no '$', got {show(value)}"
     return None
 
 
@@ -454,44 +391,114 @@ def _check_base_uri(value: str) -> str | None:
     return None
 
 
-_SGLN = _m(check=_check_sgln, what="an SGLN URN (urn:epc:id:sgln:...)")
+# --------------------------------------------------------------------------------------------
+# Checks of single values
 
 
-def _site_id(scope: _Scope) -> str:
-    site = scope.root().values.get("site")
-    site_id = getattr(site, "id", None)
-    return site_id if isinstance(site_id, str) else "site"
+_SKU_WHAT: Final = (
+    f"a SKU of at most {MAX_ID_CHARS} characters without '/', '+', '#' or blanks (topic level)"
+)
+SKU: Final = Text(pattern=_SKU_RE, what=_SKU_WHAT)
+SGLN: Final = Text(check=_check_sgln, what="an SGLN URN (urn:epc:id:sgln:...)")
+PORT: Final = Num(int, lo=1, hi=65535)
+POSITIVE: Final = Num(float, gt=0)
+EXISTING: Final = FilePath(exists=True)
+ENV: Final = EnvName()
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _check_gtin(value: str) -> str | None:
+    """The catalog's one GTIN rule, the domain's (``normalise_gtin``), with a message that
+    names the digit to fix."""
+    if len(value) not in (8, 12, 13, 14) or not value.isascii() or not value.isdigit():
+        return f"must be a GTIN-8, -12, -13 or -14 as a quoted string of digits, got {show(value)}"
+    expected = gs1_check_digit(value[:-1])
+    if int(value[-1]) != expected:
+        return f"bad GS1 check digit in {value!r}: the last digit should be {expected}"
+    return None
+
+
+GTIN: Final = Text(check=_check_gtin, what="a GTIN (8, 12, 13 or 14 digits) as a quoted string")
+
+
+def _normalize_store_url(value: str) -> str:
+    for plain in ("postgresql://", "postgres://"):
+        if value.startswith(plain):
+            return "postgresql+psycopg://" + value[len(plain) :]
+    return value
+
+
+def _with_default(data: Mapping[str, Any], key: str, value: object) -> Mapping[str, Any]:
+    """``data`` with ``key`` set to ``value`` when it is a mapping without that key: a default
+    that depends on another key (a ``mode="before"`` validator's job)."""
+    return data if key in data else {**data, key: value}
+
+
+def _attach_secrets(obj: Any, where: str, info: ValidationInfo) -> list[tuple[str, str]]:
+    """Set the :class:`Secret` fields of ``obj`` from their ``_file``/``_env`` siblings; the
+    problems found.
+
+    Runs once the section validated; a frozen dataclass is still being built here, so
+    ``object.__setattr__`` is how a derived field is filled in (as ``__post_init__`` would).
+    """
+    environ = (info.context or {}).get("environ")
+    problems: list[tuple[str, str]] = []
+    for name in getattr(obj, HIDDEN_KEYS_ATTR, ()):
+        file, env = getattr(obj, f"{name}_file"), getattr(obj, f"{name}_env")
+        if file is not None and env is not None:
+            problems.append((f"{name}_env", f"give only one of {name}_file and {name}_env"))
+        elif isinstance(getattr(obj, name), Secret):
+            continue  # rebuilt by dataclasses.replace: keep the environment it was loaded with
+        elif file is not None or env is not None:
+            object.__setattr__(obj, name, Secret(f"{where}.{name}", file, env, environ))
+    return problems
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _WithSecrets(Section):
+    """A section with secrets: ``__secret_keys__`` names them, ``__section_path__`` is its path."""
+
+    __section_path__: typing.ClassVar = ""
+
+    def _finish(self, info: ValidationInfo) -> Iterable[tuple[str, str]]:
+        return [*_attach_secrets(self, self.__section_path__, info), *self._config_problems()]
+
+
+_SecretField = SkipJsonSchema[Secret | None]
 
 
 # --------------------------------------------------------------------------------------------
 # The config tree
 
 
-@dataclass(frozen=True, slots=True)
-class SiteConfig:
-    id: str = field(metadata=_ID)
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class SiteConfig(Section):
+    id: Annotated[str, ID]
     """The site's id; it is part of every MQTT topic and movement."""
-    sgln: str | None = field(default=None, metadata=_SGLN)
+    sgln: Annotated[str, SGLN] | None = None
     """The site's SGLN (EPCIS ``bizLocation`` where nothing more precise is known)."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    url: str = field(
-        default="sqlite:///./var/edge.db",
-        metadata=_m(normalize=_normalize_store_url, check=_check_store_url),
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class StoreConfig(_WithSecrets):
+    __section_path__: typing.ClassVar = "store"
+    __secret_keys__: typing.ClassVar = ("password",)
+
+    url: Annotated[str, Text(normalize=_normalize_store_url, check=_check_store_url)] = (
+        "sqlite:///./var/edge.db"
     )
     """SQLAlchemy URL; ``postgresql://`` is normalised to ``postgresql+psycopg://``."""
-    password_file: Path | None = field(default=None, metadata=_m(exists=True))
-    password_env: str | None = field(default=None, metadata=_m(env_name=True))
-    password: Secret | None = field(
-        default=None, metadata=_m(secret=("password_file", "password_env"), internal=True)
-    )
+    password_file: Annotated[Path, EXISTING] | None = None
+    password_env: Annotated[str, ENV] | None = None
+    password: _SecretField = None
     """The database password (the URL never holds one): add it with ``URL.set(password=)``."""
-    journal_dir: Path | None = None
+    journal_dir: Annotated[Path, FilePath()] | None = None
     """Where the read journal lives (tag reports of the last minutes, replayed after a crash);
     default: ``journal/`` next to a SQLite store file; a PostgreSQL store has none unless set."""
-    journal_segment_s: float = field(default=60.0, metadata=_POSITIVE)
+    journal_segment_s: Annotated[float, POSITIVE] = 60.0
     """The journal keeps between one and two of these of reads."""
 
     @property
@@ -508,72 +515,114 @@ class StoreConfig:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    sku: str = field(
-        metadata=_m(
-            pattern=_SKU_RE,
-            what=f"a SKU of at most {MAX_ID_CHARS} characters without '/', '+', '#' or blanks "
-            "(topic level)",
-        )
-    )
-    gtin: str = field(metadata=_m(what="a 14-digit GTIN as a quoted string", check=_check_gtin))
-    name: str
-    unit_weight_g: float | None = field(default=None, metadata=_POSITIVE)
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class CatalogItemKeys(Section):
+    """``catalog.items[]``: the keys of the domain's :class:`CatalogItem`."""
+
+    sku: Annotated[str, SKU]
+    gtin: Annotated[str, GTIN]
+    """GTIN-8/12/13/14, kept as the 14-digit GTIN (left-padded with zeros)."""
+    name: Annotated[str, Text()]
+    unit_weight_g: Annotated[float, POSITIVE] | None = None
     """Weight of one pack; required for SKUs on weight shelves."""
-    weight_tolerance_g: float | None = field(default=None, metadata=_m(lo=0))
+    weight_tolerance_g: Annotated[float, Num(float, lo=0)] | None = None
     """How far a weight change may stray from a whole number of packs (default: engine's)."""
-    pack_size: int = field(default=1, metadata=_m(lo=1, hi=MAX_PACK_SIZE))
+    pack_size: Annotated[int, Num(int, lo=1, hi=MAX_PACK_SIZE)] = 1
     """Eaches per tag/pack: a case tag of ``pack_size: 12`` moves 12 eaches."""
-    reorder_point: int | None = field(default=None, metadata=_m(lo=0, hi=MAX_COUNT))
+    reorder_point: Annotated[int, Num(int, lo=0, hi=MAX_COUNT)] | None = None
     """On-hand at or below this raises a low-stock alert; None: no alert."""
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogConfig:
-    items: tuple[CatalogItem, ...] = ()
+def _catalog_item(keys: CatalogItemKeys) -> CatalogItem:
+    return CatalogItem(
+        sku=Sku(keys.sku),
+        gtin=keys.gtin,
+        name=keys.name,
+        pack_size=keys.pack_size,
+        unit_weight_g=keys.unit_weight_g,
+        weight_tolerance_g=keys.weight_tolerance_g,
+        reorder_point=keys.reorder_point,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class LocationConfig:
-    id: str = field(metadata=_ID)
-    kind: Literal["storage", "dock", "virtual"] = "storage"
-    sgln: str | None = field(default=None, metadata=_SGLN)
+_Item = Annotated[CatalogItem, Via(CatalogItemKeys, CatalogItem, _catalog_item)]
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class CatalogConfig(Section):
+    items: Annotated[tuple[_Item, ...], Items("a mapping")] = ()
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class LocationConfig(Section):
+    id: Annotated[str, ID]
+    kind: Annotated[Literal["storage", "dock", "virtual"], OneOf()] = "storage"
+    sgln: Annotated[str, SGLN] | None = None
     """The location's SGLN (EPCIS ``bizLocation``); None: a URI under ``sinks.epcis.base_uri``."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReconnectConfig:
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ReconnectConfig(Section):
     """Exponential backoff between reconnection attempts, from ``initial_s`` up to ``max_s``."""
 
-    initial_s: float = field(default=0.5, metadata=_POSITIVE)
-    max_s: float = field(default=30.0, metadata=_POSITIVE)
+    initial_s: Annotated[float, POSITIVE] = 0.5
+    max_s: Annotated[float, POSITIVE] = 30.0
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         if self.max_s < self.initial_s:
             yield "max_s", f"must be >= initial_s ({_num(self.initial_s)}), got {_num(self.max_s)}"
 
 
-@dataclass(frozen=True, slots=True)
-class ReaderConfig:
-    id: str = field(metadata=_ID)
-    host: str = field(metadata=_m(check=_check_ipv4_host))
-    antennas: tuple[int, ...] = field(metadata=_m(lo=1, hi=65535, nonempty=True, unique=True))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class TlsClientConfig(Section):
+    """TLS towards a server; without ``ca_file`` the system trust store is used."""
+
+    ca_file: Annotated[Path, EXISTING] | None = None
+    cert_file: Annotated[Path, EXISTING] | None = None
+    """Client certificate (mutual TLS); needs ``key_file``."""
+    key_file: Annotated[Path, EXISTING] | None = None
+    insecure: Annotated[bool, Flag()] = False
+    """Skip server certificate and host name verification (test benches only)."""
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            yield missing, "cert_file and key_file go together"
+
+
+def _tls_port(data: Mapping[str, Any], plain: int, secure: int) -> Mapping[str, Any]:
+    """The default port of a device link: its protocol's TLS port when ``tls`` is given."""
+    return _with_default(data, "port", plain if data.get("tls") is None else secure)
+
+
+_Antennas = Annotated[
+    tuple[Annotated[int, Num(int, lo=1, hi=65535)], ...],
+    Items("an integer in 1..65535", nonempty=True, unique=True),
+]
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ReaderConfig(Section):
+    id: Annotated[str, ID]
+    host: Annotated[str, Text(check=_check_ipv4_host)]
+    antennas: _Antennas
     """Every antenna the ROSpec enables (sllurp enables only antenna 1 unless told)."""
     tls: TlsClientConfig | None = None
-    """LLRP over TLS; None: plain TCP. Before ``port``, whose default it sets."""
-    port: int = field(
-        default=5084, metadata=_m(lo=1, hi=65535, derive=lambda s: _tls_port(s, 5084, 5085))
-    )
+    """LLRP over TLS; None: plain TCP."""
+    port: Annotated[int, PORT] = 5084
     """Default 5084 (IANA llrp), or 5085 (encrypted-llrp) with ``tls``."""
-    keepalive_s: float = field(default=10.0, metadata=_POSITIVE)
+    keepalive_s: Annotated[float, POSITIVE] = 10.0
     """The reader sends a KEEPALIVE this often; silence for ~3 periods means the link is dead."""
-    connect_timeout_s: float = field(default=10.0, metadata=_POSITIVE)
-    report_every_ms: int = field(default=200, metadata=_m(lo=1, hi=60_000))
+    connect_timeout_s: Annotated[float, POSITIVE] = 10.0
+    report_every_ms: Annotated[int, Num(int, lo=1, hi=60_000)] = 200
     """Tag reports are requested this often (ROReportSpec period)."""
-    tx_power_dbm: float | None = field(default=None, metadata=_m(lo=0, hi=40))
+    tx_power_dbm: Annotated[float, Num(float, lo=0, hi=40)] | None = None
     """Transmit power; None keeps the reader's own setting."""
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+
+    @classmethod
+    def _prepare(cls, data: Mapping[str, Any], info: ValidationInfo) -> Mapping[str, Any]:
+        return _tls_port(data, 5084, 5085)
 
 
 _PORTAL_KINDS: Final = (
@@ -592,60 +641,54 @@ _ROLE_KINDS: Final[Mapping[str, tuple[MovementKind, MovementKind]]] = types.Mapp
 )
 
 
-def _role_kinds(scope: _Scope) -> tuple[MovementKind, MovementKind]:
-    role = scope.values.get("role")
-    return (
-        _ROLE_KINDS.get(role, _ROLE_KINDS["inbound"])
-        if isinstance(role, str)
-        else (_ROLE_KINDS["inbound"])
-    )
-
-
-def _parent_role_kinds(scope: _Scope) -> tuple[MovementKind, MovementKind]:
-    return _role_kinds(scope.parent) if scope.parent is not None else _ROLE_KINDS["inbound"]
-
-
-@dataclass(frozen=True, slots=True)
-class PortalKinds:
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class PortalKinds(Section):
     """Movement kind of a crossing inward (outside -> inside) and outward (inside -> outside)."""
 
-    in_: MovementKind = field(
-        default=MovementKind.RECEIPT,
-        metadata=_m(key="in", choices=_PORTAL_KINDS, derive=lambda s: _parent_role_kinds(s)[0]),
+    in_: Annotated[MovementKind, OneOf(choices=_PORTAL_KINDS)] = Field(
+        default=MovementKind.RECEIPT, alias="in"
     )
-    out: MovementKind = field(
-        default=MovementKind.RETURN,
-        metadata=_m(choices=_PORTAL_KINDS, derive=lambda s: _parent_role_kinds(s)[1]),
-    )
+    out: Annotated[MovementKind, OneOf(choices=_PORTAL_KINDS)] = MovementKind.RETURN
 
 
-@dataclass(frozen=True, slots=True)
-class PortalConfig:
-    id: str = field(metadata=_ID)
-    reader: str = field(metadata=_ID)
-    outside_antennas: tuple[int, ...] = field(
-        metadata=_m(lo=1, hi=65535, nonempty=True, unique=True)
-    )
-    inside_antennas: tuple[int, ...] = field(
-        metadata=_m(lo=1, hi=65535, nonempty=True, unique=True)
-    )
-    outside_location: str = field(metadata=_ID)
-    inside_location: str = field(metadata=_ID)
-    role: Literal["inbound", "outbound", "internal"] = "inbound"
-    kinds: PortalKinds = field(
-        default_factory=PortalKinds,
-        metadata=_m(derive=lambda s: PortalKinds(*_role_kinds(s))),
-    )
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class PortalConfig(Section):
+    """A door: a reader's antennas on either side of it. New keys (door lights, photo eyes)
+    are fields here with a check in ``Annotated`` and, if they relate fields, a line in
+    :meth:`_config_problems`."""
+
+    id: Annotated[str, ID]
+    reader: Annotated[str, ID]
+    outside_antennas: _Antennas
+    inside_antennas: _Antennas
+    outside_location: Annotated[str, ID]
+    inside_location: Annotated[str, ID]
+    role: Annotated[Literal["inbound", "outbound", "internal"], OneOf()] = "inbound"
+    kinds: PortalKinds = Field(default_factory=PortalKinds)
     """Defaults by role: inbound in=receipt/out=return; outbound in=return/out=shipment;
     internal transfer both ways."""
-    sgln: str | None = field(default=None, metadata=_SGLN)
+    sgln: Annotated[str, SGLN] | None = None
     """The door's SGLN (EPCIS ``readPoint``); None: a URI under ``sinks.epcis.base_uri``."""
+
+    @classmethod
+    def _prepare(cls, data: Mapping[str, Any], info: ValidationInfo) -> Mapping[str, Any]:
+        role = data.get("role", "inbound")
+        kind_in, kind_out = (
+            _ROLE_KINDS.get(role, _ROLE_KINDS["inbound"])
+            if isinstance(role, str)
+            else _ROLE_KINDS["inbound"]
+        )
+        kinds = data.get("kinds", {})
+        if not isinstance(kinds, Mapping):
+            return data  # reported as not a mapping
+        filled = {"in": kind_in.value, "out": kind_out.value, **kinds}
+        return {**data, "kinds": filled}
 
     @property
     def antennas(self) -> tuple[int, ...]:
         return self.outside_antennas + self.inside_antennas
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         for i, antenna in enumerate(self.inside_antennas):
             if antenna in self.outside_antennas:
                 yield f"inside_antennas[{i}]", f"antenna {antenna} is also an outside antenna"
@@ -656,39 +699,38 @@ class PortalConfig:
             )
 
 
-def _tls_port(scope: _Scope, plain: int, secure: int) -> int:
-    """The default port of a device link: its protocol's TLS port when ``tls`` is given."""
-    return plain if scope.values.get("tls") is None else secure
-
-
-@dataclass(frozen=True, slots=True)
-class ModbusConfig:
-    host: str = field(metadata=_m(check=_check_host))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ModbusConfig(Section):
+    host: Annotated[str, Text(check=_check_host)]
     tls: TlsClientConfig | None = None
-    """Modbus/TCP Security (TLS); None: plain Modbus TCP. Before ``port``, whose default it sets."""
-    port: int = field(
-        default=502, metadata=_m(lo=1, hi=65535, derive=lambda s: _tls_port(s, 502, 802))
-    )
+    """Modbus/TCP Security (TLS); None: plain Modbus TCP."""
+    port: Annotated[int, PORT] = 502
     """Default 502 (IANA mbap), or 802 (mbap-s) with ``tls``."""
-    unit: int = field(default=1, metadata=_m(lo=0, hi=247))
-    timeout_s: float = field(default=1.0, metadata=_POSITIVE)
+    unit: Annotated[int, Num(int, lo=0, hi=247)] = 1
+    timeout_s: Annotated[float, POSITIVE] = 1.0
+
+    @classmethod
+    def _prepare(cls, data: Mapping[str, Any], info: ValidationInfo) -> Mapping[str, Any]:
+        return _tls_port(data, 502, 802)
 
 
 RegisterTable = Literal["holding", "input"]
 RegisterType = Literal["uint16", "int16", "uint32", "int32", "float32"]
+_REGISTER: Final = Num(int, lo=0, hi=65535)
+_BIT: Final = Num(int, lo=0, hi=15)
 
 
-@dataclass(frozen=True, slots=True)
-class WeightRegister:
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class WeightRegister(Section):
     """Where the weight is: ``grams = raw * scale`` (``* 1000`` more when ``unit: kg``)."""
 
-    address: int = field(metadata=_m(lo=0, hi=65535))
-    type: RegisterType
-    table: RegisterTable = "holding"
-    word_order: Literal["big", "little"] = "big"
+    address: Annotated[int, _REGISTER]
+    type: Annotated[RegisterType, OneOf()]
+    table: Annotated[RegisterTable, OneOf()] = "holding"
+    word_order: Annotated[Literal["big", "little"], OneOf()] = "big"
     """Order of the two registers of a 32-bit value (``big``: high word first)."""
-    scale: float = 1.0
-    unit: Literal["g", "kg"] = "g"
+    scale: Annotated[float, Num(float)] = 1.0
+    unit: Annotated[Literal["g", "kg"], OneOf()] = "g"
 
     @property
     def count(self) -> int:
@@ -699,24 +741,24 @@ class WeightRegister:
     def grams_per_count(self) -> float:
         return self.scale * (1000.0 if self.unit == "kg" else 1.0)
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         if self.address + self.count - 1 > 65535:
             yield "address", f"a {self.type} at {self.address} runs past register 65535"
         if self.scale == 0:
             yield "scale", "must not be 0"
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRegister:
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class StatusRegister(Section):
     """A status word whose bits flag a stable / overloaded / failed transmitter."""
 
-    address: int = field(metadata=_m(lo=0, hi=65535))
-    stable_bit: int = field(metadata=_m(lo=0, hi=15))
-    table: RegisterTable = "holding"
-    overload_bit: int | None = field(default=None, metadata=_m(lo=0, hi=15))
-    error_bit: int | None = field(default=None, metadata=_m(lo=0, hi=15))
+    address: Annotated[int, _REGISTER]
+    stable_bit: Annotated[int, _BIT]
+    table: Annotated[RegisterTable, OneOf()] = "holding"
+    overload_bit: Annotated[int, _BIT] | None = None
+    error_bit: Annotated[int, _BIT] | None = None
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         seen = {self.stable_bit: "stable_bit"}
         for name in ("overload_bit", "error_bit"):
             bit = getattr(self, name)
@@ -727,28 +769,26 @@ class StatusRegister:
             seen[bit] = name
 
 
-@dataclass(frozen=True, slots=True)
-class ShelfConfig:
-    id: str = field(metadata=_ID)
-    location: str = field(metadata=_ID)
-    sku: str = field(
-        metadata=_m(pattern=_SKU_RE, what=f"a SKU of at most {MAX_ID_CHARS} characters")
-    )
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ShelfConfig(Section):
+    id: Annotated[str, ID]
+    location: Annotated[str, ID]
+    sku: Annotated[Sku, Text(pattern=_SKU_RE, what=f"a SKU of at most {MAX_ID_CHARS} characters")]
     modbus: ModbusConfig
     weight: WeightRegister
-    pick_to: str = field(default="picked", metadata=_ID)
+    pick_to: Annotated[str, ID] = "picked"
     """Where a pick moves stock to (implicit virtual location ``picked``)."""
-    restock_from: str = field(default="backroom", metadata=_ID)
+    restock_from: Annotated[str, ID] = "backroom"
     """Where a restock moves stock from (implicit virtual location ``backroom``)."""
     status: StatusRegister | None = None
-    division_g: float | None = field(default=None, metadata=_POSITIVE)
+    division_g: Annotated[float, POSITIVE] | None = None
     """The transmitter's display step (optional: the engine learns it)."""
-    capacity_g: float | None = field(default=None, metadata=_POSITIVE)
+    capacity_g: Annotated[float, POSITIVE] | None = None
     """The largest plausible net weight (optional: 2,000 kg); readings beyond it are faults."""
-    sgln: str | None = field(default=None, metadata=_SGLN)
+    sgln: Annotated[str, SGLN] | None = None
     """The shelf's SGLN (EPCIS ``readPoint``); None: a URI under ``sinks.epcis.base_uri``."""
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         for name in ("pick_to", "restock_from"):
             if getattr(self, name) == self.location:
                 yield name, f"must differ from location ({self.location!r})"
@@ -765,103 +805,104 @@ class ShelfConfig:
                 )
 
 
-# The domain's parameter classes carry no ranges; these keep obviously broken values out.
-_PORTAL_PARAM_META: Final = types.MappingProxyType(
+def _param_check(tp: Any) -> Any:
+    """The domain's parameter classes carry no ranges: numbers are at least >= 0."""
+    if tp is bool:
+        return Flag()
+    if tp is int or tp is float:
+        return Num(tp, lo=0)
+    return Text()
+
+
+_PORTAL_PARAMS: Final = params_model(
+    PortalParams,
     {
-        "idle_close_s": _POSITIVE,
-        "min_reads": _m(lo=1),
-        "min_confidence": _m(lo=0, hi=1),
-        "stray_dwell_s": _POSITIVE,
-        "horizon_s": _POSITIVE,
-        "max_tags": _m(lo=1),
-    }
+        "idle_close_s": POSITIVE,
+        "min_reads": Num(int, lo=1),
+        "min_confidence": Num(float, lo=0, hi=1),
+        "stray_dwell_s": POSITIVE,
+        "horizon_s": POSITIVE,
+        "max_tags": Num(int, lo=1),
+    },
+    _param_check,
 )
-_SHELF_PARAM_META: Final = types.MappingProxyType(
+_SHELF_PARAMS: Final = params_model(
+    ShelfParams,
     {
-        "poll_interval_s": _POSITIVE,
-        "stable_band_g": _POSITIVE,
-        "stable_hold_s": _POSITIVE,
-        "confirm_s": _POSITIVE,
-        "outage_gap_s": _POSITIVE,
+        "poll_interval_s": POSITIVE,
+        "stable_band_g": POSITIVE,
+        "stable_hold_s": POSITIVE,
+        "confirm_s": POSITIVE,
+        "outage_gap_s": POSITIVE,
         # A location id, like those of the locations section.
-        "adjust_location": _ID,
-    }
+        "adjust_location": ID,
+    },
+    _param_check,
 )
-
-_ANTENNA_PARAM_META: Final = types.MappingProxyType(
+_ANTENNA_PARAMS: Final = params_model(
+    AntennaParams,
     {
-        "silence_s": _POSITIVE,
-        "min_peer_tags": _m(lo=1),
-        "forget_s": _POSITIVE,
-        "rate_window_s": _POSITIVE,
-    }
+        "silence_s": POSITIVE,
+        "min_peer_tags": Num(int, lo=1),
+        "forget_s": POSITIVE,
+        "rate_window_s": POSITIVE,
+    },
+    _param_check,
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DebounceConfig:
+def _params(params: type[Any]) -> Any:
+    def convert(model: Any) -> Any:
+        return params(**{f.name: getattr(model, f.name) for f in dataclasses.fields(params)})
+
+    return convert
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class DebounceConfig(Section):
     """Engine parameters; keys and defaults are the fields of the domain's params classes."""
 
-    portal: PortalParams = field(
-        default_factory=PortalParams,
-        metadata=_m(field_meta=_PORTAL_PARAM_META, default_meta=_m(lo=0)),
+    portal: Annotated[PortalParams, Via(_PORTAL_PARAMS, PortalParams, _params(PortalParams))] = (
+        Field(default_factory=PortalParams)
     )
-    shelf: ShelfParams = field(
-        default_factory=ShelfParams,
-        metadata=_m(field_meta=_SHELF_PARAM_META, default_meta=_m(lo=0)),
+    shelf: Annotated[ShelfParams, Via(_SHELF_PARAMS, ShelfParams, _params(ShelfParams))] = Field(
+        default_factory=ShelfParams
     )
-    antenna: AntennaParams = field(
-        default_factory=AntennaParams,
-        metadata=_m(field_meta=_ANTENNA_PARAM_META, default_meta=_m(lo=0)),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class TlsClientConfig:
-    """TLS towards a server; without ``ca_file`` the system trust store is used."""
-
-    ca_file: Path | None = field(default=None, metadata=_m(exists=True))
-    cert_file: Path | None = field(default=None, metadata=_m(exists=True))
-    """Client certificate (mutual TLS); needs ``key_file``."""
-    key_file: Path | None = field(default=None, metadata=_m(exists=True))
-    insecure: bool = False
-    """Skip server certificate and host name verification (test benches only)."""
-
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
-        if (self.cert_file is None) != (self.key_file is None):
-            missing = "key_file" if self.key_file is None else "cert_file"
-            yield missing, "cert_file and key_file go together"
+    antenna: Annotated[
+        AntennaParams, Via(_ANTENNA_PARAMS, AntennaParams, _params(AntennaParams))
+    ] = Field(default_factory=AntennaParams)
 
 
 DEFAULT_LAG_ALERT_S: Final = 300.0
 """Default ``sinks.*.lag_alert_s``: a sink five minutes behind is worth an alert."""
+_BATCH: Final = Num(int, lo=1, hi=100_000)
 
 
-@dataclass(frozen=True, slots=True)
-class MqttSinkConfig:
-    url: str = field(metadata=_m(check=_check_mqtt_url))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class MqttSinkConfig(_WithSecrets):
+    __section_path__: typing.ClassVar = "sinks.mqtt"
+    __secret_keys__: typing.ClassVar = ("password",)
+
+    url: Annotated[str, Text(check=_check_mqtt_url)]
     """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``."""
-    topic_prefix: str = field(
-        default="",
-        metadata=_m(check=_check_topic_prefix, derive=lambda s: f"dockwatch/{_site_id(s)}"),
-    )
-    qos: int = field(default=1, metadata=_m(lo=0, hi=2))
-    client_id: str = field(default="", metadata=_m(derive=lambda s: f"dockwatch-{_site_id(s)}"))
-    protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: int = field(default=30, metadata=_m(lo=1, hi=65535))
-    inflight_max: int = field(default=100, metadata=_m(lo=1, hi=65535))
+    topic_prefix: Annotated[str, Text(check=_check_topic_prefix)] = "dockwatch/site"
+    """Default ``dockwatch/{site.id}``."""
+    qos: Annotated[int, Num(int, lo=0, hi=2)] = 1
+    client_id: Annotated[str, Text()] = "dockwatch-site"
+    """Default ``dockwatch-{site.id}``."""
+    protocol: Annotated[Literal["5", "3.1.1"], OneOf()] = "5"
+    keepalive_s: Annotated[int, Num(int, lo=1, hi=65535)] = 30
+    inflight_max: Annotated[int, Num(int, lo=1, hi=65535)] = 100
     """Unacknowledged QoS>0 publishes in flight at once."""
-    username: str | None = None
-    password_file: Path | None = field(default=None, metadata=_m(exists=True))
-    password_env: str | None = field(default=None, metadata=_m(env_name=True))
+    username: Annotated[str, Text()] | None = None
+    password_file: Annotated[Path, EXISTING] | None = None
+    password_env: Annotated[str, ENV] | None = None
     tls: TlsClientConfig | None = None
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
-    lag_alert_s: float | None = field(default=DEFAULT_LAG_ALERT_S, metadata=_POSITIVE)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    lag_alert_s: Annotated[float, POSITIVE] | None = DEFAULT_LAG_ALERT_S
     """A ``sync_behind`` alert is raised when the oldest movement this sink has not acknowledged
     is older than this; ``null``: never."""
-    password: Secret | None = field(
-        default=None, metadata=_m(secret=("password_file", "password_env"), internal=True)
-    )
+    password: _SecretField = None
 
     @property
     def host(self) -> str:
@@ -875,27 +916,28 @@ class MqttSinkConfig:
     def port(self) -> int:
         return _parse_mqtt_url(self.url).port or (8883 if self.use_tls else 1883)
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         if self.tls is not None and not self.use_tls:
             yield "tls", "given but url is mqtt://; use mqtts:// to enable TLS"
         if self.password is not None and self.username is None:
             yield "username", "is required when a password is given (MQTT sends none without it)"
 
 
-@dataclass(frozen=True, slots=True)
-class CentralSinkConfig:
-    target: str = field(metadata=_m(check=_check_host_port))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class CentralSinkConfig(_WithSecrets):
+    __section_path__: typing.ClassVar = "sinks.central"
+    __secret_keys__: typing.ClassVar = ("token",)
+
+    target: Annotated[str, Text(check=_check_host_port)]
     """``host:port`` of the central gRPC ingest service."""
     tls: TlsClientConfig | None = None
-    token_file: Path | None = field(default=None, metadata=_m(exists=True))
-    token_env: str | None = field(default=None, metadata=_m(env_name=True))
-    batch_max: int = field(default=500, metadata=_m(lo=1, hi=100_000))
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
-    lag_alert_s: float | None = field(default=DEFAULT_LAG_ALERT_S, metadata=_POSITIVE)
+    token_file: Annotated[Path, EXISTING] | None = None
+    token_env: Annotated[str, ENV] | None = None
+    batch_max: Annotated[int, _BATCH] = 500
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    lag_alert_s: Annotated[float, POSITIVE] | None = DEFAULT_LAG_ALERT_S
     """As ``sinks.mqtt.lag_alert_s``, for central."""
-    token: Secret | None = field(
-        default=None, metadata=_m(secret=("token_file", "token_env"), internal=True)
-    )
+    token: _SecretField = None
 
     @property
     def host(self) -> str:
@@ -906,29 +948,28 @@ class CentralSinkConfig:
         return split_host_port(self.target)[1]
 
 
-@dataclass(frozen=True, slots=True)
-class EpcisSinkConfig:
-    capture_url: str = field(metadata=_m(check=_check_http_url))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class EpcisSinkConfig(_WithSecrets):
+    __section_path__: typing.ClassVar = "sinks.epcis"
+    __secret_keys__: typing.ClassVar = ("token",)
+
+    capture_url: Annotated[str, Text(check=_check_http_url)]
     """The EPCIS 2.0 capture interface (``http(s)://host[:port]/capture``)."""
     tls: TlsClientConfig | None = None
     """TLS towards an ``https://`` capture URL; without it the system trust store is used."""
-    token_file: Path | None = field(default=None, metadata=_m(exists=True))
-    token_env: str | None = field(default=None, metadata=_m(env_name=True))
-    batch_max: int = field(default=500, metadata=_m(lo=1, hi=100_000))
+    token_file: Annotated[Path, EXISTING] | None = None
+    token_env: Annotated[str, ENV] | None = None
+    batch_max: Annotated[int, _BATCH] = 500
     """Movements per EPCISDocument (each is one or two events)."""
-    request_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
-    base_uri: str = field(
-        default="https://example.invalid/dockwatch/site", metadata=_m(check=_check_base_uri)
-    )
+    request_timeout_s: Annotated[float, POSITIVE] = 30.0
+    base_uri: Annotated[str, Text(check=_check_base_uri)] = "https://example.invalid/dockwatch/site"
     """Where the fallback URIs of places without an SGLN live: ``{base_uri}/{site}/readpoint/
     {portal or shelf}``, ``.../location/{location}``, and business transactions
     ``.../desadv/{receipt}``, ``.../po/{order}``. Set it to a domain you control."""
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
-    lag_alert_s: float | None = field(default=DEFAULT_LAG_ALERT_S, metadata=_POSITIVE)
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    lag_alert_s: Annotated[float, POSITIVE] | None = DEFAULT_LAG_ALERT_S
     """As ``sinks.mqtt.lag_alert_s``, for the EPCIS repository."""
-    token: Secret | None = field(
-        default=None, metadata=_m(secret=("token_file", "token_env"), internal=True)
-    )
+    token: _SecretField = None
 
     @property
     def host(self) -> str:
@@ -938,86 +979,105 @@ class EpcisSinkConfig:
     def use_tls(self) -> bool:
         return self.capture_url.startswith("https:")
 
-    def _config_problems(self) -> Iterator[tuple[str, str]]:
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
         if self.tls is not None and not self.use_tls:
             yield "tls", "given but capture_url is http://; use https:// to enable TLS"
 
 
-@dataclass(frozen=True, slots=True)
-class SinksConfig:
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class SinksConfig(Section):
     mqtt: MqttSinkConfig | None = None
     central: CentralSinkConfig | None = None
     epcis: EpcisSinkConfig | None = None
     """EPCIS 2.0 repository (docs/epcis.md)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ApiTlsConfig:
-    cert_file: Path = field(metadata=_m(exists=True))
-    key_file: Path = field(metadata=_m(exists=True))
-    client_ca_file: Path | None = field(default=None, metadata=_m(exists=True))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ApiTlsConfig(Section):
+    cert_file: Annotated[Path, EXISTING]
+    key_file: Annotated[Path, EXISTING]
+    client_ca_file: Annotated[Path, EXISTING] | None = None
     """When set, clients must present a certificate signed by this CA (mutual TLS)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ApiConfig:
-    grpc_listen: str = field(default="127.0.0.1:50061", metadata=_m(check=_check_host_port))
-    metrics_listen: str | None = field(
-        default="127.0.0.1:9108", metadata=_m(check=_check_host_port)
-    )
+_LISTEN: Final = Text(check=_check_host_port)
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ApiConfig(_WithSecrets):
+    __section_path__: typing.ClassVar = "api"
+    __secret_keys__: typing.ClassVar = ("token", "operator_token")
+
+    grpc_listen: Annotated[str, _LISTEN] = "127.0.0.1:50061"
+    metrics_listen: Annotated[str, _LISTEN] | None = "127.0.0.1:9108"
     """Prometheus ``/metrics`` endpoint; ``null`` disables it."""
     tls: ApiTlsConfig | None = None
-    token_file: Path | None = field(default=None, metadata=_m(exists=True))
-    token_env: str | None = field(default=None, metadata=_m(env_name=True))
-    token: Secret | None = field(
-        default=None, metadata=_m(secret=("token_file", "token_env"), internal=True)
-    )
+    token_file: Annotated[Path, EXISTING] | None = None
+    token_env: Annotated[str, ENV] | None = None
+    token: _SecretField = None
     """Bearer token the local gRPC API requires; None: no token required."""
-    operator_token_file: Path | None = field(default=None, metadata=_m(exists=True))
-    operator_token_env: str | None = field(default=None, metadata=_m(env_name=True))
-    operator_token: Secret | None = field(
-        default=None,
-        metadata=_m(secret=("operator_token_file", "operator_token_env"), internal=True),
-    )
+    operator_token_file: Annotated[Path, EXISTING] | None = None
+    operator_token_env: Annotated[str, ENV] | None = None
+    operator_token: _SecretField = None
     """The token the operator console's actions require (upload expected receipts, acknowledge
     an alert, re-count a shelf); None: the console is read-only."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReceivingConfig:
-    expected_file: Path | None = field(default=None, metadata=_m(exists=True))
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class ReceivingConfig(Section):
+    expected_file: Annotated[Path, EXISTING] | None = None
     """Expected receipts (advance ship notices) to verify inbound crossings against."""
-    idle_close_s: float = field(default=300.0, metadata=_POSITIVE)
+    idle_close_s: Annotated[float, POSITIVE] = 300.0
     """An expected receipt that has begun completes once nothing has been received against it
     for this long; its discrepancy (or all-matched) alert is raised then."""
 
 
-@dataclass(frozen=True, slots=True)
-class LoggingConfig:
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = field(
-        default="INFO", metadata=_m(normalize=lambda v: v.upper() if isinstance(v, str) else v)
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class LoggingConfig(Section):
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], OneOf(normalize=str.upper)] = (
+        "INFO"
     )
-    format: Literal["text", "json"] = "text"
+    format: Annotated[Literal["text", "json"], OneOf()] = "text"
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
+def _site_id(data: Mapping[str, Any]) -> str:
+    site = data.get("site")
+    site_id = site.get("id") if isinstance(site, Mapping) else None
+    return site_id if isinstance(site_id, str) else "site"
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class GatewayConfig(Section):
     """The whole, validated configuration. Build it with :func:`load_config`."""
 
     site: SiteConfig
-    store: StoreConfig = field(default_factory=StoreConfig)
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    locations: tuple[LocationConfig, ...] = ()
-    readers: tuple[ReaderConfig, ...] = ()
-    portals: tuple[PortalConfig, ...] = ()
-    shelves: tuple[ShelfConfig, ...] = ()
-    debounce: DebounceConfig = field(default_factory=DebounceConfig)
-    sinks: SinksConfig = field(default_factory=SinksConfig)
-    api: ApiConfig = field(default_factory=ApiConfig)
-    receiving: ReceivingConfig = field(default_factory=ReceivingConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    source: str = field(default="<config>", compare=False, metadata=_m(internal=True))
-    """Where the config came from (file path), for log lines."""
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    locations: Annotated[tuple[LocationConfig, ...], Items("a mapping")] = ()
+    readers: Annotated[tuple[ReaderConfig, ...], Items("a mapping")] = ()
+    portals: Annotated[tuple[PortalConfig, ...], Items("a mapping")] = ()
+    shelves: Annotated[tuple[ShelfConfig, ...], Items("a mapping")] = ()
+    debounce: DebounceConfig = Field(default_factory=DebounceConfig)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    receiving: ReceivingConfig = Field(default_factory=ReceivingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    source: SkipJsonSchema[str] = dataclasses.field(default="<config>", compare=False)
+    """Where the config came from (file path), for log lines; not a config key."""
+
+    @classmethod
+    def _prepare(cls, data: Mapping[str, Any], info: ValidationInfo) -> Mapping[str, Any]:
+        out = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        # Top-level ``x-`` keys hold YAML anchors for reuse (the compose-file convention).
+        out["source"] = (info.context or {}).get("source", "<config>")
+        sinks = out.get("sinks")
+        mqtt = sinks.get("mqtt") if isinstance(sinks, Mapping) else None
+        if isinstance(sinks, Mapping) and isinstance(mqtt, Mapping):
+            site = _site_id(out)
+            mqtt = _with_default(mqtt, "topic_prefix", f"dockwatch/{site}")
+            mqtt = _with_default(mqtt, "client_id", f"dockwatch-{site}")
+            out["sinks"] = {**sinks, "mqtt": mqtt}
+        return out
 
     def item(self, sku: str) -> CatalogItem:
         """The catalog item of ``sku``; KeyError when unknown."""
@@ -1045,66 +1105,34 @@ class GatewayConfig:
         return tuple(p for p in self.portals if p.reader == reader_id)
 
 
+def _implicit_locations(cfg: GatewayConfig) -> tuple[LocationConfig, ...]:
+    listed = {loc.id for loc in cfg.locations}
+    used = {s.pick_to for s in cfg.shelves} | {s.restock_from for s in cfg.shelves}
+    implicit = list(IMPLICIT_LOCATIONS)
+    if cfg.shelves:
+        # Shelf reconciliation moves stock from/to this virtual location.
+        used.add(cfg.debounce.shelf.adjust_location)
+        implicit.append(cfg.debounce.shelf.adjust_location)
+    return tuple(
+        LocationConfig(id=name, kind="virtual")
+        for name in dict.fromkeys(implicit)
+        if name in used and name not in listed
+    )
+
+
 # --------------------------------------------------------------------------------------------
-# The generic builder
+# Environment overrides
 
 
-class _Invalid:
-    """Stands in for a value that failed validation, so building can go on."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<invalid>"
-
-
-_INVALID: Final = _Invalid()
-
-
-def _ok(value: object) -> bool:
-    return value is not _INVALID
-
-
-@dataclass(slots=True)
-class _Scope:
-    """Fields built so far of the dataclass being built, and its enclosing scope."""
-
-    values: dict[str, Any]
-    parent: _Scope | None
-
-    def root(self) -> _Scope:
-        scope = self
-        while scope.parent is not None:
-            scope = scope.parent
-        return scope
-
-
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class _Ctx:
     environ: Mapping[str, str]
-    problems: list[str] = field(default_factory=list)
-    set_by: dict[KeyPath, str] = field(default_factory=dict)
+    problems: list[tuple[KeyPath, str]] = dataclasses.field(default_factory=list)
+    """Problems found outside pydantic (overrides, cross-references), with their key paths."""
+    set_by: dict[KeyPath, str] = dataclasses.field(default_factory=dict)
     """Key path -> the environment variable that set it."""
-    created_by: dict[KeyPath, str] = field(default_factory=dict)
+    created_by: dict[KeyPath, str] = dataclasses.field(default_factory=dict)
     """Section path -> the environment variable whose override created it."""
-    partial: dict[int, object] = field(default_factory=dict)
-    """Built objects holding an invalid part, by id (the value keeps the id alive)."""
-    hints: dict[type[Any], tuple[dict[str, Any], list[Field[Any]]]] = field(default_factory=dict)
-    """Type hints and init fields per class: resolving them is most of the cost per item."""
-
-    def schema(self, cls: type[Any]) -> tuple[dict[str, Any], list[Field[Any]]]:
-        found = self.hints.get(cls)
-        if found is None:
-            found = self.hints[cls] = (_hints(cls), [f for f in fields(cls) if f.init])
-        return found
-
-    def mark_partial(self, obj: _T) -> _T:
-        self.partial[id(obj)] = obj
-        return obj
-
-    def whole(self, value: object) -> bool:
-        """``value`` is valid through and through."""
-        return value is not _INVALID and id(value) not in self.partial
 
     def report(self, path: KeyPath, message: str) -> None:
         var = self.set_by.get(path)
@@ -1114,348 +1142,7 @@ class _Ctx:
                 if var is not None:
                     break
         suffix = f" (set by {var})" if var is not None else ""
-        self.problems.append(f"{_fmt_path(path)}: {message}{suffix}")
-
-
-def _fmt_path(path: KeyPath) -> str:
-    out = ""
-    for seg in path:
-        out += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if out else seg)
-    return out or "(top level)"
-
-
-def _show(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, str) and len(value) > 60:
-        return repr(value[:57] + "...")
-    if isinstance(value, int) and value.bit_length() > 64:
-        # str() of an int beyond 4,300 digits raises: the digit count from the bit length.
-        return f"an integer of {_digits(value)} digits"
-    return repr(value)
-
-
-def _digits(value: int) -> int:
-    digits = int(value.bit_length() * 0.30103) + 1
-    return digits - 1 if 10 ** (digits - 1) > abs(value) else digits
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _key_of(f: Field[Any]) -> str:
-    key = f.metadata.get("key")
-    return key if isinstance(key, str) else f.name
-
-
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
-def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
-    what = meta.get("what")
-    if isinstance(what, str):
-        return what
-    tp, _ = _unwrap_optional(tp)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(tp)[0], meta)}"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        choices = meta.get("choices") or list(tp)
-        return "one of " + ", ".join(repr(c.value) for c in tp if c in choices)
-    if is_dataclass(tp):
-        return "a mapping"
-    if tp is bool:
-        return "true or false"
-    if tp is Path:
-        return "a file path"
-    if tp is str:
-        return "a non-empty string"
-    base = "an integer" if tp is int else "a number"
-    lo, hi, gt = meta.get("lo"), meta.get("hi"), meta.get("gt")
-    if lo is not None and hi is not None:
-        return f"{base} in {_num(lo)}..{_num(hi)}"
-    if gt is not None:
-        return f"{base} > {_num(gt)}"
-    if lo is not None:
-        return f"{base} >= {_num(lo)}"
-    if hi is not None:
-        return f"{base} <= {_num(hi)}"
-    return base
-
-
-def _convert(
-    tp: Any, raw: object, *, path: KeyPath, ctx: _Ctx, meta: Mapping[str, Any], scope: _Scope
-) -> Any:
-    """``raw`` checked against type ``tp`` and ``meta``; ``_INVALID`` (and a report) if bad."""
-    tp, optional = _unwrap_optional(tp)
-    if raw is None and optional:
-        return None
-    normalize = meta.get("normalize")
-    value = normalize(raw) if normalize is not None else raw
-
-    def bad() -> _Invalid:
-        hint = ""
-        if tp in (str, Path) and isinstance(raw, int | float) and not isinstance(raw, bool):
-            hint = " (YAML read a number: quote the value)"
-        ctx.report(path, f"must be {_describe(tp, meta)}, got {_show(raw)}{hint}")
-        return _INVALID
-
-    origin = typing.get_origin(tp)
-    if is_dataclass(tp):
-        assert isinstance(tp, type)
-        return _build(tp, value, path=path, ctx=ctx, parent=scope, parent_meta=meta)
-    if origin is tuple:
-        return _convert_list(
-            typing.get_args(tp)[0], value, path=path, ctx=ctx, meta=meta, scope=scope, bad=bad
-        )
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)  # protocol: 5 is the string "5"
-        return value if value in choices else bad()
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        allowed = meta.get("choices") or frozenset(tp)
-        member = next((m for m in tp if m.value == value and m in allowed), None)
-        return member if member is not None else bad()
-    if tp is bool:
-        return value if isinstance(value, bool) else bad()
-    if tp is int or tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return bad()
-        if tp is int and not isinstance(value, int):
-            return bad()
-        if isinstance(value, float) and not math.isfinite(value):
-            return bad()
-        lo, hi, gt = meta.get("lo"), meta.get("hi"), meta.get("gt")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            return bad()
-        if gt is not None and value <= gt:
-            return bad()
-        if isinstance(value, int) and not -_INT64 - 1 <= value <= _INT64:
-            ctx.report(
-                path, f"must be {_describe(tp, meta)} that fits in 64 bits, got {_show(raw)}"
-            )
-            return _INVALID
-        return float(value) if tp is float else value
-    if tp is str or tp is Path:
-        if not isinstance(value, str) or not value.strip():
-            return bad()
-        if tp is Path:
-            problem = path_problem(value)
-            if problem is not None:
-                ctx.report(path, f"{problem}, got {_show(value)}")
-                return _INVALID
-        elif len(value) > MAX_TEXT_CHARS:
-            ctx.report(
-                path,
-                f"must be at most {MAX_TEXT_CHARS} characters, got {_show(value)} "
-                f"({len(value)} characters)",
-            )
-            return _INVALID
-        if _CONTROL_RE.search(value):
-            ctx.report(path, f"must not contain control characters, got {_show(value)}")
-            return _INVALID
-        pattern = meta.get("pattern")
-        if pattern is not None and not pattern.fullmatch(value):
-            return bad()
-        if tp is Path:
-            return _check_file(Path(value), path, ctx) if meta.get("exists") else Path(value)
-        if meta.get("env_name"):
-            return _check_env_name(value, path, ctx)
-        check = meta.get("check")
-        problem = check(value) if check is not None else None
-        if problem is not None:
-            ctx.report(path, problem)
-            return _INVALID
-        return value
-    raise TypeError(f"config field type {tp!r} at {_fmt_path(path)} is not supported")
-
-
-def _convert_list(
-    elem_tp: Any,
-    value: object,
-    *,
-    path: KeyPath,
-    ctx: _Ctx,
-    meta: Mapping[str, Any],
-    scope: _Scope,
-    bad: Callable[[], _Invalid],
-) -> Any:
-    if not isinstance(value, list | tuple):
-        return bad()
-    if meta.get("nonempty") and not value:
-        ctx.report(path, "must be a non-empty list")
-        return _INVALID
-    out: list[Any] = []
-    first_at: dict[object, int] = {}
-    for i, elem in enumerate(value):
-        built = _convert(elem_tp, elem, path=(*path, i), ctx=ctx, meta=meta, scope=scope)
-        if meta.get("unique") and _ok(built):
-            if built in first_at:
-                where = _fmt_path((*path, first_at[built]))
-                ctx.report((*path, i), f"duplicate value {_show(built)} (first at {where})")
-            first_at.setdefault(built, i)
-        out.append(built)
-    built_list = tuple(out)
-    return built_list if all(ctx.whole(v) for v in out) else ctx.mark_partial(built_list)
-
-
-def _check_file(file: Path, path: KeyPath, ctx: _Ctx) -> Path | _Invalid:
-    try:
-        is_file = file.is_file()
-    except OSError as exc:  # ENAMETOOLONG, EACCES on a parent...: not a file we can use
-        ctx.report(path, f"cannot use '{shown(file)}': {exc.strerror or exc}")
-        return _INVALID
-    if not is_file:
-        ctx.report(path, f"file not found: '{file}'")
-        return _INVALID
-    if not os.access(file, os.R_OK):
-        ctx.report(path, f"file not readable: '{file}'")
-        return _INVALID
-    return file
-
-
-def _check_env_name(name: str, path: KeyPath, ctx: _Ctx) -> str | _Invalid:
-    if not _ENV_NAME_RE.fullmatch(name):
-        ctx.report(path, f"must be an environment variable name, got {_show(name)}")
-        return _INVALID
-    if not ctx.environ.get(name):
-        ctx.report(path, f"environment variable '{name}' is not set")
-        return _INVALID
-    return name
-
-
-def _build(
-    cls: type[Any],
-    raw: object,
-    *,
-    path: KeyPath,
-    ctx: _Ctx,
-    parent: _Scope | None,
-    parent_meta: Mapping[str, Any] | None = None,
-) -> Any:
-    """Build dataclass ``cls`` from mapping ``raw``, reporting every problem under ``path``."""
-    if not isinstance(raw, Mapping):
-        ctx.report(path, f"must be a mapping, got {_show(raw)}")
-        return _INVALID
-    hints, all_fields = ctx.schema(cls)
-    extra_meta: Mapping[str, Mapping[str, Any]] = (parent_meta or {}).get("field_meta") or {}
-    default_meta: Mapping[str, Any] = (parent_meta or {}).get("default_meta") or {}
-    keyed = {_key_of(f): f for f in all_fields if not f.metadata.get("internal")}
-    secret_names = {f.name for f in all_fields if f.metadata.get("secret")}
-    for key in raw:
-        if key in keyed or (not path and isinstance(key, str) and key.startswith("x-")):
-            # Top-level ``x-`` keys hold YAML anchors for reuse (the compose-file convention).
-            continue
-        ctx.report((*path, str(key)), _unknown_key_message(str(key), keyed, secret_names))
-
-    scope = _Scope({}, parent)
-    valid = True
-    for f in all_fields:
-        meta: Mapping[str, Any] = f.metadata
-        if meta.get("internal"):
-            continue
-        if f.name in extra_meta:
-            meta = {**extra_meta[f.name], **meta}
-        elif default_meta and not meta:
-            meta = default_meta
-        key = _key_of(f)
-        if key in raw:
-            value = _convert(
-                hints[f.name], raw[key], path=(*path, key), ctx=ctx, meta=meta, scope=scope
-            )
-        elif "derive" in meta:
-            value = meta["derive"](scope)
-        elif f.default is not MISSING:
-            value = f.default
-        elif f.default_factory is not MISSING:
-            value = f.default_factory()
-        else:
-            ctx.report((*path, key), "missing required key")
-            value = _INVALID
-        valid = valid and ctx.whole(value)
-        scope.values[f.name] = value
-
-    for f in all_fields:
-        pair = f.metadata.get("secret")
-        if pair is None:
-            continue
-        file_name, env_name = pair
-        file, env = scope.values[file_name], scope.values[env_name]
-        if file is not None and env is not None:
-            ctx.report((*path, env_name), f"give only one of {file_name} and {env_name}")
-            valid = False
-        elif _ok(file) and _ok(env) and (file is not None or env is not None):
-            secret_key = _fmt_path((*path, f.name))
-            scope.values[f.name] = Secret(secret_key, file, env, ctx.environ)
-
-    try:
-        obj = cls(**scope.values)
-    except (ValueError, TypeError) as exc:
-        # A class validating itself in __post_init__ (the domain params do): its message
-        # usually starts with the field name, which then gives the key path.
-        if valid:
-            message = str(exc)
-            first = message.split(" ", 1)[0]
-            name = first.rsplit(".", 1)[-1]  # "min_reads" or "debounce.portal.min_reads"
-            names = {f.name: _key_of(f) for f in all_fields}
-            if name in names:
-                ctx.report((*path, names[name]), message.removeprefix(first).strip())
-            else:
-                ctx.report(path, message)
-        return _INVALID
-    if not valid:
-        # Still returned, so cross-reference checks can look at the parts that are valid.
-        return ctx.mark_partial(obj)
-    check = getattr(obj, "_config_problems", None)
-    if callable(check):
-        for rel, message in check():
-            ctx.report((*path, *_split_rel(rel)), message)
-    return obj
-
-
-def _split_rel(rel: str) -> KeyPath:
-    out: list[str | int] = []
-    for part in rel.split("."):
-        name, _, rest = part.partition("[")
-        if name:
-            out.append(name)
-        while rest:
-            index, _, rest = rest.partition("]")
-            out.append(int(index))
-            rest = rest.removeprefix("[")
-    return tuple(out)
-
-
-def _unknown_key_message(key: str, keyed: Mapping[str, Any], secrets: set[str]) -> str:
-    if key in secrets:
-        return f"secrets are never written in the config: use {key}_file or {key}_env"
-    allowed = ", ".join(keyed)
-    close = difflib.get_close_matches(key, list(keyed), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"unknown key (allowed: {allowed}){hint}"
-
-
-# --------------------------------------------------------------------------------------------
-# Environment overrides
+        self.problems.append((path, f"{message}{suffix}"))
 
 
 def _override_target(segments: list[str]) -> tuple[tuple[str, ...], bool] | str:
@@ -1463,18 +1150,17 @@ def _override_target(segments: list[str]) -> tuple[tuple[str, ...], bool] | str:
     why they name no scalar key."""
     cls: Any = GatewayConfig
     path: list[str] = []
-    tp: Any = None
     for i, seg in enumerate(segments):
-        keyed = {_key_of(f): f for f in fields(cls) if f.init and not f.metadata.get("internal")}
+        keyed = keys_of(cls)
         where = ".".join(path) or "the top level"
         if seg not in keyed:
             return f"no key '{seg}' in {where} (allowed: {', '.join(keyed)})"
-        tp, _ = _unwrap_optional(_hints(cls)[keyed[seg].name])
+        tp, _, _ = unwrap(_hints(cls)[keyed[seg].name])
         path.append(seg)
         last = i == len(segments) - 1
         if typing.get_origin(tp) is tuple:
             return f"{'.'.join(path)} is a list; only scalar keys of sections can be overridden"
-        if is_dataclass(tp):
+        if dataclasses.is_dataclass(tp):
             if last:
                 return f"{'.'.join(path)} is a section, not a scalar key"
             cls = tp
@@ -1484,6 +1170,10 @@ def _override_target(segments: list[str]) -> tuple[tuple[str, ...], bool] | str:
         isinstance(c, str) for c in typing.get_args(tp)
     )
     return tuple(path), tp in (str, Path) or literal_str
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
@@ -1496,7 +1186,7 @@ def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
         segments = name[len(GENERIC_OVERRIDE_PREFIX) :].lower().split("__")
         found = _override_target(segments)
         if isinstance(found, str):
-            ctx.problems.append(f"{name}: {found}")
+            ctx.problems.append(((), f"{name}: {found}"))
             continue
         target, is_string = found
         value: object = text
@@ -1508,10 +1198,10 @@ def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
             try:
                 value = parse_yaml(text, _OVERRIDE_LIMITS, name)
             except DocumentError as exc:
-                ctx.problems.append(f"{name}: not a YAML scalar: {exc.problem}")
+                ctx.problems.append(((), f"{name}: not a YAML scalar: {exc.problem}"))
                 continue
             if isinstance(value, Mapping | list):
-                ctx.problems.append(f"{name}: must be a single value, got {_show(value)}")
+                ctx.problems.append(((), f"{name}: must be a single value, got {show(value)}"))
                 continue
         wanted.append((name, target, value))
     for name, target in NAMED_OVERRIDES:
@@ -1523,7 +1213,7 @@ def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
     for name, target, value in wanted:
         if target in ctx.set_by:
             ctx.problems.append(
-                f"{name}: {_fmt_path(target)} is already set by {ctx.set_by[target]}"
+                ((), f"{name}: {fmt_path(target)} is already set by {ctx.set_by[target]}")
             )
             continue
         node = out
@@ -1533,7 +1223,7 @@ def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
                 child = {}
                 ctx.created_by.setdefault(target[: i + 1], name)
             elif not isinstance(child, Mapping):
-                # The section itself is broken; building reports it.
+                # The section itself is broken; validation reports it.
                 break
             node[seg] = node = dict(child)
         else:
@@ -1546,8 +1236,86 @@ def _apply_overrides(data: Mapping[str, Any], ctx: _Ctx) -> dict[str, Any]:
 # Cross-references
 
 
-def _seq(value: object) -> tuple[Any, ...]:
-    return value if isinstance(value, tuple) else ()
+class _Bad:
+    """A value that failed validation: cross-references skip it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+_BAD: Final = _Bad()
+
+
+class _Partial:
+    """A section of a config that failed validation, read for cross-references: a key holds
+    the raw value (or the default) unless a problem was found at or below it, then
+    :data:`_BAD`; a nested section is validated on its own when nothing below it failed."""
+
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        cls: type[Any],
+        path: KeyPath,
+        failed: set[KeyPath],
+        environ: Mapping[str, str],
+    ) -> None:
+        self._raw, self._cls, self._path = raw, cls, path
+        self._failed, self._environ = failed, environ
+
+    def __getattr__(self, name: str) -> Any:
+        path = (*self._path, name)
+        if any(f[: len(path)] == path for f in self._failed):
+            return _BAD
+        field = keys_of(self._cls).get(name)
+        if field is None:
+            raise AttributeError(name)
+        tp, _, _ = unwrap(_hints(self._cls)[field.name])
+        if name not in self._raw:
+            default = field.default
+            if isinstance(default, FieldInfo):  # Field(default_factory=...) or an alias
+                default = default.get_default(call_default_factory=True)
+            return _BAD if default in (dataclasses.MISSING, PydanticUndefined) else default
+        value = self._raw[name]
+        if value is not None and isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            try:
+                return _adapter(tp).validate_python(value, context={"environ": self._environ})
+            except ValidationError:
+                return _BAD
+        return tuple(value) if isinstance(value, list) else value
+
+
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def _ok(value: object) -> bool:
+    return value is not _BAD
+
+
+def _entries(
+    *,
+    cfg: GatewayConfig | None,
+    raw: Mapping[str, Any],
+    section: str,
+    cls: type[Any],
+    failed: set[KeyPath],
+    environ: Mapping[str, str],
+) -> list[tuple[int, Any]]:
+    """The entries of a list section: the validated ones, or each raw mapping read partially."""
+    if cfg is not None:
+        return list(enumerate(getattr(cfg, section)))
+    if (section,) in failed:
+        return []
+    values = raw.get(section, ())
+    if not isinstance(values, list | tuple):
+        return []
+    return [
+        (i, _Partial(v, cls, (section, i), failed, environ))
+        for i, v in enumerate(values)
+        if isinstance(v, Mapping) and (section, i) not in failed
+    ]
 
 
 def _known(names: Iterable[str]) -> str:
@@ -1566,7 +1334,7 @@ def _unique_ids(
         if not isinstance(value, str):
             continue
         if value in first:
-            where = _fmt_path(first[value][:-1])
+            where = fmt_path(first[value][:-1])
             ctx.report(path, f"duplicate {what} '{value}' (first at {where})")
         else:
             first[value] = path
@@ -1584,21 +1352,46 @@ def _check_ref(
     return True
 
 
-def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
-    items = [(i, x) for i, x in enumerate(_seq(getattr(cfg.catalog, "items", ()))) if _ok(x)]
+def _seq(value: object) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else ()
+
+
+def _cross_check(
+    cfg: GatewayConfig | None, raw: Mapping[str, Any], failed: set[KeyPath], ctx: _Ctx
+) -> None:
+    """Ids unique, references known; on the valid tree, or on what is valid of a failed one."""
+
+    def entries(section: str, cls: type[Any]) -> list[tuple[int, Any]]:
+        return _entries(
+            cfg=cfg, raw=raw, section=section, cls=cls, failed=failed, environ=ctx.environ
+        )
+
+    if cfg is not None:
+        item_entries: list[tuple[int, Any]] = list(enumerate(cfg.catalog.items))
+    else:
+        catalog = raw.get("catalog")
+        item_entries = _entries(
+            cfg=None,
+            raw=catalog if isinstance(catalog, Mapping) else {},
+            section="items",
+            cls=CatalogItemKeys,
+            failed={f[1:] for f in failed if f[:1] == ("catalog",)},
+            environ=ctx.environ,
+        )
+    items = [(i, x) for i, x in item_entries if _ok(x)]
     skus = _unique_ids(ctx, ((("catalog", "items", i, "sku"), x.sku) for i, x in items))
     _unique_ids(ctx, ((("catalog", "items", i, "gtin"), x.gtin) for i, x in items), "GTIN")
     item_of = {x.sku: x for _, x in reversed(items) if isinstance(x.sku, str)}
 
-    locations = [(i, x) for i, x in enumerate(_seq(cfg.locations)) if _ok(x)]
+    locations = entries("locations", LocationConfig)
     known_locations = _unique_ids(ctx, ((("locations", i, "id"), x.id) for i, x in locations))
     shelf_targets = {**dict.fromkeys(IMPLICIT_LOCATIONS, ()), **known_locations}
 
-    readers = [(i, x) for i, x in enumerate(_seq(cfg.readers)) if _ok(x)]
+    readers = entries("readers", ReaderConfig)
     reader_ids = _unique_ids(ctx, ((("readers", i, "id"), x.id) for i, x in readers))
     reader_of = {x.id: x for _, x in reversed(readers) if isinstance(x.id, str)}
 
-    portals = [(i, x) for i, x in enumerate(_seq(cfg.portals)) if _ok(x)]
+    portals = entries("portals", PortalConfig)
     _unique_ids(ctx, ((("portals", i, "id"), x.id) for i, x in portals))
     antenna_owner: dict[tuple[str, int], int] = {}
     for i, portal in portals:
@@ -1607,7 +1400,7 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
             reader = reader_of[portal.reader]
             for side in ("outside_antennas", "inside_antennas"):
                 for j, antenna in enumerate(_seq(getattr(portal, side))):
-                    if _ok(reader.antennas) and antenna not in reader.antennas:
+                    if _ok(reader.antennas) and antenna not in _seq(reader.antennas):
                         listed = ", ".join(str(a) for a in reader.antennas)
                         ctx.report(
                             (*path, side, j),
@@ -1624,14 +1417,14 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
         for side in ("outside_location", "inside_location"):
             _check_ref(ctx, (*path, side), getattr(portal, side), known_locations, "location")
 
-    shelves = [(i, x) for i, x in enumerate(_seq(cfg.shelves)) if _ok(x)]
+    shelves = entries("shelves", ShelfConfig)
     shelf_ids = _unique_ids(ctx, ((("shelves", i, "id"), x.id) for i, x in shelves))
     # Readers and shelves share the {prefix}/devices/{device_id}/status topic space.
     for shelf_id, path in shelf_ids.items():
         if shelf_id in reader_ids:
             ctx.report(
                 path,
-                f"'{shelf_id}' is also the id of {_fmt_path(reader_ids[shelf_id][:-1])} "
+                f"'{shelf_id}' is also the id of {fmt_path(reader_ids[shelf_id][:-1])} "
                 "(device ids share MQTT status topics)",
             )
     registers: dict[tuple[str, int, int, str], list[tuple[int, int, int]]] = {}
@@ -1647,17 +1440,11 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
             if _ok(item.unit_weight_g) and item.unit_weight_g is None:
                 ctx.report(
                     (*path, "sku"),
-                    f"item '{shelf.sku}' ({_fmt_path(skus[shelf.sku][:-1])}) has no unit_weight_g, "
+                    f"item '{shelf.sku}' ({fmt_path(skus[shelf.sku][:-1])}) has no unit_weight_g, "
                     "which a weight shelf needs to count packs",
                 )
         modbus, weight = shelf.modbus, shelf.weight
-        if (
-            _ok(modbus)
-            and _ok(weight)
-            and all(
-                _ok(v) for v in (modbus.host, modbus.port, modbus.unit, weight.address, weight.type)
-            )
-        ):
+        if isinstance(modbus, ModbusConfig) and isinstance(weight, WeightRegister):
             device = (modbus.host, modbus.port, modbus.unit, weight.table)
             start, end = weight.address, weight.address + weight.count - 1
             for other_start, other_end, j in registers.get(device, []):
@@ -1668,11 +1455,7 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
                         f"Modbus unit {modbus.host}:{modbus.port}/{modbus.unit}",
                     )
             registers.setdefault(device, []).append((start, end, i))
-        if (
-            _ok(modbus)
-            and all(_ok(v) for v in (modbus.host, modbus.port))
-            and ctx.whole(modbus.tls)
-        ):
+        if isinstance(modbus, ModbusConfig):
             first, tls = connections.setdefault((modbus.host, modbus.port), (i, modbus.tls))
             if tls != modbus.tls:
                 ctx.report(
@@ -1683,24 +1466,13 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
                 )
 
 
-def _with_implicit_locations(cfg: GatewayConfig) -> GatewayConfig:
-    listed = {loc.id for loc in cfg.locations}
-    used = {s.pick_to for s in cfg.shelves} | {s.restock_from for s in cfg.shelves}
-    implicit = list(IMPLICIT_LOCATIONS)
-    if cfg.shelves:
-        # Shelf reconciliation moves stock from/to this virtual location.
-        used.add(cfg.debounce.shelf.adjust_location)
-        implicit.append(cfg.debounce.shelf.adjust_location)
-    extra = tuple(
-        LocationConfig(id=name, kind="virtual")
-        for name in dict.fromkeys(implicit)
-        if name in used and name not in listed
-    )
-    return replace(cfg, locations=cfg.locations + extra) if extra else cfg
-
-
 # --------------------------------------------------------------------------------------------
 # Entry points
+
+
+@functools.cache
+def _config_adapter() -> TypeAdapter[GatewayConfig]:
+    return TypeAdapter(GatewayConfig)
 
 
 def parse_config(
@@ -1716,14 +1488,66 @@ def parse_config(
     if data is None:
         raise ConfigError("the config is empty")
     if not isinstance(data, Mapping):
-        raise ConfigError(f"(top level): must be a mapping of sections, got {_show(data)}")
+        raise ConfigError(f"(top level): must be a mapping of sections, got {show(data)}")
     data = _apply_overrides(data, ctx)
-    cfg = _build(GatewayConfig, data, path=(), ctx=ctx, parent=None)
-    if isinstance(cfg, GatewayConfig):
-        _cross_check(cfg, ctx)
-    if ctx.problems or not isinstance(cfg, GatewayConfig):
-        raise ConfigError(ctx.problems)
-    return replace(_with_implicit_locations(cfg), source=source)
+    cfg: GatewayConfig | None = None
+    found: list[tuple[KeyPath, str]] = []
+    try:
+        cfg = _config_adapter().validate_python(
+            data, context={"environ": ctx.environ, "source": source}
+        )
+    except ValidationError as exc:
+        found = problems_of(exc, set_by=ctx.set_by, created_by=ctx.created_by)
+    _cross_check(cfg, data, {path for path, _ in found}, ctx)
+    if found or ctx.problems:
+        override_lines = [m for p, m in ctx.problems if not p]
+        raise ConfigError(
+            override_lines + lines(found) + lines((p, m) for p, m in ctx.problems if p)
+        )
+    assert cfg is not None
+    implicit = _implicit_locations(cfg)
+    return dataclasses.replace(cfg, locations=cfg.locations + implicit) if implicit else cfg
+
+
+def _describe_fields(
+    cls: type[Any], node: dict[str, Any], root: dict[str, Any], done: set[str] | None = None
+) -> None:
+    """Give the properties of ``cls``'s schema ``node`` the docstrings under its fields (what an
+    editor shows on hover), and so on down the tree (each definition once: ``done``)."""
+    done = set() if done is None else done
+    docs = field_docs(cls)
+    properties = node.get("properties", {})
+    hints = _hints(cls)
+    for key, f in keys_of(cls).items():
+        prop = properties.get(key)
+        if prop is None:
+            continue
+        if f.name in docs:
+            prop.setdefault("description", docs[f.name])
+        tp, _, _ = unwrap(hints[f.name])
+        if typing.get_origin(tp) is tuple:
+            tp, _, _ = unwrap(typing.get_args(tp)[0])
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            target = root.get("$defs", {}).get(tp.__name__)
+            if target is not None and tp.__name__ not in done:
+                done.add(tp.__name__)
+                _describe_fields(tp, target, root, done)
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the config file, for editors and CI checks.
+
+    It describes keys, types, ranges, patterns and choices; what needs the whole file or the
+    machine (references between sections, files that exist, variables that are set) is
+    checked only by loading the config (``dockwatch check-config``).
+    """
+    schema = _config_adapter().json_schema(mode="validation")
+    _describe_fields(GatewayConfig, schema, schema)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dockwatch gateway config"
+    # Top-level x- keys hold YAML anchors (see parse_config).
+    schema["patternProperties"] = {"^x-": {}}
+    return schema
 
 
 class _Loader(SafeLoader):  # type: ignore[misc]
@@ -1746,7 +1570,7 @@ class _Loader(SafeLoader):  # type: ignore[misc]
                 continue
             if first is not mark:
                 where = f"line {mark.line + 1}, column {mark.column + 1}"
-                message = f"{where}: duplicate key {_show(key)} (first at line {first.line + 1})"
+                message = f"{where}: duplicate key {show(key)} (first at line {first.line + 1})"
                 self.duplicates.append((mark.line, mark.column, message))
         return cast(dict[Any, Any], super().construct_mapping(node, deep=deep))
 
@@ -1795,18 +1619,16 @@ def config_keys() -> list[str]:
 
     def walk(cls: type[Any], prefix: str) -> None:
         hints = _hints(cls)
-        for f in fields(cls):
-            if not f.init or f.metadata.get("internal"):
-                continue
-            tp, _ = _unwrap_optional(hints[f.name])
-            name = f"{prefix}{_key_of(f)}"
+        for key, f in keys_of(cls).items():
+            tp, _, _ = unwrap(hints[f.name])
+            name = f"{prefix}{key}"
             if typing.get_origin(tp) is tuple:
-                elem = typing.get_args(tp)[0]
-                if is_dataclass(elem):
+                elem, _, _ = unwrap(typing.get_args(tp)[0])
+                if dataclasses.is_dataclass(elem):
                     assert isinstance(elem, type)
                     walk(elem, f"{name}[].")
                     continue
-            elif is_dataclass(tp):
+            elif dataclasses.is_dataclass(tp):
                 assert isinstance(tp, type)
                 walk(tp, f"{name}.")
                 continue

@@ -40,8 +40,9 @@ from typing import cast
 from gateway.app import catalog_of
 from gateway.config import GatewayConfig, config_path_from_env, load_config
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml, shown
-from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker, parse_expected
+from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker
 from gateway.errors import ConfigError
+from gateway.receipts_file import ReceiptsError, parse_expected
 
 ACTIONS = ("check", "load", "add", "list")
 
@@ -141,8 +142,8 @@ def _read(path: Path, status: int) -> _Document:
         raise _Failed(status, str(exc)) from exc
     try:
         receipts = [] if data is None else parse_expected(data)  # empty: expects nothing
-    except ValueError as exc:
-        raise _Failed(status, f"{name}: {exc}") from exc
+    except ReceiptsError as exc:
+        raise _Failed(status, *(f"{name}: {problem}" for problem in exc.problems)) from exc
     entries = data["receipts"] if isinstance(data, dict) else data
     return _Document(name, list(cast(list[object], entries) or []), receipts)
 

@@ -20,6 +20,12 @@ filter 3 -> ``3074257BF7194E4000001A85``) pins both.
 
 from __future__ import annotations
 
+# One GS1 check digit for the whole project: the domain's. The encoder's own bit layout stays
+# independent of the gateway's decoder, which is what the cross-test compares.
+from gateway.domain.epc import gs1_check_digit
+
+__all__ = ["gs1_check_digit", "gtin14", "sgtin96", "sscc18", "sscc96"]
+
 # partition -> (company prefix bits, company prefix digits, other field bits, other field digits)
 SGTIN_PARTITIONS: dict[int, tuple[int, int, int, int]] = {
     0: (40, 12, 4, 1),
@@ -42,16 +48,6 @@ SSCC_PARTITIONS: dict[int, tuple[int, int, int, int]] = {
 SGTIN96_HEADER = 0x30
 SSCC96_HEADER = 0x31
 SGTIN_SERIAL_BITS = 38
-
-
-def gs1_check_digit(digits: str) -> int:
-    """The GS1 mod-10 check digit of ``digits`` (the data digits, check digit excluded)."""
-    if not digits.isdigit():
-        raise ValueError(f"not all digits: {digits!r}")
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        total += int(ch) * (3 if i % 2 == 0 else 1)
-    return (10 - total % 10) % 10
 
 
 def _partition(table: dict[int, tuple[int, int, int, int]], prefix_digits: int) -> int:

@@ -58,13 +58,32 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import core_schema
 
 from gateway.documents import SCENARIO_LIMITS, read_yaml, shown
 from gateway.errors import ConfigError
+from gateway.validation import (
+    MODEL_CONFIG,
+    Items,
+    Num,
+    OneOf,
+    Section,
+    Text,
+    Via,
+    lines,
+    params_model,
+    problem,
+    problems_of,
+    show,
+)
 from simulators import epc_encode
 from simulators.llrp.source import SimRead
 from simulators.truth import GroundTruthWriter
@@ -558,127 +577,245 @@ def hash_text(text: str) -> int:
 # --------------------------------------------------------------------------------------------
 # Loading and validation
 # --------------------------------------------------------------------------------------------
-
-_TOP_KEYS = {"name", "seed", "duration_s", "radio", "doors", "pallets", "strays", "shelves"}
-_RADIO_KEYS = set(RadioModel.__dataclass_fields__)
-_DOOR_KEYS = {
-    "id",
-    "reader",
-    "port",
-    "y_m",
-    "width_m",
-    "height_m",
-    "outside_location",
-    "inside_location",
-    "antennas",
-}
-_ANTENNA_KEYS = {"id", "position", "facing", "aim"}
-_PALLET_KEYS = {
-    "id",
-    "door",
-    "direction",
-    "at_s",
-    "speed_mps",
-    "lateral_m",
-    "travel_m",
-    "sscc",
-    "epcs",
-    "cases",
-}
-_STRAY_KEYS = {"id", "door", "position", "from_s", "to_s", "sscc", "epcs", "cases"}
-_SSCC_KEYS = {"company_prefix", "serial", "extension", "filter"}
-_CASE_KEYS = {"gtin", "company_prefix", "count", "first_serial", "filter"}
+#
+# The file's keys are pydantic dataclasses checked by gateway.validation, as the gateway's
+# config is: every problem at once, one line each, by key path, with did-you-mean. What needs
+# more than one key (EPCs encoded from a GTIN, door references, an EPC carried twice) is checked
+# once the keys are valid, and its problems are collected too.
 
 
-class _Problems:
-    """Collects validation problems, each naming its key path, and raises them together."""
+class _Name(Text):
+    """A non-empty name; a YAML number is taken for the text it spells (``id: 7``)."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{self.source}: {path}: {message}")
-
-    def keys(self, data: Mapping[str, Any], allowed: set[str], path: str) -> None:
-        for key in data:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                self.add(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
-        if isinstance(value, Mapping):
-            return value
-        self.add(path, f"must be a mapping, got {type(value).__name__}")
-        return {}
-
-    def seq(self, value: Any, path: str) -> list[Any]:
-        if value is None:
-            return []
-        if isinstance(value, list):
-            return value
-        self.add(path, f"must be a list, got {type(value).__name__}")
-        return []
-
-    def number(
-        self,
-        data: Mapping[str, Any],
-        key: str,
-        path: str,
-        default: float | None = None,
-        *,
-        minimum: float | None = None,
-        positive: bool = False,
-    ) -> float:
-        where = f"{path}.{key}" if path else key
-        value = data.get(key, default)
-        if value is None:
-            self.add(where, "is required")
-            return 0.0
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add(where, f"must be a number, got {value!r}")
-            return 0.0
-        if positive and value <= 0:
-            self.add(where, f"must be > 0, got {value}")
-        if minimum is not None and value < minimum:
-            self.add(where, f"must be >= {minimum}, got {value}")
-        return float(value)
-
-    def integer(
-        self, data: Mapping[str, Any], key: str, path: str, default: int | None = None
-    ) -> int:
-        where = f"{path}.{key}" if path else key
-        value = data.get(key, default)
-        if value is None:
-            self.add(where, "is required")
-            return 0
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(where, f"must be an integer, got {value!r}")
-            return 0
-        return value
-
-    def text(self, data: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
-        where = f"{path}.{key}" if path else key
-        value = data.get(key, default)
-        if value is None:
-            self.add(where, "is required")
-            return ""
+    def check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not value:
-            self.add(where, f"must be a non-empty string, got {value!r}")
-            return ""
-        return value
+        return super().check(value, info)
 
-    def vec(self, value: Any, path: str) -> Vec:
+
+class _Vec(Num):
+    """``[x, y, z]`` in metres."""
+
+    def __init__(self) -> None:
+        super().__init__(float)
+
+    def check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
         if (
-            isinstance(value, list)
+            isinstance(value, list | tuple)
             and len(value) == 3
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         ):
-            return (float(value[0]), float(value[1]), float(value[2]))
-        self.add(path, f"must be [x, y, z] in metres, got {value!r}")
-        return (0.0, 0.0, 0.0)
+            return tuple(float(v) for v in value)
+        raise problem(f"must be [x, y, z] in metres, got {show(value)}")
+
+
+class _HexEpc(Text):
+    """An EPC in hex, whole 16-bit words (upper-cased)."""
+
+    def check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
+        text = str(value).upper()
+        if not text or len(text) % 4 or any(ch not in "0123456789ABCDEF" for ch in text):
+            raise problem(f"must be hex, whole 16-bit words, got {show(value)}")
+        return text
+
+
+class _MissRate(Num):
+    def __init__(self) -> None:
+        super().__init__(float, lo=0)
+        self.what = "a number in [0, 1)"
+        self.json["exclusiveMaximum"] = 1
+
+    def check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
+        checked = super().check(value, info)
+        if checked >= 1:
+            raise problem(f"must be in [0, 1), got {value}")
+        return checked
+
+
+_NAME: Final = _Name()
+_NUMBER: Final = Num(float)
+_POSITIVE: Final = Num(float, gt=0)
+_INT: Final = Num(int)
+_RADIO_POSITIVE: Final = frozenset(
+    {"dwell_s", "logistic_scale_db", "beamwidth_deg", "frequency_mhz", "d0_m"}
+)
+_RADIO_KEYS: Final = params_model(
+    RadioModel,
+    {
+        **{name: Num(float, gt=0) for name in _RADIO_POSITIVE},
+        "miss_rate": _MissRate(),
+    },
+    lambda _tp: Num(float),
+)
+
+
+def _radio(keys: Any) -> RadioModel:
+    return RadioModel(**{f.name: getattr(keys, f.name) for f in fields(RadioModel)})
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _AntennaKeys(Section):
+    id: Annotated[int, Num(int, lo=1, hi=0xFFFF)]
+    position: Annotated[Vec, _Vec()]
+    facing: Annotated[Facing, OneOf()]
+    aim: Annotated[Vec, _Vec()] | None = None
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        if self.aim is not None and math.dist(self.aim, self.position) == 0:
+            yield "aim", "must differ from the antenna position"
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _DoorKeys(Section):
+    id: Annotated[str, _NAME]
+    reader: Annotated[str, _NAME] | None = None
+    """Default ``{id}-reader``."""
+    port: Annotated[int, Num(int, lo=1, hi=65535)] | None = None
+    y_m: Annotated[float, _NUMBER] = 0.0
+    width_m: Annotated[float, _POSITIVE] = 3.0
+    height_m: Annotated[float, _POSITIVE] = 3.5
+    outside_location: Annotated[str, _NAME] = "yard"
+    inside_location: Annotated[str, _NAME] = "receiving"
+    antennas: Annotated[tuple[_AntennaKeys, ...], Items("antennas", nonempty=True)] | None = None
+    """Default: :func:`default_antennas`."""
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        seen: set[int] = set()
+        for i, antenna in enumerate(self.antennas or ()):
+            if antenna.id in seen:
+                yield f"antennas[{i}].id", f"duplicate antenna {antenna.id}"
+            seen.add(antenna.id)
+
+    def door(self) -> DoorSpec:
+        return DoorSpec(
+            id=self.id,
+            reader=self.reader or f"{self.id}-reader",
+            port=self.port,
+            y_m=self.y_m,
+            width_m=self.width_m,
+            height_m=self.height_m,
+            outside_location=self.outside_location,
+            inside_location=self.inside_location,
+            antennas=tuple(
+                AntennaSpec(a.id, a.position, a.facing, a.aim) for a in self.antennas or ()
+            )
+            or default_antennas(),
+        )
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _SsccKeys(Section):
+    company_prefix: Annotated[str, _NAME]
+    serial: Annotated[int, _INT]
+    extension: Annotated[int, _INT] = 0
+    filter: Annotated[int, _INT] = 2
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _CaseKeys(Section):
+    gtin: Annotated[str, _NAME]
+    company_prefix: Annotated[str, _NAME]
+    count: Annotated[int, Num(int, lo=0, hi=10_000)] = 1
+    first_serial: Annotated[int, _INT] = 1
+    filter: Annotated[int, _INT] = 2
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=MODEL_CONFIG)
+class _LoadKeys(Section):
+    """What a pallet or a stray carries: an SSCC label, cases, raw EPCs."""
+
+    id: Annotated[str, _NAME] | None = None
+    """Default: the key path (``pallets[3]``)."""
+    door: Annotated[str, _NAME]
+    sscc: _SsccKeys | None = None
+    cases: Annotated[tuple[_CaseKeys, ...], Items("cases")] | None = None
+    epcs: Annotated[tuple[Annotated[str, _HexEpc()], ...], Items("hex EPCs")] | None = None
+
+    def load(self, path: str, problems: list[tuple[str, str]]) -> LoadSpec:
+        pallet_epc: str | None = None
+        if self.sscc is not None:
+            s = self.sscc
+            try:
+                pallet_epc = epc_encode.sscc96(
+                    s.company_prefix, s.serial, extension=s.extension, filter_value=s.filter
+                )
+            except ValueError as exc:
+                problems.append((f"{path}.sscc", str(exc)))
+        cases: list[str] = []
+        for i, c in enumerate(self.cases or ()):
+            try:
+                cases.extend(
+                    epc_encode.sgtin96(
+                        c.gtin, c.company_prefix, c.first_serial + n, filter_value=c.filter
+                    )
+                    for n in range(c.count)
+                )
+            except ValueError as exc:
+                problems.append((f"{path}.cases[{i}]", str(exc)))
+        cases.extend(self.epcs or ())
+        if pallet_epc is None and not cases:
+            problems.append((path, "carries no tags: give sscc, cases or epcs"))
+        return LoadSpec(id=self.id or path, pallet_epc=pallet_epc, case_epcs=tuple(cases))
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=MODEL_CONFIG)
+class _PalletKeys(_LoadKeys):
+    direction: Annotated[Direction, OneOf()]
+    at_s: Annotated[float, Num(float, lo=0)]
+    speed_mps: Annotated[float, _POSITIVE] = 1.2
+    lateral_m: Annotated[float, _NUMBER] = 0.0
+    travel_m: Annotated[float, _POSITIVE] = 8.0
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=MODEL_CONFIG)
+class _StrayKeys(_LoadKeys):
+    position: Annotated[Vec, _Vec()]
+    from_s: Annotated[float, Num(float, lo=0)] = 0.0
+    to_s: Annotated[float, _NUMBER]
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        if self.to_s <= self.from_s:
+            yield "to_s", f"must be after from_s ({self.from_s}), got {self.to_s}"
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _ScenarioKeys(Section):
+    name: Annotated[str, _NAME] | None = None
+    seed: Annotated[int, _INT] = 0
+    duration_s: Annotated[float, _POSITIVE] | None = None
+    """Default: five seconds after the last pallet leaves or stray goes."""
+    radio: Annotated[RadioModel, Via(_RADIO_KEYS, RadioModel, _radio)] | None = None
+    doors: Annotated[tuple[_DoorKeys, ...], Items("doors")] | None = None
+    pallets: Annotated[tuple[_PalletKeys, ...], Items("pallets")] | None = None
+    strays: Annotated[tuple[_StrayKeys, ...], Items("strays")] | None = None
+    shelves: SkipJsonSchema[Any] = None
+    """The shelf part, passed through to ``simulators/shelf_scenario.py``."""
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        doors = self.doors or ()
+        if not doors:
+            yield "doors", "at least one door is required"
+        seen: dict[str, set[object]] = {"id": set(), "reader": set(), "port": set()}
+        for i, d in enumerate(doors):
+            for what, value in (("id", d.id), ("reader", d.reader or f"{d.id}-reader")):
+                if value in seen[what]:
+                    yield f"doors[{i}].{what}", f"duplicate {what} {value!r}"
+                seen[what].add(value)
+            if d.port is not None:
+                if d.port in seen["port"]:
+                    yield f"doors[{i}].port", f"duplicate port {d.port}"
+                seen["port"].add(d.port)
+        door_ids = sorted({d.id for d in doors})
+        for section, loads in (("pallets", self.pallets or ()), ("strays", self.strays or ())):
+            for i, load in enumerate(loads):
+                if load.door not in door_ids:
+                    yield (
+                        f"{section}[{i}].door",
+                        f"no door {load.door!r} (doors: {', '.join(door_ids)})",
+                    )
+
+
+_SCENARIO_ADAPTER: Final = TypeAdapter(_ScenarioKeys)
 
 
 def load_scenario(path: Path | str) -> Scenario:
@@ -692,238 +829,59 @@ def load_scenario(path: Path | str) -> Scenario:
 
 def parse_scenario(data: Any, *, source: str = "<scenario>") -> Scenario:
     """Build a :class:`Scenario` from already-parsed YAML data."""
-    problems = _Problems(source)
-    top = problems.mapping(data, "(top level)")
-    problems.keys(top, _TOP_KEYS, "")
-    radio = _parse_radio(problems, top.get("radio") or {})
-    doors = _parse_doors(problems, top.get("doors"))
-    door_ids = {d.id for d in doors}
-    pallets: list[PalletSpec] = []
-    for i, raw in enumerate(problems.seq(top.get("pallets"), "pallets")):
-        pallet = _parse_pallet(problems, raw, f"pallets[{i}]", door_ids)
-        if pallet is not None:
-            pallets.append(pallet)
-    strays: list[StraySpec] = []
-    for i, raw in enumerate(problems.seq(top.get("strays"), "strays")):
-        stray = _parse_stray(problems, raw, f"strays[{i}]", door_ids)
-        if stray is not None:
-            strays.append(stray)
-    _check_unique_epcs(problems, pallets, strays)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: (top level): must be a mapping, got {show(data)}")
+    try:
+        keys = _SCENARIO_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{source}: {line}" for line in lines(problems_of(exc))]) from exc
+    problems: list[tuple[str, str]] = []
+    pallets = [
+        PalletSpec(
+            load=p.load(f"pallets[{i}]", problems),
+            door=p.door,
+            direction=p.direction,
+            at_s=p.at_s,
+            speed_mps=p.speed_mps,
+            lateral_m=p.lateral_m,
+            travel_m=p.travel_m,
+        )
+        for i, p in enumerate(keys.pallets or ())
+    ]
+    strays = [
+        StraySpec(
+            load=s.load(f"strays[{i}]", problems),
+            door=s.door,
+            position=s.position,
+            from_s=s.from_s,
+            to_s=s.to_s,
+        )
+        for i, s in enumerate(keys.strays or ())
+    ]
+    problems.extend(_unique_epcs(pallets, strays))
+    if problems:
+        raise ConfigError([f"{source}: {path}: {message}" for path, message in problems])
     ends = [p.leaves_s for p in pallets] + [s.to_s for s in strays]
-    default_duration = (max(ends) if ends else 0.0) + 5.0
-    duration = problems.number(top, "duration_s", "", default_duration, positive=True)
-    seed = problems.integer(top, "seed", "", 0)
-    name = str(top.get("name", ""))
-    if problems.items:
-        raise ConfigError(problems.items)
+    duration = keys.duration_s
     return Scenario(
-        seed=seed,
-        duration_s=duration,
-        radio=radio,
-        doors=tuple(doors),
+        seed=keys.seed,
+        duration_s=(max(ends) if ends else 0.0) + 5.0 if duration is None else duration,
+        radio=keys.radio or RadioModel(),
+        doors=tuple(d.door() for d in keys.doors or ()),
         pallets=tuple(sorted(pallets, key=lambda p: p.at_s)),
         strays=tuple(strays),
-        shelves=top.get("shelves"),
-        name=name,
+        shelves=keys.shelves,
+        name=keys.name or "",
     )
 
 
-def _parse_radio(problems: _Problems, raw: Any) -> RadioModel:
-    data = problems.mapping(raw, "radio")
-    problems.keys(data, _RADIO_KEYS, "radio")
-    values: dict[str, Any] = {}
-    for key in _RADIO_KEYS & set(data):
-        if key == "pl0_db" and data[key] is None:
-            values[key] = None
-            continue
-        values[key] = problems.number(data, key, "radio")
-    model = replace(RadioModel(), **values)
-    if not 0.0 <= model.miss_rate < 1.0:
-        problems.add("radio.miss_rate", f"must be in [0, 1), got {model.miss_rate}")
-    for key in ("dwell_s", "logistic_scale_db", "beamwidth_deg", "frequency_mhz", "d0_m"):
-        if getattr(model, key) <= 0:
-            problems.add(f"radio.{key}", f"must be > 0, got {getattr(model, key)}")
-    return model
-
-
-def _parse_doors(problems: _Problems, raw: Any) -> list[DoorSpec]:
-    items = problems.seq(raw, "doors")
-    if raw is None or not items:
-        problems.add("doors", "at least one door is required")
-    doors: list[DoorSpec] = []
-    seen_ids: set[str] = set()
-    seen_readers: set[str] = set()
-    seen_ports: set[int] = set()
-    for i, item in enumerate(items):
-        path = f"doors[{i}]"
-        d = problems.mapping(item, path)
-        problems.keys(d, _DOOR_KEYS, path)
-        door_id = problems.text(d, "id", path)
-        reader = problems.text(d, "reader", path, f"{door_id}-reader")
-        for value, seen, what in ((door_id, seen_ids, "id"), (reader, seen_readers, "reader")):
-            if value in seen:
-                problems.add(f"{path}.{what}", f"duplicate {what} {value!r}")
-            seen.add(value)
-        port = None
-        if d.get("port") is not None:
-            port = problems.integer(d, "port", path)
-            if not 1 <= port <= 65535:
-                problems.add(f"{path}.port", f"must be 1..65535, got {port}")
-            elif port in seen_ports:
-                problems.add(f"{path}.port", f"duplicate port {port}")
-            seen_ports.add(port)
-        antennas = _parse_antennas(problems, d.get("antennas"), f"{path}.antennas")
-        width = problems.number(d, "width_m", path, 3.0, positive=True)
-        height = problems.number(d, "height_m", path, 3.5, positive=True)
-        doors.append(
-            DoorSpec(
-                id=door_id,
-                reader=reader,
-                port=port,
-                y_m=problems.number(d, "y_m", path, 0.0),
-                width_m=width,
-                height_m=height,
-                outside_location=problems.text(d, "outside_location", path, "yard"),
-                inside_location=problems.text(d, "inside_location", path, "receiving"),
-                antennas=antennas or default_antennas(),
-            )
-        )
-    return doors
-
-
-def _parse_antennas(problems: _Problems, raw: Any, path: str) -> tuple[AntennaSpec, ...]:
-    if raw is None:
-        return ()
-    antennas: list[AntennaSpec] = []
-    seen: set[int] = set()
-    items = problems.seq(raw, path)
-    if not items:
-        problems.add(path, "must list at least one antenna (or be left out for the default)")
-    for i, item in enumerate(items):
-        where = f"{path}[{i}]"
-        a = problems.mapping(item, where)
-        problems.keys(a, _ANTENNA_KEYS, where)
-        antenna_id = problems.integer(a, "id", where)
-        if not 1 <= antenna_id <= 0xFFFF:
-            problems.add(f"{where}.id", f"must be 1..65535, got {antenna_id}")
-        if antenna_id in seen:
-            problems.add(f"{where}.id", f"duplicate antenna {antenna_id}")
-        seen.add(antenna_id)
-        raw_facing = a.get("facing")
-        if raw_facing not in ("outside", "inside"):
-            problems.add(f"{where}.facing", f"must be 'outside' or 'inside', got {raw_facing!r}")
-        facing: Facing = "inside" if raw_facing == "inside" else "outside"
-        position = problems.vec(a.get("position"), f"{where}.position")
-        aim = None if a.get("aim") is None else problems.vec(a.get("aim"), f"{where}.aim")
-        if aim is not None and math.dist(aim, position) == 0:
-            problems.add(f"{where}.aim", "must differ from the antenna position")
-            aim = None
-        antennas.append(AntennaSpec(antenna_id, position, facing, aim))
-    return tuple(antennas)
-
-
-def _parse_load(problems: _Problems, data: Mapping[str, Any], path: str, load_id: str) -> LoadSpec:
-    pallet_epc: str | None = None
-    sscc = data.get("sscc")
-    if sscc is not None:
-        s = problems.mapping(sscc, f"{path}.sscc")
-        problems.keys(s, _SSCC_KEYS, f"{path}.sscc")
-        prefix = problems.text(s, "company_prefix", f"{path}.sscc")
-        serial = problems.integer(s, "serial", f"{path}.sscc")
-        extension = problems.integer(s, "extension", f"{path}.sscc", 0)
-        filter_value = problems.integer(s, "filter", f"{path}.sscc", 2)
-        if prefix:
-            try:
-                pallet_epc = epc_encode.sscc96(
-                    prefix, serial, extension=extension, filter_value=filter_value
-                )
-            except ValueError as exc:
-                problems.add(f"{path}.sscc", str(exc))
-    cases: list[str] = []
-    for i, item in enumerate(problems.seq(data.get("cases"), f"{path}.cases")):
-        where = f"{path}.cases[{i}]"
-        cs = problems.mapping(item, where)
-        problems.keys(cs, _CASE_KEYS, where)
-        gtin = problems.text(cs, "gtin", where)
-        prefix = problems.text(cs, "company_prefix", where)
-        count = problems.integer(cs, "count", where, 1)
-        first = problems.integer(cs, "first_serial", where, 1)
-        filter_value = problems.integer(cs, "filter", where, 2)
-        if count < 0 or count > 10_000:
-            problems.add(f"{where}.count", f"must be 0..10000, got {count}")
-            continue
-        if not gtin or not prefix:
-            continue
-        try:
-            cases.extend(
-                epc_encode.sgtin96(gtin, prefix, first + n, filter_value=filter_value)
-                for n in range(count)
-            )
-        except ValueError as exc:
-            problems.add(where, str(exc))
-    for i, raw_epc in enumerate(problems.seq(data.get("epcs"), f"{path}.epcs")):
-        text = str(raw_epc).upper()
-        if not text or len(text) % 4 or any(ch not in "0123456789ABCDEF" for ch in text):
-            problems.add(f"{path}.epcs[{i}]", f"must be hex, whole 16-bit words, got {raw_epc!r}")
-        else:
-            cases.append(text)
-    if pallet_epc is None and not cases:
-        problems.add(path, "carries no tags: give sscc, cases or epcs")
-    return LoadSpec(id=load_id, pallet_epc=pallet_epc, case_epcs=tuple(cases))
-
-
-def _parse_pallet(
-    problems: _Problems, raw: Any, path: str, door_ids: set[str]
-) -> PalletSpec | None:
-    d = problems.mapping(raw, path)
-    problems.keys(d, _PALLET_KEYS, path)
-    load_id = problems.text(d, "id", path, path)
-    door = problems.text(d, "door", path)
-    if door and door not in door_ids:
-        problems.add(f"{path}.door", f"no door {door!r} (doors: {', '.join(sorted(door_ids))})")
-    raw_direction = d.get("direction")
-    if raw_direction not in ("in", "out"):
-        problems.add(f"{path}.direction", f"must be 'in' or 'out', got {raw_direction!r}")
-    direction: Direction = "out" if raw_direction == "out" else "in"
-    load = _parse_load(problems, d, path, load_id)
-    return PalletSpec(
-        load=load,
-        door=door,
-        direction=direction,
-        at_s=problems.number(d, "at_s", path, minimum=0.0),
-        speed_mps=problems.number(d, "speed_mps", path, 1.2, positive=True),
-        lateral_m=problems.number(d, "lateral_m", path, 0.0),
-        travel_m=problems.number(d, "travel_m", path, 8.0, positive=True),
-    )
-
-
-def _parse_stray(problems: _Problems, raw: Any, path: str, door_ids: set[str]) -> StraySpec | None:
-    d = problems.mapping(raw, path)
-    problems.keys(d, _STRAY_KEYS, path)
-    load_id = problems.text(d, "id", path, path)
-    door = problems.text(d, "door", path)
-    if door and door not in door_ids:
-        problems.add(f"{path}.door", f"no door {door!r} (doors: {', '.join(sorted(door_ids))})")
-    from_s = problems.number(d, "from_s", path, 0.0, minimum=0.0)
-    to_s = problems.number(d, "to_s", path)
-    if to_s <= from_s:
-        problems.add(f"{path}.to_s", f"must be after from_s ({from_s}), got {to_s}")
-    return StraySpec(
-        load=_parse_load(problems, d, path, load_id),
-        door=door,
-        position=problems.vec(d.get("position"), f"{path}.position"),
-        from_s=from_s,
-        to_s=to_s,
-    )
-
-
-def _check_unique_epcs(
-    problems: _Problems, pallets: Sequence[PalletSpec], strays: Sequence[StraySpec]
-) -> None:
+def _unique_epcs(
+    pallets: Sequence[PalletSpec], strays: Sequence[StraySpec]
+) -> Iterator[tuple[str, str]]:
     owner: dict[str, str] = {}
     loads = [p.load for p in pallets] + [s.load for s in strays]
     for load in loads:
         for epc in load.epcs:
             if epc in owner and owner[epc] != load.id:
-                problems.add(load.id, f"EPC {epc} is also carried by {owner[epc]}")
+                yield load.id, f"EPC {epc} is also carried by {owner[epc]}"
             owner.setdefault(epc, load.id)

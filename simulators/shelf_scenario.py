@@ -40,15 +40,31 @@ sensor is broken). Invalid input raises :class:`gateway.errors.ConfigError` nami
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError, core_schema
 
 from gateway.documents import SCENARIO_LIMITS, read_yaml
 from gateway.errors import ConfigError
+from gateway.validation import (
+    MODEL_CONFIG,
+    Items,
+    Num,
+    OneOf,
+    Section,
+    Text,
+    lines,
+    problem,
+    problems_of,
+    show,
+)
 
 
 class ShelfEventKind(enum.StrEnum):
@@ -108,7 +124,7 @@ DEFAULT_DURATIONS_S: Mapping[ShelfEventKind, float] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Encoding:
     """How weights are put into registers: ``raw = grams / scale`` as float32 or int32."""
 
@@ -133,7 +149,7 @@ GESTURE_S = 0.8
 """How long one hand gesture of a put-back takes (lift, or return)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Transmitter:
     """How the weighing transmitter turns the load into numbers.
 
@@ -156,7 +172,7 @@ class Transmitter:
             raise ValueError(f"update_hz must be within 1..1000, got {self.update_hz}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ShelfEvent:
     """One thing that happens to a shelf at scenario time ``t`` for ``duration`` seconds."""
 
@@ -178,7 +194,7 @@ class ShelfEvent:
         return self.kind is not ShelfEventKind.FAILURE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ShelfTrack:
     """One simulated shelf: its transmitter, its goods and its timeline of events."""
 
@@ -192,9 +208,9 @@ class ShelfTrack:
     capacity_g: float = 30_000.0
     noise_g: float = 0.5
     drift_g_per_min: float = 0.0
-    encoding: Encoding = field(default_factory=Encoding)
+    encoding: Encoding = dataclasses.field(default_factory=Encoding)
     events: tuple[ShelfEvent, ...] = ()
-    transmitter: Transmitter = field(default_factory=Transmitter)
+    transmitter: Transmitter = dataclasses.field(default_factory=Transmitter)
 
     def __post_init__(self) -> None:
         if not 1 <= self.unit <= 247:
@@ -213,7 +229,7 @@ class ShelfTrack:
         _check_timeline(self)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ShelfScenario:
     name: str
     seed: int
@@ -270,6 +286,184 @@ def _check_timeline(track: ShelfTrack) -> None:
 
 
 # -- parsing ---------------------------------------------------------------------------------------
+#
+# The file's keys are checked by pydantic dataclasses (gateway.validation, as for the gateway's
+# config): every problem of the ``shelves:`` section at once, by key path. Then each valid track
+# is built (its timeline checked) and the scenario (unique units and ids); their problems are
+# collected too.
+
+_DEFAULTS: Final = ShelfTrack(shelf_id="defaults", unit=1)
+_MIX_KINDS: Final = (
+    ShelfEventKind.PICK,
+    ShelfEventKind.RESTOCK,
+    ShelfEventKind.BUMP,
+    ShelfEventKind.HAND,
+    ShelfEventKind.PUTBACK,
+)
+
+
+class _Pair(Num):
+    """``[low, high]`` with ``lo <= low <= high``."""
+
+    def __init__(self, kind: type[int] | type[float], lo: float) -> None:
+        super().__init__(kind, lo=lo)
+        self.pair_what = f"[low, high] with {lo:g} <= low <= high"
+
+    def check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise problem(f"must be {self.pair_what}, got {show(value)}")
+        low, high = (super(_Pair, self).check(v, info) for v in value)
+        if low > high:
+            raise problem(f"must be {self.pair_what}, got [{low}, {high}]")
+        return (low, high)
+
+
+class _Mix(Num):
+    """Event kind -> weight, in the file's order (the seeded generator draws in that order)."""
+
+    def __init__(self) -> None:
+        super().__init__(float, lo=0)
+
+    def check(self, value: Any, info: core_schema.ValidationInfo) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise problem(f"must be a mapping of event kind to weight, got {show(value)}")
+        found: list[tuple[str, str]] = []
+        out: dict[str, float] = {}
+        for kind, weight in value.items():
+            if kind == ShelfEventKind.FAILURE:
+                found.append((str(kind), "failures are listed explicitly, not generated"))
+            elif kind not in _MIX_KINDS:
+                kinds = ", ".join(k.value for k in _MIX_KINDS)
+                found.append((str(kind), f"not an event kind ({kinds})"))
+            else:
+                try:
+                    out[kind] = super().check(weight, info)
+                except PydanticCustomError as exc:
+                    found.append((str(kind), str(exc)))
+        if found:
+            raise problem("", *found)
+        return out
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _EncodingKeys(Section):
+    type: Annotated[WeightType, OneOf()] = WeightType.FLOAT32
+    word_order: Annotated[WordOrder, OneOf()] = WordOrder.BIG
+    scale: Annotated[float, Num(float, gt=0)] = 1.0
+
+
+_COUNT: Final = Num(int, lo=1)
+_GRAMS: Final = Num(float)
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _EventKeys(Section):
+    t: Annotated[float, Num(float, lo=0)]
+    duration: Annotated[float, Num(float, gt=0)] | None = None
+    pick: Annotated[int, _COUNT] | None = None
+    restock: Annotated[int, _COUNT] | None = None
+    putback: Annotated[int, _COUNT] | None = None
+    bump: Annotated[float, _GRAMS] | None = None
+    hand: Annotated[float, _GRAMS] | None = None
+    failure: Annotated[FailureMode, OneOf()] | None = None
+    exception_code: Annotated[int, Num(int, lo=0, hi=255)] = 4
+    garbage: Annotated[Garbage, OneOf()] = Garbage.HUGE
+
+    def kinds(self) -> list[ShelfEventKind]:
+        return [k for k in ShelfEventKind if getattr(self, k.value) is not None]
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        if len(self.kinds()) != 1:
+            yield "", f"exactly one of {[k.value for k in ShelfEventKind]} is required"
+
+    def event(self) -> ShelfEvent:
+        kind = self.kinds()[0]
+        value = getattr(self, kind.value)
+        duration = DEFAULT_DURATIONS_S[kind] if self.duration is None else self.duration
+        if kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK, ShelfEventKind.PUTBACK):
+            return ShelfEvent(t=self.t, kind=kind, duration=duration, units=value)
+        if kind in (ShelfEventKind.BUMP, ShelfEventKind.HAND):
+            return ShelfEvent(t=self.t, kind=kind, duration=duration, grams=value)
+        return ShelfEvent(
+            t=self.t,
+            kind=kind,
+            duration=duration,
+            mode=value,
+            exception_code=self.exception_code,
+            garbage=self.garbage,
+        )
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _RandomKeys(Section):
+    start: Annotated[float, Num(float, lo=0)] = 0.0
+    count: Annotated[int, Num(int, lo=0)] = 0
+    gap_s: Annotated[tuple[float, float], _Pair(float, lo=0)] = (2.0, 3.0)
+    """Idle seconds from one event's end to the next one's start (uniform)."""
+    units: Annotated[tuple[int, int], _Pair(int, lo=1)] = (1, 3)
+    """Units per pick/restock (uniform, inclusive)."""
+    mix: Annotated[Mapping[str, float], _Mix()] = Field(
+        default_factory=lambda: {"pick": 0.6, "restock": 0.3, "bump": 0.1}
+    )
+
+
+_NON_NEGATIVE: Final = Num(float, lo=0)
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _TrackKeys(Section):
+    id: Annotated[str, Text()]
+    unit: Annotated[int, Num(int, lo=1, hi=247)]
+    sku: Annotated[str, Text()] = _DEFAULTS.sku
+    unit_weight_g: Annotated[float, Num(float, gt=0)] = _DEFAULTS.unit_weight_g
+    initial_units: Annotated[int, Num(int, lo=0)] = _DEFAULTS.initial_units
+    item_sigma_g: Annotated[float, _NON_NEGATIVE] = _DEFAULTS.item_sigma_g
+    tare_g: Annotated[float, _NON_NEGATIVE] = _DEFAULTS.tare_g
+    capacity_g: Annotated[float, Num(float, gt=0)] = _DEFAULTS.capacity_g
+    noise_g: Annotated[float, _NON_NEGATIVE] = _DEFAULTS.noise_g
+    drift_g_per_min: Annotated[float, Num(float)] = _DEFAULTS.drift_g_per_min
+    encoding: _EncodingKeys = Field(default_factory=_EncodingKeys)
+    events: Annotated[tuple[_EventKeys, ...], Items("events")] | None = ()
+    random: _RandomKeys | None = None
+
+    def track(self, seed: int) -> ShelfTrack:
+        """The track (ValueError when its timeline does not add up)."""
+        events = [e.event() for e in self.events or ()]
+        if self.random is not None:
+            events.extend(
+                _generate(
+                    self.random,
+                    rng=random.Random(f"{seed}:{self.id}:random"),
+                    units_before=self.initial_units + _net_units(events),
+                    unit_weight_g=self.unit_weight_g,
+                    max_units=int((self.capacity_g - self.tare_g) // self.unit_weight_g),
+                )
+            )
+        encoding = self.encoding
+        return ShelfTrack(
+            shelf_id=self.id,
+            unit=self.unit,
+            sku=self.sku,
+            unit_weight_g=self.unit_weight_g,
+            initial_units=self.initial_units,
+            item_sigma_g=self.item_sigma_g,
+            tare_g=self.tare_g,
+            capacity_g=self.capacity_g,
+            noise_g=self.noise_g,
+            drift_g_per_min=self.drift_g_per_min,
+            encoding=Encoding(encoding.type, encoding.word_order, encoding.scale),
+            events=tuple(events),
+        )
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class _ShelvesKeys(Section):
+    shelves: Annotated[tuple[_TrackKeys, ...], Items("shelves")] | None = ()
+    seed: Annotated[int, Num(int)] = 0
+    duration_s: Annotated[float, Num(float, gt=0)] | None = None
+
+
+_ADAPTER: Final = TypeAdapter(_ShelvesKeys)
 
 
 def load_shelf_scenario(path: Path | str) -> ShelfScenario:
@@ -282,19 +476,39 @@ def load_shelf_scenario(path: Path | str) -> ShelfScenario:
     return shelf_scenario_from_mapping(raw, default_name=path.stem)
 
 
+def _validated(raw: Mapping[str, Any]) -> _ShelvesKeys:
+    """The shelf part of a scenario, checked; ConfigError with every problem."""
+    part = {k: raw[k] for k in ("shelves", "seed", "duration_s") if k in raw}
+    try:
+        keys = _ADAPTER.validate_python(part)
+    except ValidationError as exc:
+        raise ConfigError(lines(problems_of(exc))) from exc
+    return keys
+
+
+def _tracks(keys: _ShelvesKeys, seed: int) -> tuple[ShelfTrack, ...]:
+    tracks: list[ShelfTrack] = []
+    problems: list[str] = []
+    for i, track_keys in enumerate(keys.shelves or ()):
+        try:
+            tracks.append(track_keys.track(seed))
+        except ValueError as exc:
+            problems.append(f"shelves[{i}]: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return tuple(tracks)
+
+
 def shelf_scenario_from_mapping(
     raw: Mapping[str, Any], default_name: str = "shelves"
 ) -> ShelfScenario:
-    seed = _int(raw.get("seed", 0), "seed")
-    duration = raw.get("duration_s")
-    name = str(raw.get("name", default_name))
-    shelves = parse_shelves(raw.get("shelves", []), seed=seed)
+    keys = _validated(raw)
     try:
         return ShelfScenario(
-            name=name,
-            seed=seed,
-            shelves=shelves,
-            duration_s=None if duration is None else _float(duration, "duration_s"),
+            name=str(raw.get("name", default_name)),
+            seed=keys.seed,
+            shelves=_tracks(keys, keys.seed),
+            duration_s=keys.duration_s,
         )
     except ValueError as exc:
         raise ConfigError(f"shelves: {exc}") from exc
@@ -302,126 +516,8 @@ def shelf_scenario_from_mapping(
 
 def parse_shelves(raw: object, *, seed: int = 0) -> tuple[ShelfTrack, ...]:
     """Parse a scenario's raw ``shelves:`` section (as the portal scenario loader passes it)."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, Sequence) or isinstance(raw, str | bytes):
-        raise ConfigError("shelves: must be a list")
-    tracks = []
-    for index, entry in enumerate(raw):
-        key = f"shelves[{index}]"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{key}: must be a mapping")
-        tracks.append(_parse_track(entry, key, seed))
-    return tuple(tracks)
-
-
-_TRACK_KEYS = frozenset(
-    {
-        "id", "unit", "sku", "unit_weight_g", "initial_units", "item_sigma_g", "tare_g",
-        "capacity_g", "noise_g", "drift_g_per_min", "encoding", "events", "random",
-    }
-)  # fmt: skip
-
-
-def _parse_track(raw: Mapping[str, Any], key: str, seed: int) -> ShelfTrack:
-    unknown = sorted(set(raw) - _TRACK_KEYS)
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {unknown}")
-    if "id" not in raw or "unit" not in raw:
-        raise ConfigError(f"{key}: 'id' and 'unit' are required")
-    defaults = ShelfTrack(shelf_id="defaults", unit=1)
-    shelf_id = str(raw["id"])
-    unit_weight = _float(raw.get("unit_weight_g", defaults.unit_weight_g), f"{key}.unit_weight_g")
-    initial = _int(raw.get("initial_units", defaults.initial_units), f"{key}.initial_units")
-    tare = _float(raw.get("tare_g", defaults.tare_g), f"{key}.tare_g")
-    capacity = _float(raw.get("capacity_g", defaults.capacity_g), f"{key}.capacity_g")
-    events = [
-        _parse_event(e, f"{key}.events[{i}]") for i, e in enumerate(_list(raw, "events", key))
-    ]
-    if "random" in raw:
-        events.extend(
-            _generate(
-                raw["random"],
-                f"{key}.random",
-                rng=random.Random(f"{seed}:{shelf_id}:random"),
-                units_before=initial + _net_units(events),
-                unit_weight_g=unit_weight,
-                max_units=int((capacity - tare) // unit_weight),
-            )
-        )
-    try:
-        return ShelfTrack(
-            shelf_id=shelf_id,
-            unit=_int(raw["unit"], f"{key}.unit"),
-            sku=str(raw.get("sku", defaults.sku)),
-            unit_weight_g=unit_weight,
-            initial_units=initial,
-            item_sigma_g=_float(
-                raw.get("item_sigma_g", defaults.item_sigma_g), f"{key}.item_sigma_g"
-            ),
-            tare_g=tare,
-            capacity_g=capacity,
-            noise_g=_float(raw.get("noise_g", defaults.noise_g), f"{key}.noise_g"),
-            drift_g_per_min=_float(
-                raw.get("drift_g_per_min", defaults.drift_g_per_min), f"{key}.drift_g_per_min"
-            ),
-            encoding=_parse_encoding(raw.get("encoding", {}), f"{key}.encoding"),
-            events=tuple(events),
-        )
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from exc
-
-
-def _parse_encoding(raw: object, key: str) -> Encoding:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key}: must be a mapping")
-    unknown = sorted(set(raw) - {"type", "word_order", "scale"})
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {unknown}")
-    try:
-        return Encoding(
-            type=WeightType(raw.get("type", "float32")),
-            word_order=WordOrder(raw.get("word_order", "big")),
-            scale=_float(raw.get("scale", 1.0), f"{key}.scale"),
-        )
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from exc
-
-
-def _parse_event(raw: object, key: str) -> ShelfEvent:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key}: must be a mapping")
-    kinds = [k for k in ShelfEventKind if k.value in raw]
-    if len(kinds) != 1:
-        raise ConfigError(f"{key}: exactly one of {[k.value for k in ShelfEventKind]} is required")
-    kind = kinds[0]
-    unknown = sorted(set(raw) - {"t", "duration", "exception_code", "garbage", kind.value})
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {unknown}")
-    if "t" not in raw:
-        raise ConfigError(f"{key}.t: required")
-    t = _float(raw["t"], f"{key}.t")
-    duration = _float(raw.get("duration", DEFAULT_DURATIONS_S[kind]), f"{key}.duration")
-    value = raw[kind.value]
-    if kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK, ShelfEventKind.PUTBACK):
-        units = _int(value, f"{key}.{kind}")
-        if units < 1:
-            raise ConfigError(f"{key}.{kind}: must be >= 1")
-        return ShelfEvent(t=t, kind=kind, duration=duration, units=units)
-    if kind in (ShelfEventKind.BUMP, ShelfEventKind.HAND):
-        return ShelfEvent(t=t, kind=kind, duration=duration, grams=_float(value, f"{key}.{kind}"))
-    try:
-        mode = FailureMode(value)
-    except ValueError as exc:
-        raise ConfigError(f"{key}.failure: one of {[m.value for m in FailureMode]}") from exc
-    code = _int(raw.get("exception_code", 4), f"{key}.exception_code")
-    try:
-        garbage = Garbage(raw.get("garbage", "huge"))
-    except ValueError as exc:
-        raise ConfigError(f"{key}.garbage: one of {[g.value for g in Garbage]}") from exc
-    return ShelfEvent(
-        t=t, kind=kind, duration=duration, mode=mode, exception_code=code, garbage=garbage
-    )
+    keys = _validated({"shelves": raw})
+    return _tracks(keys, seed)
 
 
 def _net_units(events: Sequence[ShelfEvent]) -> int:
@@ -435,8 +531,7 @@ def _net_units(events: Sequence[ShelfEvent]) -> int:
 
 
 def _generate(
-    raw: object,
-    key: str,
+    keys: _RandomKeys,
     *,
     rng: random.Random,
     units_before: int,
@@ -444,29 +539,13 @@ def _generate(
     max_units: int,
 ) -> list[ShelfEvent]:
     """Seeded random picks, restocks, bumps and hands, one after the other from ``start``."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key}: must be a mapping")
-    unknown = sorted(set(raw) - {"start", "count", "gap_s", "units", "mix"})
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {unknown}")
-    start = _float(raw.get("start", 0.0), f"{key}.start")
-    count = _int(raw.get("count", 0), f"{key}.count")
-    gap = _pair(raw.get("gap_s", [2.0, 3.0]), f"{key}.gap_s")
-    unit_range = _int_pair(raw.get("units", [1, 3]), f"{key}.units")
-    mix_raw = raw.get("mix", {"pick": 0.6, "restock": 0.3, "bump": 0.1})
-    if not isinstance(mix_raw, Mapping) or not mix_raw:
-        raise ConfigError(f"{key}.mix: a mapping of event kind to weight")
-    try:
-        mix = {ShelfEventKind(k): _float(v, f"{key}.mix.{k}") for k, v in mix_raw.items()}
-    except ValueError as exc:
-        raise ConfigError(f"{key}.mix: kinds are pick, restock, bump, hand") from exc
-    if ShelfEventKind.FAILURE in mix:
-        raise ConfigError(f"{key}.mix: failures are listed explicitly, not generated")
+    gap, unit_range = keys.gap_s, keys.units
+    mix = {ShelfEventKind(k): v for k, v in keys.mix.items()}
     kinds, weights = list(mix), list(mix.values())
     events: list[ShelfEvent] = []
     units = units_before
-    t = start
-    for _ in range(count):
+    t = keys.start
+    for _ in range(keys.count):
         kind = rng.choices(kinds, weights)[0]
         n = rng.randint(unit_range[0], unit_range[1])
         if kind is ShelfEventKind.PICK and units - n < 0:
@@ -489,42 +568,3 @@ def _generate(
             events.append(ShelfEvent(t=round(t, 3), kind=kind, duration=duration, grams=grams))
         t += duration + rng.uniform(gap[0], gap[1])
     return events
-
-
-def _list(raw: Mapping[str, Any], name: str, key: str) -> list[Any]:
-    value = raw.get(name, [])
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}.{name}: must be a list")
-    return value
-
-
-def _pair(raw: object, key: str) -> tuple[float, float]:
-    if not isinstance(raw, list | tuple) or len(raw) != 2:
-        raise ConfigError(f"{key}: must be [low, high]")
-    low, high = _float(raw[0], key), _float(raw[1], key)
-    if low > high or low < 0:
-        raise ConfigError(f"{key}: must be [low, high] with 0 <= low <= high")
-    return low, high
-
-
-def _int_pair(raw: object, key: str) -> tuple[int, int]:
-    if not isinstance(raw, list | tuple) or len(raw) != 2:
-        raise ConfigError(f"{key}: must be [low, high]")
-    low, high = _int(raw[0], key), _int(raw[1], key)
-    if low > high or low < 1:
-        raise ConfigError(f"{key}: must be [low, high] with 1 <= low <= high")
-    return low, high
-
-
-def _float(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: must be a number, got {value!r}")
-    return float(value)
-
-
-def _int(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: must be an integer, got {value!r}")
-    return value

@@ -402,8 +402,8 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
      "catalog.items[0].gtin: bad GS1 check digit in '00614141123453': the last digit should "
      "be 2"),
     ("gtin read as a number", _set("catalog.items.0.gtin", 614141123452),
-     "catalog.items[0].gtin: must be a 14-digit GTIN as a quoted string, got 614141123452 "
-     "(YAML read a number: quote the value)"),
+     "catalog.items[0].gtin: must be a GTIN (8, 12, 13 or 14 digits) as a quoted string, got "
+     "614141123452 (YAML read a number: quote the value)"),
     ("pack size", _set("catalog.items.0.pack_size", 0),
      "catalog.items[0].pack_size: must be an integer in 1..1000000, got 0"),
     ("registers overlap", _set("shelves.1.modbus.unit", 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import threading
 import time
@@ -28,7 +29,7 @@ from simulators import epc_encode
 from simulators.llrp import codec as c
 from simulators.llrp.server import LlrpReaderSimulator, build_simulators
 from simulators.llrp.source import ScriptedReads, SimRead, TagPopulation
-from simulators.scenario import load_scenario, parse_scenario
+from simulators.scenario import RadioModel, load_scenario, parse_scenario
 from simulators.truth import read_ground_truth
 from tests.support.net import free_port
 
@@ -914,11 +915,11 @@ def _scenario(**overrides: Any) -> dict[str, Any]:
         ),
         (
             {"pallets": [{"door": "door-1", "direction": "up", "at_s": 1, "epcs": ["30AB"]}]},
-            "pallets[0].direction: must be 'in' or 'out'",
+            "pallets[0].direction: must be one of 'in', 'out', got 'up'",
         ),
         (
             {"pallets": [{"door": "door-1", "direction": "in", "epcs": ["30AB"]}]},
-            "pallets[0].at_s: is required",
+            "pallets[0].at_s: missing required key",
         ),
         (
             {
@@ -953,6 +954,23 @@ def test_scenario_errors_name_their_key(change: dict[str, Any], needle: str) -> 
         parse_scenario(_scenario(**change), source="test.yaml")
     assert any(needle in p for p in info.value.problems), info.value.problems
     assert all(p.startswith("test.yaml: ") for p in info.value.problems)
+
+
+def test_every_problem_of_a_scenario_is_reported_at_once() -> None:
+    pallet = {"door": "door-1", "direction": "in", "at_s": -1, "epcs": ["30AB"], "speed": 2}
+    with pytest.raises(ConfigError) as info:
+        parse_scenario(
+            _scenario(radio={"miss_rate": 1.5, "dwell": 0.1}, pallets=[pallet]), source="t.yaml"
+        )
+    assert info.value.problems == [
+        "t.yaml: radio.dwell: unknown key (allowed: "
+        + ", ".join(f.name for f in dataclasses.fields(RadioModel))
+        + "); did you mean 'dwell_s'?",
+        "t.yaml: radio.miss_rate: must be in [0, 1), got 1.5",
+        "t.yaml: pallets[0].speed: unknown key (allowed: id, door, sscc, cases, epcs, direction, "
+        "at_s, speed_mps, lateral_m, travel_m); did you mean 'speed_mps'?",
+        "t.yaml: pallets[0].at_s: must be a number >= 0, got -1",
+    ]
 
 
 def test_shelves_section_is_passed_through_untouched() -> None:

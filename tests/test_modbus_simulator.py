@@ -246,7 +246,7 @@ def test_command_line_serves_generated_shelves(tmp_path: Path) -> None:
 
 def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("shelves:\n  - {id: x}\n", encoding="utf-8")
+    bad.write_text("shelves:\n  - {id: x, noise: 1}\n", encoding="utf-8")
     out = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "simulate", "modbus", "--scenario", str(bad)],
         capture_output=True,
@@ -255,4 +255,9 @@ def test_command_line_rejects_a_bad_scenario(tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 2
-    assert "shelves[0]: 'id' and 'unit' are required" in out.stderr
+    assert out.stderr.splitlines() == [
+        "dockwatch simulate modbus: shelves[0].noise: unknown key (allowed: id, unit, sku, "
+        "unit_weight_g, initial_units, item_sigma_g, tare_g, capacity_g, noise_g, "
+        "drift_g_per_min, encoding, events, random); did you mean 'noise_g'?",
+        "dockwatch simulate modbus: shelves[0].unit: missing required key",
+    ]

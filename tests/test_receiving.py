@@ -22,8 +22,8 @@ from gateway.domain.receiving import (
     ExpectedReceipt,
     ReceiptState,
     ReceivingTracker,
-    parse_expected,
 )
+from gateway.receipts_file import ReceiptsError, parse_expected
 from tests.test_portal_engine import GTIN_A, GTIN_B, make_catalog, make_engine, pallet, run
 
 NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -107,15 +107,19 @@ def test_parse_expected_reads_receipts_with_quantity_and_epc_lines() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"receipt": []}, "unknown key 'receipt'"),
+        ({"receipt": []}, r"receipt: unknown key \(allowed: receipts\); did you mean 'receipts'"),
         ({}, "receipts: missing"),
-        ("ASN-1", "receipts: must be a non-empty list"),
+        ("ASN-1", "receipts: must be a list of receipts, got 'ASN-1'"),
         ([["ASN-1"]], r"receipts\[0\]: must be a mapping"),
         ([{"lines": [{"sku": "A", "quantity": 1}]}], r"receipts\[0\]\.id: missing"),
-        ([{"id": "", "lines": []}], r"receipts\[0\]\.id: must be a non-empty string"),
+        ([{"id": "", "lines": []}], r"receipts\[0\]\.id: must be a receipt id of letters"),
         ([{"id": "A", "lines": []}], r"receipts\[0\]\.lines: must be a non-empty list"),
         ([{"id": "A"}], r"receipts\[0\]\.lines: missing"),
-        ([{"id": "A", "dock": 1, "lines": []}], r"receipts\[0\]: unknown key 'dock'"),
+        (
+            [{"id": "A", "dock": 1, "lines": []}],
+            r"receipts\[0\]\.dock: unknown key \(allowed: id, lines, door, po, supplier, "
+            r"reference\); receipts\[0\]\.lines: must be a non-empty list",
+        ),
         (
             [{"id": "A", "lines": [{"sku": "X", "quantity": 1}, {"sku": "X", "quantity": -3}]}],
             r"receipts\[0\]\.lines\[1\]\.quantity: must be an integer in 1..2147483647, got -3",
@@ -158,6 +162,28 @@ def test_parse_expected_reads_receipts_with_quantity_and_epc_lines() -> None:
 def test_parse_expected_names_the_offending_key(data: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_expected(data)
+
+
+def test_every_problem_of_a_receipts_file_is_reported_at_once() -> None:
+    with pytest.raises(ReceiptsError) as caught:
+        parse_expected(
+            [
+                {"id": "A", "lines": [{"sku": "X", "quantity": 0}], "dor": "door-1"},
+                {"id": "B b", "lines": [{"epcs": ["not-an-epc"]}, {"sku": "X"}]},
+                {"id": "C", "lines": "none"},
+            ]
+        )
+    assert caught.value.problems == [
+        "receipts[0].dor: unknown key (allowed: id, lines, door, po, supplier, reference); "
+        "did you mean 'door'?",
+        "receipts[0].lines[0].quantity: must be an integer in 1..2147483647, got 0",
+        "receipts[1].id: must be a receipt id of letters, digits, '.', '_', ':' or '-' starting "
+        "with a letter or digit, got 'B b'",
+        "receipts[1].lines[0].epcs[0]: 'not-an-epc' is neither an EPC URN nor a decodable "
+        "96-bit EPC",
+        "receipts[1].lines[1].quantity: required when the line has no epcs",
+        "receipts[2].lines: must be a list of lines, got 'none'",
+    ]
 
 
 def test_tracker_rejects_epcs_it_cannot_price() -> None:

@@ -72,22 +72,48 @@ def test_a_shelf_entry_is_parsed_with_its_events() -> None:
     [
         (shelf(events=[{"t": 1, "pick": 99}]), r"shelves\[0\].*leaves -59 units"),
         (shelf(events=[{"t": 1}]), r"shelves\[0\]\.events\[0\]: exactly one of"),
-        (shelf(events=[{"t": 1, "pick": 0}]), r"shelves\[0\]\.events\[0\]\.pick: must be >= 1"),
-        (shelf(events=[{"t": 1, "failure": "melted"}]), r"events\[0\]\.failure: one of"),
-        (shelf(colour="red"), r"shelves\[0\]: unknown keys \['colour'\]"),
+        (
+            shelf(events=[{"t": 1, "pick": 0}]),
+            r"shelves\[0\]\.events\[0\]\.pick: must be an integer >= 1, got 0",
+        ),
+        (
+            shelf(events=[{"t": 1, "failure": "melted"}]),
+            r"events\[0\]\.failure: must be one of 'adc_error', .*got 'melted'",
+        ),
+        (shelf(colour="red"), r"shelves\[0\]\.colour: unknown key \(allowed: id, unit, sku"),
         (shelf(unit_weight_g="heavy"), r"shelves\[0\]\.unit_weight_g: must be a number"),
         (shelf(encoding={"type": "float64"}), r"shelves\[0\]\.encoding"),
         (
             shelf(events=[{"t": 1, "pick": 1}, {"t": 1.5, "restock": 1}]),
             r"restock at t=1.5 overlaps the pick at t=1.0",
         ),
-        ({"unit": 1}, r"'id' and 'unit' are required"),
+        ({"unit": 1}, r"shelves\[0\]\.id: missing required key"),
         (shelf(random={"count": 3, "mix": {"failure": 1}}), r"random\.mix"),
     ],
 )
 def test_invalid_entries_name_their_key(entry: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_shelves([entry])
+
+
+def test_every_problem_of_the_shelves_section_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_shelves(
+            [
+                shelf(colour="red", events=[{"t": 1, "pick": 0}]),
+                {"unit": 300},
+                shelf(id="s3", encoding={"type": "float64"}, random={"mix": {"failure": 1}}),
+            ]
+        )
+    assert caught.value.problems == [
+        "shelves[0].colour: unknown key (allowed: id, unit, sku, unit_weight_g, initial_units, "
+        "item_sigma_g, tare_g, capacity_g, noise_g, drift_g_per_min, encoding, events, random)",
+        "shelves[0].events[0].pick: must be an integer >= 1, got 0",
+        "shelves[1].id: missing required key",
+        "shelves[1].unit: must be an integer in 1..247, got 300",
+        "shelves[2].encoding.type: must be one of 'float32', 'int32', got 'float64'",
+        "shelves[2].random.mix.failure: failures are listed explicitly, not generated",
+    ]
 
 
 def test_two_shelves_on_one_unit_are_rejected() -> None:

@@ -31,7 +31,8 @@ Invariants: quantities are eaches; each movement is counted once (by ``movement_
 replayed movement adds nothing; the last 100,000 ids are remembered); memory is bounded: open
 receipts, plus the last ``keep_completed`` completed ones (older ones are dropped).
 
-Limits (what an expected-receipts file may say): a receipt id is 1 to ``MAX_RECEIPT_ID_CHARS``
+Limits (what an expected-receipts file may say; files are read and checked against them by
+``gateway.receipts_file``, outside this pure package): a receipt id is 1 to ``MAX_RECEIPT_ID_CHARS``
 (128) letters, digits, ``.``, ``_``, ``:`` or ``-``, starting with a letter or digit (it names
 an alert, appears in EPCIS ``bizTransaction`` URIs and in MQTT payloads); a door is a portal id
 and a SKU a catalog SKU (at most 64 characters, the store's columns); a quantity is 1 to
@@ -46,14 +47,13 @@ resolves receipts against the (immutable) catalog and may run in a worker thread
 from __future__ import annotations
 
 import enum
-import re
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.domain.catalog import Catalog
-from gateway.domain.epc import decode_epc, encode_uri
+from gateway.domain.epc import encode_uri
 from gateway.domain.model import Alert, AlertKind, Movement, MovementKind, Severity, Sku
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "ReceiptState",
     "ReceiptStatus",
     "ReceivingTracker",
-    "parse_expected",
 ]
 
 
@@ -106,174 +105,7 @@ class ExpectedReceipt:
 MAX_QUANTITY = 2**31 - 1
 """The most eaches one line may expect: what the store's movement quantity column holds."""
 MAX_RECEIPT_ID_CHARS = 128
-_RECEIPT_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_RECEIPT_ID_CHARS - 1}}}")
-_MAX_REF_CHARS = 64
-"""Doors and SKUs: ids of the config (64 characters at most, no blank, '/', '+' or '#')."""
-_REF_RE = re.compile(rf"[^/+#\s\x00-\x1f\x7f-\x9f]{{1,{_MAX_REF_CHARS}}}")
-_MAX_TEXT_CHARS = 4096
 _REMEMBERED_MOVEMENTS = 100_000
-_RECEIPT_KEYS = frozenset({"id", "door", "lines", "supplier", "reference", "po"})
-_LINE_KEYS = frozenset({"sku", "quantity", "epcs"})
-
-
-def _mapping(value: object, where: str) -> Mapping[object, object]:
-    if not isinstance(value, Mapping):
-        # A malformed document is a ValueError for callers (the parse contract), not a TypeError.
-        raise ValueError(f"{where}: must be a mapping, got {type(value).__name__}")  # noqa: TRY004
-    return value
-
-
-def _list(value: object, where: str) -> Sequence[object]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
-        raise ValueError(f"{where}: must be a non-empty list")
-    return value
-
-
-def _shown(value: object) -> str:
-    """``value`` for a message: never the whole of a 10 MB string."""
-    if isinstance(value, str) and len(value) > 60:
-        return f"{value[:40]!r}... ({len(value)} characters)"
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        # str() of an int beyond 4,300 digits raises: the digit count from the bit length.
-        digits = int(value.bit_length() * 0.30103) + 1
-        if 10 ** (digits - 1) > abs(value):
-            digits -= 1
-        return f"an integer of {digits} digits"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return repr(value)
-
-
-def _text(value: object, where: str, *, max_chars: int = _MAX_TEXT_CHARS) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: must be a non-empty string, got {_shown(value)}")
-    if len(value) > max_chars:
-        raise ValueError(f"{where}: must be at most {max_chars} characters, got {_shown(value)}")
-    return value.strip()
-
-
-def _receipt_id(value: object, where: str) -> str:
-    text = _text(value, where, max_chars=MAX_RECEIPT_ID_CHARS)
-    if not _RECEIPT_ID_RE.fullmatch(text):
-        raise ValueError(
-            f"{where}: must be a receipt id of letters, digits, '.', '_', ':' or '-' starting "
-            f"with a letter or digit, got {_shown(text)}"
-        )
-    return text
-
-
-def _ref(value: object, where: str, what: str) -> str:
-    text = _text(value, where, max_chars=_MAX_REF_CHARS)
-    if not _REF_RE.fullmatch(text):
-        raise ValueError(
-            f"{where}: must be {what} without blanks, '/', '+', '#' or control characters, "
-            f"got {_shown(text)}"
-        )
-    return text
-
-
-def _epc_urn(value: object, where: str) -> str:
-    text = _text(value, where)
-    if text.startswith("urn:epc:id:"):
-        try:
-            encode_uri(text)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from exc
-        return text
-    decoded = decode_epc(text)
-    if not decoded.recognised:
-        raise ValueError(f"{where}: {text!r} is neither an EPC URN nor a decodable 96-bit EPC")
-    return decoded.uri
-
-
-def _parse_line(value: object, where: str) -> ExpectedLine:
-    raw = _mapping(value, where)
-    unknown = sorted(str(k) for k in raw if k not in _LINE_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} (allowed: sku, quantity, epcs)")
-    sku = Sku(_ref(raw["sku"], f"{where}.sku", "a SKU")) if "sku" in raw else None
-    quantity: int | None = None
-    if "quantity" in raw:
-        value = raw["quantity"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_QUANTITY:
-            raise ValueError(
-                f"{where}.quantity: must be an integer in 1..{MAX_QUANTITY}, got {_shown(value)}"
-            )
-        quantity = value
-    epcs: frozenset[str] = frozenset()
-    if "epcs" in raw:
-        values = _list(raw["epcs"], f"{where}.epcs")
-        urns = [_epc_urn(v, f"{where}.epcs[{n}]") for n, v in enumerate(values)]
-        if len(set(urns)) != len(urns):
-            raise ValueError(f"{where}.epcs: lists an EPC twice")
-        epcs = frozenset(urns)
-    if epcs and quantity is not None:
-        raise ValueError(f"{where}: give either quantity or epcs, not both")
-    if not epcs:
-        if sku is None:
-            raise ValueError(f"{where}.sku: required when the line has no epcs")
-        if quantity is None:
-            raise ValueError(f"{where}.quantity: required when the line has no epcs")
-    return ExpectedLine(sku=sku, quantity=quantity, epcs=epcs)
-
-
-def parse_expected(data: object) -> list[ExpectedReceipt]:
-    """Expected receipts from parsed JSON/YAML: ``{"receipts": [...]}`` or the list itself.
-
-    Each receipt: ``id`` (str), optional ``door`` (portal id), ``lines`` (list), optional ``po``
-    (the purchase order, carried to EPCIS), optional ``supplier``/``reference`` (kept out of the
-    model, accepted for documents that carry them).
-    Raises ``ValueError`` naming the offending key path, e.g. ``receipts[0].lines[1].quantity``.
-    """
-    if isinstance(data, Mapping):
-        unknown = sorted(str(k) for k in data if k != "receipts")
-        if unknown:
-            raise ValueError(f"unknown key {unknown[0]!r} (expected 'receipts')")
-        if "receipts" not in data:
-            raise ValueError("receipts: missing")
-        data = data["receipts"]
-    if isinstance(data, Sequence) and not isinstance(data, str) and not data:
-        return []
-    entries = _list(data, "receipts")
-    receipts: list[ExpectedReceipt] = []
-    seen_ids: set[str] = set()
-    seen_epcs: dict[str, str] = {}
-    for index, entry in enumerate(entries):
-        where = f"receipts[{index}]"
-        raw = _mapping(entry, where)
-        unknown = sorted(str(k) for k in raw if k not in _RECEIPT_KEYS)
-        if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
-        if "id" not in raw:
-            raise ValueError(f"{where}.id: missing")
-        receipt_id = _receipt_id(raw["id"], f"{where}.id")
-        if receipt_id in seen_ids:
-            raise ValueError(f"{where}.id: duplicate receipt id {receipt_id!r}")
-        seen_ids.add(receipt_id)
-        door = (
-            _ref(raw["door"], f"{where}.door", "a portal id")
-            if raw.get("door") is not None
-            else None
-        )
-        for key in ("supplier", "reference"):
-            if key in raw:
-                _text(raw[key], f"{where}.{key}")
-        po = _text(raw["po"], f"{where}.po") if raw.get("po") is not None else None
-        if "lines" not in raw:
-            raise ValueError(f"{where}.lines: missing")
-        lines_raw = _list(raw["lines"], f"{where}.lines")
-        lines = tuple(_parse_line(line, f"{where}.lines[{n}]") for n, line in enumerate(lines_raw))
-        for n, line in enumerate(lines):
-            for urn in line.epcs:
-                if urn in seen_epcs:
-                    raise ValueError(
-                        f"{where}.lines[{n}].epcs: {urn} is already expected in {seen_epcs[urn]}"
-                    )
-                seen_epcs[urn] = receipt_id
-        receipts.append(ExpectedReceipt(receipt_id=receipt_id, lines=lines, door=door, po=po))
-    return receipts
 
 
 class ReceiptState(enum.StrEnum):

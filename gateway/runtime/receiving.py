@@ -20,12 +20,8 @@ from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_ya
 from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import ReceiptClosed
 from gateway.domain.model import Alert
-from gateway.domain.receiving import (
-    ExpectedReceipt,
-    PreparedReceipts,
-    ReceivingTracker,
-    parse_expected,
-)
+from gateway.domain.receiving import ExpectedReceipt, PreparedReceipts, ReceivingTracker
+from gateway.receipts_file import parse_expected
 
 log = logging.getLogger(__name__)
 

@@ -8,27 +8,16 @@ from typing import TYPE_CHECKING
 
 from edge_store.records import ItemRecord, LocationRecord
 from gateway.adapters.tls import client_context
-from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite
-from gateway.domain.model import Sku
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, TlsClientConfig
 
 
 def catalog_of(config: GatewayConfig) -> Catalog:
-    return Catalog(
-        CatalogItem(
-            sku=Sku(i.sku),
-            gtin=i.gtin,
-            name=i.name,
-            pack_size=i.pack_size,
-            unit_weight_g=i.unit_weight_g,
-            weight_tolerance_g=i.weight_tolerance_g,
-            reorder_point=i.reorder_point,
-        )
-        for i in config.catalog.items
-    )
+    # The config's items are the domain's CatalogItem (one shape, one GTIN rule).
+    return Catalog(config.catalog.items)
 
 
 def epcis_site(config: GatewayConfig) -> EpcisSite:

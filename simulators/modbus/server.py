@@ -372,7 +372,11 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         simulators = _build(args)
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
+        for problem in exc.problems:  # every problem of the scenario, one per line
+            print(f"dockwatch simulate modbus: {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"dockwatch simulate modbus: {exc}", file=sys.stderr)
         return 2
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
