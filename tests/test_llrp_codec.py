@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sllurp.llrp import LLRPMessage, LLRPROSpec
 
 from gateway.errors import ProtocolError
-from simulators.llrp import codec as c
+from gateway.llrp import codec as c
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llrp"
 EPC96 = bytes.fromhex("3074257BF7194E4000001A85")

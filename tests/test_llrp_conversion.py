@@ -19,7 +19,7 @@ from gateway.adapters.llrp import (
 )
 from gateway.domain.model import DeviceId, Epc, TagRead
 from gateway.errors import ProtocolError
-from simulators.llrp import codec
+from gateway.llrp import codec
 
 READER = DeviceId("r1")
 

@@ -34,7 +34,7 @@ from gateway.adapters.llrp import (
     llrp_status_text,
 )
 from gateway.domain.model import DeviceState
-from simulators.llrp import codec as c
+from gateway.llrp import codec as c
 from simulators.llrp.source import ScriptedReads, SimRead
 from tests.support.llrp_tap import LlrpTap
 from tests.test_llrp_adapter import (

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from gateway.domain.model import DeviceState
-from simulators.llrp import codec
+from gateway.llrp import codec
 from simulators.llrp.server import LlrpReaderSimulator
 from tests.support.net import free_port
 from tests.test_llrp_adapter import (

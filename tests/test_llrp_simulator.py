@@ -24,8 +24,8 @@ from sllurp.llrp import LLRPReaderClient, LLRPReaderConfig
 from gateway import cli
 from gateway.domain.epc import decode_epc
 from gateway.errors import ConfigError
+from gateway.llrp import codec as c
 from simulators import epc_encode
-from simulators.llrp import codec as c
 from simulators.llrp.server import LlrpReaderSimulator, build_simulators
 from simulators.llrp.source import ScriptedReads, SimRead, TagPopulation
 from simulators.scenario import load_scenario, parse_scenario

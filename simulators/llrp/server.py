@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Final, Self
 
 from gateway.adapters.tls import server_context_from_flags
 from gateway.errors import ConfigError, ProtocolError
-from simulators.llrp import codec as c
+from gateway.llrp import codec as c
 from simulators.llrp.source import ReadSource, SimRead, TagPopulation
 
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
@@ -2839,7 +2839,9 @@ class MessageHeader:
     msg_id: int
 
 
-def decode_header(data: bytes, *, max_length: int = MAX_MESSAGE_LENGTH) -> MessageHeader:
+def decode_header(
+    data: bytes | bytearray, *, max_length: int = MAX_MESSAGE_LENGTH
+) -> MessageHeader:
     """Parse and validate the 10-byte header at the start of ``data``."""
     if len(data) < HEADER_LENGTH:
         raise ProtocolError(
@@ -2896,22 +2898,27 @@ class LlrpFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
+        return list(self.frames(data))
+
+    def frames(self, data: bytes | memoryview) -> Iterator[bytes]:
+        """``feed`` one frame at a time: the frames before a bad header are yielded before it
+        raises, so a receiver can act on everything the stream held up to the fault."""
         if self._broken is not None:
             raise ProtocolError(f"stream already broken: {self._broken}")
-        self._buf += data
-        frames: list[bytes] = []
-        while len(self._buf) >= HEADER_LENGTH:
+        buf = self._buf
+        buf += data
+        while len(buf) >= HEADER_LENGTH:
             try:
-                header = decode_header(bytes(self._buf[:HEADER_LENGTH]), max_length=self.max_length)
+                header = decode_header(buf, max_length=self.max_length)
             except ProtocolError as exc:
                 self._broken = exc
                 raise
-            if len(self._buf) < header.length:
+            if len(buf) < header.length:
                 break
-            frames.append(bytes(self._buf[: header.length]))
-            del self._buf[: header.length]
-        return frames
+            frame = bytes(buf[: header.length])
+            del buf[: header.length]
+            yield frame
 
 
 def decode_stream(data: bytes, *, max_length: int = MAX_MESSAGE_LENGTH) -> list[LlrpMessage]:
