@@ -636,6 +636,18 @@ def test_framer_stays_broken_after_a_bad_header() -> None:
         framer.feed(CASES["keepalive"].encode())
 
 
+def test_framer_yields_the_frames_before_a_bad_header_then_raises() -> None:
+    # The gateway acts on every frame a socket read held up to the fault (a report, then the
+    # garbage): frames() hands them over one by one before it raises.
+    report = CASES["ro_access_report"].encode()
+    keepalive = CASES["keepalive"].encode()
+    frames = c.LlrpFramer().frames(report + keepalive + b"\xde\xad\xbe\xef" * 4)
+    assert next(frames) == report
+    assert next(frames) == keepalive
+    with pytest.raises(ProtocolError, match="unknown LLRP version 7"):
+        next(frames)
+
+
 def test_decode_stream_rejects_a_trailing_partial_message() -> None:
     data = CASES["keepalive"].encode() + CASES["keepalive_ack"].encode()[:7]
     with pytest.raises(ProtocolError, match="7 bytes left over"):
