@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 One :class:`LlrpReaderAdapter` per configured reader, run as its own task. ``run()`` loops over
 *sessions*: a session is one TCP connection served by one fresh sllurp ``LLRPReaderClient`` and its
-reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceError`); the adapter
-tears the session down, waits a capped exponential backoff with full jitter
+reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceError`); the
+adapter tears the session down, waits a capped exponential backoff with full jitter
 (:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
 
 Threads. sllurp decodes on its own (non-daemon) thread. What runs there is pure: read the socket,

@@ -13,8 +13,8 @@ all go through it. Conversions are exact both ways:
   when integral and within 2**53, else as ``float``.
 
 A message that cannot become a valid domain value (missing timestamp, unknown enum, a value the
-domain rejects) raises :class:`~gateway.errors.ProtocolError`, as does a domain value that does not
-fit its protobuf field (e.g. a quantity beyond int64).
+domain rejects) raises :class:`~gateway.errors.ProtocolError`, as does a domain value that
+does not fit its protobuf field (e.g. a quantity beyond int64).
 """
 
 from __future__ import annotations
