@@ -55,6 +55,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
+from dockwatch_core.errors import ConfigError, GatewayError, StoreError
+from dockwatch_core.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceState,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementKind,
+    Severity,
+    Sku,
+    SourceType,
+    StockLevel,
+)
 from edge_store.engine import with_password
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
@@ -92,20 +107,6 @@ from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_ya
 from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite, ReceiptClosed
-from gateway.domain.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceState,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementKind,
-    Severity,
-    Sku,
-    SourceType,
-    StockLevel,
-)
 from gateway.domain.portal import PortalEngine, PortalSpec
 from gateway.domain.receiving import (
     ExpectedReceipt,
@@ -115,7 +116,6 @@ from gateway.domain.receiving import (
 )
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
-from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.logs import configure_logging, redact
 
 log = logging.getLogger(__name__)

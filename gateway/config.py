@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Loading runs in stages and reports *every* problem it finds, each as one line that starts with
 the key path (``readers[1].port: must be an integer in 1..65535, got 'abc'``), in one
-:class:`~gateway.errors.ConfigError` at the end:
+:class:`~dockwatch_core.errors.ConfigError` at the end:
 
 1. **Parse.** YAML through PyYAML's safe loader, with duplicate mapping keys rejected (PyYAML
    silently keeps the last one, which hides typos). Syntax errors name their line and column.
@@ -43,6 +43,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
+from dockwatch_core.errors import ConfigError
+from dockwatch_core.model import MovementKind
 from gateway.documents import (
     CONFIG_LIMITS,
     SECRET_LIMITS,
@@ -55,9 +57,7 @@ from gateway.documents import (
     read_yaml,
     shown,
 )
-from gateway.domain.model import MovementKind
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
-from gateway.errors import ConfigError
 
 __all__ = [
     "CONFIG_PATH_ENV",

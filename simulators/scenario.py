@@ -63,8 +63,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from dockwatch_core.errors import ConfigError
 from gateway.documents import SCENARIO_LIMITS, read_yaml, shown
-from gateway.errors import ConfigError
 from simulators import epc_encode
 from simulators.llrp.source import SimRead
 from simulators.truth import GroundTruthWriter

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.domain import payloads
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -31,6 +30,7 @@ from gateway.domain.model import (
     SourceType,
     StockLevel,
 )
+from gateway.domain import payloads
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,

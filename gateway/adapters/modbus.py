@@ -84,14 +84,14 @@ from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from dockwatch_core.errors import DeviceError
+from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.tls import (
     describe_tls_error,
     handshake_failures,
     report_handshake_failures,
 )
-from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
-from gateway.errors import DeviceError
 
 log = logging.getLogger(__name__)
 

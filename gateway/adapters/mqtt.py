@@ -55,6 +55,8 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from dockwatch_core.errors import ConfigError, PublishError
+from dockwatch_core.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.mqtt_client import (
     BrokerUnavailable,
@@ -65,8 +67,6 @@ from gateway.adapters.mqtt_client import (
 )
 from gateway.adapters.tls import client_context
 from gateway.domain import payloads
-from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
-from gateway.errors import ConfigError, PublishError
 
 logger = logging.getLogger(__name__)
 

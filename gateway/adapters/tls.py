@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Final
 
-from gateway.errors import ConfigError
+from dockwatch_core.errors import ConfigError
 
 __all__ = [
     "client_context",
