@@ -3,6 +3,8 @@
 - ``gateway/domain`` is pure: the standard library and the shared core (``dockwatch_core``:
   value types and the one error hierarchy) only.
 - ``dockwatch_core`` imports only the standard library.
+- ``edge_store`` depends on ``dockwatch_core``, never on the gateway (nor the simulators): checked
+  on the source, and by running a store in an interpreter where importing the gateway fails.
 - the service (``gateway`` but the ``demo`` command, which launches simulators) never imports
   the simulators; the simulators may import the gateway (the LLRP codec lives in the gateway
   for that reason).
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +81,80 @@ def test_the_service_never_imports_the_simulators() -> None:
         if is_within(module, "simulators")
     ]
     assert offenders == []
+
+
+# -- the edge store depends on nothing in the gateway --------------------------------------------
+
+# Run in a fresh interpreter where importing the gateway or the simulators fails: opening a store
+# (the Alembic migrations included), syncing a catalog, recording a movement and reading the
+# stock back must not need them.
+_STORE_WITHOUT_THE_GATEWAY = """
+import sys
+from datetime import UTC, datetime
+
+
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("gateway", "simulators"):
+            raise ImportError(f"the edge store imported {name}")
+        return None
+
+
+sys.meta_path.insert(0, _Refuse())
+
+import edge_store.engine, edge_store.migrate, edge_store.models  # noqa: E401
+from dockwatch_core.model import LocationId, Movement, MovementId, MovementKind, Sku, SourceType
+from edge_store import EdgeStore, ItemRecord, LocationRecord
+
+at = datetime(2026, 1, 5, 8, tzinfo=UTC)
+with EdgeStore.open(sys.argv[1], site="dc-test") as store:
+    store.sync_catalog(
+        [ItemRecord(sku="SKU-1", name="Widget")],
+        [LocationRecord("yard", "virtual"), LocationRecord("receiving", "dock")],
+    )
+    store.record(
+        [
+            Movement(
+                movement_id=MovementId("m-1"),
+                kind=MovementKind.RECEIPT,
+                sku=Sku("SKU-1"),
+                quantity=3,
+                from_location=LocationId("yard"),
+                to_location=LocationId("receiving"),
+                source_type=SourceType.RFID_PORTAL,
+                source_id="door-1",
+                observed_at=at,
+                confidence=0.9,
+            )
+        ],
+        now=at,
+    )
+    stock = {(s.location, s.sku): s.on_hand for s in store.stock()}
+print(stock[("receiving", "SKU-1")])
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("gateway", "simulators")))
+"""
+
+
+def test_the_edge_store_imports_nothing_from_the_gateway() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sources("edge_store")
+        for module in imported_modules(path)
+        # importlib: a module named in a string would hide a dependency from this check
+        if is_within(module, "gateway", "simulators", "importlib")
+    ]
+    assert offenders == []
+
+
+def test_the_edge_store_runs_without_the_gateway(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    out = subprocess.run(
+        [sys.executable, "-c", _STORE_WITHOUT_THE_GATEWAY, url],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["3", "[]"]
