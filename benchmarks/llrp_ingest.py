@@ -61,7 +61,7 @@ from sllurp.llrp import LLRPClient, LLRPMessage
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from simulators.llrp import codec
+from gateway.llrp import codec
 from simulators.llrp.server import LlrpReaderSimulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Schema migrations: ``upgrade(url)`` and the ``dockwatch db upgrade`` command.
+"""Schema migrations: ``upgrade(url)`` (``dockwatch db upgrade`` is :mod:`gateway.db_cli`).
 
 Alembic is configured in code (no ``alembic.ini`` at run time): the script directory is
 ``edge_store/migrations`` inside the installed package. An upgrade runs every pending revision in
@@ -10,12 +10,8 @@ The second process then finds the schema at head and has nothing to do.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
-import sys
 from pathlib import Path
-from typing import Protocol, cast
 
 from alembic import command
 from alembic.config import Config
@@ -24,8 +20,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import URL, Connection
 
-from edge_store.engine import WRITE_OPTION, make_engine, redact_url, store_errors, with_password
-from gateway.errors import ConfigError, GatewayError, StoreError
+from dockwatch_core.errors import StoreError
+from edge_store.engine import WRITE_OPTION, make_engine, redact_url, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -114,69 +110,3 @@ def upgrade(url: str | URL) -> str:
         return upgrade_engine(engine)
     finally:
         engine.dispose()
-
-
-# --- dockwatch db upgrade ------------------------------------------------------------------
-
-
-class _Secret(Protocol):
-    def reveal(self) -> str: ...
-
-
-class _StoreSection(Protocol):
-    @property
-    def url(self) -> str: ...
-
-    @property
-    def password(self) -> _Secret | None: ...
-
-
-class _LoadedConfig(Protocol):
-    @property
-    def store(self) -> _StoreSection: ...
-
-
-def _url_from_config(path: Path) -> str | URL:
-    """``store.url`` of the gateway config at ``path``, with its password secret if it has one."""
-    try:
-        config_module = importlib.import_module("gateway.config")
-    except ModuleNotFoundError as exc:
-        if exc.name != "gateway.config":
-            raise
-        raise ConfigError(
-            "--config needs gateway.config, which is not installed; use --url"
-        ) from exc
-    store = cast(_LoadedConfig, config_module.load_config(path)).store
-    password = getattr(store, "password", None)
-    return with_password(store.url, None if password is None else password.reveal())
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--url",
-        help="database URL, e.g. sqlite:///./var/edge.db or postgresql+psycopg://user@host/db",
-    )
-    source.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        metavar="FILE",
-        help="gateway config file; upgrades its store.url",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    url: str | URL | None = args.url
-    try:
-        if url is None:
-            url = _url_from_config(args.config)
-        revision = upgrade(url)
-    except ConfigError as exc:
-        print(f"dockwatch db upgrade: {exc}", file=sys.stderr)
-        return 2
-    except GatewayError as exc:
-        print(f"dockwatch db upgrade: {exc}", file=sys.stderr)
-        return 1
-    print(f"{redact_url(url)}: schema at revision {revision} (head)")
-    return 0

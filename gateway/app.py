@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from dockwatch_core.model import Alert, AlertKind, DeviceId, LocationId, Movement, Severity
 from edge_store.records import RecordResult
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
@@ -26,7 +27,6 @@ from gateway.console.feed import ConsoleFeed
 from gateway.console.wiring import build_console
 from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
 from gateway.domain.epcis import ReceiptClosed
-from gateway.domain.model import Alert, AlertKind, DeviceId, LocationId, Movement, Severity
 from gateway.domain.portal import PortalEngine, PortalSpec
 from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard

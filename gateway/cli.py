@@ -28,7 +28,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("movements",), "gateway.api_cli", "list (and --follow) a running gateway's movements"),
     (
         ("db", "upgrade"),
-        "edge_store.migrate",
+        "gateway.db_cli",
         "upgrade the edge store schema to the latest revision",
     ),
     (("simulate", "llrp"), "simulators.llrp.server", "run the LLRP reader simulator"),

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from gateway.app import Gateway
+from gateway.llrp import codec
 from gateway.receiving_cli import dump_expected
-from simulators.llrp import codec
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.llrp.source import TagPopulation
 from tests.test_app import health_config, running, until_true

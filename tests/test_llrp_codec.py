@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sllurp.llrp import LLRPMessage, LLRPROSpec
 
-from gateway.errors import ProtocolError
-from simulators.llrp import codec as c
+from dockwatch_core.errors import ProtocolError
+from gateway.llrp import codec as c
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llrp"
 EPC96 = bytes.fromhex("3074257BF7194E4000001A85")
@@ -634,6 +634,18 @@ def test_framer_stays_broken_after_a_bad_header() -> None:
         framer.feed(bytes.fromhex("043e 00000003 00000001"))
     with pytest.raises(ProtocolError, match="stream already broken"):
         framer.feed(CASES["keepalive"].encode())
+
+
+def test_framer_yields_the_frames_before_a_bad_header_then_raises() -> None:
+    # The gateway acts on every frame a socket read held up to the fault (a report, then the
+    # garbage): frames() hands them over one by one before it raises.
+    report = CASES["ro_access_report"].encode()
+    keepalive = CASES["keepalive"].encode()
+    frames = c.LlrpFramer().frames(report + keepalive + b"\xde\xad\xbe\xef" * 4)
+    assert next(frames) == report
+    assert next(frames) == keepalive
+    with pytest.raises(ProtocolError, match="unknown LLRP version 7"):
+        next(frames)
 
 
 def test_decode_stream_rejects_a_trailing_partial_message() -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from gateway.domain.model import DeviceState
-from simulators.llrp import codec
+from dockwatch_core.model import DeviceState
+from gateway.llrp import codec
 from simulators.llrp.server import LlrpReaderSimulator
 from tests.support.net import free_port
 from tests.test_llrp_adapter import (
@@ -167,6 +167,40 @@ def test_protocol_fault_takes_one_reader_offline_once_and_it_recovers(
     _assert_one_error(caplog, "offline", reason, "127.0.0.1:")
     _assert_recovery_logged_once(caplog)
     assert sllurp_threads() == []
+
+
+def test_reads_framed_before_a_bad_header_are_delivered() -> None:
+    # A report and garbage in one write: the stream is given up at the garbage, but the report
+    # before it was whole and is delivered (the framer hands frames over one by one).
+    now_us = time.time_ns() // 1000
+    epcs = [f"E2{i:022X}" for i in range(5)]
+    report = codec.ROAccessReport(
+        msg_id=4242,
+        tags=tuple(
+            codec.TagReportData(
+                epc=bytes.fromhex(epc),
+                antenna_id=1,
+                peak_rssi=-50,
+                first_seen_utc_us=now_us,
+                last_seen_utc_us=now_us,
+                tag_seen_count=1,
+            )
+            for epc in epcs
+        ),
+    ).encode()
+
+    async def scenario() -> Recorder:
+        async with simulator() as sim:
+            adapter, rec = make_adapter(sim.port, "reader-a")
+            async with running(adapter):
+                await rec.until(_online(rec))
+                await sim.inject_bytes(report + b"\xde\xad\xbe\xef" * 8)
+                await rec.until(_offline(rec))
+                assert "malformed LLRP frame header" in rec.statuses[-1].detail
+        return rec
+
+    rec = asyncio.run(scenario())
+    assert set(epcs) <= {read.epc for read in rec.reads()}
 
 
 def test_malformed_tag_entries_degrade_without_dropping_the_link(

@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
-from gateway.domain.model import DeviceState
-from simulators.llrp import codec as c
+from dockwatch_core.model import DeviceState
+from gateway.llrp import codec as c
 from simulators.llrp.server import GpioChange, LlrpReaderSimulator
 from simulators.llrp.source import TagPopulation
 from tests.test_llrp_adapter import ADAPTER_LOGGER, make_adapter, running, simulator

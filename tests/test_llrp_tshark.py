@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from simulators.llrp import codec as c
+from gateway.llrp import codec as c
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.llrp.source import TagPopulation
 from tests.conftest import missing

@@ -42,14 +42,14 @@ from typing import Final
 
 from sllurp.llrp import LLRPMessage
 
-from gateway.domain.model import DeviceId, TagRead
-from gateway.errors import StoreError
+from dockwatch_core.errors import ProtocolError, StoreError
+from dockwatch_core.model import DeviceId, TagRead
+from gateway.llrp import codec
 
 logger = logging.getLogger(__name__)
 
 _RECORD: Final = struct.Struct("!QI")  # received_us, length of the frames
 _SUFFIX: Final = ".jrn"
-_LLRP_HEADER: Final = struct.Struct("!HII")
 _MAX_RECORD: Final = 64 * 1024 * 1024
 
 
@@ -149,13 +149,10 @@ def _records(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _frames(blob: bytes) -> Iterator[bytes]:
-    offset = 0
-    while offset + _LLRP_HEADER.size <= len(blob):
-        _, length, _ = _LLRP_HEADER.unpack_from(blob, offset)
-        if length < _LLRP_HEADER.size or offset + length > len(blob):
-            return
-        yield blob[offset : offset + length]
-        offset += length
+    """The whole frames of one record; a frame the record cuts short ends it."""
+    framer = codec.LlrpFramer(max_length=max(len(blob), codec.HEADER_LENGTH))
+    with contextlib.suppress(ProtocolError):
+        yield from framer.frames(blob)
 
 
 def replay_journal(

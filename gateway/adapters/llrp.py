@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 One :class:`LlrpReaderAdapter` per configured reader, run as its own task. ``run()`` loops over
 *sessions*: a session is one TCP connection served by one fresh sllurp ``LLRPReaderClient`` and its
-reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceError`); the adapter
-tears the session down, waits a capped exponential backoff with full jitter
+reader thread. A session ends with a reason (a :class:`~dockwatch_core.errors.DeviceError`); the
+adapter tears the session down, waits a capped exponential backoff with full jitter
 (:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
 
 Threads. sllurp decodes on its own (non-daemon) thread. What runs there is pure: read the socket,
@@ -67,7 +67,8 @@ not use it: :meth:`_ReaderClient.goodbye` sends DELETE_ACCESSSPEC, DELETE_ROSPEC
 CLOSE_CONNECTION and waits, bounded, for the response); its thread is not a daemon (we interrupt,
 join and verify the thread is gone); its ROSpec starts on an Immediate trigger and it never sends
 START_ROSPEC (we send it after ENABLE_ROSPEC); its framing buffers
-forever on an absurd length and silently skips bytes after a decode error (we frame ourselves);
+forever on an absurd length and silently skips bytes after a decode error (we frame with
+:class:`gateway.llrp.codec.LlrpFramer`, the simulator's framer, and stop at the first bad frame);
 its ROSpec omits AntennaID/PeakRSSI/FirstSeen and enables only antenna 1 unless told (we request
 every field and antenna explicitly); its socket is IPv4 only (we reject IPv6 hosts up front).
 """
@@ -87,26 +88,25 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPReaderState
 from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
+from dockwatch_core.errors import ConfigError, DeviceError, ProtocolError
+from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
 from gateway.adapters.backoff import Backoff
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.tls import describe_tls_error
-from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
-from gateway.errors import ConfigError, DeviceError, ProtocolError
+from gateway.llrp import codec
 
 logger = logging.getLogger(__name__)
 
 DEVICE_TYPE: Final = "llrp_reader"
 
-_HEADER: Final = struct.Struct("!HII")  # type/version, length, message id
-_SUPPORTED_VERSIONS: Final = frozenset({1, 2})  # LLRP 1.0.1 and 1.1
 DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 # Hand-overs of reports (those of one socket read each) posted to the loop but not yet taken.
 # Beyond this, sllurp's thread waits (TCP then pushes back on the reader, which buffers) instead
@@ -216,22 +216,6 @@ LLRP_STEPS: Final[Mapping[str, LlrpStep]] = {
 _REQUEST_OF_RESPONSE: Final[Mapping[str, str]] = {
     step.response: step.request for step in LLRP_STEPS.values() if step.response is not None
 }
-# LLRP 1.0.1 message types of the requests above, to know which request an
-# ERROR_MESSAGE answers: it carries the message ID of the message it refuses.
-_REQUEST_TYPES: Final[Mapping[int, str]] = {
-    1: "GET_READER_CAPABILITIES",
-    2: "GET_READER_CONFIG",
-    3: "SET_READER_CONFIG",
-    14: "CLOSE_CONNECTION",
-    20: "ADD_ROSPEC",
-    21: "DELETE_ROSPEC",
-    22: "START_ROSPEC",
-    24: "ENABLE_ROSPEC",
-    41: "DELETE_ACCESSSPEC",
-    64: "ENABLE_EVENTS_AND_REPORTS",
-    72: "KEEPALIVE_ACK",
-}
-_TYPE_OF_REQUEST: Final[Mapping[str, int]] = {name: t for t, name in _REQUEST_TYPES.items()}
 # Requests remembered until answered (those without a response on success stay): the oldest are
 # forgotten beyond this many.
 _MAX_PENDING_REQUESTS: Final = 64
@@ -302,11 +286,6 @@ class _Substitute:
 
     def __repr__(self) -> str:
         return f"<{self._name} substituted for a refusal>"
-
-
-def _frame_of(msg_type: int, msg_id: int, body: bytes = b"") -> bytes:
-    """One LLRP 1.0.1 message (version 1) with this type, ID and body."""
-    return _HEADER.pack((1 << 10) | msg_type, _HEADER.size + len(body), msg_id) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,8 +588,7 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         self._post_event = post
         self._session_no = session
         self._events = sink
-        self._frame_limit = max_frame_bytes
-        self._frame_buffer = bytearray()
+        self._framer = codec.LlrpFramer(max_length=max_frame_bytes)
         self._stream_failed = False
         self._worker: threading.Thread | None = None
         self._in_flight = threading.BoundedSemaphore(MAX_HANDOVERS_IN_FLIGHT)
@@ -717,12 +695,12 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         """sllurp's send, one whole message at a time; remembers which request has which
         message ID (an ERROR_MESSAGE names only the ID). Over TLS, non-blocking writes under
         the SSL lock (see ``_tls_lock``)."""
-        if len(data) >= _HEADER.size:
-            type_field, _, msg_id = _HEADER.unpack_from(data)
-            request = _REQUEST_TYPES.get(type_field & 0x3FF)
-            if request is not None and request != "KEEPALIVE_ACK":
+        if len(data) >= codec.HEADER_LENGTH:
+            header = codec.decode_header(data)
+            request = codec.message_name(header.msg_type)
+            if request in LLRP_STEPS and request != "KEEPALIVE_ACK":
                 requests = self._requests
-                requests[msg_id] = request
+                requests[header.msg_id] = request
                 if len(requests) > _MAX_PENDING_REQUESTS:
                     requests.pop(next(iter(requests)), None)
         with self._send_lock:
@@ -766,28 +744,22 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
             self._hand_over()
 
     def _frame(self, data: bytes | memoryview) -> None:
-        buffer = self._frame_buffer
-        buffer += data
-        while len(buffer) >= _HEADER.size:
-            type_field, length, _ = _HEADER.unpack_from(buffer)
-            version = (type_field >> 10) & 0x7
-            if version not in _SUPPORTED_VERSIONS or type_field >> 13:
-                self._give_up(f"malformed LLRP frame header (version field {version})")
+        # Frame by frame: the frames before a bad header are handled before the stream is given
+        # up, and nothing after a refusal that ends the session is.
+        frames = self._framer.frames(data)
+        while True:
+            try:
+                frame = next(frames, None)
+            except ProtocolError as exc:
+                self._give_up(f"malformed LLRP frame header: {exc}", exc)
                 return
-            if not _HEADER.size <= length <= self._frame_limit:
-                self._give_up(
-                    f"malformed LLRP frame header (length {length}, "
-                    f"allowed {_HEADER.size}..{self._frame_limit})"
-                )
+            if frame is None:
                 return
-            if len(buffer) < length:
-                return
-            frame = bytes(buffer[:length])
-            del buffer[:length]
             try:
                 message = LLRPMessage(msgbytes=frame)
             except DECODE_ERRORS as exc:
-                self._give_up(f"undecodable LLRP message (type {type_field & 0x3FF}): {exc!r}", exc)
+                name = codec.message_name(codec.decode_header(frame).msg_type)
+                self._give_up(f"undecodable LLRP message ({name}): {exc!r}", exc)
                 return
             name = message.getName()
             body = message.msgdict[name]
@@ -885,7 +857,6 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
 
     def _give_up(self, reason: str, cause: BaseException | None = None) -> None:
         self._stream_failed = True
-        self._frame_buffer.clear()
         self._emit(self._events.failed, self._session_no, reason, cause)
         # main_loop checks this flag after each read and exits; the socket is closed by close().
         self._stop_main_loop.set()
@@ -976,12 +947,13 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         self.hard_disconnect()
         return worker is None or not worker.is_alive()
 
-    def _own_frame(self, request: str, body: bytes = b"") -> bytes:
-        """A message of the adapter's own (not sllurp's): its reply is the adapter's too."""
+    def _own_frame(self, message: codec.LlrpMessage) -> bytes:
+        """A message of the adapter's own (not sllurp's), encoded under the next of its own
+        message IDs: its reply is the adapter's too."""
         msg_id = self._next_own_id
         self._next_own_id -= 1
-        self._own_ids[msg_id] = request
-        return _frame_of(_TYPE_OF_REQUEST[request], msg_id, body)
+        self._own_ids[msg_id] = message.name
+        return replace(message, msg_id=msg_id).encode()
 
     def _start_rospec(self) -> None:
         """START_ROSPEC once sllurp's ROSpec is enabled (sllurp's thread).
@@ -992,7 +964,7 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         is already active), which is expected and logged at debug level only.
         """
         try:
-            self.send_data(self._own_frame("START_ROSPEC", struct.pack("!I", _SLLURP_ROSPEC_ID)))
+            self.send_data(self._own_frame(codec.StartROSpec(spec_id=_SLLURP_ROSPEC_ID)))
         except (OSError, LLRPError) as exc:
             self._give_up(f"connection lost while starting the ROSpec: {exc!r}", exc)
 
@@ -1007,9 +979,9 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         last one answered means all were. Their replies are the adapter's, not sllurp's.
         """
         frames = (
-            self._own_frame("DELETE_ACCESSSPEC", struct.pack("!I", 0)),  # 0: all of them
-            self._own_frame("DELETE_ROSPEC", struct.pack("!I", 0)),
-            self._own_frame("CLOSE_CONNECTION"),
+            self._own_frame(codec.DeleteAccessSpec(spec_id=0)),  # 0: all of them
+            self._own_frame(codec.DeleteROSpec(spec_id=0)),
+            self._own_frame(codec.CloseConnection()),
         )
         try:
             self.send_data(b"".join(frames))

@@ -106,9 +106,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Final
 
-from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
-from gateway.domain.epc import DecodedEpc, decode_epc
-from gateway.domain.model import (
+from dockwatch_core.model import (
     DeviceId,
     Epc,
     LocationId,
@@ -119,6 +117,8 @@ from gateway.domain.model import (
     SourceType,
     TagRead,
 )
+from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
+from gateway.domain.epc import DecodedEpc, decode_epc
 from gateway.domain.params import PortalParams
 
 __all__ = [

@@ -11,11 +11,11 @@ import logging
 import time
 from collections.abc import Mapping
 
+from dockwatch_core.model import DeviceState
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.adapters.metrics import Sample, labelled
 from gateway.adapters.modbus import ModbusShelfPoller, SampleQueue
 from gateway.domain.antenna import AntennaHealth
-from gateway.domain.model import DeviceState
 from gateway.domain.portal import PortalEngine
 from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard

@@ -1,3 +1,3 @@
-"""LLRP reader simulator: ``codec`` (LLRP binary, both directions), ``server``
-(:class:`~simulators.llrp.server.LlrpReaderSimulator`, ``dockwatch simulate llrp``) and ``source``
-(what the simulated antennas hear)."""
+"""LLRP reader simulator: ``server`` (:class:`~simulators.llrp.server.LlrpReaderSimulator`,
+``dockwatch simulate llrp``) and ``source`` (what the simulated antennas hear). The LLRP binary
+codec both directions use is :mod:`gateway.llrp.codec`."""

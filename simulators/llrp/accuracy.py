@@ -40,12 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, LocationId, Movement, Sku
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epc import decode_epc
-from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, LocationId, Movement, Sku
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import PortalEngine, PortalSpec, PortalStats, TagCrossed
 from simulators.llrp.server import LlrpReaderSimulator

@@ -23,7 +23,7 @@ and answers with subtype 22 carrying an LLRPStatus.
 Decoding rules (invariants the tests hold us to):
 
 * every length is bounds-checked against its container; the first violation raises
-  :class:`gateway.errors.ProtocolError` naming the path (``RO_ACCESS_REPORT/TagReportData[2]/
+  :class:`dockwatch_core.errors.ProtocolError` naming the path (``RO_ACCESS_REPORT/TagReportData[2]/
   EPCData``) and what is wrong (truncated header, length < 10, length above the cap,
   unknown version, a parameter overrunning its message, trailing garbage in a fixed parameter);
 * parameters may arrive in any order (readers differ); required ones that are missing, and
@@ -45,11 +45,11 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Protocol, Self, TypeVar
 
-from gateway.errors import ProtocolError
+from dockwatch_core.errors import ProtocolError
 
 HEADER_LENGTH = 10
 MAX_MESSAGE_LENGTH = 1 << 20
@@ -2831,15 +2831,18 @@ MESSAGE_CLASSES: dict[int, type[LlrpMessage]] = {cls.TYPE: cls for cls in _MESSA
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class MessageHeader:
+class MessageHeader(NamedTuple):
+    """A validated header (a tuple: built for every frame a reader sends, it must be cheap)."""
+
     version: int
     msg_type: int
     length: int
     msg_id: int
 
 
-def decode_header(data: bytes, *, max_length: int = MAX_MESSAGE_LENGTH) -> MessageHeader:
+def decode_header(
+    data: bytes | bytearray, *, max_length: int = MAX_MESSAGE_LENGTH
+) -> MessageHeader:
     """Parse and validate the 10-byte header at the start of ``data``."""
     if len(data) < HEADER_LENGTH:
         raise ProtocolError(
@@ -2848,14 +2851,15 @@ def decode_header(data: bytes, *, max_length: int = MAX_MESSAGE_LENGTH) -> Messa
     word, length, msg_id = _HEADER.unpack_from(data)
     version = (word >> 10) & 0x7
     msg_type = word & 0x3FF
+    # The gateway frames every report with this: the checks first, names only for a failure.
+    if version in SUPPORTED_VERSIONS and HEADER_LENGTH <= length <= max_length:
+        return MessageHeader(version, msg_type, length, msg_id)
     name = message_name(msg_type)
     if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(f"{name} (id {msg_id}): unknown LLRP version {version}")
     if length < HEADER_LENGTH:
         raise ProtocolError(f"{name} (id {msg_id}): length {length} < {HEADER_LENGTH}")
-    if length > max_length:
-        raise ProtocolError(f"{name} (id {msg_id}): length {length} above the cap {max_length}")
-    return MessageHeader(version, msg_type, length, msg_id)
+    raise ProtocolError(f"{name} (id {msg_id}): length {length} above the cap {max_length}")
 
 
 def decode_message(data: bytes, *, max_length: int = MAX_MESSAGE_LENGTH) -> LlrpMessage:
@@ -2896,22 +2900,27 @@ class LlrpFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
+        return list(self.frames(data))
+
+    def frames(self, data: bytes | memoryview) -> Iterator[bytes]:
+        """``feed`` one frame at a time: the frames before a bad header are yielded before it
+        raises, so a receiver can act on everything the stream held up to the fault."""
         if self._broken is not None:
             raise ProtocolError(f"stream already broken: {self._broken}")
-        self._buf += data
-        frames: list[bytes] = []
-        while len(self._buf) >= HEADER_LENGTH:
+        buf = self._buf
+        buf += data
+        while len(buf) >= HEADER_LENGTH:
             try:
-                header = decode_header(bytes(self._buf[:HEADER_LENGTH]), max_length=self.max_length)
+                header = decode_header(buf, max_length=self.max_length)
             except ProtocolError as exc:
                 self._broken = exc
                 raise
-            if len(self._buf) < header.length:
+            if len(buf) < header.length:
                 break
-            frames.append(bytes(self._buf[: header.length]))
-            del self._buf[: header.length]
-        return frames
+            frame = bytes(buf[: header.length])
+            del buf[: header.length]
+            yield frame
 
 
 def decode_stream(data: bytes, *, max_length: int = MAX_MESSAGE_LENGTH) -> list[LlrpMessage]:
