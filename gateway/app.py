@@ -89,7 +89,7 @@ from gateway.console.feed import ConsoleFeed
 from gateway.console.web import Console
 from gateway.console.wiring import build_console
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
-from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
+from gateway.domain.antenna import AntennaHealth
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite, ReceiptClosed
 from gateway.domain.model import (
@@ -105,6 +105,7 @@ from gateway.domain.model import (
     Sku,
     SourceType,
     StockLevel,
+    TagRead,
 )
 from gateway.domain.portal import PortalEngine, PortalSpec
 from gateway.domain.receiving import (
@@ -117,6 +118,7 @@ from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
 from gateway.errors import ConfigError, GatewayError, StoreError
 from gateway.logs import configure_logging, redact
+from gateway.runtime.doors import DoorCounters, DoorPipeline, DoorPorts, lights_of, photo_eyes_of
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,6 @@ _SHELF_ENGINE_ALERTS = frozenset(
     {AlertKind.IMPLAUSIBLE_WEIGHT, AlertKind.UNEXPLAINED_WEIGHT_CHANGE}
 )
 """Alerts whose condition lives in a shelf engine's memory (see ``Gateway.run``)."""
-TICK_S = 0.25
-"""How often the portal engine's clock advances (closes idle passes)."""
 RESTART_PAUSE_S = 1.0
 SUMMARY_EVERY_S = 30.0
 CHECK_EVERY_S = 5.0
@@ -435,6 +435,7 @@ def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
             inside_location=LocationId(p.inside_location),
             kind_in=p.kinds.in_,
             kind_out=p.kinds.out,
+            photo_eyes=p.photo_eyes is not None,
         )
         for p in config.portals
     ]
@@ -546,8 +547,6 @@ class Gateway:
         self.antenna_health = AntennaHealth(
             portal_specs(config), config.debounce.antenna, now=time.monotonic()
         )
-        # AntennaEvents the readers reported, handled on the next portal tick.
-        self._antenna_reports: list[AntennaEvent] = []
         self._journals: list[JournalWriter] = []
         self.shelf_engines: dict[str, ShelfEngine] = {}
         for shelf in config.shelves:
@@ -616,6 +615,26 @@ class Gateway:
             )
             if sink is not None and sink.lag_alert_s is not None
         }
+        self.doors = DoorPipeline(
+            engine=self.portal_engine,
+            antenna_health=self.antenna_health,
+            lights=lights_of(config),
+            photo_eyes=photo_eyes_of(config),
+            counters=DoorCounters(self.counters.reads_by_antenna, self.counters.unexpected_antenna),
+            ports=DoorPorts(
+                record=self.record,
+                raise_alert=self.raise_alert,
+                alert_active=self._active_alerts.__contains__,
+                publish_pass=self._publish_pass,
+                write_gpo=self._write_gpo,
+                set_antenna_down=self._set_antenna_down,
+                receipt_progress=self.receiving.progress if self.receiving else None,
+                reads_seen=self._reads_seen,
+            ),
+            site=config.site.id,
+            now_us=self._now_us,
+            utcnow=utcnow,
+        )
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -1291,89 +1310,25 @@ class Gateway:
 
     # -- the parts ------------------------------------------------------------------------------
 
-    async def _portal_loop(self) -> None:
-        engine = self.portal_engine
-        while True:
-            batch = await self.reads.get()
-            self.counters.reads += len(batch.reads)
-            by_antenna = self.counters.reads_by_antenna
-            for read in batch.reads:
-                key = (read.reader_id, read.antenna)
-                if key in by_antenna:
-                    by_antenna[key] += 1
-                else:
-                    self._unexpected_antenna(read.reader_id, read.antenna)
-            recovered = self.antenna_health.feed(batch.reads, time.monotonic())
-            if recovered:
-                await self._antenna_events(recovered)
-            self.console_feed.reads(batch.reads)
-            crossings = engine.feed(batch.reads, self._now_us())
-            if crossings:
-                await self.record(engine.movements(crossings))
+    # The door pipeline's ports (gateway/runtime/doors.py).
 
-    def _unexpected_antenna(self, reader_id: str, antenna: int) -> None:
-        """A read on an antenna the reader is not configured with: counted per reader (the
-        portal engine ignores it), logged once per reader."""
-        unexpected = self.counters.unexpected_antenna
-        count = unexpected.get(reader_id)
-        if count is None:
-            return  # not a configured reader: the adapter never reports one
-        unexpected[reader_id] = count + 1
-        if count == 0:
-            configured = sorted(a for r, a in self.counters.reads_by_antenna if r == reader_id)
-            log.warning(
-                "reader %s reports reads on antenna %s, which is not configured (antennas %s): "
-                "such reads are counted in dockwatch_reader_unexpected_antenna_reads_total and "
-                "otherwise ignored (logged once per reader)",
-                reader_id,
-                antenna,
-                ", ".join(map(str, configured)),
-                extra={"reader_id": reader_id},
-            )
+    def _reads_seen(self, reads: Sequence[TagRead]) -> None:
+        self.counters.reads += len(reads)
+        self.console_feed.reads(reads)
 
-    async def _portal_ticker(self) -> None:
-        engine = self.portal_engine
-        while True:
-            await asyncio.sleep(TICK_S)
-            crossings = engine.advance(self._now_us())
-            if crossings:
-                await self.record(engine.movements(crossings))
-            reported, self._antenna_reports = self._antenna_reports, []
-            await self._antenna_events([*reported, *self.antenna_health.advance(time.monotonic())])
+    def _publish_pass(self, portal_id: str, payload: bytes) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish_pass(portal_id, payload)
 
-    def _antenna_reported(self, reader_id: DeviceId, antenna: int, connected: bool) -> None:
-        """An LLRP adapter's AntennaEvent (on the loop); handled on the next tick."""
-        self._antenna_reports += self.antenna_health.reported(
-            reader_id, antenna, connected, time.monotonic()
-        )
+    def _write_gpo(self, reader_id: DeviceId, levels: Mapping[int, bool]) -> None:
+        adapter = self.readers.get(reader_id)
+        if adapter is not None:
+            adapter.write_gpo(levels)
 
-    async def _antenna_events(self, events: Sequence[AntennaEvent]) -> None:
-        """``antenna_down`` raised or cleared, and the reader marked degraded meanwhile."""
-        for event in events:
-            down = isinstance(event, AntennaDown)
-            adapter = self.readers.get(event.reader_id)
-            if adapter is not None:
-                detail = event.detail if isinstance(event, AntennaDown) else None
-                adapter.set_antenna_down(event.antenna, detail)
-            alert_id = f"{AlertKind.ANTENNA_DOWN}:{event.reader_id}:{event.antenna}"
-            if down == (alert_id in self._active_alerts):
-                continue
-            await self.raise_alert(
-                Alert(
-                    alert_id=alert_id,
-                    kind=AlertKind.ANTENNA_DOWN,
-                    severity=Severity.WARNING if down else Severity.INFO,
-                    subject=f"{event.reader_id}/{event.antenna}",
-                    message=(
-                        f"{event.reader_id}: {event.detail}"
-                        if isinstance(event, AntennaDown)
-                        else f"{event.reader_id}: antenna {event.antenna} reads again"
-                    ),
-                    raised_at=self._utcnow(),
-                    active=down,
-                    details={"portal": event.portal_id, "antenna": event.antenna},
-                )
-            )
+    def _set_antenna_down(self, reader_id: DeviceId, antenna: int, detail: str | None) -> None:
+        adapter = self.readers.get(reader_id)
+        if adapter is not None:
+            adapter.set_antenna_down(antenna, detail)
 
     async def _shelf_loop(self) -> None:
         while True:
@@ -1576,7 +1531,8 @@ class Gateway:
                 report_every_ms=reader.report_every_ms,
                 tx_power_dbm=reader.tx_power_dbm,
                 tls=device_tls(reader.tls, f"readers[{i}].tls"),
-                on_antenna=self._antenna_reported,
+                on_antenna=self.doors.antenna_reported,
+                on_gpi=self.doors.gpi_changed,
                 journal=self._journal(reader.id),
             )
         if cfg.shelves:
@@ -1631,8 +1587,8 @@ class Gateway:
             for reader_id, adapter in self.readers.items():
                 tg.create_task(part(f"reader {reader_id}", adapter.run))
             if cfg.readers:
-                tg.create_task(part("portal engine", self._portal_loop))
-                tg.create_task(part("portal clock", self._portal_ticker))
+                tg.create_task(part("portal engine", partial(self.doors.run_reads, self.reads)))
+                tg.create_task(part("portal clock", self.doors.run_clock))
             if self.shelf_poller is not None:
                 tg.create_task(part("shelf poller", self.shelf_poller.run))
                 tg.create_task(part("shelf engine", self._shelf_loop))

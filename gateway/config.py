@@ -620,6 +620,40 @@ class PortalKinds:
 
 
 @dataclass(frozen=True, slots=True)
+class LightRuleConfig:
+    """One stack-light rule: an outcome of a pass lights GPO ports (docs/portal.md)."""
+
+    on: Literal["deciding", "matched", "mismatch", "decided"]
+    gpo: tuple[int, ...] = field(metadata=_m(lo=1, hi=65535, nonempty=True, unique=True))
+    for_s: float | None = field(default=3.0, metadata=_POSITIVE)
+    """How long the ports stay on; null: until the door's next outcome."""
+    blink: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LightsConfig:
+    """Stack lights and horns on the portal reader's GPO outputs."""
+
+    rules: tuple[LightRuleConfig, ...] = field(metadata=_m(nonempty=True))
+    low_confidence: float = field(default=0.8, metadata=_m(lo=0, hi=1))
+    """A settled pass below this confidence shows as ``deciding``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoEyesConfig:
+    """A light barrier on each side of the door, on the portal reader's GPI inputs."""
+
+    outside_gpi: int = field(metadata=_m(lo=1, hi=65535))
+    inside_gpi: int = field(metadata=_m(lo=1, hi=65535))
+    broken_high: bool = True
+    """The input is high while the beam is broken (false: low while broken)."""
+
+    def _config_problems(self) -> Iterator[tuple[str, str]]:
+        if self.inside_gpi == self.outside_gpi:
+            yield "inside_gpi", f"must differ from outside_gpi ({self.outside_gpi})"
+
+
+@dataclass(frozen=True, slots=True)
 class PortalConfig:
     id: str = field(metadata=_ID)
     reader: str = field(metadata=_ID)
@@ -640,6 +674,8 @@ class PortalConfig:
     internal transfer both ways."""
     sgln: str | None = field(default=None, metadata=_SGLN)
     """The door's SGLN (EPCIS ``readPoint``); None: a URI under ``sinks.epcis.base_uri``."""
+    lights: LightsConfig | None = None
+    photo_eyes: PhotoEyesConfig | None = None
 
     @property
     def antennas(self) -> tuple[int, ...]:

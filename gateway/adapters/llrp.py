@@ -234,6 +234,7 @@ _TYPE_OF_REQUEST: Final[Mapping[str, int]] = {name: t for t, name in _REQUEST_TY
 # Requests remembered until answered (those without a response on success stay): the oldest are
 # forgotten beyond this many.
 _MAX_PENDING_REQUESTS: Final = 64
+_GPO_WRITE_DATA: Final = 219  # the GPOWriteData parameter type
 # The ROSpecID of the one ROSpec sllurp adds.
 _SLLURP_ROSPEC_ID: Final = 1
 # Message IDs of the adapter's own messages count down from the top; sllurp's count up from 1.
@@ -476,8 +477,9 @@ def reader_config(
             "reconnect": False,  # sllurp's reconnect sleeps a fixed 60 s; the adapter owns it
             "start_inventory": True,
             "reset_on_connect": True,  # delete stale ROSpecs/AccessSpecs a previous run left
-            # AntennaEvent: a reader that notices a pulled cable says so (antenna health)
-            "event_selector": {"AntennaEvent": True},
+            # AntennaEvent: a reader that notices a pulled cable says so (antenna health);
+            # GPIEvent: photo eyes on the reader's inputs (the door pipeline's beams)
+            "event_selector": {"AntennaEvent": True, "GPIEvent": True},
         }
     )
 
@@ -995,6 +997,15 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         except (OSError, LLRPError) as exc:
             self._give_up(f"connection lost while starting the ROSpec: {exc!r}", exc)
 
+    def write_gpo(self, levels: Mapping[int, bool]) -> None:
+        """SET_READER_CONFIG with one GPOWriteData per port (LLRP 1.0.1 section 12.2.6): set
+        the reader's outputs (stack lights, horns). Its reply is the adapter's, not sllurp's."""
+        body = struct.pack("!B", 0) + b"".join(  # ResetToFactoryDefault: no
+            struct.pack("!HHHB", _GPO_WRITE_DATA, 7, port, 0x80 if high else 0)
+            for port, high in sorted(levels.items())
+        )
+        self.send_data(self._own_frame("SET_READER_CONFIG", body))
+
     def goodbye(self, timeout_s: float) -> bool:
         """Delete our AccessSpecs and ROSpecs and close the LLRP connection (LLRP 1.0.1
         section 12.1.5: the client sends CLOSE_CONNECTION); wait up to ``timeout_s`` for
@@ -1067,6 +1078,7 @@ class LlrpReaderAdapter:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         tls: ssl.SSLContext | None = None,
         on_antenna: Callable[[DeviceId, int, bool], None] | None = None,
+        on_gpi: Callable[[DeviceId, int, bool, int], None] | None = None,
         max_clock_skew_s: float = 2.0,
         journal: JournalWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -1109,6 +1121,9 @@ class LlrpReaderAdapter:
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
         self._on_antenna = on_antenna
+        self._on_gpi = on_gpi
+        self._client: _ReaderClient | None = None  # the session's, for GPO writes
+        self._gpo_writes: set[asyncio.Future[None]] = set()
         self._journal = journal
         self._max_clock_skew_s = max_clock_skew_s
         self._clock = clock
@@ -1176,6 +1191,23 @@ class LlrpReaderAdapter:
         """Mark the reader degraded while one of its antennas is down (``detail``), or clear it
         (``None``). Antenna health is judged by the portal's reads (``gateway.domain.antenna``)."""
         self._set_condition(f"antenna {antenna}", detail)
+
+    def write_gpo(self, levels: Mapping[int, bool]) -> bool:
+        """Set GPO ports (SET_READER_CONFIG GPOWriteData) now, from the loop: the write runs
+        in the executor. Returns False (nothing sent) while the reader is not inventorying."""
+        client = self._client
+        if client is None or self._state not in (DeviceState.ONLINE, DeviceState.DEGRADED):
+            return False
+        future = asyncio.ensure_future(asyncio.to_thread(self._send_gpo, client, dict(levels)))
+        self._gpo_writes.add(future)
+        future.add_done_callback(self._gpo_writes.discard)
+        return True
+
+    def _send_gpo(self, client: _ReaderClient, levels: dict[int, bool]) -> None:
+        try:
+            client.write_gpo(levels)
+        except (OSError, LLRPError) as exc:  # the watchdog finds a dead link; this is a light
+            logger.debug("GPO write to %s failed: %r", self.reader_id, exc)
 
     def _set_condition(self, key: str, detail: str | None) -> None:
         if detail is None:
@@ -1247,6 +1279,7 @@ class LlrpReaderAdapter:
             tcp_keepalive_s=self._keepalive_s,
             journal=self._journal,
         )
+        self._client = client
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
         connecting.add_done_callback(lambda _: self._wake.set())
         polite = False
@@ -1257,6 +1290,7 @@ class LlrpReaderAdapter:
             raise
         finally:
             self._session += 1
+            self._client = None
             await self._close(client, connecting, polite=polite)
 
     async def _watch(self, client: _ReaderClient, connecting: asyncio.Future[None]) -> None:
@@ -1379,6 +1413,16 @@ class LlrpReaderAdapter:
                     self.reader_id,
                     int(antenna_event.get("AntennaID", 0)),
                     antenna_event.get("EventType") == "Connected",
+                )
+            gpi_event = data.get("GPIEvent")
+            if isinstance(gpi_event, Mapping) and self._on_gpi is not None:
+                stamp = data.get("UTCTimestamp")
+                at_us = stamp.get("Microseconds") if isinstance(stamp, Mapping) else None
+                self._on_gpi(
+                    self.reader_id,
+                    int(gpi_event.get("GPIPortNumber", 0)),
+                    bool(gpi_event.get("GPIEvent")),
+                    at_us if isinstance(at_us, int) else round(self._utcnow().timestamp() * 1e6),
                 )
             if attempt is not None and attempt.get("Status") != "Success":
                 status = str(attempt.get("Status"))

@@ -1,0 +1,1 @@
+"""The running gateway's parts, built and started by gateway/app.py."""
