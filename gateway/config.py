@@ -1637,6 +1637,7 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
     portals = [(i, x) for i, x in enumerate(_seq(cfg.portals)) if _ok(x)]
     _unique_ids(ctx, ((("portals", i, "id"), x.id) for i, x in portals))
     antenna_owner: dict[tuple[str, int], int] = {}
+    io_owner: dict[tuple[str, str, object], int] = {}
     for i, portal in portals:
         path: KeyPath = ("portals", i)
         if _check_ref(ctx, (*path, "reader"), portal.reader, reader_ids, "reader"):
@@ -1659,6 +1660,23 @@ def _cross_check(cfg: GatewayConfig, ctx: _Ctx) -> None:
                         )
         for side in ("outside_location", "inside_location"):
             _check_ref(ctx, (*path, side), getattr(portal, side), known_locations, "location")
+        # A reader's GPO outputs (lights) and GPI inputs (photo eyes) belong to one portal each.
+        io: list[tuple[KeyPath, str, object]] = []
+        if portal.lights is not None and _ok(portal.lights):
+            for j, rule in enumerate(_seq(portal.lights.rules)):
+                if _ok(rule):
+                    io += [(("lights", "rules", j, "gpo"), "GPO", p) for p in _seq(rule.gpo)]
+        if portal.photo_eyes is not None and _ok(portal.photo_eyes):
+            for key in ("outside_gpi", "inside_gpi"):
+                io.append((("photo_eyes", key), "GPI", getattr(portal.photo_eyes, key)))
+        for where, kind, port in io:
+            owner = io_owner.setdefault((portal.reader, kind, port), i)
+            if owner != i:
+                ctx.report(
+                    (*path, *where),
+                    f"{kind} {port} of reader '{portal.reader}' is already used by "
+                    f"portals[{owner}]",
+                )
 
     shelves = [(i, x) for i, x in enumerate(_seq(cfg.shelves)) if _ok(x)]
     shelf_ids = _unique_ids(ctx, ((("shelves", i, "id"), x.id) for i, x in shelves))

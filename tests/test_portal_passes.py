@@ -224,6 +224,26 @@ def test_lights_and_photo_eyes_config_keys() -> None:
     assert "portals[0].photo_eyes.inside_gpi: must differ from outside_gpi (1)" in problems
 
 
+def test_two_portals_of_one_reader_cannot_share_a_gpo_or_gpi_port() -> None:
+    data = base()
+    data["readers"][0]["antennas"] = [1, 2, 3, 4, 5, 6, 7, 8]
+    data["portals"][1].update(
+        reader="door-1-reader", outside_antennas=[5, 6], inside_antennas=[7, 8]
+    )
+    for portal in data["portals"]:
+        portal["lights"] = {"rules": [{"on": "matched", "gpo": [1]}]}
+        portal["photo_eyes"] = {"outside_gpi": 1, "inside_gpi": 2}
+    problems = problems_of(data)
+    assert (
+        "portals[1].lights.rules[0].gpo: GPO 1 of reader 'door-1-reader' is already used by "
+        "portals[0]" in problems
+    )
+    assert any(p.startswith("portals[1].photo_eyes.outside_gpi: GPI 1") for p in problems)
+    data["portals"][1]["lights"]["rules"][0]["gpo"] = [5]
+    data["portals"][1]["photo_eyes"] = {"outside_gpi": 3, "inside_gpi": 4}
+    parse_config(data, environ=NO_ENV)  # separate ports: fine
+
+
 # --- end to end against the LLRP simulator --------------------------------------------------
 
 GREEN, RED, AMBER, HORN = 1, 2, 3, 4

@@ -23,9 +23,13 @@ then (within ``idle_close_s``): for those, its first read is an artefact of the 
 arrival.
 
 **Deciding** a window happens when (a) the pass has been silent for ``idle_close_s``; (b) at a door
-both sides of which heard the tag, one side has been silent for ``idle_close_s`` while the other
-still hears it (a pallet dropped right behind the door is decided without waiting for it to
-leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
+both sides of which heard the tag, one side fell silent at S while the other heard it after S:
+judged at S + k x ``quiet_close_s`` (k = 1, 2...) on the reads up to then, whether found by the
+tag's next read or by the clock (``advance``), so the outcome does not depend on the cadence;
+the side entered needs 3 reads (a single back-lobe read of a parked tag does not decide). This
+is the usual, fast decision: a pallet carried in is decided ``quiet_close_s`` after its outside
+fell silent, while the inside still hears it; (c) the window reaches ``stray_dwell_s``; (d) the
+tag is evicted. Then:
 
 1. *Door*: each portal that heard the tag has a strength: the mean of its two sides' peak RSSI if
    it heard both (a crossing passes close to both; a neighbour's beam reaches one side of the
@@ -43,7 +47,7 @@ leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
    times). A crossing is a hand-over: F and L must agree; a side that hears the tag before and
    after the other brackets it (a parked tag) and gives no direction (``ambiguous``). The
    transition T = sign x min(|F|, |L|) x (1 + sign x A) / 2, positive for outside-then-inside.
-   The side the tag left must have been silent for ``idle_close_s`` when the window is decided
+   The side the tag left must have been silent for ``quiet_close_s`` when the window is decided
    (always so for (a) and (b); at (c) the hand-over may still be under way, and a later window
    sees it whole).
 3. *Confidence* = |T| x support x cross-read factor x motion. support = m / (m + 0.5), m the read
@@ -58,12 +62,17 @@ leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
 **Loads.** Crossings of one door in one direction are chained while their crossing moments (for an
 inward crossing: half-way between the last outside read and the first inside read) are within
 ``group_window_s``; a load spans at most ``stray_dwell_s``. A load settles once reader time passes
-its last moment + 2 x (``group_window_s`` + ``idle_close_s``) (a case is decided at most about
-2 x idle_close_s after its moment) and no open pass heard on both sides of its door could still
-be decided by then (one last read by another, silent, reader waits on that reader's lagging
-clock); its crossings are then emitted together as ``TagCrossed`` sharing one ``pass_id``. A
-crossing decided after that settle time starts a new load, so the grouping depends only on the
-reads, not on how often ``feed``/``advance`` are called. ``movements()`` makes one movement per
+its latest member's decision + ``settle_s`` (a pallet's cases are decided within a few antenna
+cycles of each other, as the pallet's back clears the door) and no open pass heard on both sides
+of its door is last read by a reader whose clock has not reached that time (its decision may
+still be on its way); its crossings are then emitted together as ``TagCrossed`` sharing one
+``pass_id``. A crossing decided after that settle time starts a new load, so the grouping
+depends only on the reads, not on how often ``feed``/``advance`` are called. Each load also
+gives ``PassEvent`` news (``take_pass_events``): STARTED at its first decision, UPDATED as
+members join, DECIDED when it settles. A portal with photo eyes (``PortalSpec.photo_eyes``,
+``beam``) weighs each crossing by its beams: both broken near the moment in the direction's
+order halve the doubt; the contrary order, or no beam broken at all (a parked tag, a
+neighbour's pallet), halve the confidence. ``movements()`` makes one movement per
 (load, SKU): quantity = cases x pack_size eaches, the pallet's SSCC as ``container``, a
 ``movement_id`` recomputable from the movement itself.
 
@@ -88,9 +97,10 @@ after ``horizon_s``; ids are pure functions of the evidence.
 
 Parameters: ``PortalParams`` (config ``debounce.portal``): idle_close_s 2.0, min_reads 2,
 min_confidence 0.6, stray_dwell_s 20.0, cross_read_margin_db 3.0, horizon_s 3600, max_tags 100000,
-group_window_s 1.5. The scoring weights and scales above are module constants, calibrated
-against the LLRP simulator's ground truth (``tests/test_portal_accuracy.py``,
-``benchmarks/portal_accuracy.py``); the reasoning and the figures are in docs/portal.md.
+group_window_s 1.5, quiet_close_s 0.6, settle_s 0.4. The scoring weights and scales above are
+module constants, calibrated against the LLRP simulator's ground truth
+(``tests/test_portal_accuracy.py``, ``benchmarks/portal_accuracy.py``); the reasoning and the
+figures are in docs/portal.md.
 """
 
 from __future__ import annotations
