@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,11 +21,11 @@ import uvloop
 from gateway.adapters.mqtt import MqttSink
 from gateway.config import parse_config
 from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
-from gateway.domain.model import DeviceId, Sku
+from gateway.domain.model import Alert, DeviceId, Movement, Sku
 from gateway.domain.params import PortalParams
-from gateway.domain.portal import DecidedBy, Direction, PassPhase, PortalEngine
-from gateway.domain.receiving import ExpectedLine, ExpectedReceipt
-from gateway.runtime.doors import lights_of, photo_eyes_of
+from gateway.domain.portal import DecidedBy, Direction, PassPhase, PortalEngine, us_to_datetime
+from gateway.domain.receiving import ExpectedLine, ExpectedReceipt, ReceivingTracker
+from gateway.runtime.doors import DoorPipeline, DoorPorts, lights_of, photo_eyes_of
 from simulators.llrp.accuracy import PortalAccuracyReport, run_portal_accuracy, sku_for
 from simulators.scenario import load_scenario
 from tests.support.broker import MosquittoBroker
@@ -38,6 +39,7 @@ from tests.test_portal_engine import (
     make_catalog,
     make_engine,
     pallet,
+    reports,
     run,
 )
 
@@ -367,3 +369,99 @@ def test_quiet_side_decision_is_early() -> None:
     last_outside = max(r.last_seen_us for r in reads if r.antenna in DOOR1.outside)
     started, _ = engine.take_pass_events()
     assert started.at_us - last_outside <= round(engine.params.quiet_close_s * 1e6) * 2
+
+
+# --- the door pipeline with live receiving ----------------------------------------------------
+
+
+def test_pipeline_publishes_live_receiving_progress_and_lights_before_recording() -> None:
+    """Two pallets at door-1 against an ASN for 2 cases of SKU-A (24 eaches): the first pallet
+    (2 cases) matches it; the second (2 more) is an over-receipt, shown as soon as its first
+    case is decided, before its movements are recorded."""
+    engine = make_engine()
+    tracker = ReceivingTracker(
+        catalog=make_catalog(),
+        expected=[
+            ExpectedReceipt(
+                receipt_id="ASN-7",
+                door="door-1",
+                lines=(ExpectedLine(sku=Sku("SKU-A"), quantity=24),),
+            )
+        ],
+    )
+    published: list[dict[str, object]] = []
+    recorded: list[Movement] = []
+    order: list[str] = []
+    gpo: list[tuple[str, dict[int, bool]]] = []
+    clock = {"now_us": T0}
+
+    async def record(movements: Sequence[Movement]) -> None:
+        order.append("record")
+        recorded.extend(movements)
+        tracker.observe(movements, us_to_datetime(clock["now_us"]))
+
+    def publish(portal: str, payload: bytes) -> None:
+        order.append("pass")
+        message = json.loads(payload)
+        assert message["portal"] == portal
+        published.append(message)
+
+    lights = StackLights([PortalLights("door-1", DeviceId("reader-1"), RULES)])
+    doors = DoorPipeline(
+        engine=engine,
+        ports=DoorPorts(
+            record=record,
+            raise_alert=_no_alert,
+            publish_pass=publish,
+            write_gpo=lambda reader, levels: gpo.append((reader, dict(levels))),
+            receipt_progress=tracker.progress,
+        ),
+        site="dc",
+        now_us=lambda: clock["now_us"],
+        lights=lights,
+        monotonic=lambda: clock["now_us"] / 1e6,
+    )
+
+    async def drive() -> None:
+        reads = pallet([1, 2], sscc_ref=None) + pallet(
+            [3, 4], start_us=T0 + 30_000_000, sscc_ref=None
+        )
+        for now, batch in reports(reads):
+            clock["now_us"] = now
+            await doors.feed(batch)
+        for _ in range(200):
+            clock["now_us"] += 100_000
+            await doors.tick()
+
+    asyncio.run(drive())
+    first = [m for m in published if m["pass_key"] == published[0]["pass_key"]]
+    second = [m for m in published if m["pass_key"] != published[0]["pass_key"]]
+    assert first[0]["phase"] == "started"
+    assert first[-1]["phase"] == "decided"
+    assert first[-1]["receipt"] == {
+        "receipt_id": "ASN-7",
+        "matches": True,
+        "expected": {"SKU-A": 24},
+        "seen": {"SKU-A": 24},
+        "over": {},
+        "unexpected": {},
+        "unexpected_epcs": 0,
+    }
+    assert first[-1]["outcome"] == "matched"
+    assert first[-1]["cases"] == 2
+    assert first[-1]["skus"] == {"SKU-A": 24}
+    # The second pallet is over the ASN from its first decided case on.
+    assert second[0]["phase"] == "started"
+    assert second[0]["outcome"] == "mismatch"
+    assert second[0]["receipt"]["over"] == {"SKU-A": 12}  # type: ignore[index]
+    assert second[-1]["receipt"]["over"] == {"SKU-A": 24}  # type: ignore[index]
+    # Pass news first, then the movements; one movement per pallet.
+    assert order.index("pass") < order.index("record")
+    assert [m.quantity for m in recorded] == [24, 24]
+    # The lights: amber, then green for the first pallet; red and horn for the second.
+    ons = [port for _, levels in gpo for port, high in levels.items() if high]
+    assert ons == [3, 1, 2, 4]
+
+
+async def _no_alert(_alert: Alert) -> None:
+    raise AssertionError("no alert expected")
