@@ -1498,6 +1498,7 @@ class Gateway:
         crossings = []
         for report in reports:
             crossings += engine.feed(report.reads, report.received_us)
+        engine.take_pass_events()  # news of passes long gone: not for the door's lights
         result = await self.record(engine.movements(crossings)) if crossings else None
         log.info(
             "read journal: %d reads of %d reports from %.0f s replayed in %.2f s; "

@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +65,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 """How often the portal engine's clock advances (closes idle passes, settles loads)."""
+
+PASS_LOG = 10_000
+"""Pass events kept in ``DoorPipeline.pass_log``."""
 
 ReceiptProgressOf = Callable[[str, Sequence[tuple[str, str, int]]], ReceiptProgress | None]
 """(door, [(EPC URN, SKU, eaches)]) -> the progress of the expected receipt a pass would go to,
@@ -145,11 +149,9 @@ class DoorPipeline:
         self._photo_eyes = dict(photo_eyes or {})
         self._specs = {spec.portal_id: spec for spec in engine.portals}
         self._antenna_reports: list[AntennaEvent] = []
-        self.pass_log: list[tuple[float, PassEvent, Outcome]] = []
+        self.pass_log: deque[tuple[float, PassEvent, Outcome]] = deque(maxlen=PASS_LOG)
         """(monotonic time, event, outcome) of the last ``PASS_LOG`` pass events (traces,
         the accuracy benchmark's latencies)."""
-
-    PASS_LOG = 10_000
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -236,8 +238,6 @@ class DoorPipeline:
         now = self._monotonic()
         self.counters.pass_events += 1
         self.pass_log.append((now, event, outcome))
-        if len(self.pass_log) > self.PASS_LOG:
-            del self.pass_log[: len(self.pass_log) - self.PASS_LOG]
         if self.lights is not None:
             self._write(self.lights.show(event.portal_id, outcome, now))
         if self._ports.publish_pass is not None:
