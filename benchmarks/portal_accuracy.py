@@ -12,13 +12,21 @@ ground truth the scenario writes (``Scenario.write_truth``):
   load crossing and SKU).
 * ``crossings``: every tag the engine saw cross (pallet labels too) against every truth crossing.
 
+Latency (scenario seconds, from the truth's door-plane time ``t``: the pallet's centre on the
+door plane): *movements*, per truth movement (load crossing, SKU), until the store has committed
+the movements of all its found cases, the moment the gateway notifies its sinks (MQTT publishes
+from there); *pass decisions*, per load crossing, until the door pipeline emitted the first pass
+event (``started``) of its door and direction naming one of its EPCs, the moment it is handed to
+MQTT and the lights. hard.yaml runs without and with photo eyes (light barriers on GPI 1 and 2,
+simulated from the pallets' tracks; ``--photo-eyes``).
+
 Precision = correct / found, recall = correct / truth, direction = correct / found at the right
 door; ``strays`` counts found crossings of EPCs that never crossed (parked pallets),
 ``cross-reads`` those of EPCs that crossed the other door. The scenario clock runs ``--speed``
 times real time (paced: a stall of the process pauses the scenario); the figures do not depend on
 the machine's speed unless reports lag by seconds (the report lag is printed).
 
-    .venv/bin/python benchmarks/portal_accuracy.py                 # ~2 min: clean, hard x3, demo
+    .venv/bin/python benchmarks/portal_accuracy.py                 # ~4 min: clean, hard x3 x2, demo
     .venv/bin/python benchmarks/portal_accuracy.py --scenarios hard --seeds 1,2,3,4,5,6
 """
 

@@ -24,8 +24,9 @@ arrival.
 
 **Deciding** a window happens when (a) the pass has been silent for ``idle_close_s``; (b) at a door
 both sides of which heard the tag, one side fell silent at S while the other heard it after S:
-judged at S + k x ``quiet_close_s`` (k = 1, 2...) on the reads up to then, whether found by the
-tag's next read or by the clock (``advance``), so the outcome does not depend on the cadence;
+judged at S + ``quiet_close_s`` and every 0.2 s after while it stays so, on the reads up to
+then, whether found by the tag's next read or by the clock (``advance``), so the outcome does
+not depend on the cadence;
 the side entered needs 3 reads (a single back-lobe read of a parked tag does not decide). This
 is the usual, fast decision: a pallet carried in is decided ``quiet_close_s`` after its outside
 fell silent, while the inside still hears it; (c) the window reaches ``stray_dwell_s``; (d) the
@@ -324,6 +325,9 @@ _MAX_PASS_EVENTS: Final = 10_000
 _BEAM_WINDOW_US: Final = 2_000_000  # beam breaks this close to a crossing moment are its
 _MAX_BEAMS: Final = 64  # beam breaks remembered per door side
 _QUIET_MIN_READS: Final = 3  # reads the side entered needs for a quiet-side decision
+# After its first look, a quiet side is judged again this often while it stays quiet (about an
+# antenna cycle of a 4-antenna reader: the new side's evidence grows by a read or so).
+_REJUDGE_US: Final = 200_000
 
 
 def _by_strength(heard: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -952,7 +956,8 @@ class PortalEngine:
         """Decide early if, at a portal both of whose sides heard the tag, one side went silent
         at S while the other heard it after S.
 
-        It is judged at S + k x quiet_close_s (k = 1, 2, ...) while that side stays silent, on
+        It is judged at S + quiet_close_s + k x 0.2 s (k = 0, 1, ...: every antenna cycle of a
+        busy reader) while that side stays silent, on
         the reads up to that instant, and the decision is dated so: a first look often has
         too little of the new side to be sure, a later one more. Each instant is judged at the
         first look after it, whether that is the tag's next read (before the read is added) or
@@ -961,6 +966,7 @@ class PortalEngine:
         evidence and are judged once. So the outcome does not depend on how often the engine
         is called."""
         quiet = self._quiet_us
+        step = _REJUDGE_US
         hint = t  # all judged: the next instant comes from a read at or after t
         for portal in win.pairs:
             out_side = win.sides[2 * portal]
@@ -973,15 +979,17 @@ class PortalEngine:
             if stale != win.quiet_checked:
                 win.quiet_checked = stale
                 win.quiet_judged = stale
-            due = stale + ((win.quiet_judged - stale) // quiet + 1) * quiet
+            first = stale + quiet
+            judged = win.quiet_judged
+            due = first if judged < first else first + ((judged - first) // step + 1) * step
             if t <= due:
                 hint = min(hint, due - quiet)
                 continue
-            win.quiet_judged = stale + ((t - 1 - stale) // quiet) * quiet
+            win.quiet_judged = first + ((t - 1 - first) // step) * step
             self._decide(tag, win, due, DecidedBy.QUIET_SIDE, decided)
             if tag.win is not win:
                 return tag.win
-            hint = min(hint, win.quiet_judged)
+            hint = min(hint, win.quiet_judged + step - quiet)
         win.quiet_hint = hint
         return win
 
