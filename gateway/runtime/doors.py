@@ -203,10 +203,6 @@ class DoorPipeline:
             return
         self.engine.beam(eye.portal_id, eye.side, high == eye.broken_high, at_us)
 
-    def gpo_levels(self, reader_id: DeviceId) -> dict[int, bool]:
-        """The lights' present levels on a reader (written again after it reconnects)."""
-        return self.lights.levels(reader_id) if self.lights is not None else {}
-
     # -- output ---------------------------------------------------------------------------------
 
     async def _settled(self, crossings: list[TagCrossed]) -> None:
