@@ -214,7 +214,10 @@ class PortalAccuracyReport:
     """From the pallet passing the door plane to its movement committed (per truth movement)."""
     pass_latency: Latency = Latency(0, math.nan, math.nan, math.nan)
     """From the pallet passing the door plane to the first pass event of its load."""
+    handoff_latency: Latency = Latency(0, math.nan, math.nan, math.nan)
+    """From the pallet passing the door plane to its movement handed to the store (decided)."""
     movement_latencies: tuple[float, ...] = ()
+    handoff_latencies: tuple[float, ...] = ()
     pass_latencies: tuple[float, ...] = ()
     gpo: Mapping[str, tuple[GpioChange, ...]] = field(default_factory=dict)
     """door -> the GPO writes its reader simulator recorded (clock time, port, level)."""
@@ -342,6 +345,8 @@ class _RunResult:
     """The scenario's time 0 on the run's clock."""
     recorded_at: dict[str, float] = field(default_factory=dict)
     """movement_id -> clock time its store transaction committed (sinks notified)."""
+    handed_at: dict[str, float] = field(default_factory=dict)
+    """movement_id -> clock time the door pipeline handed it to be recorded."""
     passes: list[tuple[float, PassEvent]] = field(default_factory=list)
     gpo: dict[str, tuple[GpioChange, ...]] = field(default_factory=dict)
     """door -> the GPO writes its reader simulator applied, in order."""
@@ -393,6 +398,9 @@ async def _run(
 
     async def record(movements: Sequence[Movement]) -> None:
         if movements:
+            handed = clock()
+            for movement in movements:
+                result.handed_at[movement.movement_id] = handed
             await to_record.put(list(movements))
 
     def write_gpo(reader_id: DeviceId, levels: Mapping[int, bool]) -> None:
@@ -570,22 +578,8 @@ def _report(
     # to the sinks when the store has committed the movements of all its found cases; a pass is
     # decided at the first pass event (STARTED) at its door, in its direction, naming one of
     # its EPCs.
-    recorded: dict[Triple, list[float]] = {}
-    for m in stored:
-        at = result.recorded_at.get(m.movement_id)
-        if at is not None:
-            for epc in m.epcs:
-                recorded.setdefault((epc, m.from_location, m.to_location), []).append(at)
-    movement_done: dict[tuple[str, float, str], float] = {}
-    for e in crossings:
-        case = item[e["epc"]]
-        if case is None:
-            continue
-        plane = result.start + e["t"]
-        times = [t for t in recorded.get((uri[e["epc"]], e["from"], e["to"]), []) if t >= plane - 1]
-        if times:
-            key = (e["load"], e["t"], str(case.sku))
-            movement_done[key] = max(movement_done.get(key, 0.0), min(times) - plane)
+    committed = _movement_latencies(crossings, item, uri, stored, result.recorded_at, result.start)
+    handed = _movement_latencies(crossings, item, uri, stored, result.handed_at, result.start)
     loads: dict[tuple[str, float], tuple[str, str, set[str]]] = {}
     for e in crossings:
         entry = loads.setdefault((e["load"], e["t"]), (e["door"], e["direction"], set()))
@@ -605,9 +599,11 @@ def _report(
             pass_done.append(min(firsts) - plane)
     return PortalAccuracyReport(
         photo_eyes=photo_eyes,
-        movement_latency=Latency.of(list(movement_done.values())),
+        movement_latency=Latency.of(committed),
+        handoff_latency=Latency.of(handed),
         pass_latency=Latency.of(pass_done),
-        movement_latencies=tuple(movement_done.values()),
+        movement_latencies=tuple(committed),
+        handoff_latencies=tuple(handed),
         pass_latencies=tuple(pass_done),
         gpo=result.gpo,
         start=result.start,
@@ -628,3 +624,32 @@ def _report(
         lag_max_s=max(lags) / 1e6,
         statuses=tuple(result.statuses),
     )
+
+
+def _movement_latencies(  # noqa: PLR0917 - one private helper, called twice just above
+    crossings: Sequence[dict[str, Any]],
+    item: Mapping[str, CatalogItem | None],
+    uri: Mapping[str, str],
+    stored: Sequence[Movement],
+    at: Mapping[str, float],
+    start: float,
+) -> list[float]:
+    """Per truth movement (load crossing, SKU): seconds from the door plane to ``at`` of the
+    last of the movements carrying its found cases (each case: its first such movement)."""
+    times: dict[Triple, list[float]] = {}
+    for m in stored:
+        when = at.get(m.movement_id)
+        if when is not None:
+            for epc in m.epcs:
+                times.setdefault((epc, m.from_location, m.to_location), []).append(when)
+    done: dict[tuple[str, float, str], float] = {}
+    for e in crossings:
+        case = item[e["epc"]]
+        if case is None:
+            continue
+        plane = start + e["t"]
+        found = [t for t in times.get((uri[e["epc"]], e["from"], e["to"]), []) if t >= plane - 1]
+        if found:
+            key = (e["load"], e["t"], str(case.sku))
+            done[key] = max(done.get(key, 0.0), min(found) - plane)
+    return list(done.values())
