@@ -36,7 +36,7 @@ class PortalParams:
     """At a door both sides of which heard a tag, the side it left must be silent this long
     (while the other still hears it) for the crossing to be decided: the main lever of speed
     against certainty (at most ``idle_close_s``)."""
-    settle_s: float = 0.3
+    settle_s: float = 0.4
     """A load is complete (its movements are made) once reader time is this far past the
     decision of its latest crossing and no pass that could still join it is open."""
 

@@ -98,7 +98,7 @@ after ``horizon_s``; ids are pure functions of the evidence.
 
 Parameters: ``PortalParams`` (config ``debounce.portal``): idle_close_s 2.0, min_reads 2,
 min_confidence 0.6, stray_dwell_s 20.0, cross_read_margin_db 3.0, horizon_s 3600, max_tags 100000,
-group_window_s 1.5, quiet_close_s 0.6, settle_s 0.3. The scoring weights and scales above are
+group_window_s 1.5, quiet_close_s 0.6, settle_s 0.4. The scoring weights and scales above are
 module constants, calibrated against the LLRP simulator's ground truth
 (``tests/test_portal_accuracy.py``, ``benchmarks/portal_accuracy.py``); the reasoning and the
 figures are in docs/portal.md.
