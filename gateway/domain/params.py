@@ -35,7 +35,7 @@ class PortalParams:
     quiet_close_s: float = 0.6
     """At a door both sides of which heard a tag, the side it left must be silent this long
     (while the other still hears it) for the crossing to be decided: the main lever of speed
-    against certainty (at most ``idle_close_s``)."""
+    against certainty (``idle_close_s`` if that is shorter)."""
     settle_s: float = 0.4
     """A load is complete (its movements are made) once reader time is this far past the
     decision of its latest crossing and no pass that could still join it is open."""
@@ -53,8 +53,6 @@ class PortalParams:
                 raise ValueError(f"debounce.portal.{name} must be > 0, got {getattr(self, name)}")
         if self.stray_dwell_s <= self.idle_close_s:
             raise ValueError("debounce.portal.stray_dwell_s must be longer than idle_close_s")
-        if self.quiet_close_s > self.idle_close_s:
-            raise ValueError("debounce.portal.quiet_close_s must not be longer than idle_close_s")
         if self.min_reads < 1:
             raise ValueError(f"debounce.portal.min_reads must be >= 1, got {self.min_reads}")
         if not 0.0 <= self.min_confidence <= 1.0:

@@ -608,7 +608,7 @@ class PortalEngine:
         # A case is decided at most about 2 x idle after its crossing moment (its origin side goes
         # quiet for idle, or it goes silent within idle of that); a load waits that long, plus
         # the chaining window, for its last members.
-        self._quiet_us = round(params.quiet_close_s * 1e6)
+        self._quiet_us = round(min(params.quiet_close_s, params.idle_close_s) * 1e6)
         # A load is complete settle_s after its latest member was decided: a pallet's cases are
         # decided within a few antenna cycles of each other (their origin side falls silent as
         # the pallet's back clears the door). A member decided later starts a new load.
