@@ -12,24 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-from dockwatch_core.model import Alert, AlertKind, DeviceId, LocationId, Movement, Severity
+from dockwatch_core.model import Alert, AlertKind, DeviceId, LocationId, Movement, TagRead
 from edge_store.records import RecordResult
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
 from gateway.adapters.metrics import MetricsServer
 from gateway.adapters.modbus import ModbusShelfPoller
+from gateway.adapters.mqtt import MqttSink
 from gateway.adapters.sink import Sink
 from gateway.config import GatewayConfig, resolve_secret
 from gateway.console.feed import ConsoleFeed
 from gateway.console.wiring import build_console
-from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
+from gateway.domain.antenna import AntennaHealth
 from gateway.domain.epcis import ReceiptClosed
 from gateway.domain.portal import PortalEngine, PortalSpec
 from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard
+from gateway.runtime.doors import DoorCounters, DoorPipeline, DoorPorts, lights_of, photo_eyes_of
 from gateway.runtime.health import CHECK_EVERY_S, STORE_CHECK_TIMEOUT_S, Health
 from gateway.runtime.listeners import Listeners, build_listeners, preflight
 from gateway.runtime.readers import ReaderSet
@@ -44,9 +47,6 @@ from gateway.runtime.telemetry import Telemetry
 __all__ = ["Gateway", "catalog_of", "device_tls", "epcis_site", "load_expected", "preflight"]
 
 log = logging.getLogger(__name__)
-
-TICK_S = 0.25
-"""How often the portal engine's clock advances (closes idle passes)."""
 
 
 def utc_now() -> datetime:
@@ -64,6 +64,7 @@ def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
             inside_location=LocationId(p.inside_location),
             kind_in=p.kinds.in_,
             kind_out=p.kinds.out,
+            photo_eyes=p.photo_eyes is not None,
         )
         for p in config.portals
     ]
@@ -95,7 +96,6 @@ class Gateway:
             portals=specs, catalog=self.catalog, params=config.debounce.portal
         )
         self.antenna_health = AntennaHealth(specs, config.debounce.antenna, now=time.monotonic())
-        self._antenna_reports: list[AntennaEvent] = []  # handled on the next portal tick
         store = config.store
         self.reader_set = ReaderSet(
             config.readers,
@@ -125,6 +125,26 @@ class Gateway:
             on_closed=self._receipt_closed,
         )
         self.receiving = None if self._receiving is None else self._receiving.tracker
+        self.doors = DoorPipeline(
+            engine=self.portal_engine,
+            antenna_health=self.antenna_health,
+            lights=lights_of(config),
+            photo_eyes=photo_eyes_of(config),
+            counters=DoorCounters(self.counters.reads_by_antenna, self.counters.unexpected_antenna),
+            ports=DoorPorts(
+                record=self.record,
+                raise_alert=self.raise_alert,
+                alert_active=lambda alert_id: alert_id in self._active_alerts,
+                publish_pass=self._publish_pass,
+                write_gpo=self._write_gpo,
+                set_antenna_down=self._set_antenna_down,
+                receipt_progress=self.receiving.progress if self.receiving else None,
+                reads_seen=self._reads_seen,
+            ),
+            site=config.site.id,
+            now_us=self._now_us,
+            utcnow=utcnow,
+        )
         self.supervisor = Supervisor()
         self.sinks: dict[str, Sink] = {}
         self.recorder: Recorder | None = None
@@ -201,7 +221,11 @@ class Gateway:
         recorder.on_committed(lambda result: self.shelves.stock_changed(result.stock))
         if self._receiving is not None:
             recorder.on_committed(self._receiving.committed)
-        self.reader_set.build(on_status=devices.report, on_antenna=self._antenna_reported)
+        self.reader_set.build(
+            on_status=devices.report,
+            on_antenna=self.doors.antenna_reported,
+            on_gpi=self.doors.gpi_changed,
+        )
         self.shelf_poller = shelf_poller(
             cfg.shelves,
             cfg.debounce.shelf,
@@ -289,8 +313,8 @@ class Gateway:
             for reader_id, adapter in self.readers.items():
                 sv.start(tg, f"reader {reader_id}", adapter.run)
             if cfg.readers:
-                sv.start(tg, "portal engine", self._portal_loop)
-                sv.start(tg, "portal clock", self._portal_ticker)
+                sv.start(tg, "portal engine", partial(self.doors.run_reads, self.reads))
+                sv.start(tg, "portal clock", self.doors.run_clock)
             if self.shelf_poller is not None:
                 sv.start(tg, "shelf poller", self.shelf_poller.run)
                 sv.start(tg, "shelf engine", self.shelves.run)
@@ -304,88 +328,23 @@ class Gateway:
             sv.start(tg, "store and sync check", health.run)
             self.ready.set()
 
-    # -- the doors (moving to gateway/runtime/doors.py) -----------------------------------------
+    # -- the door pipeline's ports (gateway/runtime/doors.py) ------------------------------------
 
-    async def _portal_loop(self) -> None:
-        engine = self.portal_engine
-        while True:
-            batch = await self.reads.get()
-            self.counters.reads += len(batch.reads)
-            by_antenna = self.counters.reads_by_antenna
-            for read in batch.reads:
-                key = (read.reader_id, read.antenna)
-                if key in by_antenna:
-                    by_antenna[key] += 1
-                else:
-                    self._unexpected_antenna(read.reader_id, read.antenna)
-            recovered = self.antenna_health.feed(batch.reads, time.monotonic())
-            if recovered:
-                await self._antenna_events(recovered)
-            self.console_feed.reads(batch.reads)
-            crossings = engine.feed(batch.reads, self._now_us())
-            if crossings:
-                await self.record(engine.movements(crossings))
+    def _reads_seen(self, reads: Sequence[TagRead]) -> None:
+        self.counters.reads += len(reads)
+        self.console_feed.reads(reads)
 
-    def _unexpected_antenna(self, reader_id: str, antenna: int) -> None:
-        """A read on an antenna the reader is not configured with: counted per reader (the
-        portal engine ignores it), logged once per reader."""
-        unexpected = self.counters.unexpected_antenna
-        count = unexpected.get(reader_id)
-        if count is None:
-            return  # not a configured reader: the adapter never reports one
-        unexpected[reader_id] = count + 1
-        if count == 0:
-            configured = sorted(a for r, a in self.counters.reads_by_antenna if r == reader_id)
-            log.warning(
-                "reader %s reports reads on antenna %s, which is not configured (antennas %s): "
-                "such reads are counted in dockwatch_reader_unexpected_antenna_reads_total and "
-                "otherwise ignored (logged once per reader)",
-                reader_id,
-                antenna,
-                ", ".join(map(str, configured)),
-                extra={"reader_id": reader_id},
-            )
+    def _publish_pass(self, portal_id: str, payload: bytes) -> None:
+        mqtt = self.sinks.get("mqtt")
+        if isinstance(mqtt, MqttSink):
+            mqtt.publish_pass(portal_id, payload)
 
-    async def _portal_ticker(self) -> None:
-        engine = self.portal_engine
-        while True:
-            await asyncio.sleep(TICK_S)
-            crossings = engine.advance(self._now_us())
-            if crossings:
-                await self.record(engine.movements(crossings))
-            reported, self._antenna_reports = self._antenna_reports, []
-            await self._antenna_events([*reported, *self.antenna_health.advance(time.monotonic())])
+    def _write_gpo(self, reader_id: DeviceId, levels: Mapping[int, bool]) -> None:
+        adapter = self.readers.get(reader_id)
+        if adapter is not None:
+            adapter.write_gpo(levels)
 
-    def _antenna_reported(self, reader_id: DeviceId, antenna: int, connected: bool) -> None:
-        """An LLRP adapter's AntennaEvent (on the loop); handled on the next tick."""
-        self._antenna_reports += self.antenna_health.reported(
-            reader_id, antenna, connected, time.monotonic()
-        )
-
-    async def _antenna_events(self, events: Sequence[AntennaEvent]) -> None:
-        """``antenna_down`` raised or cleared, and the reader marked degraded meanwhile."""
-        for event in events:
-            down = isinstance(event, AntennaDown)
-            adapter = self.readers.get(event.reader_id)
-            if adapter is not None:
-                detail = event.detail if isinstance(event, AntennaDown) else None
-                adapter.set_antenna_down(event.antenna, detail)
-            alert_id = f"{AlertKind.ANTENNA_DOWN}:{event.reader_id}:{event.antenna}"
-            if down == (alert_id in self._active_alerts):
-                continue
-            await self.raise_alert(
-                Alert(
-                    alert_id=alert_id,
-                    kind=AlertKind.ANTENNA_DOWN,
-                    severity=Severity.WARNING if down else Severity.INFO,
-                    subject=f"{event.reader_id}/{event.antenna}",
-                    message=(
-                        f"{event.reader_id}: {event.detail}"
-                        if isinstance(event, AntennaDown)
-                        else f"{event.reader_id}: antenna {event.antenna} reads again"
-                    ),
-                    raised_at=self._utcnow(),
-                    active=down,
-                    details={"portal": event.portal_id, "antenna": event.antenna},
-                )
-            )
+    def _set_antenna_down(self, reader_id: DeviceId, antenna: int, detail: str | None) -> None:
+        adapter = self.readers.get(reader_id)
+        if adapter is not None:
+            adapter.set_antenna_down(antenna, detail)

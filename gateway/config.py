@@ -651,11 +651,49 @@ class PortalKinds(Section):
     out: Annotated[MovementKind, OneOf(choices=_PORTAL_KINDS)] = MovementKind.RETURN
 
 
+_Ports = _Antennas
+"""GPO or GPI port numbers: a reader numbers its ports from 1, as its antennas."""
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class LightRuleConfig(Section):
+    """One stack-light rule: an outcome of a pass lights GPO ports (docs/portal.md)."""
+
+    on: Annotated[Literal["deciding", "matched", "mismatch", "decided"], OneOf()]
+    gpo: _Ports
+    for_s: Annotated[float, POSITIVE] | None = 3.0
+    """How long the ports stay on; null: until the door's next outcome."""
+    blink: Annotated[bool, Flag()] = False
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class LightsConfig(Section):
+    """Stack lights and horns on the portal reader's GPO outputs."""
+
+    rules: Annotated[tuple[LightRuleConfig, ...], Items("a mapping", nonempty=True)]
+    low_confidence: Annotated[float, Num(float, lo=0, hi=1)] = 0.8
+    """A settled pass below this confidence shows as ``deciding``."""
+
+
+@dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
+class PhotoEyesConfig(Section):
+    """A light barrier on each side of the door, on the portal reader's GPI inputs."""
+
+    outside_gpi: Annotated[int, Num(int, lo=1, hi=65535)]
+    inside_gpi: Annotated[int, Num(int, lo=1, hi=65535)]
+    broken_high: Annotated[bool, Flag()] = True
+    """The input is high while the beam is broken (false: low while broken)."""
+
+    def _config_problems(self) -> Iterable[tuple[str, str]]:
+        if self.inside_gpi == self.outside_gpi:
+            yield "inside_gpi", f"must differ from outside_gpi ({self.outside_gpi})"
+
+
 @dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
 class PortalConfig(Section):
-    """A door: a reader's antennas on either side of it. New keys (door lights, photo eyes)
-    are fields here with a check in ``Annotated`` and, if they relate fields, a line in
-    :meth:`_config_problems`."""
+    """A door: a reader's antennas on either side of it, optionally its stack lights and photo
+    eyes. A new key is a field here with a check in ``Annotated`` and, if it relates fields, a
+    line in :meth:`_config_problems`."""
 
     id: Annotated[str, ID]
     reader: Annotated[str, ID]
@@ -669,6 +707,8 @@ class PortalConfig(Section):
     internal transfer both ways."""
     sgln: Annotated[str, SGLN] | None = None
     """The door's SGLN (EPCIS ``readPoint``); None: a URI under ``sinks.epcis.base_uri``."""
+    lights: LightsConfig | None = None
+    photo_eyes: PhotoEyesConfig | None = None
 
     @classmethod
     def _prepare(cls, data: Mapping[str, Any], info: ValidationInfo) -> Mapping[str, Any]:
@@ -1394,6 +1434,7 @@ def _cross_check(
     portals = entries("portals", PortalConfig)
     _unique_ids(ctx, ((("portals", i, "id"), x.id) for i, x in portals))
     antenna_owner: dict[tuple[str, int], int] = {}
+    io_owner: dict[tuple[str, str, object], int] = {}
     for i, portal in portals:
         path: KeyPath = ("portals", i)
         if _check_ref(ctx, (*path, "reader"), portal.reader, reader_ids, "reader"):
@@ -1416,6 +1457,23 @@ def _cross_check(
                         )
         for side in ("outside_location", "inside_location"):
             _check_ref(ctx, (*path, side), getattr(portal, side), known_locations, "location")
+        # A reader's GPO outputs (lights) and GPI inputs (photo eyes) belong to one portal each.
+        io: list[tuple[KeyPath, str, object]] = []
+        if portal.lights is not None and _ok(portal.lights):
+            for j, rule in enumerate(_seq(portal.lights.rules)):
+                if _ok(rule):
+                    io += [(("lights", "rules", j, "gpo"), "GPO", p) for p in _seq(rule.gpo)]
+        if portal.photo_eyes is not None and _ok(portal.photo_eyes):
+            for key in ("outside_gpi", "inside_gpi"):
+                io.append((("photo_eyes", key), "GPI", getattr(portal.photo_eyes, key)))
+        for where, kind, port in io:
+            owner = io_owner.setdefault((portal.reader, kind, port), i)
+            if owner != i:
+                ctx.report(
+                    (*path, *where),
+                    f"{kind} {port} of reader '{portal.reader}' is already used by "
+                    f"portals[{owner}]",
+                )
 
     shelves = entries("shelves", ShelfConfig)
     shelf_ids = _unique_ids(ctx, ((("shelves", i, "id"), x.id) for i, x in shelves))

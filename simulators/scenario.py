@@ -97,6 +97,7 @@ PALLET_WIDTH_M = 1.0  # along the wall (y)
 LOAD_BOTTOM_M = 0.15
 LOAD_TOP_M = 1.65
 LABEL_HEIGHT_M = 0.9
+PHOTO_EYE_OFFSET_M = 0.5  # light barriers this far outside and inside the door plane
 _SPEED_OF_LIGHT = 299_792_458.0
 
 
@@ -319,6 +320,41 @@ class Scenario:
             )
         events.sort(key=lambda e: (e["t"], e["epc"]))
         return events
+
+    def photo_eye_edges(
+        self, door_id: str, *, offset_m: float = PHOTO_EYE_OFFSET_M
+    ) -> list[tuple[float, str, bool]]:
+        """When the light barriers of a door change: ``(t, side, broken)`` in time order.
+
+        A barrier crosses the pallets' lane ``offset_m`` outside (``side`` "outside") or inside
+        the door plane, above the pallet's deck; a pallet breaks it while its load, 1.2 m long
+        along its travel, spans the barrier's line. Parked pallets (strays) stand beside the
+        lane and never break it. Overlapping breaks by two pallets are one."""
+        door = self.door(door_id)
+        spans: dict[str, list[tuple[float, float]]] = {"outside": [], "inside": []}
+        half = PALLET_LENGTH_M / 2
+        for p in self.pallets:
+            if p.door != door.id:
+                continue
+            for side, x in (("outside", -offset_m), ("inside", offset_m)):
+                # centre x(s) = +-(s - at_s) x speed: broken while |x(s) - x_b| <= half
+                reach = x if p.direction == "in" else -x
+                spans[side].append(
+                    (p.at_s + (reach - half) / p.speed_mps, p.at_s + (reach + half) / p.speed_mps)
+                )
+        edges: list[tuple[float, str, bool]] = []
+        for side, intervals in spans.items():
+            intervals.sort()
+            merged: list[list[float]] = []
+            for a, b in intervals:
+                if merged and a <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], b)
+                else:
+                    merged.append([a, b])
+            for a, b in merged:
+                edges += [(a, side, True), (b, side, False)]
+        edges.sort()
+        return edges
 
     def write_truth(self, path: Path | str) -> Path:
         """Write :meth:`truth_events` as JSON Lines via :class:`GroundTruthWriter`."""

@@ -70,7 +70,8 @@ def _config(tmp_path: Path, reader_port: int, metrics_port: int) -> Path:
             }
         ],
         # Long enough that the kill below lands between the last read and the decision.
-        "debounce": {"portal": {"idle_close_s": 4.0, "stray_dwell_s": 30.0}},
+        # quiet_close_s as long: no early quiet-side decision closes the window either
+        "debounce": {"portal": {"idle_close_s": 4.0, "quiet_close_s": 4.0, "stray_dwell_s": 30.0}},
         "api": {
             "grpc_listen": f"127.0.0.1:{free_port()}",
             "metrics_listen": f"127.0.0.1:{metrics_port}",

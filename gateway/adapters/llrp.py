@@ -456,8 +456,9 @@ def reader_config(
             "reconnect": False,  # sllurp's reconnect sleeps a fixed 60 s; the adapter owns it
             "start_inventory": True,
             "reset_on_connect": True,  # delete stale ROSpecs/AccessSpecs a previous run left
-            # AntennaEvent: a reader that notices a pulled cable says so (antenna health)
-            "event_selector": {"AntennaEvent": True},
+            # AntennaEvent: a reader that notices a pulled cable says so (antenna health);
+            # GPIEvent: photo eyes on the reader's inputs (the door pipeline's beams)
+            "event_selector": {"AntennaEvent": True, "GPIEvent": True},
         }
     )
 
@@ -968,6 +969,16 @@ class _ReaderClient(LLRPReaderClient):  # type: ignore[misc]  # sllurp ships no 
         except (OSError, LLRPError) as exc:
             self._give_up(f"connection lost while starting the ROSpec: {exc!r}", exc)
 
+    def write_gpo(self, levels: Mapping[int, bool]) -> None:
+        """SET_READER_CONFIG with one GPOWriteData per port (LLRP 1.0.1 section 12.2.6): set
+        the reader's outputs (stack lights, horns). Its reply is the adapter's, not sllurp's."""
+        message = codec.SetReaderConfig(
+            gpo_write_data=tuple(
+                codec.GPOWriteData(port, high) for port, high in sorted(levels.items())
+            )
+        )
+        self.send_data(self._own_frame(message))
+
     def goodbye(self, timeout_s: float) -> bool:
         """Delete our AccessSpecs and ROSpecs and close the LLRP connection (LLRP 1.0.1
         section 12.1.5: the client sends CLOSE_CONNECTION); wait up to ``timeout_s`` for
@@ -1040,6 +1051,7 @@ class LlrpReaderAdapter:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         tls: ssl.SSLContext | None = None,
         on_antenna: Callable[[DeviceId, int, bool], None] | None = None,
+        on_gpi: Callable[[DeviceId, int, bool, int], None] | None = None,
         max_clock_skew_s: float = 2.0,
         journal: JournalWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -1082,6 +1094,9 @@ class LlrpReaderAdapter:
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
         self._on_antenna = on_antenna
+        self._on_gpi = on_gpi
+        self._client: _ReaderClient | None = None  # the session's, for GPO writes
+        self._gpo_writes: set[asyncio.Future[None]] = set()
         self._journal = journal
         self._max_clock_skew_s = max_clock_skew_s
         self._clock = clock
@@ -1161,6 +1176,23 @@ class LlrpReaderAdapter:
         (``None``). Antenna health is judged by the portal's reads (``gateway.domain.antenna``)."""
         self._set_condition(f"antenna {antenna}", detail)
 
+    def write_gpo(self, levels: Mapping[int, bool]) -> bool:
+        """Set GPO ports (SET_READER_CONFIG GPOWriteData) now, from the loop: the write runs
+        in the executor. Returns False (nothing sent) while the reader is not inventorying."""
+        client = self._client
+        if client is None or self._state not in (DeviceState.ONLINE, DeviceState.DEGRADED):
+            return False
+        future = asyncio.ensure_future(asyncio.to_thread(self._send_gpo, client, dict(levels)))
+        self._gpo_writes.add(future)
+        future.add_done_callback(self._gpo_writes.discard)
+        return True
+
+    def _send_gpo(self, client: _ReaderClient, levels: dict[int, bool]) -> None:
+        try:
+            client.write_gpo(levels)
+        except (OSError, LLRPError) as exc:  # the watchdog finds a dead link; this is a light
+            logger.debug("GPO write to %s failed: %r", self.reader_id, exc)
+
     def _set_condition(self, key: str, detail: str | None) -> None:
         if detail is None:
             if self._conditions.pop(key, None) is None:
@@ -1224,6 +1256,7 @@ class LlrpReaderAdapter:
             tcp_keepalive_s=self._keepalive_s,
             journal=self._journal,
         )
+        self._client = client
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
         connecting.add_done_callback(lambda _: self._wake.set())
         polite = False
@@ -1234,6 +1267,7 @@ class LlrpReaderAdapter:
             raise
         finally:
             self._session += 1
+            self._client = None
             await self._close(client, connecting, polite=polite)
 
     async def _watch(self, client: _ReaderClient, connecting: asyncio.Future[None]) -> None:
@@ -1356,6 +1390,16 @@ class LlrpReaderAdapter:
                     self.reader_id,
                     int(antenna_event.get("AntennaID", 0)),
                     antenna_event.get("EventType") == "Connected",
+                )
+            gpi_event = data.get("GPIEvent")
+            if isinstance(gpi_event, Mapping) and self._on_gpi is not None:
+                stamp = data.get("UTCTimestamp")
+                at_us = stamp.get("Microseconds") if isinstance(stamp, Mapping) else None
+                self._on_gpi(
+                    self.reader_id,
+                    int(gpi_event.get("GPIPortNumber", 0)),
+                    bool(gpi_event.get("GPIEvent")),
+                    at_us if isinstance(at_us, int) else round(self._utcnow().timestamp() * 1e6),
                 )
             if attempt is not None and attempt.get("Status") != "Success":
                 status = str(attempt.get("Status"))

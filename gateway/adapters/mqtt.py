@@ -118,6 +118,9 @@ def _last_seq(batch: Sequence[RecordedMovement]) -> int | None:
     return batch[-1].seq if batch else None
 
 
+_MAX_QUEUED_EVENTS = 1000
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -377,6 +380,9 @@ class _StatePublisher:
         self._stock_seq: dict[str, int] = {}
         self._device_since: dict[str, datetime] = {}
         self._alerts: deque[_AlertEvent] = deque(maxlen=max(1, max_queued_alerts))
+        # Pass events (topic, payload): news of the moment, so a short queue; the oldest go
+        # first while the broker is away (the settled movements are in the outbox anyway).
+        self._events: deque[tuple[str, bytes]] = deque(maxlen=_MAX_QUEUED_EVENTS)
         self._dropping_alerts = False
         self._refused_topics: set[str] = set()
         self._changed = asyncio.Event()
@@ -409,6 +415,10 @@ class _StatePublisher:
                 self._alerts.maxlen,
             )
         self._alerts.append(_AlertEvent(alert, update_state=True))
+        self._changed.set()
+
+    def event(self, topic: str, payload: bytes) -> None:
+        self._events.append((topic, payload))
         self._changed.set()
 
     def _alert_state(self, alert: Alert) -> tuple[str, bytes]:
@@ -449,6 +459,11 @@ class _StatePublisher:
                 if self._alerts and self._alerts[0] is event:
                     self._alerts.popleft()
             self._dropping_alerts = False
+            while self._events:
+                head = self._events[0]
+                await self._publish(publisher, *head, False)
+                if self._events and self._events[0] is head:
+                    self._events.popleft()
             if not self._pending:
                 await self._changed.wait()
 
@@ -676,6 +691,16 @@ class MqttSink:
     def publish_alert(self, alert: Alert) -> None:
         """Publish an alert event, and set (active) or clear (inactive) its retained state."""
         self._state.alert(alert)
+
+    def publish_event(self, topic: str, payload: bytes) -> None:
+        """Publish a message that is not in the outbox (QoS of the sink, not retained), e.g. a
+        door's pass events (``payloads.door_passes_topic``). Queued while the broker is away,
+        at most ``_MAX_QUEUED_EVENTS`` (the oldest are dropped)."""
+        self._state.event(topic, payload)
+
+    def publish_pass(self, portal_id: str, payload: bytes) -> None:
+        """Publish a door's pass event (JSON) on ``{prefix}/doors/{portal}/passes``."""
+        self.publish_event(payloads.door_passes_topic(self._prefix, portal_id), payload)
 
     # -- the connection loop ----------------------------------------------------------------
 

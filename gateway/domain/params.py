@@ -32,6 +32,13 @@ class PortalParams:
     group_window_s: float = 1.5
     """Crossings of one door in one direction whose crossing moments are this close (chained)
     are one load, e.g. a pallet: they become one movement per SKU."""
+    quiet_close_s: float = 0.6
+    """At a door both sides of which heard a tag, the side it left must be silent this long
+    (while the other still hears it) for the crossing to be decided: the main lever of speed
+    against certainty (``idle_close_s`` if that is shorter)."""
+    settle_s: float = 0.4
+    """A load is complete (its movements are made) once reader time is this far past the
+    decision of its latest crossing and no pass that could still join it is open."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -39,6 +46,8 @@ class PortalParams:
             "stray_dwell_s",
             "horizon_s",
             "group_window_s",
+            "quiet_close_s",
+            "settle_s",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"debounce.portal.{name} must be > 0, got {getattr(self, name)}")

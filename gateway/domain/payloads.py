@@ -238,6 +238,11 @@ def active_alert_topic(prefix: str, kind: AlertKind, subject: str) -> str:
     return f"{prefix}/active_alerts/{topic_segment(kind.value)}/{topic_segment(subject)}"
 
 
+def door_passes_topic(prefix: str, portal_id: str) -> str:
+    """Fast per-pass door events (not retained): see docs/mqtt.md."""
+    return f"{prefix}/doors/{topic_segment(portal_id)}/passes"
+
+
 def device_status_topic(prefix: str, device_id: str) -> str:
     return f"{prefix}/devices/{topic_segment(device_id)}/status"
 

@@ -23,9 +23,14 @@ then (within ``idle_close_s``): for those, its first read is an artefact of the 
 arrival.
 
 **Deciding** a window happens when (a) the pass has been silent for ``idle_close_s``; (b) at a door
-both sides of which heard the tag, one side has been silent for ``idle_close_s`` while the other
-still hears it (a pallet dropped right behind the door is decided without waiting for it to
-leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
+both sides of which heard the tag, one side fell silent at S while the other heard it after S:
+judged at S + ``quiet_close_s`` and every 0.2 s after while it stays so, on the reads up to
+then, whether found by the tag's next read or by the clock (``advance``), so the outcome does
+not depend on the cadence;
+the side entered needs 3 reads (a single back-lobe read of a parked tag does not decide). This
+is the usual, fast decision: a pallet carried in is decided ``quiet_close_s`` after its outside
+fell silent, while the inside still hears it; (c) the window reaches ``stray_dwell_s``; (d) the
+tag is evicted. Then:
 
 1. *Door*: each portal that heard the tag has a strength: the mean of its two sides' peak RSSI if
    it heard both (a crossing passes close to both; a neighbour's beam reaches one side of the
@@ -43,7 +48,7 @@ leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
    times). A crossing is a hand-over: F and L must agree; a side that hears the tag before and
    after the other brackets it (a parked tag) and gives no direction (``ambiguous``). The
    transition T = sign x min(|F|, |L|) x (1 + sign x A) / 2, positive for outside-then-inside.
-   The side the tag left must have been silent for ``idle_close_s`` when the window is decided
+   The side the tag left must have been silent for ``quiet_close_s`` when the window is decided
    (always so for (a) and (b); at (c) the hand-over may still be under way, and a later window
    sees it whole).
 3. *Confidence* = |T| x support x cross-read factor x motion. support = m / (m + 0.5), m the read
@@ -58,12 +63,17 @@ leave); (c) the window reaches ``stray_dwell_s``; (d) the tag is evicted. Then:
 **Loads.** Crossings of one door in one direction are chained while their crossing moments (for an
 inward crossing: half-way between the last outside read and the first inside read) are within
 ``group_window_s``; a load spans at most ``stray_dwell_s``. A load settles once reader time passes
-its last moment + 2 x (``group_window_s`` + ``idle_close_s``) (a case is decided at most about
-2 x idle_close_s after its moment) and no open pass heard on both sides of its door could still
-be decided by then (one last read by another, silent, reader waits on that reader's lagging
-clock); its crossings are then emitted together as ``TagCrossed`` sharing one ``pass_id``. A
-crossing decided after that settle time starts a new load, so the grouping depends only on the
-reads, not on how often ``feed``/``advance`` are called. ``movements()`` makes one movement per
+its latest member's decision + ``settle_s`` (a pallet's cases are decided within a few antenna
+cycles of each other, as the pallet's back clears the door) and no open pass heard on both sides
+of its door is last read by a reader whose clock has not reached that time (its decision may
+still be on its way); its crossings are then emitted together as ``TagCrossed`` sharing one
+``pass_id``. A crossing decided after that settle time starts a new load, so the grouping
+depends only on the reads, not on how often ``feed``/``advance`` are called. Each load also
+gives ``PassEvent`` news (``take_pass_events``): STARTED at its first decision, UPDATED as
+members join, DECIDED when it settles. A portal with photo eyes (``PortalSpec.photo_eyes``,
+``beam``) weighs each crossing by its beams: both broken near the moment in the direction's
+order halve the doubt; the contrary order, or no beam broken at all (a parked tag, a
+neighbour's pallet), halve the confidence. ``movements()`` makes one movement per
 (load, SKU): quantity = cases x pack_size eaches, the pallet's SSCC as ``container``, a
 ``movement_id`` recomputable from the movement itself.
 
@@ -88,9 +98,10 @@ after ``horizon_s``; ids are pure functions of the evidence.
 
 Parameters: ``PortalParams`` (config ``debounce.portal``): idle_close_s 2.0, min_reads 2,
 min_confidence 0.6, stray_dwell_s 20.0, cross_read_margin_db 3.0, horizon_s 3600, max_tags 100000,
-group_window_s 1.5. The scoring weights and scales above are module constants, calibrated
-against the LLRP simulator's ground truth (``tests/test_portal_accuracy.py``,
-``benchmarks/portal_accuracy.py``); the reasoning and the figures are in docs/portal.md.
+group_window_s 1.5, quiet_close_s 0.6, settle_s 0.4. The scoring weights and scales above are
+module constants, calibrated against the LLRP simulator's ground truth
+(``tests/test_portal_accuracy.py``, ``benchmarks/portal_accuracy.py``); the reasoning and the
+figures are in docs/portal.md.
 """
 
 from __future__ import annotations
@@ -99,7 +110,7 @@ import enum
 import hashlib
 import heapq
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -125,6 +136,8 @@ __all__ = [
     "CrossingEvidence",
     "DecidedBy",
     "Direction",
+    "PassEvent",
+    "PassPhase",
     "PortalEngine",
     "PortalSpec",
     "PortalStats",
@@ -163,6 +176,8 @@ class PortalSpec:
     inside_location: LocationId
     kind_in: MovementKind = MovementKind.RECEIPT
     kind_out: MovementKind = MovementKind.SHIPMENT
+    photo_eyes: bool = False
+    """A light barrier on each side of the door reports to ``PortalEngine.beam``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outside_antennas", frozenset(self.outside_antennas))
@@ -205,6 +220,9 @@ class CrossingEvidence:
     """Winner's strength minus the runner-up's, in dB (negative if the winner won on read
     count). Strength: the mean of the two sides' peak RSSI, or the one side's peak."""
     decided_by: DecidedBy
+    beams: str | None = None
+    """At a portal with photo eyes: ``agree``/``disagree`` (beam order against the reads'
+    direction), ``one_side`` (one beam broken near the moment), ``none`` (no beam broken)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +244,37 @@ class TagCrossed:
     reads: int
     pass_id: str
     evidence: CrossingEvidence
+
+
+class PassPhase(enum.StrEnum):
+    STARTED = "started"
+    """The first crossing of a new load was decided: direction known, more cases may come."""
+    UPDATED = "updated"
+    """Another crossing joined the load."""
+    DECIDED = "decided"
+    """The load settled: its ``TagCrossed`` (and movements) are emitted in the same call."""
+
+
+@dataclass(frozen=True, slots=True)
+class PassEvent:
+    """Fast news of a load (a pass: a pallet through a door) ahead of its settled crossings."""
+
+    pass_key: str
+    """Stable for one load from STARTED to DECIDED (the first crossing's door, direction, EPC
+    and moment); the settled crossings carry ``pass_id`` instead, known only at DECIDED."""
+    portal_id: str
+    phase: PassPhase
+    direction: Direction
+    at_us: int
+    """Reader time of the decision (or, for DECIDED, of the settling) that caused the event."""
+    moment_us: int
+    """The load's earliest crossing moment so far."""
+    epcs: tuple[str, ...]
+    """The EPCs (hex) decided so far, in the order decided."""
+    confidence: float
+    """Mean crossing confidence so far."""
+    pass_id: str | None = None
+    """On DECIDED: the ``pass_id`` of the load's ``TagCrossed`` events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +321,13 @@ _MOVING_DB: Final = 2.0  # ...and this much more: full motion
 _TREND_REF: Final = 3e-4  # 3 dB/s expressed in centi-dB per microsecond (diagnostic only)
 _W_MEAN, _W_PEAK = 0.6, 0.4  # timing agreement: mean RSSI-sample times, then peak times
 _last_seen = attrgetter("last_seen_us")
+_MAX_PASS_EVENTS: Final = 10_000
+_BEAM_WINDOW_US: Final = 2_000_000  # beam breaks this close to a crossing moment are its
+_MAX_BEAMS: Final = 64  # beam breaks remembered per door side
+_QUIET_MIN_READS: Final = 3  # reads the side entered needs for a quiet-side decision
+# After its first look, a quiet side is judged again this often while it stays quiet (about an
+# antenna cycle of a 4-antenna reader: the new side's evidence grows by a read or so).
+_REJUDGE_US: Final = 200_000
 
 
 def _by_strength(heard: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -329,7 +385,15 @@ class _Side:
 class _Window:
     """The evidence of one pass (or of one stretch of a long one): a side per (portal, side)."""
 
-    __slots__ = ("carried", "pairs", "quiet_checked", "quiet_hint", "sides", "start")
+    __slots__ = (
+        "carried",
+        "pairs",
+        "quiet_checked",
+        "quiet_hint",
+        "quiet_judged",
+        "sides",
+        "start",
+    )
 
     def __init__(self, start: int, n_codes: int, carried: int = 0) -> None:
         self.start = start
@@ -338,7 +402,8 @@ class _Window:
         self.carried = carried
         self.sides: list[_Side | None] = [None] * n_codes
         self.pairs: list[int] = []  # portals both of whose sides heard the tag
-        self.quiet_checked = -1  # the quiet-side instant last judged (not judged twice)
+        self.quiet_checked = -1  # S, the instant a side fell quiet, last judged...
+        self.quiet_judged = -1  # ...and the last instant S + k x quiet_close_s it was judged at
         # A lower bound of the instant a side of a pair went quiet: the hot path calls
         # _quiet_side only once idle_close_s has passed since it.
         self.quiet_hint = _NEVER
@@ -420,15 +485,16 @@ class _Decided:
 
 
 class _Load:
-    __slots__ = ("direction", "m_max", "m_min", "members", "portal", "settle_at")
+    __slots__ = ("direction", "key", "m_max", "m_min", "members", "portal", "settle_at")
 
-    def __init__(self, first: _Decided, settle_pad: int) -> None:
+    def __init__(self, first: _Decided, settle_pad: int, key: str) -> None:
+        self.key = key
         self.portal = first.portal
         self.direction = first.direction
         self.members = [first]
         self.m_min = first.moment_us
         self.m_max = first.moment_us
-        self.settle_at = first.moment_us + settle_pad
+        self.settle_at = first.decided_us + settle_pad
 
 
 @dataclass(slots=True)
@@ -525,6 +591,12 @@ class PortalEngine:
                     antennas[antenna] = index * 2 + side
             self._portal_reader.append(entry[0])
         self._n_codes = 2 * len(self._portals)
+        self._index = {spec.portal_id: index for index, spec in enumerate(self._portals)}
+        # Per code (portal, side): photo-eye beam breaks [start, end (_NEVER: still broken)],
+        # newest last.
+        self._beams: list[deque[list[int]]] = [
+            deque(maxlen=_MAX_BEAMS) for _ in range(self._n_codes)
+        ]
         n_readers = len(self._readers)
         self._newest: list[int | None] = [None] * n_readers
         self._offset: list[int] = [0] * n_readers
@@ -536,14 +608,23 @@ class PortalEngine:
         # A case is decided at most about 2 x idle after its crossing moment (its origin side goes
         # quiet for idle, or it goes silent within idle of that); a load waits that long, plus
         # the chaining window, for its last members.
-        self._settle_pad_us = 2 * (self._group_us + self._idle_us)
+        self._quiet_us = round(min(params.quiet_close_s, params.idle_close_s) * 1e6)
+        # A load is complete settle_s after its latest member was decided: a pallet's cases are
+        # decided within a few antenna cycles of each other (their origin side falls silent as
+        # the pallet's back clears the door). A member decided later starts a new load.
+        self._settle_pad_us = round(params.settle_s * 1e6)
         self._open: dict[str, _Tag] = {}
         # Per reader, a heap of (last read time when pushed, epc): one live entry per open tag,
         # refreshed lazily so the hot path never touches it; entries whose key no longer matches
         # the tag's heap_key are stale.
         self._deadlines: list[list[tuple[int, str]]] = [[] for _ in range(n_readers)]
         self._idle: OrderedDict[str, _Tag] = OrderedDict()
+        # Open tags whose window may hold a pair (both sides of a door heard them): the ones
+        # the clock looks at for quiet sides. Pruned lazily.
+        self._paired: dict[str, _Tag] = {}
         self._loads: list[_Load] = []
+        # Taken by take_pass_events(); a caller that never takes them keeps only the newest.
+        self._passes: deque[PassEvent] = deque(maxlen=_MAX_PASS_EVENTS)
         # EPC URI -> (location, crossing moment us) from crossings recorded before this engine
         # started (assume_locations); consulted once per tag, at its first decision.
         self._assumed: dict[str, tuple[str, int]] = {}
@@ -559,6 +640,47 @@ class PortalEngine:
     @property
     def portals(self) -> tuple[PortalSpec, ...]:
         return self._portals
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def beam(self, portal_id: str, side: str, broken: bool, at_us: int) -> None:
+        """A photo eye on ``side`` (``outside``/``inside``) of a portal was broken or cleared
+        at ``at_us`` (reader UTC microseconds): evidence for its next decisions."""
+        index = self._index.get(portal_id)
+        if index is None or side not in ("outside", "inside"):
+            raise ValueError(f"no side {side!r} of a portal {portal_id!r}")
+        beams = self._beams[2 * index + (side == "inside")]
+        if broken:
+            if not beams or beams[-1][1] != _NEVER:
+                beams.append([at_us, _NEVER])  # broken until cleared
+        elif beams and beams[-1][1] == _NEVER:
+            beams[-1][1] = at_us
+
+    def _beam_evidence(
+        self, portal: int, direction: Direction, moment: int, confidence: float
+    ) -> tuple[float, str]:
+        """Photo eyes: a pallet crossing the door plane breaks both beams, in its direction's
+        order, around the moment the reads say it crossed; a parked tag or a neighbour's
+        pallet breaks none. Beam order agreeing halves the doubt, disagreeing halves the
+        confidence, no beam near the moment halves it too (one beam: no vote)."""
+        near = []
+        for code in (2 * portal, 2 * portal + 1):
+            starts = [
+                start
+                for start, end in self._beams[code]
+                if start <= moment + _BEAM_WINDOW_US and end >= moment - _BEAM_WINDOW_US
+            ]
+            near.append(min(starts, key=lambda t: abs(t - moment)) if starts else None)
+        outside, inside = near
+        if outside is None and inside is None:
+            return confidence * 0.5, "none"
+        if outside is None or inside is None or outside == inside:
+            return confidence, "one_side"
+        if (outside < inside) == (direction is Direction.IN):
+            return confidence + (1.0 - confidence) / 2, "agree"
+        return confidence * 0.5, "disagree"
 
     @property
     def tracked_tags(self) -> int:
@@ -613,12 +735,14 @@ class PortalEngine:
         gen = self._gen
         decided: list[_Decided] = []
         idle_us = self._idle_us
+        quiet_us = self._quiet_us
         window_us = self._window_us
         half_window = window_us >> 1
         n_codes = self._n_codes
         readers = self._readers
         newest = self._newest
         open_get = self._open.get
+        paired = self._paired
         ignored = duplicates = 0
         last_rid: str | None = None
         entry: tuple[int, dict[int, int]] | None = None
@@ -656,6 +780,10 @@ class PortalEngine:
                 win = tag.win
                 last = tag.last_us
                 if t > last:
+                    # Decisions in the order of their instants: a quiet side's (the instant
+                    # its side fell silent plus quiet_close_s) comes before the pass's end.
+                    if t - win.quiet_hint > quiet_us:
+                        win = self._quiet_side(tag, win, t, decided)
                     if t - last > idle_us:
                         # The previous pass ended before this read: decide it, start a new one.
                         self._close_pass(tag, last + idle_us, DecidedBy.IDLE, decided)
@@ -665,8 +793,6 @@ class PortalEngine:
                         age = t - win.start
                         if age > half_window and (tag.win2 is None or age > window_us):
                             win = self._long_pass(tag, t, decided)
-                        if t - win.quiet_hint > idle_us:
-                            win = self._quiet_side(tag, win, t, decided)
                     tag.last_us = t
                     tag.rdr = ridx
                 elif t == last and ridx < tag.rdr:
@@ -686,6 +812,7 @@ class PortalEngine:
                 side = sides[code] = _Side(f, t)
                 if sides[code ^ 1] is not None:
                     win.pair_formed(code)
+                    paired[epc] = tag
             else:
                 if f < side.first:  # noqa: PLR1730 - hot path: a compare beats calling min()
                     side.first = f
@@ -729,6 +856,13 @@ class PortalEngine:
     def advance(self, now_us: int) -> list[TagCrossed]:
         """Let time pass: close idle passes, settle loads, forget old tags."""
         return self._settle(now_us, [])
+
+    def take_pass_events(self) -> list[PassEvent]:
+        """The pass events since the last call, in order (a load's STARTED, UPDATED...,
+        DECIDED; DECIDED comes with the crossings ``feed``/``advance`` returned)."""
+        events = list(self._passes)
+        self._passes.clear()
+        return events
 
     def movements(self, crossings: Sequence[TagCrossed]) -> list[Movement]:
         """One movement per (load, SKU) among ``crossings``; see ``build_movements``."""
@@ -799,6 +933,8 @@ class PortalEngine:
                 self._c.stray_windows += 1
                 if tag.win2 is not None:
                     tag.win = tag.win2
+                    if tag.win.pairs:
+                        self._paired[tag.epc] = tag
                 else:
                     tag.win = _Window(t, self._n_codes, self._active(win, t))
                 tag.win2 = None
@@ -817,24 +953,61 @@ class PortalEngine:
         return mask
 
     def _quiet_side(self, tag: _Tag, win: _Window, t: int, decided: list[_Decided]) -> _Window:
-        """Decide early if, at a portal both of whose sides heard the tag, one side has been
-        silent for idle_close_s while the other heard it since (judged once per such instant)."""
-        hint = t  # judged or not quiet: look again no sooner than idle_close_s from now
+        """Decide early if, at a portal both of whose sides heard the tag, one side went silent
+        at S while the other heard it after S.
+
+        It is judged at S + quiet_close_s + k x 0.2 s (k = 0, 1, ...: every antenna cycle of a
+        busy reader) while that side stays silent, on
+        the reads up to that instant, and the decision is dated so: a first look often has
+        too little of the new side to be sure, a later one more. Each instant is judged at the
+        first look after it, whether that is the tag's next read (before the read is added) or
+        the clock (``advance``, with no read since), as the hint is a lower bound of every
+        unjudged instant less quiet_close_s; instants with no read between them hold the same
+        evidence and are judged once. So the outcome does not depend on how often the engine
+        is called."""
+        quiet = self._quiet_us
+        step = _REJUDGE_US
+        hint = t  # all judged: the next instant comes from a read at or after t
         for portal in win.pairs:
             out_side = win.sides[2 * portal]
             in_side = win.sides[2 * portal + 1]
             assert out_side is not None
             assert in_side is not None
             stale = min(out_side.last, in_side.last)
-            if t - stale <= self._idle_us:
-                hint = min(hint, stale)
-            elif stale != max(out_side.last, in_side.last) and stale != win.quiet_checked:
+            if stale == max(out_side.last, in_side.last):
+                continue  # both fell silent together: no side went on hearing it
+            if stale != win.quiet_checked:
                 win.quiet_checked = stale
-                self._decide(tag, win, t, DecidedBy.QUIET_SIDE, decided)
-                if tag.win is not win:
-                    return tag.win
+                win.quiet_judged = stale
+            first = stale + quiet
+            judged = win.quiet_judged
+            due = first if judged < first else first + ((judged - first) // step + 1) * step
+            if t <= due:
+                hint = min(hint, due - quiet)
+                continue
+            win.quiet_judged = first + ((t - 1 - first) // step) * step
+            self._decide(tag, win, due, DecidedBy.QUIET_SIDE, decided)
+            if tag.win is not win:
+                return tag.win
+            hint = min(hint, win.quiet_judged + step - quiet)
         win.quiet_hint = hint
         return win
+
+    def _quiet_sides(self, reader_now: list[int], decided: list[_Decided]) -> None:
+        """The clock's look at quiet sides: passes heard on both sides of a door whose next
+        quiet-side instant has passed in their reader's time, with no read since to find it."""
+        quiet = self._quiet_us
+        paired = self._paired
+        for epc, tag in list(paired.items()):
+            win = tag.win
+            if not win.pairs or self._open.get(epc) is not tag:
+                del paired[epc]
+                continue
+            now = reader_now[tag.rdr]
+            if now - win.quiet_hint > quiet and now > tag.last_us:
+                win = self._quiet_side(tag, win, now, decided)
+                if not win.pairs:
+                    del paired[epc]
 
     def _close_pass(
         self, tag: _Tag, decided_us: int, cause: DecidedBy, out: list[_Decided]
@@ -940,7 +1113,13 @@ class PortalEngine:
         # ensure it; at a dwell-window decision the hand-over may still be under way (or be a
         # gap in a parked tag's reads), and a later, staggered window sees it whole.
         left = o.last if direction is Direction.IN else i.last
-        if decided_us - left < self._idle_us:
+        if decided_us - left < self._quiet_us:
+            return
+        # Early (quiet-side) decisions want the side entered to be hearing the tag, not one
+        # read through a back lobe while the side it "left" missed a few cycles (a parked
+        # tag); a real crossing has it by the next look, or by the pass's end.
+        entered = i.n if direction is Direction.IN else o.n
+        if cause is DecidedBy.QUIET_SIDE and entered < _QUIET_MIN_READS:
             return
         slope_o = o.slope()
         slope_i = i.slope()
@@ -954,7 +1133,16 @@ class PortalEngine:
         motion = 1.0
         if len(spreads) == 2:
             motion = max(0.0, min(1.0, (max(spreads) - _FLAT_DB) / _MOVING_DB))
-        confidence = round(abs(transition) * support * cross_factor * motion, 4)
+        confidence = abs(transition) * support * cross_factor * motion
+        # The crossing moment: between leaving one side's field and entering the other's.
+        moment = ((o.last + i.first) if direction is Direction.IN else (i.last + o.first)) >> 1
+        first = min(o.first, i.first)
+        last = max(o.last, i.last)
+        moment = min(max(moment, first), last)
+        beams: str | None = None
+        if self._portals[portal].photo_eyes:
+            confidence, beams = self._beam_evidence(portal, direction, moment, confidence)
+        confidence = round(confidence, 4)
         if confidence < self._params.min_confidence:
             if final:
                 c.low_confidence += 1
@@ -976,11 +1164,6 @@ class PortalEngine:
         tag.known_loc = destination
         if runner_up is not None:
             c.cross_reads_resolved += 1
-        # The crossing moment: between leaving one side's field and entering the other's.
-        moment = ((o.last + i.first) if direction is Direction.IN else (i.last + o.first)) >> 1
-        first = min(o.first, i.first)
-        last = max(o.last, i.last)
-        moment = min(max(moment, first), last)
         evidence = CrossingEvidence(
             reads_outside=o.n,
             reads_inside=i.n,
@@ -993,6 +1176,7 @@ class PortalEngine:
             runner_up=self._portals[runner_up[2]].portal_id if runner_up is not None else None,
             runner_up_gap_db=gap_db,
             decided_by=cause,
+            beams=beams,
         )
         c.crossings += 1
         out.append(
@@ -1022,6 +1206,8 @@ class PortalEngine:
 
     def _settle(self, now_us: int, decided: list[_Decided]) -> list[TagCrossed]:
         reader_now = self._reader_now(now_us)
+        if self._paired:
+            self._quiet_sides(reader_now, decided)
         self._close_idle(reader_now, decided)
         self._forget(reader_now)
         emitted: list[TagCrossed] = []
@@ -1031,33 +1217,28 @@ class PortalEngine:
         for load in list(self._loads):
             if load.settle_at <= reader_now[
                 self._portal_reader[load.portal]
-            ] and not self._may_still_join(load):
+            ] and not self._may_still_join(load, reader_now):
                 self._loads.remove(load)
                 self._emit(load, emitted)
         emitted.sort(key=lambda x: (x.moment_us, x.portal_id, x.epc))
         return emitted
 
-    def _may_still_join(self, load: _Load) -> bool:
+    def _may_still_join(self, load: _Load, reader_now: list[int]) -> bool:
         """Whether an open pass heard on both sides of the load's door could still be decided
-        at or before the load's settle time. Such a pass waits on the clock of another reader
-        (the one that read it last, or the one whose heap holds its entry): when that reader
-        is silent its clock lags by the in-flight allowance. A heap entry's key never exceeds
-        its tag's last read, so the scan only runs when a heap's oldest entry is old enough."""
-        limit = load.settle_at - self._idle_us
+        at or before the load's settle time: one last read by a reader whose clock has not
+        reached that time yet (its reports still on their way, or, when it is silent, its clock
+        lagging by the in-flight allowance), so its decision is not known yet. Only readers
+        behind are looked at: with one reader per door, a due load never waits."""
+        at = load.settle_at
+        lagging = {r for r, t in enumerate(reader_now) if t < at}
+        if not lagging:
+            return False
         portal = load.portal
-        for heap in self._deadlines:
-            if not heap or heap[0][0] > limit:
-                continue
-            for key, epc in heap:
-                if key > limit:
-                    continue
-                tag = self._open.get(epc)
-                if tag is None or tag.heap_key != key:
-                    continue  # stale entry
-                if tag.last_us <= limit and (
-                    portal in tag.win.pairs or (tag.win2 is not None and portal in tag.win2.pairs)
-                ):
-                    return True
+        for tag in self._open.values():
+            if tag.rdr in lagging and (
+                portal in tag.win.pairs or (tag.win2 is not None and portal in tag.win2.pairs)
+            ):
+                return True
         return False
 
     def _close_idle(self, reader_now: list[int], decided: list[_Decided]) -> None:
@@ -1107,9 +1288,34 @@ class PortalEngine:
                 load.members.append(crossing)
                 load.m_min = min(load.m_min, moment)
                 load.m_max = max(load.m_max, moment)
-                load.settle_at = load.m_max + self._settle_pad_us
+                load.settle_at = max(load.settle_at, crossing.decided_us + self._settle_pad_us)
+                self._pass_event(load, PassPhase.UPDATED, crossing.decided_us)
                 return
-        self._loads.append(_Load(crossing, self._settle_pad_us))
+        spec = self._portals[crossing.portal]
+        digest = hashlib.sha256(
+            f"{spec.portal_id}\n{crossing.direction}\n{crossing.epc}\n{crossing.moment_us}".encode()
+        ).hexdigest()
+        load = _Load(crossing, self._settle_pad_us, f"{spec.portal_id}:{digest[:12]}")
+        self._loads.append(load)
+        self._pass_event(load, PassPhase.STARTED, crossing.decided_us)
+
+    def _pass_event(
+        self, load: _Load, phase: PassPhase, at_us: int, pass_id: str | None = None
+    ) -> None:
+        members = load.members
+        self._passes.append(
+            PassEvent(
+                pass_key=load.key,
+                portal_id=self._portals[load.portal].portal_id,
+                phase=phase,
+                direction=load.direction,
+                at_us=at_us,
+                moment_us=load.m_min,
+                epcs=tuple(d.epc for d in members),
+                confidence=round(sum(d.confidence for d in members) / len(members), 4),
+                pass_id=pass_id,
+            )
+        )
 
     def _emit(self, load: _Load, emitted: list[TagCrossed]) -> None:
         spec = self._portals[load.portal]
@@ -1125,6 +1331,7 @@ class PortalEngine:
             ).encode()
         ).hexdigest()
         pass_id = f"{spec.portal_id}:{digest[:20]}"
+        self._pass_event(load, PassPhase.DECIDED, load.settle_at, pass_id)
         inward = load.direction is Direction.IN
         for d in members:
             if self._catalog.classify(d.decoded).kind is EpcKind.UNKNOWN:

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -62,6 +62,7 @@ __all__ = [
     "ExpectedLine",
     "ExpectedReceipt",
     "PreparedReceipts",
+    "ReceiptProgress",
     "ReceiptState",
     "ReceiptStatus",
     "ReceivingTracker",
@@ -154,6 +155,33 @@ class PreparedReceipts:
 
     def __len__(self) -> int:
         return len(self.receipts)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptProgress:
+    """How a pass in progress compares with the open expected receipt it would go to (live
+    receiving): eaches per SKU, as if its cases so far were received now."""
+
+    receipt_id: str | None
+    """None: no open expected receipt would take it (an unplanned receipt)."""
+    expected: Mapping[str, int]
+    seen: Mapping[str, int]
+    """Received so far by the receipt, plus the pass."""
+    over: Mapping[str, int]
+    unexpected: Mapping[str, int]
+    """Eaches of SKUs the receipt does not expect."""
+    unexpected_epcs: int
+    """Cases of the pass the receipt lists no EPC for, of SKUs it expects by EPC."""
+
+    @property
+    def matches(self) -> bool:
+        """The pass fits the receipt so far: nothing over, nothing unexpected."""
+        return (
+            self.receipt_id is not None
+            and not self.over
+            and not self.unexpected
+            and not self.unexpected_epcs
+        )
 
 
 class ReceivingTracker:
@@ -287,6 +315,37 @@ class ReceivingTracker:
                 self._remember(movement.movement_id)
         return self.advance(now)
 
+    def progress(self, door: str, cases: Sequence[tuple[str, str, int]]) -> ReceiptProgress:
+        """Where a pass in progress at ``door`` stands, without counting it: ``cases`` are its
+        case tags so far as (EPC URN, SKU, eaches). The receipt is chosen as ``observe``
+        would choose it for the pass's first SKU (an EPC listed by a receipt first)."""
+        epcs = {urn for urn, _, _ in cases}
+        sku = cases[0][1] if cases else ""
+        receipt = self._choose(door, sku, epcs)
+        if receipt is None or not receipt.planned:
+            added: dict[str, int] = {}
+            for _, case_sku, eaches in cases:
+                added[case_sku] = added.get(case_sku, 0) + eaches
+            return ReceiptProgress(None, {}, added, {}, added, 0)
+        seen = {s: q for s, q in receipt.received.items() if q > 0}
+        listed_skus = set(receipt.expected_epcs.values())
+        unlisted = 0
+        for urn, case_sku, eaches in cases:
+            if urn in receipt.received_epcs:
+                continue  # counted already (a replay)
+            seen[case_sku] = seen.get(case_sku, 0) + eaches
+            if case_sku in listed_skus and urn not in receipt.expected_epcs:
+                unlisted += 1
+        expected = dict(receipt.expected)
+        return ReceiptProgress(
+            receipt_id=receipt.receipt_id,
+            expected=expected,
+            seen=seen,
+            over={s: seen[s] - q for s, q in expected.items() if seen.get(s, 0) > q},
+            unexpected={s: q for s, q in seen.items() if s not in expected},
+            unexpected_epcs=unlisted,
+        )
+
     def _remember(self, movement_id: str) -> None:
         self._counted[movement_id] = None
         while len(self._counted) > _REMEMBERED_MOVEMENTS:
@@ -317,25 +376,30 @@ class ReceivingTracker:
         # In order: receipts are inserted as their order is given, and never moved.
         return [r for r in self._receipts.values() if r.state is not ReceiptState.COMPLETE]
 
-    def _attribute(self, movement: Movement) -> _Receipt:
+    def _choose(self, door: str, sku: str, epcs: set[str]) -> _Receipt | None:
         candidates = self._open()
-        epcs = set(movement.epcs)
         for receipt in candidates:
             if receipt.planned and epcs & receipt.expected_epcs.keys():
                 return receipt
-        door = movement.source_id
         for pool in (
             [r for r in candidates if r.door == door],
             [r for r in candidates if r.door is None and r.planned],
         ):
             for preferred in (
                 [r for r in pool if r.state is ReceiptState.RECEIVING and r.planned],
-                [r for r in pool if r.planned and movement.sku in r.expected],
+                [r for r in pool if r.planned and sku in r.expected],
                 [r for r in pool if r.planned],
                 pool,
             ):
                 if preferred:
                     return preferred[0]
+        return None
+
+    def _attribute(self, movement: Movement) -> _Receipt:
+        door = movement.source_id
+        chosen = self._choose(door, movement.sku, set(movement.epcs))
+        if chosen is not None:
+            return chosen
         self._order += 1
         unplanned = _Receipt(
             receipt_id=f"unplanned:{door}:{movement.movement_id[:12]}",

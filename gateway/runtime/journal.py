@@ -63,6 +63,7 @@ async def replay(
     crossings = []
     for report in reports:
         crossings += engine.feed(report.reads, report.received_us)
+    engine.take_pass_events()  # news of passes long gone: not for the door's lights
     result = await record(engine.movements(crossings)) if crossings else None
     log.info(
         "read journal: %d reads of %d reports from %.0f s replayed in %.2f s; "

@@ -49,6 +49,7 @@ class ReaderSet:
         *,
         on_status: Callable[[DeviceStatus], None],
         on_antenna: Callable[[DeviceId, int, bool], None],
+        on_gpi: Callable[[DeviceId, int, bool, int], None] | None = None,
     ) -> dict[str, LlrpReaderAdapter]:
         """One adapter per configured reader (each with its read journal, if configured)."""
         for i, reader in enumerate(self._configs):
@@ -70,6 +71,7 @@ class ReaderSet:
                 tx_power_dbm=reader.tx_power_dbm,
                 tls=device_tls(reader.tls, f"readers[{i}].tls"),
                 on_antenna=on_antenna,
+                on_gpi=on_gpi,
                 journal=self._journal(reader.id),
             )
         return self.adapters

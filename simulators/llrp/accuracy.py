@@ -34,21 +34,32 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, LocationId, Movement, Sku
+from dockwatch_core.model import (
+    Alert,
+    DeviceId,
+    DeviceState,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    Sku,
+)
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.domain.catalog import Catalog, CatalogItem
 from gateway.domain.epc import decode_epc
+from gateway.domain.lights import PortalLights, StackLights
 from gateway.domain.params import PortalParams
-from gateway.domain.portal import PortalEngine, PortalSpec, PortalStats, TagCrossed
-from simulators.llrp.server import LlrpReaderSimulator
+from gateway.domain.portal import PassEvent, PortalEngine, PortalSpec, PortalStats, TagCrossed
+from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker
+from gateway.runtime.doors import TICK_S, DoorPipeline, DoorPorts, PhotoEye
+from simulators.llrp.server import GpioChange, LlrpReaderSimulator
 from simulators.llrp.source import SimRead
 from simulators.modbus.accuracy import PacedClock
 from simulators.scenario import Scenario, ScenarioReadSource
@@ -63,6 +74,10 @@ LEAD_S = 0.5
 """Scenario seconds between the readers inventorying and the scenario's time 0."""
 TAIL_S = 60.0
 """Scenario seconds the engine's clock runs on after the last read (passes close, loads settle)."""
+
+GPI_OUTSIDE = 1
+GPI_INSIDE = 2
+"""The GPI ports the photo eyes are wired to (with ``photo_eyes``)."""
 
 Triple = tuple[str, str, str]  # (EPC URN, from, to)
 
@@ -151,6 +166,29 @@ def score(
 
 
 @dataclass(frozen=True, slots=True)
+class Latency:
+    """A latency distribution in seconds (scenario time)."""
+
+    n: int
+    median: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Latency:
+        if not values:
+            return cls(0, math.nan, math.nan, math.nan)
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+        return cls(len(ordered), statistics.median(ordered), p95, ordered[-1])
+
+    def __str__(self) -> str:
+        return (
+            f"median {self.median:.2f} s, p95 {self.p95:.2f} s, max {self.max:.2f} s (n={self.n})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PortalAccuracyReport:
     scenario: str
     seed: int
@@ -171,6 +209,24 @@ class PortalAccuracyReport:
     lag_max_s: float
     """Scenario seconds from a report's newest read to the engine taking it in."""
     statuses: tuple[DeviceStatus, ...] = field(default=())
+    photo_eyes: bool = False
+    movement_latency: Latency = Latency(0, math.nan, math.nan, math.nan)
+    """From the pallet passing the door plane to its movement committed (per truth movement)."""
+    pass_latency: Latency = Latency(0, math.nan, math.nan, math.nan)
+    """From the pallet passing the door plane to the first pass event of its load."""
+    handoff_latency: Latency = Latency(0, math.nan, math.nan, math.nan)
+    """From the pallet passing the door plane to its movement handed to the store (decided)."""
+    movement_latencies: tuple[float, ...] = ()
+    handoff_latencies: tuple[float, ...] = ()
+    pass_latencies: tuple[float, ...] = ()
+    gpo: Mapping[str, tuple[GpioChange, ...]] = field(default_factory=dict)
+    """door -> the GPO writes its reader simulator recorded (clock time, port, level)."""
+    start: float = 0.0
+    """The scenario's time 0 on the simulators' clock (GPO times minus this: scenario time)."""
+    pass_events: tuple[tuple[float, PassEvent], ...] = ()
+    """(clock time, event) of every pass event, in order."""
+    beams: Mapping[str, int] = field(default_factory=dict)
+    """How the photo eyes judged the crossings (``CrossingEvidence.beams``: agree...)."""
 
     HEADER = (
         "scenario      seed  level       truth  found  correct  precision  recall   direction"
@@ -228,6 +284,9 @@ async def run_portal_accuracy(
     speed: float = 10.0,
     params: PortalParams | None = None,
     report_every_s: float = 0.2,
+    photo_eyes: bool = False,
+    lights: Sequence[PortalLights] = (),
+    expected: Sequence[ExpectedReceipt] = (),
 ) -> PortalAccuracyReport:
     """Run ``scenario`` end to end and score the store's movements against its ground truth."""
     params = params if params is not None else PortalParams()
@@ -250,6 +309,9 @@ async def run_portal_accuracy(
             clock=clock,
             speed=speed,
             report_every_s=report_every_s,
+            photo_eyes=photo_eyes,
+            lights=lights,
+            expected=expected,
         )
         wall = time.monotonic() - started
         stored = _stored_movements(store)
@@ -264,6 +326,7 @@ async def run_portal_accuracy(
         stored=stored,
         catalog=catalog,
         result=result,
+        photo_eyes=photo_eyes,
     )
 
 
@@ -278,6 +341,15 @@ def _prime_store(store: EdgeStore, scenario: Scenario, catalog: Catalog) -> None
 @dataclass(slots=True)
 class _RunResult:
     crossings: list[TagCrossed] = field(default_factory=list)
+    start: float = 0.0
+    """The scenario's time 0 on the run's clock."""
+    recorded_at: dict[str, float] = field(default_factory=dict)
+    """movement_id -> clock time its store transaction committed (sinks notified)."""
+    handed_at: dict[str, float] = field(default_factory=dict)
+    """movement_id -> clock time the door pipeline handed it to be recorded."""
+    passes: list[tuple[float, PassEvent]] = field(default_factory=list)
+    gpo: dict[str, tuple[GpioChange, ...]] = field(default_factory=dict)
+    """door -> the GPO writes its reader simulator applied, in order."""
     reads: int = 0
     batches: int = 0
     lags_us: list[int] = field(default_factory=list)
@@ -294,6 +366,9 @@ async def _run(
     clock: Callable[[], float],
     speed: float,
     report_every_s: float,
+    photo_eyes: bool,
+    lights: Sequence[PortalLights],
+    expected: Sequence[ExpectedReceipt],
 ) -> _RunResult:
     engine = PortalEngine(
         portals=[
@@ -304,6 +379,7 @@ async def _run(
                 inside_antennas=frozenset(d.inside_antennas),
                 outside_location=LocationId(d.outside_location),
                 inside_location=LocationId(d.inside_location),
+                photo_eyes=photo_eyes,
             )
             for d in scenario.doors
         ],
@@ -314,16 +390,45 @@ async def _run(
     sources = {d.id: _Deferred() for d in scenario.doors}
     batches: asyncio.Queue[ReadBatch] = asyncio.Queue(maxsize=10_000)
     to_record: asyncio.Queue[list[Movement]] = asyncio.Queue(maxsize=1_000)
+    tracker = ReceivingTracker(catalog=catalog, expected=expected) if expected else None
+    adapters: dict[str, LlrpReaderAdapter] = {}
 
     def now_us() -> int:
         return round(clock() * 1_000_000)
 
-    async def settle(crossings: list[TagCrossed]) -> None:
-        if crossings:
-            result.crossings.extend(crossings)
-            movements = engine.movements(crossings)
-            if movements:
-                await to_record.put(movements)
+    async def record(movements: Sequence[Movement]) -> None:
+        if movements:
+            handed = clock()
+            for movement in movements:
+                result.handed_at[movement.movement_id] = handed
+            await to_record.put(list(movements))
+
+    def write_gpo(reader_id: DeviceId, levels: Mapping[int, bool]) -> None:
+        adapters[reader_id].write_gpo(levels)
+
+    doors = DoorPipeline(
+        engine=engine,
+        ports=DoorPorts(
+            record=record,
+            raise_alert=_ignore_alert,
+            write_gpo=write_gpo,
+            receipt_progress=tracker.progress if tracker is not None else None,
+            crossed=result.crossings.extend,
+        ),
+        site=SITE,
+        now_us=now_us,
+        lights=StackLights(lights) if lights else None,
+        photo_eyes={
+            (DeviceId(d.reader), port): PhotoEye(d.id, side)
+            for d in scenario.doors
+            for side, port in (("outside", GPI_OUTSIDE), ("inside", GPI_INSIDE))
+        }
+        if photo_eyes
+        else None,
+        monotonic=clock,
+        # The gateway's portal clock, on the sped-up scenario clock.
+        tick_s=TICK_S / speed,
+    )
 
     async def consume() -> None:
         while True:
@@ -332,21 +437,26 @@ async def _run(
             result.batches += 1
             result.reads += len(batch.reads)
             result.lags_us.append(now - max(r.last_seen_us for r in batch.reads))
-            await settle(engine.feed(batch.reads, now))
+            await doors.feed(batch.reads)
 
-    async def tick() -> None:
-        # The gateway's portal clock: passes close and loads settle while no read arrives.
-        while True:
-            await asyncio.sleep(0.1 / speed)
-            await settle(engine.advance(now_us()))
-
-    async def record() -> None:
+    async def store_movements() -> None:
         while True:
             movements = await to_record.get()
             at = datetime.fromtimestamp(clock(), UTC)
             # The store is synchronous (SQLAlchemy): keep it off the event loop.
             await asyncio.to_thread(store.record, movements, now=at)
+            recorded = clock()  # where the gateway notifies its sinks
+            for movement in movements:
+                result.recorded_at[movement.movement_id] = recorded
+            if tracker is not None:
+                tracker.observe(movements, datetime.fromtimestamp(recorded, UTC))
             to_record.task_done()
+
+    async def beams(sim: LlrpReaderSimulator, edges: Sequence[tuple[float, str, bool]]) -> None:
+        for t, side, broken in edges:
+            while clock() < start + t:  # noqa: ASYNC110 - the paced scenario clock signals nothing
+                await asyncio.sleep(max(0.001, (start + t - clock()) / speed))
+            sim.set_gpi(GPI_OUTSIDE if side == "outside" else GPI_INSIDE, broken)
 
     async with contextlib.AsyncExitStack() as stack:
         sims = [
@@ -362,8 +472,8 @@ async def _run(
             )
             for d in scenario.doors
         ]
-        adapters = [
-            LlrpReaderAdapter(
+        for d, sim in zip(scenario.doors, sims, strict=True):
+            adapters[d.reader] = LlrpReaderAdapter(
                 reader_id=d.reader,
                 host=sim.host,
                 port=sim.port,
@@ -374,19 +484,26 @@ async def _run(
                 report_every_ms=max(5, round(report_every_s * 1000 / speed)),
                 # The readers run on the (sped-up) scenario clock: skewed on purpose.
                 max_clock_skew_s=math.inf,
+                on_gpi=doors.gpi_changed,
             )
-            for d, sim in zip(scenario.doors, sims, strict=True)
-        ]
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(a.run(), name=f"reader {a.reader_id}") for a in adapters]
+            tasks = [
+                group.create_task(a.run(), name=f"reader {a.reader_id}") for a in adapters.values()
+            ]
             tasks.append(group.create_task(consume(), name="engine"))
-            tasks.append(group.create_task(tick(), name="engine clock"))
-            recorder = group.create_task(record(), name="store")
+            tasks.append(group.create_task(doors.run_clock(), name="engine clock"))
+            recorder = group.create_task(store_movements(), name="store")
             try:
-                await _until_online(adapters)
+                await _until_online(list(adapters.values()))
                 start = clock() + LEAD_S
+                result.start = start
                 for d in scenario.doors:
                     sources[d.id].inner = scenario.read_source(d.id, start)
+                if photo_eyes:
+                    tasks += [
+                        group.create_task(beams(sim, scenario.photo_eye_edges(d.id)))
+                        for d, sim in zip(scenario.doors, sims, strict=True)
+                    ]
                 end = start + scenario.duration_s
                 while clock() < end:  # noqa: ASYNC110 - the paced scenario clock signals nothing
                     await asyncio.sleep(max(0.01, (end - clock()) / speed / 2))
@@ -394,15 +511,23 @@ async def _run(
                     source.inner = None
                 # Let in-flight reports land, then stop the readers.
                 await asyncio.sleep(3 * report_every_s / speed + 0.2)
+                result.gpo = {
+                    d.id: tuple(sim.gpo_writes) for d, sim in zip(scenario.doors, sims, strict=True)
+                }
             finally:
                 for task in tasks:
                     task.cancel()
             # Readers are stopped: the engine's clock runs on until everything settled.
-            await settle(engine.advance(now_us() + round(TAIL_S * 1_000_000)))
+            await doors.advance(now_us() + round(TAIL_S * 1_000_000))
             await to_record.join()
             recorder.cancel()
     result.stats = engine.stats
+    result.passes = [(at, event) for at, event, _ in doors.pass_log]
     return result
+
+
+async def _ignore_alert(_alert: Alert) -> None:
+    """The harness raises no alerts (antenna health is not part of the accuracy run)."""
 
 
 async def _until_online(adapters: Sequence[LlrpReaderAdapter]) -> None:
@@ -432,6 +557,7 @@ def _report(
     stored: Sequence[Movement],
     catalog: Catalog,
     result: _RunResult,
+    photo_eyes: bool,
 ) -> PortalAccuracyReport:
     door_of = {(d.outside_location, d.inside_location): d.id for d in scenario.doors}
     door_of |= {(d.inside_location, d.outside_location): d.id for d in scenario.doors}
@@ -447,7 +573,42 @@ def _report(
     }
     lags = result.lags_us or [0]
     assert result.stats is not None
+    # Latency, in scenario seconds from the pallet's centre passing the door plane (the truth's
+    # ``t``, on the run's clock: start + t): a truth movement (load crossing, SKU) is on its way
+    # to the sinks when the store has committed the movements of all its found cases; a pass is
+    # decided at the first pass event (STARTED) at its door, in its direction, naming one of
+    # its EPCs.
+    committed = _movement_latencies(crossings, item, uri, stored, result.recorded_at, result.start)
+    handed = _movement_latencies(crossings, item, uri, stored, result.handed_at, result.start)
+    loads: dict[tuple[str, float], tuple[str, str, set[str]]] = {}
+    for e in crossings:
+        entry = loads.setdefault((e["load"], e["t"]), (e["door"], e["direction"], set()))
+        entry[2].add(e["epc"])
+    pass_done = []
+    for (_, t), (door, direction, epcs) in loads.items():
+        plane = result.start + t
+        firsts = [
+            at
+            for at, event in result.passes
+            if event.portal_id == door
+            and str(event.direction) == direction
+            and at >= plane - 1
+            and epcs.intersection(event.epcs)
+        ]
+        if firsts:
+            pass_done.append(min(firsts) - plane)
     return PortalAccuracyReport(
+        photo_eyes=photo_eyes,
+        movement_latency=Latency.of(committed),
+        handoff_latency=Latency.of(handed),
+        pass_latency=Latency.of(pass_done),
+        movement_latencies=tuple(committed),
+        handoff_latencies=tuple(handed),
+        pass_latencies=tuple(pass_done),
+        gpo=result.gpo,
+        start=result.start,
+        pass_events=tuple(result.passes),
+        beams=Counter(str(c.evidence.beams) for c in result.crossings),
         scenario=scenario.name,
         seed=scenario.seed,
         speed=speed,
@@ -463,3 +624,32 @@ def _report(
         lag_max_s=max(lags) / 1e6,
         statuses=tuple(result.statuses),
     )
+
+
+def _movement_latencies(  # noqa: PLR0917 - one private helper, called twice just above
+    crossings: Sequence[dict[str, Any]],
+    item: Mapping[str, CatalogItem | None],
+    uri: Mapping[str, str],
+    stored: Sequence[Movement],
+    at: Mapping[str, float],
+    start: float,
+) -> list[float]:
+    """Per truth movement (load crossing, SKU): seconds from the door plane to ``at`` of the
+    last of the movements carrying its found cases (each case: its first such movement)."""
+    times: dict[Triple, list[float]] = {}
+    for m in stored:
+        when = at.get(m.movement_id)
+        if when is not None:
+            for epc in m.epcs:
+                times.setdefault((epc, m.from_location, m.to_location), []).append(when)
+    done: dict[tuple[str, float, str], float] = {}
+    for e in crossings:
+        case = item[e["epc"]]
+        if case is None:
+            continue
+        plane = start + e["t"]
+        found = [t for t in times.get((uri[e["epc"]], e["from"], e["to"]), []) if t >= plane - 1]
+        if found:
+            key = (e["load"], e["t"], str(case.sku))
+            done[key] = max(done.get(key, 0.0), min(found) - plane)
+    return list(done.values())
