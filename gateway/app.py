@@ -12,34 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from dockwatch_core.model import Alert, AlertKind, DeviceId, LocationId, Movement, TagRead
+from dockwatch_core.model import Alert, Movement, TagRead
 from edge_store.records import RecordResult
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
 from gateway.adapters.metrics import MetricsServer
 from gateway.adapters.modbus import ModbusShelfPoller
-from gateway.adapters.mqtt import MqttSink
 from gateway.adapters.sink import Sink
 from gateway.config import GatewayConfig, resolve_secret
 from gateway.console.feed import ConsoleFeed
 from gateway.console.wiring import build_console
 from gateway.domain.antenna import AntennaHealth
 from gateway.domain.epcis import ReceiptClosed
-from gateway.domain.portal import PortalEngine, PortalSpec
 from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard
-from gateway.runtime.doors import DoorCounters, DoorPipeline, DoorPorts, lights_of, photo_eyes_of
+from gateway.runtime.doors import DoorCounters, DoorPipeline, DoorPorts, portal_specs
 from gateway.runtime.health import CHECK_EVERY_S, STORE_CHECK_TIMEOUT_S, Health
 from gateway.runtime.listeners import Listeners, build_listeners, preflight
 from gateway.runtime.readers import ReaderSet
 from gateway.runtime.receiving import ReceivingWatcher, load_expected
 from gateway.runtime.recorder import Recorder, StoreWorker, open_store
 from gateway.runtime.shelves import ShelfPipeline, shelf_poller
-from gateway.runtime.sinks import build_sinks, lag_thresholds
+from gateway.runtime.sinks import build_sinks, lag_thresholds, publish_pass
 from gateway.runtime.site import catalog_of, catalog_records, device_tls, epcis_site
 from gateway.runtime.supervision import Supervisor
 from gateway.runtime.telemetry import Telemetry
@@ -51,23 +49,6 @@ log = logging.getLogger(__name__)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
-    return [
-        PortalSpec(
-            portal_id=p.id,
-            reader_id=DeviceId(p.reader),
-            outside_antennas=frozenset(p.outside_antennas),
-            inside_antennas=frozenset(p.inside_antennas),
-            outside_location=LocationId(p.outside_location),
-            inside_location=LocationId(p.inside_location),
-            kind_in=p.kinds.in_,
-            kind_out=p.kinds.out,
-            photo_eyes=p.photo_eyes is not None,
-        )
-        for p in config.portals
-    ]
 
 
 class Gateway:
@@ -92,9 +73,6 @@ class Gateway:
         self.counters.watch_antennas({r.id: tuple(r.antennas) for r in config.readers})
         self.catalog = catalog_of(config)
         specs = portal_specs(config)
-        self.portal_engine = PortalEngine(
-            portals=specs, catalog=self.catalog, params=config.debounce.portal
-        )
         self.antenna_health = AntennaHealth(specs, config.debounce.antenna, now=time.monotonic())
         store = config.store
         self.reader_set = ReaderSet(
@@ -125,26 +103,25 @@ class Gateway:
             on_closed=self._receipt_closed,
         )
         self.receiving = None if self._receiving is None else self._receiving.tracker
-        self.doors = DoorPipeline(
-            engine=self.portal_engine,
+        self.doors = DoorPipeline.from_config(
+            config,
+            catalog=self.catalog,
             antenna_health=self.antenna_health,
-            lights=lights_of(config),
-            photo_eyes=photo_eyes_of(config),
             counters=DoorCounters(self.counters.reads_by_antenna, self.counters.unexpected_antenna),
             ports=DoorPorts(
                 record=self.record,
                 raise_alert=self.raise_alert,
                 alert_active=lambda alert_id: alert_id in self._active_alerts,
-                publish_pass=self._publish_pass,
-                write_gpo=self._write_gpo,
-                set_antenna_down=self._set_antenna_down,
+                publish_pass=lambda portal, news: publish_pass(self.sinks, portal, news),
+                write_gpo=self.reader_set.write_gpo,
+                set_antenna_down=self.reader_set.set_antenna_down,
                 receipt_progress=self.receiving.progress if self.receiving else None,
                 reads_seen=self._reads_seen,
             ),
-            site=config.site.id,
             now_us=self._now_us,
             utcnow=utcnow,
         )
+        self.portal_engine = self.doors.engine
         self.supervisor = Supervisor()
         self.sinks: dict[str, Sink] = {}
         self.recorder: Recorder | None = None
@@ -193,6 +170,11 @@ class Gateway:
         for sink in self.sinks.values():
             if isinstance(sink, EpcisRelay) and self.recorder is not None:
                 sink.receipt_closed(closed, after_seq=self.recorder.last_seq)
+
+    def _reads_seen(self, reads: Sequence[TagRead]) -> None:
+        """Every batch of tag reads the door pipeline takes: counted, and shown live."""
+        self.counters.reads += len(reads)
+        self.console_feed.reads(reads)
 
     def _now_us(self) -> int:
         return int(self._utcnow().timestamp() * 1_000_000)
@@ -266,12 +248,7 @@ class Gateway:
         try:
             self.shelves.opened(await worker.call(worker.store.stock))
             active = await worker.call(worker.store.alerts, active_only=True)
-            for alert in active:  # outages, low stock... clear when resolved
-                if alert.kind is AlertKind.ANTENNA_DOWN:
-                    reader, _, antenna = alert.subject.rpartition("/")
-                    self.antenna_health.restore_down(
-                        DeviceId(reader), int(antenna), time.monotonic()
-                    )
+            self.doors.restore(active)  # outages, low stock... clear when resolved
             recorder, health, devices, listeners = self._build(worker)
             recorder.active.update(alert.alert_id for alert in active)
             for cleared in self.shelves.cleared_at_start(active, self._utcnow()):
@@ -279,14 +256,7 @@ class Gateway:
             recorder.last_seq = await worker.call(worker.store.last_seq)
             health.started_after(recorder.last_seq, await worker.call(worker.store.cursors))
             await listeners.start()
-            log.info(
-                "gateway %s starting: %s reader(s), %s portal(s), %s shelf(ves), sinks: %s",
-                cfg.site.id,
-                len(cfg.readers),
-                len(cfg.portals),
-                len(cfg.shelves),
-                ", ".join(self.sinks) or "none",
-            )
+            self.telemetry.starting(cfg, list(self.sinks))
             await self.reader_set.replay(
                 self.portal_engine,
                 worker=worker,
@@ -327,24 +297,3 @@ class Gateway:
             sv.start(tg, "summary", self.telemetry.summary)
             sv.start(tg, "store and sync check", health.run)
             self.ready.set()
-
-    # -- the door pipeline's ports (gateway/runtime/doors.py) ------------------------------------
-
-    def _reads_seen(self, reads: Sequence[TagRead]) -> None:
-        self.counters.reads += len(reads)
-        self.console_feed.reads(reads)
-
-    def _publish_pass(self, portal_id: str, payload: bytes) -> None:
-        mqtt = self.sinks.get("mqtt")
-        if isinstance(mqtt, MqttSink):
-            mqtt.publish_pass(portal_id, payload)
-
-    def _write_gpo(self, reader_id: DeviceId, levels: Mapping[int, bool]) -> None:
-        adapter = self.readers.get(reader_id)
-        if adapter is not None:
-            adapter.write_gpo(levels)
-
-    def _set_antenna_down(self, reader_id: DeviceId, antenna: int, detail: str | None) -> None:
-        adapter = self.readers.get(reader_id)
-        if adapter is not None:
-            adapter.set_antenna_down(antenna, detail)

@@ -40,6 +40,7 @@ from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
+    LocationId,
     Movement,
     MovementKind,
     Severity,
@@ -48,7 +49,7 @@ from dockwatch_core.model import (
 from gateway.adapters.llrp import ReadBatch
 from gateway.config import GatewayConfig
 from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
-from gateway.domain.catalog import EpcKind
+from gateway.domain.catalog import Catalog, EpcKind
 from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
 from gateway.domain.portal import (
     Direction,
@@ -153,6 +154,33 @@ class DoorPipeline:
         """(monotonic time, event, outcome) of the last ``PASS_LOG`` pass events (traces,
         the accuracy benchmark's latencies)."""
 
+    @classmethod
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        *,
+        catalog: Catalog,
+        antenna_health: AntennaHealth,
+        ports: DoorPorts,
+        counters: DoorCounters,
+        now_us: Callable[[], int],
+        utcnow: Callable[[], datetime],
+    ) -> DoorPipeline:
+        """Every portal of ``config``: its engine, lights and photo eyes."""
+        return cls(
+            engine=PortalEngine(
+                portals=portal_specs(config), catalog=catalog, params=config.debounce.portal
+            ),
+            antenna_health=antenna_health,
+            lights=lights_of(config),
+            photo_eyes=photo_eyes_of(config),
+            counters=counters,
+            ports=ports,
+            site=config.site.id,
+            now_us=now_us,
+            utcnow=utcnow,
+        )
+
     # -- input ----------------------------------------------------------------------------------
 
     async def run_reads(self, queue: asyncio.Queue[ReadBatch]) -> None:
@@ -188,6 +216,16 @@ class DoorPipeline:
     async def advance(self, now_us: int) -> None:
         """Let the engine's clock run to ``now_us`` (a tick; the harness's tail)."""
         await self._settled(self.engine.advance(now_us))
+
+    def restore(self, active: Sequence[Alert]) -> None:
+        """The antennas a previous run left down (its active ``antenna_down`` alerts) stay down
+        until they read again."""
+        if self.antenna_health is None:
+            return
+        for alert in active:
+            if alert.kind is AlertKind.ANTENNA_DOWN:
+                reader, _, antenna = alert.subject.rpartition("/")
+                self.antenna_health.restore_down(DeviceId(reader), int(antenna), self._monotonic())
 
     def antenna_reported(self, reader_id: DeviceId, antenna: int, connected: bool) -> None:
         """An LLRP adapter's AntennaEvent (on the loop); handled on the next tick."""
@@ -391,3 +429,20 @@ def photo_eyes_of(config: GatewayConfig) -> dict[tuple[DeviceId, int], PhotoEye]
         ):
             eyes[reader, port] = PhotoEye(p.id, side, p.photo_eyes.broken_high)
     return eyes
+
+
+def portal_specs(config: GatewayConfig) -> list[PortalSpec]:
+    return [
+        PortalSpec(
+            portal_id=p.id,
+            reader_id=DeviceId(p.reader),
+            outside_antennas=frozenset(p.outside_antennas),
+            inside_antennas=frozenset(p.inside_antennas),
+            outside_location=LocationId(p.outside_location),
+            inside_location=LocationId(p.inside_location),
+            kind_in=p.kinds.in_,
+            kind_out=p.kinds.out,
+            photo_eyes=p.photo_eyes is not None,
+        )
+        for p in config.portals
+    ]

@@ -4,7 +4,7 @@ journals, and the journal replay at start (gateway/runtime/journal.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,18 @@ class ReaderSet:
                 journal=self._journal(reader.id),
             )
         return self.adapters
+
+    def write_gpo(self, reader_id: DeviceId, levels: Mapping[int, bool]) -> None:
+        """Set a reader's GPO outputs (its stack lights); a reader not configured is ignored."""
+        adapter = self.adapters.get(reader_id)
+        if adapter is not None:
+            adapter.write_gpo(levels)
+
+    def set_antenna_down(self, reader_id: DeviceId, antenna: int, detail: str | None) -> None:
+        """Tell a reader's adapter that an antenna is down (``detail``) or up again (None)."""
+        adapter = self.adapters.get(reader_id)
+        if adapter is not None:
+            adapter.set_antenna_down(antenna, detail)
 
     def _journal(self, reader_id: str) -> JournalWriter | None:
         if self._journal_path is None:

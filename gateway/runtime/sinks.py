@@ -57,3 +57,11 @@ def lag_thresholds(cfg: GatewayConfig, names: list[str]) -> dict[str, float]:
     """``sinks.<name>.lag_alert_s`` of the sinks that set one."""
     lags = {name: getattr(cfg.sinks, name).lag_alert_s for name in names}
     return {name: lag for name, lag in lags.items() if lag is not None}
+
+
+def publish_pass(sinks: Mapping[str, Sink], portal_id: str, payload: bytes) -> None:
+    """A door's pass event, on MQTT when that sink is configured (news of the moment: no
+    outbox, no other sink)."""
+    mqtt = sinks.get("mqtt")
+    if isinstance(mqtt, MqttSink):
+        mqtt.publish_pass(portal_id, payload)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from dockwatch_core.model import DeviceState
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
@@ -21,6 +22,9 @@ from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard
 from gateway.runtime.health import Health
 from gateway.runtime.recorder import Recorder
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +294,17 @@ class Telemetry:
             float(self._health.not_ready() is None),
         )
         return out
+
+    def starting(self, cfg: GatewayConfig, sinks: Sequence[str]) -> None:
+        """The one line that says what this gateway is about to run."""
+        log.info(
+            "gateway %s starting: %s reader(s), %s portal(s), %s shelf(ves), sinks: %s",
+            cfg.site.id,
+            len(cfg.readers),
+            len(cfg.portals),
+            len(cfg.shelves),
+            ", ".join(sinks) or "none",
+        )
 
     async def summary(self) -> None:
         while True:
