@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 
 import uvloop
 
-from dockwatch_core.model import DeviceId, LocationId, Sku
 from gateway.adapters.modbus import ModbusShelfPoller, PollerSettings, SampleQueue, ShelfPoint
+from gateway.domain.model import DeviceId, LocationId, Sku
 from gateway.domain.shelf import ShelfEngine
 from simulators.modbus.accuracy import point_for, tolerance_for
 from simulators.modbus.server import default_scenario

@@ -63,24 +63,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from dockwatch_core.errors import StoreError
-from dockwatch_core.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceState,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    MovementReason,
-    RecordedMovement,
-    Severity,
-    Sku,
-    SourceType,
-    StockLevel,
-)
 from edge_store.engine import (
     WRITE_OPTION,
     describe_error,
@@ -102,6 +84,24 @@ from edge_store.models import (
     StoreState,
 )
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from gateway.domain.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceState,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    MovementReason,
+    RecordedMovement,
+    Severity,
+    Sku,
+    SourceType,
+    StockLevel,
+)
+from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 

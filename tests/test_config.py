@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-from dockwatch_core.errors import ConfigError
-from dockwatch_core.model import MovementKind
 from gateway.cli import main as cli_main
 from gateway.config import (
     GatewayConfig,
@@ -25,7 +23,9 @@ from gateway.config import (
     parse_config,
     resolve_secret,
 )
+from gateway.domain.model import MovementKind
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
+from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "deploy" / "demo.yaml"

@@ -9,8 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from dockwatch_core.model import RecordedMovement
 from edge_store import EdgeStore
+from gateway.domain.model import RecordedMovement
 from tests.test_store_support import SITE, T0, movement, open_store
 
 BATCHES = 15

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from dockwatch_core.errors import ConfigError
+from gateway.errors import ConfigError
 
 REFUSAL_LOG_EVERY_S = 60.0
 """At most one log line per this many seconds about refused (unauthenticated) calls."""

@@ -55,8 +55,6 @@ from typing import TYPE_CHECKING, Final, ParamSpec, Protocol, TypeVar
 
 import aiohttp
 
-from dockwatch_core.errors import StoreError
-from dockwatch_core.model import Alert, AlertKind, RecordedMovement, Severity
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import OutboxPager
@@ -68,6 +66,8 @@ from gateway.domain.epcis import (
     movement_events,
     receipt_closed_event,
 )
+from gateway.domain.model import Alert, AlertKind, RecordedMovement, Severity
+from gateway.errors import StoreError
 
 if TYPE_CHECKING:
     from gateway.config import EpcisSinkConfig

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 One :class:`LlrpReaderAdapter` per configured reader, run as its own task. ``run()`` loops over
 *sessions*: a session is one TCP connection served by one fresh sllurp ``LLRPReaderClient`` and its
-reader thread. A session ends with a reason (a :class:`~dockwatch_core.errors.DeviceError`); the
+reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceError`); the
 adapter tears the session down, waits a capped exponential backoff with full jitter
 (:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
 
@@ -95,12 +95,12 @@ from typing import Any, Final
 from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderConfig, LLRPReaderState
 from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
-from dockwatch_core.errors import ConfigError, DeviceError, ProtocolError
-from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
 from gateway.adapters.backoff import Backoff
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.tls import describe_tls_error
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, Epc, TagRead
+from gateway.errors import ConfigError, DeviceError, ProtocolError
 from gateway.llrp import codec
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Final
 
-from dockwatch_core.errors import ConfigError
+from gateway.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from dockwatch_core.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.adapters.metrics import TOKEN_COOKIE, plain
 from gateway.console.feed import ConsoleFeed, FeedFull, alert_dict, device_dict, stock_dict
 from gateway.console.feed import movement_dict as movement_row
 from gateway.console.pages import PAGES, Page, e, json_block, layout, sign_in, table
+from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.domain.receiving import ReceiptState, ReceiptStatus
 
 __all__ = ["Console", "ConsoleData", "DoorView", "ShelfView"]

@@ -1,2 +1,1 @@
-"""Pure domain logic: standard library only (and ``dockwatch_core``, the value types and errors
-the edge store shares), no I/O, no clocks (time is an argument)."""
+"""Pure domain logic: standard library only, no I/O, no clocks (time is an argument)."""

@@ -117,7 +117,9 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Final
 
-from dockwatch_core.model import (
+from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
+from gateway.domain.epc import DecodedEpc, decode_epc
+from gateway.domain.model import (
     DeviceId,
     Epc,
     LocationId,
@@ -128,8 +130,6 @@ from dockwatch_core.model import (
     SourceType,
     TagRead,
 )
-from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
-from gateway.domain.epc import DecodedEpc, decode_epc
 from gateway.domain.params import PortalParams
 
 __all__ = [

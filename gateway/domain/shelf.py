@@ -93,7 +93,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dockwatch_core.model import (
+from gateway.domain.model import (
     MAX_QUANTITY,
     Alert,
     AlertKind,

@@ -72,8 +72,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from dockwatch_core.errors import ConfigError, ProtocolError
 from gateway.adapters.tls import server_context_from_flags
+from gateway.errors import ConfigError, ProtocolError
 from gateway.llrp import codec as c
 from simulators.llrp.source import ReadSource, SimRead, TagPopulation
 
