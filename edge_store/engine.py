@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -145,7 +146,7 @@ def _sqlite_engine(url: URL) -> Engine:
             # busy_timeout first: switching an existing file to WAL needs a lock too.
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _switch_to_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -159,6 +160,29 @@ def _sqlite_engine(url: URL) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock.
+
+    SQLite does not call the busy handler for a journal-mode change: two processes opening a
+    new database at once (the gateway and ``dockwatch db upgrade``, say) saw the second fail
+    at once with "database is locked". Once one of them has switched, the mode is persistent
+    and the statement is a no-op for everybody else.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.002
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        else:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def describe_error(exc: BaseException) -> str:
