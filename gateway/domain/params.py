@@ -98,10 +98,15 @@ class ShelfParams:
     """A stable weight change that is no whole number of units raises an alert after this long."""
     adjust_location: str = "adjustment"
     """The virtual location that reconciliation adjustments come from or go to."""
+    hand_rest_s: float = 12.0
+    """How long a hand may rest on a shelf. On a transmitter too noisy to show a hand's tremor
+    and without a trustworthy stable bit, a weight increase counts only once it held this long
+    (a hand lifts before); elsewhere the tremor or the bit tells a hand at once."""
 
     def __post_init__(self) -> None:
         positive = {
             "poll_interval_s": self.poll_interval_s,
+            "hand_rest_s": self.hand_rest_s,
             "stable_hold_s": self.stable_hold_s,
             "confirm_s": self.confirm_s,
             "outage_gap_s": self.outage_gap_s,

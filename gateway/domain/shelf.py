@@ -155,8 +155,17 @@ _RECENT_S = 2.0
 _TREMOR_UNIT_FRACTION = 0.005
 _MIN_TREMOR_G = 0.5
 """Half a gram of wobble is the platform, not a hand."""
+_RING_S = 0.5
+"""How long a platform rings after a load change (a damped oscillation of a fraction of a
+second; a hand's tremor lasts as long as the hand)."""
 _QUIET_SAMPLES = 5
 """A second of samples at 5 Hz: four can look like a filter's tail by chance, five rarely."""
+_HAND_VISIBLE_NOISE_G = 2.5
+"""Above this noise a resting hand's tremor (10 g and more, up and down) travels no further
+over 1.6 s of 5 Hz samples than noise does (2.4 sigma a step): only a stable bit, or time,
+tells a hand from goods."""
+_HAND_MAX_G = 2500.0
+"""The most a hand or forearm resting on a shelf presses: a heavier increase is goods."""
 _QUIET_RUN = 3
 """Quiet judgements in a row before a candidate counts: a hand can look still for a moment."""
 _TRAVEL_SIGMAS = 2.4
@@ -346,22 +355,29 @@ class _Plateau:
     quiet_seen: bool = False
     """At some moment its last second of samples showed no tremor (the start of the next
     gesture may join a plateau's band before it leaves it)."""
+    knocked: bool = False
+    """Rejoined after a knock: it settled before the knock, not where the trace says."""
 
     @property
     def grams(self) -> float:
         return self.total / self.n
 
     def excess_variation_g(
-        self, window_s: float = _TREMOR_WINDOW_S, *, skip_last: int = 0
+        self,
+        window_s: float = _TREMOR_WINDOW_S,
+        *,
+        skip_last: int = 0,
+        since: float = -math.inf,
     ) -> tuple[float, int]:
-        """How far the recent samples travelled beyond their net change, and how many steps
-        (leaving out the last ``skip_last`` samples).
+        """How far the recent samples (none before ``since``) travelled beyond their net change,
+        and how many steps (leaving out the last ``skip_last`` samples).
 
-        A filter's tail or a dying ring goes one way and slows down: it travels about as far
-        as it gets. A hand goes up and down: it travels far and gets nowhere."""
+        A filter's tail goes one way and slows down: it travels about as far as it gets. A
+        hand goes up and down: it travels far and gets nowhere."""
         recent = list(self.recent)[: len(self.recent) - skip_last]
         last = recent[-1][0] if recent else 0.0
-        values = [g for t, g in recent if t >= last - window_s - 1e-9]
+        start = max(last - window_s - 1e-9, since)
+        values = [g for t, g in recent if t >= start]
         if len(values) < 3:
             return 0.0, 0
         travel = math.fsum(abs(b - a) for a, b in itertools.pairwise(values))
@@ -457,6 +473,7 @@ class ShelfEngine:
         self._disagree_since: float | None = None
         # Compare the first confirmed plateau with the book (start) or the pre-fault anchor.
         self._resync = True
+        self._seen_before_fault: _Plateau | None = None
         self._implausible_alerted = False
         self._bit_seen = 0
         self._bit_set = 0
@@ -547,15 +564,32 @@ class ShelfEngine:
     # -- internals: plateaus ----------------------------------------------------------------------
 
     def _interrupt(self) -> None:
-        """A fault or an outage: forget the unconfirmed, compare the next plateau with before."""
+        """A fault or an outage: forget the unconfirmed, compare the next plateau with before.
+
+        Except a quiet plateau that only ``hand_rest_s`` kept from counting (a restock on a
+        shelf blind to a hand's tremor): it stays as evidence (with the evidence before it),
+        seen before the fault. If the weight after the fault is the same, it was goods, and
+        counts as seen then, not as an offline change."""
+        anchor, held = self._anchor, self._candidate
+        keep = (
+            anchor is not None
+            and held is not None
+            and not self._confirmed
+            and held.quiet_seen
+            and self._hand_blind()
+            and self._heavier_than_before(held)
+        )
         self._window.clear()
         self._trace.clear()
         self._candidate = None
         self._confirmed = False
         self._last_sane_g = None
         self._disagree_since = None
-        if self._anchor is not None:
-            self._anchor.chain.clear()
+        if anchor is not None and keep and held is not None:
+            anchor.chain.append(held)  # with the evidence before it: all seen before the fault
+            self._seen_before_fault = held
+        elif anchor is not None and self._seen_before_fault is None:
+            anchor.chain.clear()
         self._resync = True
 
     def _append(self, sample: WeightSample) -> None:
@@ -625,10 +659,11 @@ class ShelfEngine:
             if at >= settled_at:
                 plateau.add(at, grams, bit)
         evidence = self._anchor.chain if self._anchor is not None else []
-        if evidence and self._fit(plateau.grams - evidence[-1].grams).units == 0:
+        if evidence and self._same_weight(evidence[-1], plateau):
             # The same plateau again after a knock: it settled when the first part did.
             earlier = evidence.pop()
             plateau.settled_at, plateau.settled_utc = earlier.settled_at, earlier.settled_utc
+            plateau.knocked = True
             if earlier.quiet_seen:
                 # It was seen still long enough before the knock: that counts towards confirming.
                 plateau.detected_at = earlier.detected_at
@@ -643,6 +678,13 @@ class ShelfEngine:
             self._phase = ShelfPhase.STABLE
             out.extend(self._resolve(plateau, sample.at, now_utc))
         return out
+
+    def _same_weight(self, earlier: _Plateau, plateau: _Plateau) -> bool:
+        """The same weight within what the noise lets two means differ by (goods knocked ring and
+        come back to it; a resting hand's sway shows up as plateaus grams apart)."""
+        noise = self._noise.noise_g()
+        spread = 3.0 * noise * math.sqrt(1.0 / earlier.n + 1.0 / plateau.n)
+        return abs(plateau.grams - earlier.grams) <= max(spread, self._noise.resolution_g)
 
     def _commit_progress(self, plateau: _Plateau, now_utc: datetime) -> list[Movement | Alert]:
         """A new candidate further along from the anchor than the unconfirmed ones before it
@@ -659,6 +701,8 @@ class ShelfEngine:
         last_units, last = steps[-1]
         if last_units == 0 or (new.units - last_units) * last_units <= 0:
             return []
+        if last_units > 0 and self._hand_blind():
+            return []  # a resting hand pressing harder looks the same: wait for hand_rest_s
         if not last.quiet_seen:
             return []  # never judged still: wait for the confirmed plateau, which may undo it
         return self._resolve(last, None, now_utc)
@@ -684,6 +728,29 @@ class ShelfEngine:
         last = plateau.recent[-1][0]
         count = sum(1 for t, _ in plateau.recent if t >= last - window - 1e-9)
         return count >= (3 if self._sparse() else _QUIET_SAMPLES)
+
+    def _heavier_than_before(self, plateau: _Plateau) -> bool:
+        """Heavier than the level before it (the last piece of evidence of another count, or the
+        anchor), by no more than a hand presses: what a hand resting on the shelf looks like.
+        (A pick after an unconfirmed restock is lighter than what came before: it confirms at
+        once, and counts the restock with it.)"""
+        anchor = self._anchor
+        if anchor is None:
+            return False
+        units = self._fit(plateau.grams - anchor.grams).units
+        before = next(
+            (
+                p.grams
+                for p in reversed(anchor.chain)
+                if self._fit(p.grams - anchor.grams).units != units
+            ),
+            anchor.grams,
+        )
+        return self._half_band() < plateau.grams - before <= _HAND_MAX_G
+
+    def _hand_blind(self) -> bool:
+        """Too noisy to see a resting hand tremble, and no trustworthy stable bit to say so."""
+        return not self.stable_bit_trusted and self._noise.noise_g() > _HAND_VISIBLE_NOISE_G
 
     def _sparse(self) -> bool:
         return self._interval_s >= 1.5 * self.params.poll_interval_s
@@ -718,7 +785,7 @@ class ShelfEngine:
         # 2.22 -> 2.02 s, no new phantom). The price: a hand resting still on the shelf for
         # less than a second right after a pick, then lifted, splits the pick in two (the book
         # stays right).
-        if units == 0 or (units > 0 and not last.quiet_seen):
+        if units == 0 or (units > 0 and (not last.quiet_seen or self._hand_blind())):
             return []
         beyond = (grams - last.grams) * (1 if units > 0 else -1)
         # A hand can press a shelf down (heavier), never lift it: past a pick's plateau the
@@ -733,10 +800,19 @@ class ShelfEngine:
         hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
         if self.params.stable_band_g is not None:
             return False
-        excess, steps = plateau.excess_variation_g(self._tremor_window_s(), skip_last=skip_last)
+        window = self._tremor_window_s()
         noise = self._noise.noise_g()
         floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
-        return excess > steps * _TRAVEL_SIGMAS * noise + floor
+        excess, steps = plateau.excess_variation_g(window, skip_last=skip_last)
+        if excess <= steps * _TRAVEL_SIGMAS * noise + floor:
+            return False
+        # The platform rings for a moment after goods land on it or leave it, a damped
+        # oscillation that crosses the final weight (heavy goods ring tens of grams): judged
+        # again without that moment when enough samples are left. A hand goes on trembling.
+        excess, steps = plateau.excess_variation_g(
+            window, skip_last=skip_last, since=plateau.settled_at + _RING_S
+        )
+        return steps + 1 < _QUIET_SAMPLES or excess > steps * _TRAVEL_SIGMAS * noise + floor
 
     def _settled_at(self, mean: float, half: float) -> float:
         """The earliest time from which every traced sample is within the band of ``mean``."""
@@ -748,8 +824,21 @@ class ShelfEngine:
         return settled
 
     def _ready(self, plateau: _Plateau, at: float) -> bool:
-        """Confirmed: held ``confirm_s``, spread like noise, and the trusted stable bit set."""
+        """Confirmed: held ``confirm_s``, spread like noise, and the trusted stable bit set;
+        heavier than the anchor on a shelf blind to a hand's tremor: held ``hand_rest_s``."""
         if at - plateau.settled_at < self.params.confirm_s - 1e-9:
+            return False
+        if not plateau.knocked and at - self._settled_at(plateau.grams, self._half_band()) < (
+            self.params.confirm_s - 1e-9
+        ):
+            # Judged again by the plateau's mean now rather than the mean of its first samples
+            # (goods away for a moment before they are put back must not pass for settled).
+            return False
+        if (
+            self._hand_blind()
+            and self._heavier_than_before(plateau)
+            and at - plateau.settled_at < self.params.hand_rest_s - 1e-9
+        ):
             return False
         if at - plateau.detected_at < _MIN_OBSERVED_S - 1e-9:
             return False
@@ -802,6 +891,7 @@ class ShelfEngine:
                 out.append(self._unexplained_alert(now_utc, active=False, delta_g=0.0))
             self._pending = None
         reason = MovementReason.OFFLINE_CHANGE if resync else None
+        before_fault, self._seen_before_fault = self._seen_before_fault, None
         steps = self._steps(anchor, plateau)
         index = _index(anchor.chain, plateau)
         later = anchor.chain[index + 1 :] if index is not None else []
@@ -817,7 +907,8 @@ class ShelfEngine:
                 step_fit = self._fit(
                     step.grams - anchor.grams - previous_units * self.unit_weight_g
                 )
-                out.append(self._movement(change, step_fit, previous_utc, step.settled_utc, reason))
+                why = None if step is before_fault else reason
+                out.append(self._movement(change, step_fit, previous_utc, step.settled_utc, why))
             previous_units, previous_utc = units, step.settled_utc
         self._anchor = _Anchor(grams=plateau.grams, utc=plateau.settled_utc, chain=later)
         return out
