@@ -7,7 +7,8 @@ How it is measured
   0.02-0.2 s, 10-80 Hz updates, float32 g/kg or int32 x0.1-10, both word orders, holding or input
   table, status word mapped or not, division/capacity configured or not, drift), items from 5 g to
   5 kg, picks, restocks, double picks, put-backs, resting hands, bumps, a silent transmitter and
-  garbage values. 150 s of scenario each.
+  garbage values. 150 s of scenario each, then 13.5 s without events (a restock on a shelf
+  blind to a hand is counted `hand_rest_s` after it settled; real shelves do not stop).
 * Each store runs through ``simulators.modbus.zoo_run.run_zoo``: the Modbus simulator (a real
   pymodbus TCP server) -> the real ``ModbusShelfPoller`` (5 Hz in scenario time) -> one
   ``ShelfEngine`` per shelf with every ``debounce.shelf`` key at its default and no catalog

@@ -301,7 +301,9 @@ async def _run(
     async with asyncio.TaskGroup() as group:
         poll_task = group.create_task(poller.run(), name="poller")
         consume_task = group.create_task(pipeline.run(), name="engine")
-        await sim.sleep_until(zoo.scenario.end_s)
+        # The shelves live on after their last event for as long as the gateway may take to
+        # count it (a restock on a shelf blind to a hand waits hand_rest_s), as real ones do.
+        await sim.sleep_until(zoo.scenario.end_s + params.hand_rest_s + params.confirm_s)
         poll_task.cancel()
         consume_task.cancel()
     samples = pipeline.fed
