@@ -7,6 +7,7 @@ Each row of the issue's table about files has its test here; the property-based 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -34,7 +35,11 @@ DEMO = ROOT / "deploy" / "demo.yaml"
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     """``dockwatch argv`` in-process: an exception would fail the test with its traceback.
-    Root log handlers another test left (on a stream since closed) are set aside meanwhile."""
+    Root log handlers another test left (on a stream since closed) are set aside meanwhile, and
+    what earlier tests left for the garbage collector is collected first: a finalizer's complaint
+    (an asyncio task an earlier test's loop never finished) would otherwise land in this
+    command's stderr, which must carry no traceback of its own."""
+    gc.collect()
     root = logging.getLogger()
     saved, root.handlers[:] = root.handlers[:], []
     try:
