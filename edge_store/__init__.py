@@ -2,6 +2,8 @@
 
 ``EdgeStore.open(url, site=...)`` is the entry point; see ``edge_store.repository`` for the
 guarantees (gap-free seq, idempotent ``record``, one transaction per batch) and ``docs/store.md``.
+``EdgeStore`` delegates the catalog to ``edge_store.catalog`` and alerts and device statuses to
+``edge_store.status``; all of them reach the database through one ``edge_store.access.StoreAccess``.
 """
 
 from edge_store.engine import redact_url

@@ -1,5 +1,11 @@
 """``EdgeStore``: the gateway's durable record of movements, stock, cursors, alerts and devices.
 
+``EdgeStore`` is the whole API. This module holds its transactional core, the movements, stock
+levels, seq counter and sink cursors (the outbox); the other tables are served by two small
+parts it delegates to, one line per method: the catalog (``edge_store.catalog``: items and
+locations) and the status tables (``edge_store.status``: alerts and device states). All three
+share one ``edge_store.access.StoreAccess`` (engine, lock, transactions) rather than a base class.
+
 Theory of operation
 -------------------
 
@@ -38,57 +44,45 @@ alert engine reports rather than a value the store should hide. Quantities are e
 cases to eaches (``pack_size``) is the caller's business, before ``record``.
 
 Every SKU and location a movement names must exist (``sync_catalog`` first): foreign keys reject
-the batch otherwise, and the error names the unknown references.
+the batch otherwise, and the error names the unknown references (looked up by the catalog once the
+batch has been rolled back).
 
 Threading: the API is synchronous; one ``EdgeStore`` may be called from any thread (calls are
-serialised by an instance lock). Several ``EdgeStore`` instances or processes may share one
-database; the database's own locking keeps them consistent.
+serialised by the lock of its ``StoreAccess``, which its catalog and status parts take too).
+Several ``EdgeStore`` instances or processes may share one database; the database's own locking
+keeps them consistent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from types import TracebackType
 from typing import Any, Self
 
 import psycopg
-from sqlalchemy import Dialect, Engine, Row, Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Dialect, Engine, Row, select, update
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from edge_store.engine import (
-    WRITE_OPTION,
-    describe_error,
-    make_engine,
-    redact_url,
-    store_errors,
-)
+from edge_store.access import StoreAccess, table
+from edge_store.catalog import Catalog
+from edge_store.engine import describe_error, make_engine
 from edge_store.migrate import check_at_head, upgrade_engine
 from edge_store.models import (
     STORE_STATE_ID,
-    AlertRow,
-    Base,
-    DeviceStatusRow,
-    Item,
-    Location,
     MovementRow,
     SinkCursor,
     StockLevelRow,
     StoreState,
 )
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from edge_store.status import AlertsAndDevices
 from gateway.domain.model import (
     Alert,
-    AlertKind,
-    DeviceId,
-    DeviceState,
     DeviceStatus,
     LocationId,
     Movement,
@@ -96,7 +90,6 @@ from gateway.domain.model import (
     MovementKind,
     MovementReason,
     RecordedMovement,
-    Severity,
     Sku,
     SourceType,
     StockLevel,
@@ -105,7 +98,6 @@ from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-_UpsertInsert = postgresql.Insert | sqlite.Insert
 _AnyRow = Row[*tuple[Any, ...]]
 
 _MOVEMENT_COLUMNS = (
@@ -126,12 +118,6 @@ _MOVEMENT_COLUMNS = (
 )
 
 
-def _table(model: type[Base]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
 def _require_utc(name: str, value: datetime) -> None:
     if value.tzinfo is None or value.utcoffset() != timedelta(0):
         raise ValueError(f"{name} must be a timezone-aware UTC datetime, got {value!r}")
@@ -141,13 +127,11 @@ class EdgeStore:
     """The edge store on SQLite or PostgreSQL. Create it with ``EdgeStore.open``."""
 
     def __init__(self, engine: Engine, *, site: str) -> None:
-        self._engine = engine
+        self._db = StoreAccess(engine)
         self._site = site
-        self._url = redact_url(engine.url)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._upsert_insert = _upsert_insert_for(engine.dialect.name)
         self._batch = _BatchWriter(engine.dialect)
+        self._catalog = Catalog(self._db)
+        self._status = AlertsAndDevices(self._db)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -177,14 +161,11 @@ class EdgeStore:
         except BaseException:
             engine.dispose()
             raise
-        log.info("edge store open url=%s site=%s last_seq=%s", store._url, site, store.last_seq())
+        log.info("edge store open url=%s site=%s last_seq=%s", store.url, site, store.last_seq())
         return store
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._engine.dispose()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -204,34 +185,11 @@ class EdgeStore:
     @property
     def url(self) -> str:
         """The store's URL with any password redacted (safe to log)."""
-        return self._url
-
-    # --- plumbing ----------------------------------------------------------------------------
-
-    @contextmanager
-    def _read(self, operation: str) -> Iterator[Connection]:
-        with self._lock, store_errors(operation, self._url):
-            self._check_open(operation)
-            with self._engine.connect() as conn, conn.begin():
-                yield conn
-
-    @contextmanager
-    def _write(self, operation: str) -> Iterator[Connection]:
-        """A write transaction; commits when the block ends without an exception."""
-        with self._lock, store_errors(operation, self._url):
-            self._check_open(operation)
-            with self._engine.connect() as conn:
-                conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-
-    def _check_open(self, operation: str) -> None:
-        if self._closed:
-            raise StoreError(f"{operation} on {self._url}: the store is closed")
+        return self._db.url
 
     def _claim_site(self) -> None:
-        state = _table(StoreState)
-        with self._write("open") as conn:
+        state = table(StoreState)
+        with self._db.write("open") as conn:
             owner = conn.execute(
                 select(state.c.site).where(state.c.id == STORE_STATE_ID).with_for_update()
             ).scalar_one()
@@ -241,57 +199,24 @@ class EdgeStore:
                 )
             elif owner != self._site:
                 raise StoreError(
-                    f"edge store at {self._url} belongs to site {owner!r}, not {self._site!r}"
+                    f"edge store at {self._db.url} belongs to site {owner!r}, not {self._site!r}"
                 )
 
-    # --- catalog -----------------------------------------------------------------------------
+    # --- catalog (edge_store.catalog) --------------------------------------------------------
 
     def sync_catalog(
         self, items: Iterable[ItemRecord], locations: Iterable[LocationRecord]
     ) -> None:
         """Insert or update items and locations. Nothing is deleted: movements refer to them."""
-        item_rows = [
-            {
-                "sku": i.sku,
-                "gtin": i.gtin,
-                "name": i.name,
-                "unit_weight_g": i.unit_weight_g,
-                "pack_size": i.pack_size,
-                "reorder_point": i.reorder_point,
-            }
-            for i in items
-        ]
-        location_rows = [{"id": loc.id, "kind": loc.kind} for loc in locations]
-        with self._write("sync_catalog") as conn:
-            if location_rows:
-                conn.execute(self._upsert(_table(Location), ("id",), ("kind",)), location_rows)
-            if item_rows:
-                columns = ("gtin", "name", "unit_weight_g", "pack_size", "reorder_point")
-                conn.execute(self._upsert(_table(Item), ("sku",), columns), item_rows)
+        self._catalog.sync(items, locations)
 
     def items(self) -> list[ItemRecord]:
         """The catalog items, sorted by SKU."""
-        table = _table(Item)
-        with self._read("items") as conn:
-            rows = conn.execute(select(table).order_by(table.c.sku)).all()
-        return [
-            ItemRecord(
-                sku=row.sku,
-                name=row.name,
-                pack_size=row.pack_size,
-                gtin=row.gtin,
-                unit_weight_g=row.unit_weight_g,
-                reorder_point=row.reorder_point,
-            )
-            for row in rows
-        ]
+        return self._catalog.items()
 
     def locations(self) -> list[LocationRecord]:
         """The locations, sorted by id."""
-        table = _table(Location)
-        with self._read("locations") as conn:
-            rows = conn.execute(select(table).order_by(table.c.id)).all()
-        return [LocationRecord(id=row.id, kind=row.kind) for row in rows]
+        return self._catalog.locations()
 
     # --- movements ---------------------------------------------------------------------------
 
@@ -309,17 +234,17 @@ class EdgeStore:
         except StoreError as exc:
             if not isinstance(exc.__cause__, IntegrityError):
                 raise
-            unknown = self._unknown_references(movements)
+            unknown = self._catalog.unknown_references(movements)
             if not unknown:
                 raise
             raise StoreError(
-                f"record failed on {self._url}: {describe_error(exc.__cause__)} ({unknown}); "
+                f"record failed on {self._db.url}: {describe_error(exc.__cause__)} ({unknown}); "
                 "the batch was rolled back"
             ) from exc.__cause__
 
     def _record(self, movements: Sequence[Movement], now: datetime) -> RecordResult:
-        state = _table(StoreState)
-        with self._write("record") as conn:
+        state = table(StoreState)
+        with self._db.write("record") as conn:
             last = conn.execute(
                 select(state.c.last_seq).where(state.c.id == STORE_STATE_ID).with_for_update()
             ).scalar_one()
@@ -367,29 +292,10 @@ class EdgeStore:
             conn.execute(update(state).where(state.c.id == STORE_STATE_ID).values(last_seq=seq))
         return RecordResult(recorded=tuple(recorded), duplicates=tuple(duplicates), stock=changed)
 
-    def _unknown_references(self, movements: Sequence[Movement]) -> str:
-        """Describe SKUs and locations the batch names that are not in the catalog ('' if none)."""
-        skus = {m.sku for m in movements}
-        locations = {m.from_location for m in movements} | {m.to_location for m in movements}
-        items, places = _table(Item), _table(Location)
-        with self._read("record") as conn:
-            known_skus = set(
-                conn.execute(select(items.c.sku).where(items.c.sku.in_(skus))).scalars()
-            )
-            known_locations = set(
-                conn.execute(select(places.c.id).where(places.c.id.in_(locations))).scalars()
-            )
-        parts = []
-        if skus - known_skus:
-            parts.append(f"unknown sku {sorted(skus - known_skus)}")
-        if locations - known_locations:
-            parts.append(f"unknown location {sorted(locations - known_locations)}")
-        return ", ".join(parts)
-
     def last_seq(self) -> int:
         """The highest committed seq (0 for an empty store)."""
-        state = _table(StoreState)
-        with self._read("last_seq") as conn:
+        state = table(StoreState)
+        with self._db.read("last_seq") as conn:
             value = conn.execute(
                 select(state.c.last_seq).where(state.c.id == STORE_STATE_ID)
             ).scalar_one()
@@ -399,7 +305,7 @@ class EdgeStore:
         """Up to ``limit`` movements with ``seq > after_seq``, in seq order (a page)."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        with self._read("movements_since") as conn:
+        with self._db.read("movements_since") as conn:
             rows = conn.execute(
                 select(*_MOVEMENT_COLUMNS)
                 .where(MovementRow.seq > after_seq)
@@ -410,14 +316,14 @@ class EdgeStore:
 
     def recorded_at(self, seq: int) -> datetime | None:
         """When movement ``seq`` was committed (``record``'s ``now``); None when no such seq."""
-        with self._read("recorded_at") as conn:
+        with self._db.read("recorded_at") as conn:
             value: datetime | None = conn.execute(
                 select(MovementRow.recorded_at).where(MovementRow.seq == seq)
             ).scalar()
         return value
 
     def movement_by_id(self, movement_id: str) -> RecordedMovement | None:
-        with self._read("movement_by_id") as conn:
+        with self._db.read("movement_by_id") as conn:
             row = conn.execute(
                 select(*_MOVEMENT_COLUMNS).where(MovementRow.movement_id == movement_id)
             ).first()
@@ -448,13 +354,13 @@ class EdgeStore:
 
         A (location, sku) pair no movement ever touched has no level (not a zero level).
         """
-        levels = _table(StockLevelRow)
+        levels = table(StockLevelRow)
         query = select(levels).order_by(levels.c.location, levels.c.sku)
         if location is not None:
             query = query.where(levels.c.location == location)
         if sku is not None:
             query = query.where(levels.c.sku == sku)
-        with self._read("stock") as conn:
+        with self._db.read("stock") as conn:
             rows = conn.execute(query).all()
         return [_stock_level(row) for row in rows]
 
@@ -462,8 +368,8 @@ class EdgeStore:
 
     def get_cursor(self, sink: str) -> int:
         """The last seq ``sink`` acknowledged (0 when it never did)."""
-        cursors = _table(SinkCursor)
-        with self._read("get_cursor") as conn:
+        cursors = table(SinkCursor)
+        with self._db.read("get_cursor") as conn:
             value = conn.execute(select(cursors.c.seq).where(cursors.c.sink == sink)).scalar()
         return 0 if value is None else int(value)
 
@@ -478,8 +384,8 @@ class EdgeStore:
             raise ValueError("sink must not be empty")
         if seq < 0:
             raise ValueError(f"cursor seq must be >= 0, got {seq}")
-        state, cursors = _table(StoreState), _table(SinkCursor)
-        with self._write("advance_cursor") as conn:
+        state, cursors = table(StoreState), table(SinkCursor)
+        with self._db.write("advance_cursor") as conn:
             last = conn.execute(
                 select(state.c.last_seq).where(state.c.id == STORE_STATE_ID)
             ).scalar_one()
@@ -487,7 +393,7 @@ class EdgeStore:
                 raise ValueError(
                     f"cannot advance cursor {sink!r} to {seq}: last recorded seq is {last}"
                 )
-            stmt = self._upsert_insert(cursors)
+            stmt = self._db.insert(cursors)
             conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[cursors.c.sink],
@@ -498,96 +404,28 @@ class EdgeStore:
             )
 
     def cursors(self) -> dict[str, int]:
-        cursors = _table(SinkCursor)
-        with self._read("cursors") as conn:
+        cursors = table(SinkCursor)
+        with self._db.read("cursors") as conn:
             rows = conn.execute(select(cursors.c.sink, cursors.c.seq).order_by(cursors.c.sink))
             return {row.sink: int(row.seq) for row in rows}
 
-    # --- alerts and devices ------------------------------------------------------------------
+    # --- alerts and devices (edge_store.status) ----------------------------------------------
 
     def upsert_alert(self, alert: Alert) -> None:
         """Store ``alert``, replacing the alert with the same ``alert_id`` (raise or clear)."""
-        row = {
-            "alert_id": alert.alert_id,
-            "kind": alert.kind.value,
-            "severity": alert.severity.value,
-            "subject": alert.subject,
-            "message": alert.message,
-            "raised_at": alert.raised_at,
-            "active": alert.active,
-            "details": dict(alert.details),
-        }
-        columns = tuple(k for k in row if k != "alert_id")
-        with self._write("upsert_alert") as conn:
-            conn.execute(self._upsert(_table(AlertRow), ("alert_id",), columns), row)
+        self._status.upsert_alert(alert)
 
     def alerts(self, *, active_only: bool = True) -> list[Alert]:
         """Alerts, oldest first; only the active ones unless ``active_only`` is false."""
-        table = _table(AlertRow)
-        query = select(table).order_by(table.c.raised_at, table.c.alert_id)
-        if active_only:
-            query = query.where(table.c.active.is_(True))
-        with self._read("alerts") as conn:
-            rows = conn.execute(query).all()
-        return [
-            Alert(
-                alert_id=row.alert_id,
-                kind=AlertKind(row.kind),
-                severity=Severity(row.severity),
-                subject=row.subject,
-                message=row.message,
-                raised_at=row.raised_at,
-                active=bool(row.active),
-                details=_details(row.details),
-            )
-            for row in rows
-        ]
+        return self._status.alerts(active_only=active_only)
 
     def set_device_status(self, status: DeviceStatus) -> None:
-        row = {
-            "device_id": status.device_id,
-            "device_type": status.device_type,
-            "state": status.state.value,
-            "since": status.since,
-            "detail": status.detail,
-        }
-        columns = ("device_type", "state", "since", "detail")
-        with self._write("set_device_status") as conn:
-            conn.execute(self._upsert(_table(DeviceStatusRow), ("device_id",), columns), row)
+        """Store ``status`` as the device's current state, replacing the previous one."""
+        self._status.set_device_status(status)
 
     def device_statuses(self) -> list[DeviceStatus]:
-        table = _table(DeviceStatusRow)
-        with self._read("device_statuses") as conn:
-            rows = conn.execute(select(table).order_by(table.c.device_id)).all()
-        return [
-            DeviceStatus(
-                device_id=DeviceId(row.device_id),
-                device_type=row.device_type,
-                state=DeviceState(row.state),
-                since=row.since,
-                detail=row.detail,
-            )
-            for row in rows
-        ]
-
-    # --- helpers -----------------------------------------------------------------------------
-
-    def _upsert(self, table: Table, keys: Sequence[str], columns: Sequence[str]) -> _UpsertInsert:
-        """``INSERT ... ON CONFLICT (keys) DO UPDATE SET column = excluded.column``."""
-        stmt = self._upsert_insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c[k] for k in keys],
-            set_={c: stmt.excluded[c] for c in columns},
-        )
-
-
-def _upsert_insert_for(dialect: str) -> Callable[[Table], _UpsertInsert]:
-    """The dialect's ``insert`` construct, the one that has ``on_conflict_do_update``."""
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise StoreError(f"the edge store runs on SQLite or PostgreSQL, not {dialect}")
+        """The current state of every device that ever reported one, sorted by device id."""
+        return self._status.device_statuses()
 
 
 class _BatchWriter:
@@ -628,22 +466,22 @@ class _BatchWriter:
     )
 
     def __init__(self, dialect: Dialect) -> None:
-        table = _table(MovementRow)
-        if set(self.COLUMNS) != set(table.c.keys()):  # pragma: no cover - caught by any test
-            raise StoreError(f"_BatchWriter.COLUMNS is out of date with {table.name}")
+        movements = table(MovementRow)
+        if set(self.COLUMNS) != set(movements.c.keys()):  # pragma: no cover - caught by any test
+            raise StoreError(f"_BatchWriter.COLUMNS is out of date with {movements.name}")
         self.postgresql = dialect.name == "postgresql"
         columns = ", ".join(self.COLUMNS)
         if self.postgresql:
-            self.insert_sql = f"COPY {table.name} ({columns}) FROM STDIN"
+            self.insert_sql = f"COPY {movements.name} ({columns}) FROM STDIN"
             where = "movement_id = ANY(%s)"
         else:
             marks = ", ".join("?" * len(self.COLUMNS))
             # Identifiers come from the model; every value is a bound parameter.
-            self.insert_sql = f"INSERT INTO {table.name} ({columns}) VALUES ({marks})"  # noqa: S608
+            self.insert_sql = f"INSERT INTO {movements.name} ({columns}) VALUES ({marks})"  # noqa: S608
             where = "movement_id IN (SELECT value FROM json_each(?))"
-        self.existing_sql = f"SELECT movement_id FROM {table.name} WHERE {where}"  # noqa: S608
+        self.existing_sql = f"SELECT movement_id FROM {movements.name} WHERE {where}"  # noqa: S608
 
-        levels = _table(StockLevelRow)
+        levels = table(StockLevelRow)
         level_columns = ("location", "sku", "on_hand", "updated_at", "last_seq")
         if self.postgresql:
             keys = "SELECT * FROM unnest(%s::text[], %s::text[])"
@@ -758,9 +596,3 @@ def _stock_level(row: _AnyRow) -> StockLevel:
         updated_at=row.updated_at,
         last_seq=int(row.last_seq),
     )
-
-
-def _details(value: object) -> Mapping[str, object]:
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    return {}
