@@ -8,12 +8,15 @@ reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceErr
 adapter tears the session down, waits a capped exponential backoff with full jitter
 (:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
 
-Parts. This module holds the adapter: sessions, watchdog, reconnection, states and the hand-off
-on the loop. The rest is in sibling modules: :mod:`gateway.adapters.llrp_session` (the session's
-client on sllurp's thread: socket, framing, hand-over), :mod:`gateway.adapters.llrp_dialect`
-(the steps the gateway sends and what a refusal of each means) and
-:mod:`gateway.adapters.llrp_reports` (the reader configuration and the conversion of its
-reports).
+Parts. This module holds the adapter, which runs the sessions and the watchdog, and its loop-side
+collaborators: :class:`_ReaderHealth` (online, degraded or offline, and who hears of it),
+:class:`_ReadIntake` (reports in, batches out), :class:`_ReaderChecks` (capabilities, the
+connection's status, the reader's clock) and :class:`_DoorIo` (antenna and GPI events in, GPO
+writes out). The rest is in sibling modules: :mod:`gateway.adapters.llrp_session`
+(the session's client on sllurp's thread: socket, framing, hand-over),
+:mod:`gateway.adapters.llrp_dialect` (the steps the gateway sends and what a refusal of each
+means) and :mod:`gateway.adapters.llrp_reports` (the reader configuration and the conversion of
+its reports).
 
 Threads. sllurp decodes on its own (non-daemon) thread. What runs there is pure: read the socket,
 frame and decode (:class:`~gateway.adapters.llrp_session.ReaderClient`), convert each report's
@@ -61,6 +64,7 @@ since its state machine knows no optional steps.
 States (``on_status`` is called on changes only). ``online``: inventorying. ``degraded``: the link
 is up but something is wrong (malformed tag entries, reports missing a requested field, the
 hand-off queue dropping); it returns to ``online`` after ``degraded_hold_s`` without a new problem.
+A lasting condition (an antenna down, the reader's clock off) degrades it until cleared.
 ``offline``: no session. Going offline logs ONE error (reader id, host:port, reason); retries are
 logged at debug level; recovery logs one info line.
 
@@ -95,13 +99,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 from sllurp.llrp_errors import LLRPError
 
 from gateway.adapters.backoff import Backoff
 from gateway.adapters.journal import JournalWriter
-from gateway.adapters.llrp_dialect import LLRP_STEPS, LlrpStep, llrp_status_text
+from gateway.adapters.llrp_dialect import LLRP_STEPS, LlrpStep, RefusalBook, llrp_status_text
 from gateway.adapters.llrp_reports import (
     ConvertedReport,
     reader_config,
@@ -235,6 +240,346 @@ class LinkWatchdog:
         )
 
 
+class _ReaderHealth:
+    """Whether the reader is online, degraded or offline, and who hears of it (loop only).
+
+    Degraded while a recent *problem* (:meth:`problem`: malformed entries, missing fields, a full
+    queue; forgotten ``degraded_hold_s`` after it last happened) or a lasting *condition*
+    (:meth:`set_condition`: an antenna down, the reader's clock off; until cleared) holds.
+    ``on_status`` hears of changes only, and of each new kind of problem while degraded; the
+    outage policy (:mod:`gateway.adapters.outage`: one error when the reader goes offline, a
+    warning per new reason meanwhile, one line when it is back) logs the rest. Online and
+    degraded are judged only once the session inventories (the link watchdog knows when).
+    """
+
+    def __init__(
+        self,
+        *,
+        reader_id: DeviceId,
+        endpoint: str,
+        tls: bool,
+        degraded_hold_s: float,
+        backoff: Backoff,
+        on_status: Callable[[DeviceStatus], None],
+        watchdog: LinkWatchdog,
+        wake: Callable[[], None],
+        clock: Callable[[], float],
+        utcnow: Callable[[], datetime],
+    ) -> None:
+        self._reader_id = reader_id
+        self._endpoint = endpoint
+        self._tls = tls
+        self._degraded_hold_s = degraded_hold_s
+        self._on_status = on_status
+        self._watchdog = watchdog
+        self._wake = wake  # re-arms the watch loop's timer
+        self._clock = clock
+        self._utcnow = utcnow
+        self.outage = Outage(
+            f"LLRP reader {reader_id} at {endpoint}",
+            log=logger,
+            backoff=backoff,
+            clock=clock,
+            extra={"reader_id": reader_id},
+            words=OutageWords(
+                down="{link} is offline: {reason}",
+                still="{link} still offline: {reason}",
+                back="{link} is online again after {seconds:.1f} s offline ({attempts} attempts)",
+            ),
+        )
+        self.state: DeviceState | None = None
+        self.last_error: str | None = None
+        # problem key -> (last time seen, detail); the reader is degraded while any is recent.
+        self._problems: dict[str, tuple[float, str]] = {}
+        self._warned: set[str] = set()
+        # Lasting conditions (key -> detail) that degrade the reader until cleared: an antenna
+        # down (told by the app's antenna health), the reader's clock off (per session).
+        self._conditions: dict[str, str] = {}
+        self._degraded_keys: frozenset[str] = frozenset()
+
+    def new_session(self) -> None:
+        """Forget the last session's problems and its reader clock verdict."""
+        self._problems.clear()
+        self._conditions.pop("clock", None)
+
+    def set_condition(self, key: str, detail: str | None) -> None:
+        """Hold (``detail``) or clear (``None``) a lasting condition; re-judge the state now."""
+        if detail is None:
+            if self._conditions.pop(key, None) is None:
+                return
+        elif self._conditions.get(key) == detail:
+            return
+        else:
+            self._conditions[key] = detail
+        if self._watchdog.inventory_at is not None and self.state is not DeviceState.OFFLINE:
+            self.refresh(self._clock())
+
+    def hold_condition(self, key: str, detail: str) -> None:
+        """Hold a lasting condition without re-judging the state now (the next refresh does)."""
+        self._conditions[key] = detail
+
+    def problem(self, now: float, key: str, detail: str) -> None:
+        self._problems[key] = (now, detail)
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(
+                "LLRP reader %s at %s is degraded: %s",
+                self._reader_id,
+                self._endpoint,
+                detail,
+                extra={"reader_id": self._reader_id},
+            )
+        if self._watchdog.inventory_at is not None:
+            self.refresh(now)
+            self._wake()  # re-arm the watch loop's timer for the problem's expiry
+
+    def problems_expire_at(self) -> float:
+        """When the last recent problem is forgotten (``inf``: there is none)."""
+        if not self._problems:
+            return math.inf
+        return max(at for at, _ in self._problems.values()) + self._degraded_hold_s
+
+    def refresh(self, now: float) -> None:
+        for key, (at, _) in list(self._problems.items()):
+            if now - at >= self._degraded_hold_s:
+                del self._problems[key]
+        if self._problems or self._conditions:
+            details = [*self._conditions.values(), *(d for _, d in self._problems.values())]
+            keys = frozenset(self._problems).union(self._conditions)
+            # A new kind of problem is news even while already degraded (a second antenna).
+            renotify = keys != self._degraded_keys
+            self._degraded_keys = keys
+            self.set_state(DeviceState.DEGRADED, "; ".join(details), force=renotify)
+            return
+        self._degraded_keys = frozenset()
+        if self.state is DeviceState.DEGRADED:
+            logger.info(
+                "LLRP reader %s at %s is no longer degraded",
+                self._reader_id,
+                self._endpoint,
+                extra={"reader_id": self._reader_id},
+            )
+        self._warned.clear()
+        self.set_state(DeviceState.ONLINE, "inventorying")
+
+    def went_down(self, exc: DeviceError) -> None:
+        reason = _reason(exc)
+        self.last_error = str(exc)
+        # A new reason is news (e.g. "connection closed" first, then the retries find that the
+        # reader lacks a capability); the same reason again is a retry, not worth a line.
+        if self.outage.failed(reason) or self.state is not DeviceState.OFFLINE:
+            self.set_state(DeviceState.OFFLINE, reason)
+
+    def set_state(self, state: DeviceState, detail: str, *, force: bool = False) -> None:
+        if state is self.state and not force:
+            return
+        previous = self.state
+        self.state = state
+        if previous is DeviceState.OFFLINE and state is not DeviceState.OFFLINE:
+            self.outage.recovered()
+        elif previous is None and state is not DeviceState.OFFLINE:
+            logger.info(
+                "LLRP reader %s at %s is online%s",
+                self._reader_id,
+                self._endpoint,
+                "" if not self._tls else " (TLS)",
+                extra={"reader_id": self._reader_id},
+            )
+        self._on_status(
+            DeviceStatus(
+                device_id=self._reader_id,
+                device_type=DEVICE_TYPE,
+                state=state,
+                since=self._utcnow(),
+                detail=detail,
+            )
+        )
+
+
+class _ReadIntake:
+    """Reports in, batches out (loop only): each report's valid reads become one
+    :class:`ReadBatch` for the callback or the bounded queue, which drops its OLDEST batch when
+    full; malformed entries, missing fields and drops are counted and are problems."""
+
+    def __init__(
+        self,
+        *,
+        reader_id: DeviceId,
+        out: asyncio.Queue[ReadBatch] | Callable[[ReadBatch], None],
+        health: _ReaderHealth,
+    ) -> None:
+        self._reader_id = reader_id
+        self._out = out
+        self._health = health
+        self.reads = 0
+        self.batches = 0
+        self.malformed = 0
+        self.dropped_batches = 0
+        self.dropped_reads = 0
+
+    def take(self, report: ConvertedReport, now: float) -> None:
+        if report.malformed:
+            self.malformed += report.malformed
+            self._health.problem(
+                now,
+                "malformed",
+                f"{report.malformed} malformed tag entries in a report: {report.first_problem}",
+            )
+        elif report.missing_fields:
+            # The ROSpec asked for these fields; a reader that drops one (e.g. PeakRSSI) still
+            # yields reads, but the portal engine loses evidence.
+            self._health.problem(
+                now, "fields", f"reports lack requested fields {sorted(report.missing_fields)}"
+            )
+        if report.reads:
+            self._deliver(ReadBatch(self._reader_id, now, report.reads), now)
+
+    def _deliver(self, batch: ReadBatch, now: float) -> None:
+        self.batches += 1
+        self.reads += len(batch.reads)
+        out = self._out
+        if not isinstance(out, asyncio.Queue):
+            out(batch)
+            return
+        try:
+            out.put_nowait(batch)
+        except asyncio.QueueFull:
+            oldest = out.get_nowait()
+            out.task_done()
+            out.put_nowait(batch)
+            self.dropped_batches += 1
+            self.dropped_reads += len(oldest.reads)
+            self._health.problem(now, "queue", "hand-off queue full: dropping the oldest batches")
+
+
+class _ReaderChecks:
+    """Whether this reader can serve the configuration (loop only): its capabilities (antennas,
+    UTC clock, regulatory table), its answer to the connection attempt, and its clock against
+    the gateway's. Each check returns a reason to end the session, or ``None``."""
+
+    def __init__(
+        self,
+        *,
+        reader_id: DeviceId,
+        endpoint: str,
+        antennas: tuple[int, ...],
+        health: _ReaderHealth,
+        max_clock_skew_s: float,
+        utcnow: Callable[[], datetime],
+    ) -> None:
+        self._reader_id = reader_id
+        self._endpoint = endpoint
+        self._antennas = antennas
+        self._health = health
+        self._max_clock_skew_s = max_clock_skew_s
+        self._utcnow = utcnow
+        # The reader's UTC clock minus the gateway's, from the last connection event.
+        self.clock_skew_s: float | None = None
+
+    def capability_problem(self, caps: Mapping[str, Any]) -> str | None:
+        general = caps.get("GeneralDeviceCapabilities")
+        if not isinstance(general, Mapping):
+            return "reader capabilities lack GeneralDeviceCapabilities"
+        max_antennas = general.get("MaxNumberOfAntennaSupported", 0)
+        if max_antennas < max(self._antennas):
+            return (
+                f"reader supports {max_antennas} antenna(s) but antennas "
+                f"{list(self._antennas)} are configured"
+            )
+        if not general.get("HasUTCClockCapability", False):
+            return "reader has no UTC clock (FirstSeenTimestampUTC cannot be reported)"
+        regulatory = caps.get("RegulatoryCapabilities")
+        if not isinstance(regulatory, Mapping) or "UHFBandCapabilities" not in regulatory:
+            return "reader capabilities lack RegulatoryCapabilities/UHFBandCapabilities"
+        return None
+
+    def connection_problem(self, data: Mapping[str, Any]) -> str | None:
+        """The ConnectionAttemptEvent of a ReaderEventNotificationData, if it holds one: its
+        timestamp checks the reader's clock; a status other than Success ends the session."""
+        attempt = data.get("ConnectionAttemptEvent")
+        if attempt is None:
+            return None
+        self._check_clock(data.get("UTCTimestamp"))
+        if attempt.get("Status") != "Success":
+            status = str(attempt.get("Status"))
+            return f"reader refused the connection: {_CONNECTION_REFUSALS.get(status, status)}"
+        return None
+
+    def _check_clock(self, stamp: object) -> None:
+        """The reader's clock against the gateway's, from the connection event's UTCTimestamp
+        (sent the moment the reader accepts us; a few ms of latency at most). Reads are dated
+        by the reader: a skewed clock misdates every movement, and the portal engine's windows."""
+        if not isinstance(stamp, Mapping) or not isinstance(stamp.get("Microseconds"), int):
+            return
+        skew = stamp["Microseconds"] / 1e6 - self._utcnow().timestamp()
+        self.clock_skew_s = skew
+        if abs(skew) <= self._max_clock_skew_s:
+            return
+        detail = (
+            f"reader clock {abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} the "
+            f"gateway's (limit {self._max_clock_skew_s:g} s): reads are misdated"
+        )
+        logger.warning(
+            "LLRP reader %s at %s: %s",
+            self._reader_id,
+            self._endpoint,
+            detail,
+            extra={"reader_id": self._reader_id, "clock_skew_s": round(skew, 3)},
+        )
+        self._health.hold_condition("clock", detail)
+
+
+class _DoorIo:
+    """The reader's I/O for the door pipeline (loop only): antenna events in (to the app's
+    antenna health: a reader that notices a pulled cable says so), GPI events in (photo eyes),
+    GPO writes out (stack lights, horns), each run in the executor and kept until done."""
+
+    def __init__(
+        self,
+        *,
+        reader_id: DeviceId,
+        on_antenna: Callable[[DeviceId, int, bool], None] | None,
+        on_gpi: Callable[[DeviceId, int, bool, int], None] | None,
+        utcnow: Callable[[], datetime],
+    ) -> None:
+        self._reader_id = reader_id
+        self._on_antenna = on_antenna
+        self._on_gpi = on_gpi
+        self._utcnow = utcnow
+        self._gpo_writes: set[asyncio.Future[None]] = set()
+
+    def notified(self, data: Mapping[str, Any]) -> None:
+        """Pass on the antenna and GPI events of one ReaderEventNotificationData."""
+        antenna_event = data.get("AntennaEvent")
+        if isinstance(antenna_event, Mapping) and self._on_antenna is not None:
+            self._on_antenna(
+                self._reader_id,
+                int(antenna_event.get("AntennaID", 0)),
+                antenna_event.get("EventType") == "Connected",
+            )
+        gpi_event = data.get("GPIEvent")
+        if isinstance(gpi_event, Mapping) and self._on_gpi is not None:
+            stamp = data.get("UTCTimestamp")
+            at_us = stamp.get("Microseconds") if isinstance(stamp, Mapping) else None
+            self._on_gpi(
+                self._reader_id,
+                int(gpi_event.get("GPIPortNumber", 0)),
+                bool(gpi_event.get("GPIEvent")),
+                at_us if isinstance(at_us, int) else round(self._utcnow().timestamp() * 1e6),
+            )
+
+    def write_gpo(self, client: ReaderClient, levels: Mapping[int, bool]) -> None:
+        future = asyncio.ensure_future(asyncio.to_thread(self._send_gpo, client, dict(levels)))
+        self._gpo_writes.add(future)
+        future.add_done_callback(self._gpo_writes.discard)
+
+    def _send_gpo(self, client: ReaderClient, levels: dict[int, bool]) -> None:
+        try:
+            client.write_gpo(levels)
+        except (OSError, LLRPError) as exc:  # the watchdog finds a dead link; this is a light
+            logger.debug("GPO write to %s failed: %r", self._reader_id, exc)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -273,22 +618,13 @@ class LlrpReaderAdapter:
         clock: Callable[[], float] = time.monotonic,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
-        problems = []
-        try:
-            if ipaddress.ip_address(host).version == 6:
-                problems.append(f"host {host!r} is IPv6; sllurp 3.0.5 connects over IPv4 only")
-        except ValueError:
-            pass  # a host name: resolved to IPv4 by sllurp's AF_INET socket
-        if not 0 < port < 65536:
-            problems.append(f"port {port} out of range")
-        if not antennas or any(not 1 <= a <= 0xFFFF for a in antennas):
-            problems.append(f"antennas must be a non-empty list of 1..65535, got {antennas!r}")
-        if min(keepalive_s, connect_timeout_s, report_every_ms, report_every_tags) <= 0:
-            problems.append(
-                "keepalive_s, connect_timeout_s, report_every_ms and report_every_tags must be > 0"
-            )
-        if isinstance(out, asyncio.Queue) and out.maxsize <= 0:
-            problems.append("the hand-off queue must be bounded (maxsize > 0)")
+        problems = _config_problems(
+            host=host,
+            port=port,
+            antennas=antennas,
+            out=out,
+            positive=(keepalive_s, connect_timeout_s, report_every_ms, report_every_tags),
+        )
         if problems:
             raise ConfigError([f"reader {reader_id}: {p}" for p in problems])
 
@@ -296,91 +632,88 @@ class LlrpReaderAdapter:
         self.host = host
         self.port = port
         self.antennas = tuple(sorted(set(antennas)))
-        self._out = out
-        self._on_status = on_status
+        # sllurp mutates its reader config: a fresh one per session.
+        self._reader_config = partial(
+            reader_config,
+            antennas=self.antennas,
+            keepalive_s=keepalive_s,
+            report_every_ms=report_every_ms,
+            report_every_tags=report_every_tags,
+            tx_power_dbm=tx_power_dbm,
+        )
+        # What every session's client gets; config, post, session and sink are the session's.
+        self._new_client = partial(
+            ReaderClient,
+            host=host,
+            port=port,
+            socket_timeout_s=connect_timeout_s,
+            max_frame_bytes=max_frame_bytes,
+            reader_id=self.reader_id,
+            tls=tls,
+            tcp_keepalive_s=keepalive_s,
+            journal=journal,
+        )
         self._backoff = backoff
-        self._keepalive_s = keepalive_s
-        self._connect_timeout_s = connect_timeout_s
-        self._report_every_ms = report_every_ms
-        self._report_every_tags = report_every_tags
-        self._tx_power_dbm = tx_power_dbm
-        self._degraded_hold_s = degraded_hold_s
         self._polite_disconnect_s = polite_disconnect_s
         self._thread_join_s = thread_join_s
-        self._max_frame_bytes = max_frame_bytes
-        self._tls = tls
-        self._on_antenna = on_antenna
-        self._on_gpi = on_gpi
         self._client: ReaderClient | None = None  # the session's, for GPO writes
-        self._gpo_writes: set[asyncio.Future[None]] = set()
-        self._journal = journal
-        self._max_clock_skew_s = max_clock_skew_s
         self._clock = clock
-        self._utcnow = utcnow
 
         self._watchdog = LinkWatchdog(connect_timeout_s, 2.0 * keepalive_s)
         self._session = 0
         self._failure: DeviceError | None = None
         self._wake = asyncio.Event()  # replaced in run(): an Event belongs to one loop
         self._running = False
-
-        self._state: DeviceState | None = None
-        # The outage policy (gateway.adapters.outage): one error when the reader goes offline,
-        # a warning per new reason meanwhile, one line when it is back.
-        self._outage = Outage(
-            f"LLRP reader {reader_id} at {host}:{port}",
-            log=logger,
-            backoff=backoff,
-            clock=clock,
-            extra={"reader_id": self.reader_id},
-            words=OutageWords(
-                down="{link} is offline: {reason}",
-                still="{link} still offline: {reason}",
-                back="{link} is online again after {seconds:.1f} s offline ({attempts} attempts)",
-            ),
-        )
-        # problem key -> (last time seen, detail); the reader is degraded while any is recent.
-        self._problems: dict[str, tuple[float, str]] = {}
-        self._warned: set[str] = set()
-        # Optional steps the reader refused: request -> its words (last session that did), and
-        # what was logged already (once per adapter, not per reconnect).
-        self._refusals: dict[str, str] = {}
-        self._refusals_logged: set[tuple[str, str]] = set()
-        # Lasting conditions (key -> detail) that degrade the reader until cleared: an antenna
-        # down (told by the app's antenna health), the reader's clock off (per session).
-        self._conditions: dict[str, str] = {}
-        self._degraded_keys: frozenset[str] = frozenset()
-        self._clock_skew_s: float | None = None
-
-        self._reads = 0
-        self._batches = 0
-        self._malformed = 0
-        self._dropped_batches = 0
-        self._dropped_reads = 0
         self._sessions_online = 0
         self._connects = 0
-        self._last_error: str | None = None
+
+        self._health = _ReaderHealth(
+            reader_id=self.reader_id,
+            endpoint=self.endpoint,
+            tls=tls is not None,
+            degraded_hold_s=degraded_hold_s,
+            backoff=backoff,
+            on_status=on_status,
+            watchdog=self._watchdog,
+            wake=self._wake_watch,
+            clock=clock,
+            utcnow=utcnow,
+        )
+        self._intake = _ReadIntake(reader_id=self.reader_id, out=out, health=self._health)
+        self._checks = _ReaderChecks(
+            reader_id=self.reader_id,
+            endpoint=self.endpoint,
+            antennas=self.antennas,
+            health=self._health,
+            max_clock_skew_s=max_clock_skew_s,
+            utcnow=utcnow,
+        )
+        self._door_io = _DoorIo(
+            reader_id=self.reader_id, on_antenna=on_antenna, on_gpi=on_gpi, utcnow=utcnow
+        )
+        self._refusals = RefusalBook(reader_id=self.reader_id, endpoint=self.endpoint)
 
     # -- public ---------------------------------------------------------------------------------
 
     @property
     def state(self) -> DeviceState | None:
         """The last state reported to ``on_status`` (``None`` before the first attempt ends)."""
-        return self._state
+        return self._health.state
 
     @property
     def stats(self) -> LlrpAdapterStats:
+        intake = self._intake
         return LlrpAdapterStats(
-            reads=self._reads,
-            batches=self._batches,
-            malformed_reads=self._malformed,
-            dropped_batches=self._dropped_batches,
-            dropped_reads=self._dropped_reads,
+            reads=intake.reads,
+            batches=intake.batches,
+            malformed_reads=intake.malformed,
+            dropped_batches=intake.dropped_batches,
+            dropped_reads=intake.dropped_reads,
             sessions_online=self._sessions_online,
             reconnects=max(0, self._connects - 1),
-            last_error=self._last_error,
-            refused_steps=dict(self._refusals),
-            clock_skew_s=self._clock_skew_s,
+            last_error=self._health.last_error,
+            refused_steps=dict(self._refusals.steps),
+            clock_skew_s=self._checks.clock_skew_s,
         )
 
     @property
@@ -390,35 +723,16 @@ class LlrpReaderAdapter:
     def set_antenna_down(self, antenna: int, detail: str | None) -> None:
         """Mark the reader degraded while one of its antennas is down (``detail``), or clear it
         (``None``). Antenna health is judged by the portal's reads (``gateway.domain.antenna``)."""
-        self._set_condition(f"antenna {antenna}", detail)
+        self._health.set_condition(f"antenna {antenna}", detail)
 
     def write_gpo(self, levels: Mapping[int, bool]) -> bool:
         """Set GPO ports (SET_READER_CONFIG GPOWriteData) now, from the loop: the write runs
         in the executor. Returns False (nothing sent) while the reader is not inventorying."""
         client = self._client
-        if client is None or self._state not in (DeviceState.ONLINE, DeviceState.DEGRADED):
+        if client is None or self._health.state not in (DeviceState.ONLINE, DeviceState.DEGRADED):
             return False
-        future = asyncio.ensure_future(asyncio.to_thread(self._send_gpo, client, dict(levels)))
-        self._gpo_writes.add(future)
-        future.add_done_callback(self._gpo_writes.discard)
+        self._door_io.write_gpo(client, levels)
         return True
-
-    def _send_gpo(self, client: ReaderClient, levels: dict[int, bool]) -> None:
-        try:
-            client.write_gpo(levels)
-        except (OSError, LLRPError) as exc:  # the watchdog finds a dead link; this is a light
-            logger.debug("GPO write to %s failed: %r", self.reader_id, exc)
-
-    def _set_condition(self, key: str, detail: str | None) -> None:
-        if detail is None:
-            if self._conditions.pop(key, None) is None:
-                return
-        elif self._conditions.get(key) == detail:
-            return
-        else:
-            self._conditions[key] = detail
-        if self._watchdog.inventory_at is not None and self._state is not DeviceState.OFFLINE:
-            self._refresh_state(self._clock())
 
     async def run(self) -> None:
         if self._running:
@@ -432,12 +746,12 @@ class LlrpReaderAdapter:
                 try:
                     await self._session_once()
                 except DeviceError as exc:
-                    self._went_down(exc)
-                await self._outage.pause()
+                    self._health.went_down(exc)
+                await self._health.outage.pause()
         finally:
             self._running = False
             self._session += 1  # late events from the last client are now stale
-            self._set_state(DeviceState.OFFLINE, "adapter stopped")
+            self._health.set_state(DeviceState.OFFLINE, "adapter stopped")
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -446,31 +760,16 @@ class LlrpReaderAdapter:
         self._session += 1
         session = self._session
         self._failure = None
-        self._problems.clear()
-        self._conditions.pop("clock", None)
+        self._health.new_session()
         self._wake.clear()
         self._connects += 1
         self._watchdog.begin(self._clock())
         loop = asyncio.get_running_loop()
-        client = ReaderClient(
-            host=self.host,
-            port=self.port,
-            config=reader_config(
-                antennas=self.antennas,
-                keepalive_s=self._keepalive_s,
-                report_every_ms=self._report_every_ms,
-                report_every_tags=self._report_every_tags,
-                tx_power_dbm=self._tx_power_dbm,
-            ),
-            socket_timeout_s=self._connect_timeout_s,
-            max_frame_bytes=self._max_frame_bytes,
+        client = self._new_client(
+            config=self._reader_config(),
             post=lambda fn, *args: _post(loop, fn, *args),
             session=session,
             sink=self._sink(),
-            reader_id=self.reader_id,
-            tls=self._tls,
-            tcp_keepalive_s=self._keepalive_s,
-            journal=self._journal,
         )
         self._client = client
         connecting = asyncio.ensure_future(asyncio.to_thread(client.connect))
@@ -479,7 +778,7 @@ class LlrpReaderAdapter:
         try:
             await self._watch(client, connecting)
         except asyncio.CancelledError:
-            polite = self._state in (DeviceState.ONLINE, DeviceState.DEGRADED)
+            polite = self._health.state in (DeviceState.ONLINE, DeviceState.DEGRADED)
             raise
         finally:
             self._session += 1
@@ -506,10 +805,8 @@ class LlrpReaderAdapter:
             if verdict is not None:
                 raise DeviceError(self.reader_id, verdict)
             if self._watchdog.inventory_at is not None:
-                self._refresh_state(now)
-            wake_at = self._watchdog.deadline()
-            if self._problems:
-                wake_at = min(wake_at, self._problems_expire_at())
+                self._health.refresh(now)
+            wake_at = min(self._watchdog.deadline(), self._health.problems_expire_at())
             self._wake.clear()
             try:
                 delay = None if wake_at == math.inf else max(0.0, wake_at - now)
@@ -567,85 +864,23 @@ class LlrpReaderAdapter:
             return
         now = self._clock()
         self._watchdog.heard(now)
+        take = self._intake.take
         for report in reports:
-            self._on_report(report, now)
-
-    def _on_report(self, report: ConvertedReport, now: float) -> None:
-        if report.malformed:
-            self._malformed += report.malformed
-            self._problem(
-                now,
-                "malformed",
-                f"{report.malformed} malformed tag entries in a report: {report.first_problem}",
-            )
-        elif report.missing_fields:
-            # The ROSpec asked for these fields; a reader that drops one (e.g. PeakRSSI) still
-            # yields reads, but the portal engine loses evidence.
-            self._problem(
-                now, "fields", f"reports lack requested fields {sorted(report.missing_fields)}"
-            )
-        if report.reads:
-            self._deliver(ReadBatch(self.reader_id, now, report.reads), now)
+            take(report, now)
 
     def _on_message(self, session: int, name: str, body: Mapping[str, Any]) -> None:
         if session != self._session:
             return
         self._watchdog.heard(self._clock())
+        problem = None
         if name == "GET_READER_CAPABILITIES_RESPONSE":
-            problem = self._capability_problem(body)
-            if problem is not None:
-                self._fail(session, problem)
+            problem = self._checks.capability_problem(body)
         elif name == "READER_EVENT_NOTIFICATION":
             data = body.get("ReaderEventNotificationData", {})
-            attempt = data.get("ConnectionAttemptEvent")
-            if attempt is not None:
-                self._check_clock(data.get("UTCTimestamp"))
-            antenna_event = data.get("AntennaEvent")
-            if isinstance(antenna_event, Mapping) and self._on_antenna is not None:
-                self._on_antenna(
-                    self.reader_id,
-                    int(antenna_event.get("AntennaID", 0)),
-                    antenna_event.get("EventType") == "Connected",
-                )
-            gpi_event = data.get("GPIEvent")
-            if isinstance(gpi_event, Mapping) and self._on_gpi is not None:
-                stamp = data.get("UTCTimestamp")
-                at_us = stamp.get("Microseconds") if isinstance(stamp, Mapping) else None
-                self._on_gpi(
-                    self.reader_id,
-                    int(gpi_event.get("GPIPortNumber", 0)),
-                    bool(gpi_event.get("GPIEvent")),
-                    at_us if isinstance(at_us, int) else round(self._utcnow().timestamp() * 1e6),
-                )
-            if attempt is not None and attempt.get("Status") != "Success":
-                status = str(attempt.get("Status"))
-                self._fail(
-                    session,
-                    f"reader refused the connection: {_CONNECTION_REFUSALS.get(status, status)}",
-                )
-
-    def _check_clock(self, stamp: object) -> None:
-        """The reader's clock against the gateway's, from the connection event's UTCTimestamp
-        (sent the moment the reader accepts us; a few ms of latency at most). Reads are dated
-        by the reader: a skewed clock misdates every movement, and the portal engine's windows."""
-        if not isinstance(stamp, Mapping) or not isinstance(stamp.get("Microseconds"), int):
-            return
-        skew = stamp["Microseconds"] / 1e6 - self._utcnow().timestamp()
-        self._clock_skew_s = skew
-        if abs(skew) <= self._max_clock_skew_s:
-            return
-        detail = (
-            f"reader clock {abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} the "
-            f"gateway's (limit {self._max_clock_skew_s:g} s): reads are misdated"
-        )
-        logger.warning(
-            "LLRP reader %s at %s: %s",
-            self.reader_id,
-            self.endpoint,
-            detail,
-            extra={"reader_id": self.reader_id, "clock_skew_s": round(skew, 3)},
-        )
-        self._conditions["clock"] = detail
+            problem = self._checks.connection_problem(data)
+            self._door_io.notified(data)  # after the clock check, before a refusal's failure
+        if problem is not None:
+            self._fail(session, problem)
 
     def _on_refused(self, session: int, request: str | None, text: str) -> None:
         """The reader refused an optional step (or sent an ERROR_MESSAGE answering nothing we
@@ -653,26 +888,9 @@ class LlrpReaderAdapter:
         if session != self._session:
             return
         self._watchdog.heard(self._clock())
-        what = request or "a message (ERROR_MESSAGE naming no request of ours)"
-        self._watchdog.last_refusal = f"{what}: {text}"
-        self._refusals[what] = text
+        self._watchdog.last_refusal = self._refusals.note(request, text)
         if request == "SET_READER_CONFIG":
             self._watchdog.keepalives = False
-        key = (what, text)
-        if key in self._refusals_logged:
-            logger.debug("LLRP reader %s refused %s again: %s", self.reader_id, what, text)
-            return
-        self._refusals_logged.add(key)
-        step = LLRP_STEPS.get(request or "")
-        logger.warning(
-            "LLRP reader %s at %s refused %s: %s; going on without it (%s)",
-            self.reader_id,
-            self.endpoint,
-            what,
-            text,
-            "optional" if step is None else step.without_it,
-            extra={"reader_id": self.reader_id, "llrp_request": request, "llrp_status": text},
-        )
 
     def _on_inventorying(self, session: int) -> None:
         if session != self._session:
@@ -681,7 +899,7 @@ class LlrpReaderAdapter:
         self._watchdog.inventorying(now)
         self._sessions_online += 1
         self._backoff.succeeded(now)
-        self._refresh_state(now)
+        self._health.refresh(now)
         self._wake.set()
 
     def _on_disconnected(self, session: int) -> None:
@@ -689,6 +907,10 @@ class LlrpReaderAdapter:
 
     def _on_thread_exited(self, session: int) -> None:
         self._fail(session, "sllurp reader thread exited")
+
+    def _wake_watch(self) -> None:
+        # Not a bound method of the Event: run() replaces it.
+        self._wake.set()
 
     def _fail(self, session: int, reason: str, cause: BaseException | None = None) -> None:
         # The first reason wins: it is the cause, later ones are consequences.
@@ -698,115 +920,34 @@ class LlrpReaderAdapter:
             self._failure.__cause__ = cause
             self._wake.set()
 
-    # -- capabilities, hand-off and state -------------------------------------------------------
 
-    def _capability_problem(self, caps: Mapping[str, Any]) -> str | None:
-        general = caps.get("GeneralDeviceCapabilities")
-        if not isinstance(general, Mapping):
-            return "reader capabilities lack GeneralDeviceCapabilities"
-        max_antennas = general.get("MaxNumberOfAntennaSupported", 0)
-        if max_antennas < max(self.antennas):
-            return (
-                f"reader supports {max_antennas} antenna(s) but antennas "
-                f"{list(self.antennas)} are configured"
-            )
-        if not general.get("HasUTCClockCapability", False):
-            return "reader has no UTC clock (FirstSeenTimestampUTC cannot be reported)"
-        regulatory = caps.get("RegulatoryCapabilities")
-        if not isinstance(regulatory, Mapping) or "UHFBandCapabilities" not in regulatory:
-            return "reader capabilities lack RegulatoryCapabilities/UHFBandCapabilities"
-        return None
-
-    def _deliver(self, batch: ReadBatch, now: float) -> None:
-        self._batches += 1
-        self._reads += len(batch.reads)
-        out = self._out
-        if not isinstance(out, asyncio.Queue):
-            out(batch)
-            return
-        try:
-            out.put_nowait(batch)
-        except asyncio.QueueFull:
-            oldest = out.get_nowait()
-            out.task_done()
-            out.put_nowait(batch)
-            self._dropped_batches += 1
-            self._dropped_reads += len(oldest.reads)
-            self._problem(now, "queue", "hand-off queue full: dropping the oldest batches")
-
-    def _problem(self, now: float, key: str, detail: str) -> None:
-        self._problems[key] = (now, detail)
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(
-                "LLRP reader %s at %s is degraded: %s",
-                self.reader_id,
-                self.endpoint,
-                detail,
-                extra={"reader_id": self.reader_id},
-            )
-        if self._watchdog.inventory_at is not None:
-            self._refresh_state(now)
-            self._wake.set()  # re-arm the watch loop's timer for the problem's expiry
-
-    def _problems_expire_at(self) -> float:
-        return max(at for at, _ in self._problems.values()) + self._degraded_hold_s
-
-    def _refresh_state(self, now: float) -> None:
-        for key, (at, _) in list(self._problems.items()):
-            if now - at >= self._degraded_hold_s:
-                del self._problems[key]
-        if self._problems or self._conditions:
-            details = [*self._conditions.values(), *(d for _, d in self._problems.values())]
-            keys = frozenset(self._problems).union(self._conditions)
-            # A new kind of problem is news even while already degraded (a second antenna).
-            renotify = keys != self._degraded_keys
-            self._degraded_keys = keys
-            self._set_state(DeviceState.DEGRADED, "; ".join(details), force=renotify)
-            return
-        self._degraded_keys = frozenset()
-        if self._state is DeviceState.DEGRADED:
-            logger.info(
-                "LLRP reader %s at %s is no longer degraded",
-                self.reader_id,
-                self.endpoint,
-                extra={"reader_id": self.reader_id},
-            )
-        self._warned.clear()
-        self._set_state(DeviceState.ONLINE, "inventorying")
-
-    def _went_down(self, exc: DeviceError) -> None:
-        reason = _reason(exc)
-        self._last_error = str(exc)
-        # A new reason is news (e.g. "connection closed" first, then the retries find that the
-        # reader lacks a capability); the same reason again is a retry, not worth a line.
-        if self._outage.failed(reason) or self._state is not DeviceState.OFFLINE:
-            self._set_state(DeviceState.OFFLINE, reason)
-
-    def _set_state(self, state: DeviceState, detail: str, *, force: bool = False) -> None:
-        if state is self._state and not force:
-            return
-        previous = self._state
-        self._state = state
-        if previous is DeviceState.OFFLINE and state is not DeviceState.OFFLINE:
-            self._outage.recovered()
-        elif previous is None and state is not DeviceState.OFFLINE:
-            logger.info(
-                "LLRP reader %s at %s is online%s",
-                self.reader_id,
-                self.endpoint,
-                "" if self._tls is None else " (TLS)",
-                extra={"reader_id": self.reader_id},
-            )
-        self._on_status(
-            DeviceStatus(
-                device_id=self.reader_id,
-                device_type=DEVICE_TYPE,
-                state=state,
-                since=self._utcnow(),
-                detail=detail,
-            )
+def _config_problems(
+    *,
+    host: str,
+    port: int,
+    antennas: Sequence[int],
+    out: asyncio.Queue[ReadBatch] | Callable[[ReadBatch], None],
+    positive: tuple[float, ...],
+) -> list[str]:
+    """What is wrong with a reader's configuration (``positive``: keepalive_s,
+    connect_timeout_s, report_every_ms and report_every_tags)."""
+    problems = []
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            problems.append(f"host {host!r} is IPv6; sllurp 3.0.5 connects over IPv4 only")
+    except ValueError:
+        pass  # a host name: resolved to IPv4 by sllurp's AF_INET socket
+    if not 0 < port < 65536:
+        problems.append(f"port {port} out of range")
+    if not antennas or any(not 1 <= a <= 0xFFFF for a in antennas):
+        problems.append(f"antennas must be a non-empty list of 1..65535, got {antennas!r}")
+    if min(positive) <= 0:
+        problems.append(
+            "keepalive_s, connect_timeout_s, report_every_ms and report_every_tags must be > 0"
         )
+    if isinstance(out, asyncio.Queue) and out.maxsize <= 0:
+        problems.append("the hand-off queue must be bounded (maxsize > 0)")
+    return problems
 
 
 def _reason(exc: DeviceError) -> str:

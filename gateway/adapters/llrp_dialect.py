@@ -11,7 +11,8 @@ client acts on: a required step refused ends the session in the reader's own wor
 one is reported, and sllurp is shown that step's response as successful (:class:`_Substitute`),
 since its state machine knows no optional steps. Replies to the adapter's own messages (the
 goodbye, START_ROSPEC, GPO writes: message IDs counting down from the top, where sllurp's count up
-from 1) are never shown to sllurp.
+from 1) are never shown to sllurp. On the loop, the adapter's :class:`RefusalBook` keeps the
+reader's words for its stats and logs each refusal once per adapter, not once per reconnect.
 docs/llrp.md has the table of steps (a test checks it against :data:`LLRP_STEPS`).
 """
 
@@ -258,3 +259,36 @@ class RequestLedger:
             else _Substitute(step.response, body if name == step.response else {"ID": msg_id})
         )
         return Verdict(show, refused=text, request=step.request)
+
+
+class RefusalBook:
+    """The optional steps one reader refused, on the loop: the reader's words for each (the
+    adapter's stats), and each refusal logged once per adapter, not once per reconnect."""
+
+    def __init__(self, *, reader_id: DeviceId, endpoint: str) -> None:
+        self._reader_id = reader_id
+        self._endpoint = endpoint
+        # request -> the reader's words (the last session that refused it)
+        self.steps: dict[str, str] = {}
+        self._logged: set[tuple[str, str]] = set()
+
+    def note(self, request: str | None, text: str) -> str:
+        """Keep and log (the first time) a refusal; return it in words, for the watchdog."""
+        what = request or "a message (ERROR_MESSAGE naming no request of ours)"
+        self.steps[what] = text
+        key = (what, text)
+        if key in self._logged:
+            logger.debug("LLRP reader %s refused %s again: %s", self._reader_id, what, text)
+            return f"{what}: {text}"
+        self._logged.add(key)
+        step = LLRP_STEPS.get(request or "")
+        logger.warning(
+            "LLRP reader %s at %s refused %s: %s; going on without it (%s)",
+            self._reader_id,
+            self._endpoint,
+            what,
+            text,
+            "optional" if step is None else step.without_it,
+            extra={"reader_id": self._reader_id, "llrp_request": request, "llrp_status": text},
+        )
+        return f"{what}: {text}"
