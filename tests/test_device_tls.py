@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from gateway.adapters import llrp
+from gateway.adapters import llrp_session
 from gateway.adapters.modbus import ModbusShelfPoller, ShelfPoint
 from gateway.adapters.tls import client_context, describe_tls_error, server_context
 from gateway.app import Gateway, device_tls
@@ -129,7 +129,7 @@ def test_llrp_over_tls_does_not_wait_on_bytes_held_inside_the_ssl_object(
     # Reads far smaller than one TLS record leave most of every record decrypted inside the SSL
     # object, where select() cannot see it: a loop that select()ed before each read would sit
     # on the handshake replies until the watchdog gave up.
-    monkeypatch.setattr(llrp, "RECV_BYTES", 64)
+    monkeypatch.setattr(llrp_session, "RECV_BYTES", 64)
 
     async def scenario() -> None:
         async with tls_reader(pki) as sim:

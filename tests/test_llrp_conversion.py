@@ -11,12 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.adapters.llrp import (
-    _ReaderClient,
-    _SessionSink,
     reader_config,
     tag_read_from_sllurp,
     tag_reads_from_sllurp,
 )
+from gateway.adapters.llrp_session import ReaderClient, SessionSink
 from gateway.domain.model import DeviceId, Epc, TagRead
 from gateway.errors import ProtocolError
 from gateway.llrp import codec
@@ -129,7 +128,7 @@ def test_a_reply_that_cannot_be_sent_is_a_lost_connection_not_a_crash() -> None:
     def post(fn: Any, *args: Any) -> None:
         events.append((fn, *args))
 
-    sink = _SessionSink(
+    sink = SessionSink(
         reports=lambda *a: None,
         message=lambda *a: None,
         refused=lambda *a: None,
@@ -138,7 +137,7 @@ def test_a_reply_that_cannot_be_sent_is_a_lost_connection_not_a_crash() -> None:
         disconnected=lambda *a: None,
         thread_exited=lambda *a: None,
     )
-    client = _ReaderClient(
+    client = ReaderClient(
         host="127.0.0.1",
         port=5084,
         config=reader_config(

@@ -22,8 +22,8 @@ reports themselves, so that a restarted gateway can decide those passes as if no
   undecided pass (``stray_dwell_s``, 20 s by default, plus settling).
 * **Replay** (:func:`replay_journal`, at start, before the readers connect): every record of every
   reader, in time order, through the same conversion as live reports
-  (:func:`~gateway.adapters.llrp.tag_reads_from_sllurp`). The app feeds the portal engine with
-  each record's arrival time and then advances it to now. Passes open at the kill are decided;
+  (:func:`~gateway.adapters.llrp_reports.tag_reads_from_sllurp`). The app feeds the portal engine
+  with each record's arrival time and then advances it to now. Passes open at the kill are decided;
   passes decided before it are decided again, identically (movement ids are pure functions of the
   evidence, and the engine ignores a read it already has), and the store keeps each movement once.
 """
@@ -42,6 +42,7 @@ from typing import Final
 
 from sllurp.llrp import LLRPMessage
 
+from gateway.adapters.llrp_reports import DECODE_ERRORS, tag_reads_from_sllurp
 from gateway.domain.model import DeviceId, TagRead
 from gateway.errors import ProtocolError, StoreError
 from gateway.llrp import codec
@@ -163,9 +164,6 @@ def replay_journal(
     Blocking (file reads and sllurp decoding): run it in an executor. A frame that does not
     decode is skipped (logged); nothing here raises but an unreadable directory.
     """
-    # The adapter imports this module; its decoding helpers are imported here, when needed.
-    from gateway.adapters.llrp import DECODE_ERRORS, tag_reads_from_sllurp
-
     out: list[JournaledReport] = []
     for reader_id in reader_ids:
         rid = DeviceId(reader_id)
