@@ -7,8 +7,10 @@ How it is measured
   and hands, noise and drift). It is started once and serves every run.
 * This process is the gateway side on uvloop: one ``ModbusShelfPoller`` (one task and one TCP
   connection per port, every unit's weight + status + heartbeat planned into one 4-register read)
-  at 5 Hz, a bounded ``SampleQueue``, and one consumer task feeding 200 ``ShelfEngine``s.
-  Nothing else runs in it (no store, no MQTT), so its CPU is the adapter's and the engines'.
+  at 5 Hz, a bounded ``SampleQueue``, and the gateway's own ``ShelfPipeline`` (the object
+  ``dockwatch run`` drives) feeding 200 ``ShelfEngine``s and its low-stock monitor. Nothing else
+  runs in it (no store, no MQTT: movements and alerts are counted, not recorded), so its CPU is
+  the adapter's, the pipeline's and the engines'.
 * Each run: connect and warm up for ``--warmup`` s, then measure for ``--seconds`` s:
   - gateway CPU share: this process's user+system CPU seconds / wall seconds (1.0 = one core);
   - simulator CPU share: the same for the simulator process, read from /proc;
@@ -31,14 +33,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import uvloop
 
 from gateway.adapters.modbus import ModbusShelfPoller, PollerSettings, SampleQueue, ShelfPoint
-from gateway.domain.model import DeviceId, LocationId, Sku
+from gateway.domain.model import Alert, DeviceId, LocationId, Movement, Sku, WeightSample
 from gateway.domain.shelf import ShelfEngine
+from gateway.runtime.shelves import ShelfPipeline
 from simulators.modbus.accuracy import point_for, tolerance_for
 from simulators.modbus.server import default_scenario
 
@@ -81,21 +85,34 @@ async def one_run(
     sim_pid: int,
     args: argparse.Namespace,
 ) -> RunFigures:
-    queue = SampleQueue(maxsize=20_000)
-    poller = ModbusShelfPoller(points, on_sample=queue.put, settings=PollerSettings())
     counts: dict[str, int] = dict.fromkeys(engines, 0)
     lags: list[float] = []
     movements = 0
     measuring = False
 
-    async def consume() -> None:
+    async def record(out: Sequence[Movement]) -> None:
         nonlocal movements
-        while True:
-            sample = await queue.get()
-            out = engines[sample.shelf_id].feed(sample, datetime.now(UTC))
-            if measuring:
-                counts[sample.shelf_id] += 1
-                movements += len(out)
+        if measuring:
+            movements += len(out)
+
+    async def raise_alert(_alert: Alert) -> None:
+        nonlocal movements
+        if measuring:
+            movements += 1
+
+    def sampled(sample: WeightSample, _out: Sequence[Movement]) -> None:
+        if measuring:
+            counts[sample.shelf_id] += 1
+
+    pipeline = ShelfPipeline(
+        engines,
+        record=record,
+        raise_alert=raise_alert,
+        taken=lambda _at: datetime.now(UTC),
+        samples=SampleQueue(maxsize=20_000),
+        on_sample=sampled,
+    )
+    poller = ModbusShelfPoller(points, on_sample=pipeline.samples.put, settings=PollerSettings())
 
     async def probe() -> None:
         # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
@@ -108,7 +125,7 @@ async def one_run(
     async with asyncio.TaskGroup() as group:
         tasks = [
             group.create_task(poller.run()),
-            group.create_task(consume()),
+            group.create_task(pipeline.run()),
             group.create_task(probe()),
         ]
         await asyncio.sleep(args.warmup)
