@@ -192,7 +192,10 @@ class CrossingDecider:
             assert in_side is not None
             stale = min(out_side.last, in_side.last)
             if stale == max(out_side.last, in_side.last):
-                continue  # both fell silent together: no side went on hearing it
+                # Both fell silent together: no side went on hearing it yet. If one does later,
+                # the other's silence counts from ``stale``: judge again from then on.
+                hint = min(hint, stale)
+                continue
             if stale != win.quiet_checked:
                 win.quiet_checked = stale
                 win.quiet_judged = stale
