@@ -1,0 +1,411 @@
+"""Shelf engine, plateaus: where a shelf's weight is still, and whether goods or a hand hold it.
+
+This module holds the part of :class:`gateway.domain.shelf.ShelfEngine` that looks at samples
+only: the learned noise model and stability band, candidate plateaus and their settle times, the
+quiet/tremor judgement and whether a candidate may be confirmed, and how far the transmitter's
+stable bit can be trusted. It knows nothing of units, the anchor or the book; counting lives in
+:mod:`gateway.domain.shelf`, whose module docstring is the theory of operation of both (the
+sections "Noise model, learned", "Candidate plateau" and "Confirmation" are about this one).
+Not an API: only the shelf engine uses it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.domain.model import WeightSample
+from gateway.domain.params import ShelfParams
+
+_MIN_WINDOW_SAMPLES = 3
+_TRACE_S = 6.0
+
+# The noise model.
+_NOISE_HISTORY = 300
+_QUIET_ENOUGH = 5
+"""Differences inside confirmed plateaus needed before they alone give the noise."""
+_FLICKER_STEPS = 8
+"""Steps of an unsettled output enough to take the smallest common one for its division."""
+_TRIM = 0.9
+_TRIMMED_MEAN_OF_CHI2 = 0.623
+"""The mean of the lowest 90 % of chi-square(1) values, over the mean of all of them."""
+_TRIM_ALL = 0.7
+_TRIMMED_MEAN_OF_CHI2_ALL = 0.310
+"""The same for the lowest 70 % (before enough settled, more of the samples may be motion)."""
+
+# The stability band.
+_BAND_SIGMAS = 3.0
+_BAND_RESOLUTIONS = 1.5
+_MIN_HALF_BAND_G = 0.8
+"""Most of a gram: a platform rings and a filter creeps by that much after any touch."""
+_BAND_UNIT_FRACTION = 0.02
+"""Motion below 2 % of a unit cannot change a count: the tail of a filter's ramp is settled."""
+
+# Quiet or trembling.
+_TREMOR_WINDOW_S = 1.0
+_TREMOR_WINDOW_BLIND_S = 1.6
+"""Without a trustworthy stable bit: a slow sway needs longer to go up and down."""
+_RECENT_S = 2.0
+_TREMOR_UNIT_FRACTION = 0.005
+_MIN_TREMOR_G = 0.5
+"""Half a gram of wobble is the platform, not a hand."""
+_RING_S = 0.5
+"""How long a platform rings after a load change (a damped oscillation of a fraction of a
+second; a hand's tremor lasts as long as the hand)."""
+_QUIET_SAMPLES = 5
+"""A second of samples at 5 Hz: four can look like a filter's tail by chance, five rarely."""
+_HAND_VISIBLE_NOISE_G = 2.5
+"""Above this noise a resting hand's tremor (10 g and more, up and down) travels no further
+over 1.6 s of 5 Hz samples than noise does (2.4 sigma a step): only a stable bit, or time,
+tells a hand from goods."""
+_QUIET_RUN = 3
+"""Quiet judgements in a row before a candidate counts: a hand can look still for a moment."""
+_TRAVEL_SIGMAS = 2.4
+"""Noise alone makes 5 Hz samples travel 1.13 sigma a step on average, rarely above 2.4."""
+_MIN_OBSERVED_S = 0.6
+"""A candidate is confirmed only after this much of it was seen, however early it settled."""
+
+# The stable bit.
+_BIT_TRUST = 0.8
+_BIT_MIN_OBSERVATIONS = 5
+
+
+def _trimmed_sigma(deltas: Iterable[float], keep: float, kept_mean_of_chi2: float) -> float:
+    """Sigma of one sample from differences of consecutive ones: the RMS of the smallest
+    ``keep`` of them (the rest may be motion), scaled back by the mean of that share of
+    chi-square(1) values; a difference of two samples has twice the variance of one."""
+    squares = sorted(d * d for d in deltas)
+    if not squares:
+        return 0.0
+    kept = squares[: max(1, int(keep * len(squares)))]
+    return math.sqrt(math.fsum(kept) / len(kept) / kept_mean_of_chi2 / 2.0)
+
+
+class NoiseModel:
+    """What the engine has learned of one transmitter's noise and resolution.
+
+    Differences between consecutive samples are learned from *quiet* samples (those of a
+    confirmed plateau) once there are enough of them (a trimmed RMS); before that, from all
+    samples (their median, which ignores the minority that is motion). The resolution is the
+    smallest step of quiet samples, or before those the step a quantised output flickers by:
+    the first step of a noise-free signal is motion, not a division.
+    """
+
+    def __init__(self, division_g: float | None) -> None:
+        self.division_g = division_g
+        self._all: deque[float] = deque(maxlen=_NOISE_HISTORY)
+        self._quiet: deque[float] = deque(maxlen=_NOISE_HISTORY)
+        self._dirty = True
+        self._sigma = 0.0
+        self._resolution = division_g or 0.0
+
+    def observe(self, delta_g: float, grams: float, *, quiet: bool) -> None:
+        delta = abs(delta_g)
+        self._all.append(delta)
+        self._dirty = True
+        if not quiet:
+            return
+        self._quiet.append(delta)
+        # Float registers in kg carry rounding far below any division: ignore it.
+        if (
+            delta > 1e-6 * max(1.0, abs(grams))
+            and self.division_g is None
+            and (self._resolution == 0.0 or delta < self._resolution)
+        ):
+            self._resolution = delta
+
+    def _refresh(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        if len(self._quiet) >= _QUIET_ENOUGH:
+            self._sigma = _trimmed_sigma(self._quiet, _TRIM, _TRIMMED_MEAN_OF_CHI2)
+        else:
+            # Before anything settled: more of the samples may be motion, so trim more. (Not the
+            # median: a quantised output's differences are mostly 0 or one division, and their
+            # median jumps between the two from one sample to the next.)
+            self._sigma = _trimmed_sigma(self._all, _TRIM_ALL, _TRIMMED_MEAN_OF_CHI2_ALL)
+
+    @property
+    def sigma_g(self) -> float:
+        self._refresh()
+        return self._sigma
+
+    @property
+    def resolution_g(self) -> float:
+        if self._resolution or self.division_g:
+            return self._resolution
+        # Nothing settled yet: a quantised output that flickers between divisions never holds
+        # still in a band narrower than one. The steps it flickers by are its division; motion
+        # is a minority of them.
+        steps = sorted(d for d in self._all if d > 0)
+        if len(steps) < _FLICKER_STEPS:
+            return 0.0
+        return steps[len(steps) // 10]
+
+    def half_band_g(self, fixed_band_g: float | None, unit_weight_g: float) -> float:
+        if fixed_band_g is not None:
+            return 0.5 * fixed_band_g
+        return max(
+            _BAND_SIGMAS * self.sigma_g,
+            _BAND_RESOLUTIONS * self.resolution_g,
+            _BAND_UNIT_FRACTION * unit_weight_g,
+            _MIN_HALF_BAND_G,
+        )
+
+    def noise_g(self) -> float:
+        """The spread a still shelf shows: noise, or quantisation when noise is below it."""
+        return max(self.sigma_g, self.resolution_g / math.sqrt(12.0), _MIN_HALF_BAND_G / 3.0)
+
+
+@dataclass(slots=True, eq=False)
+class Plateau:
+    """A run of samples within the band of their mean."""
+
+    settled_at: float
+    settled_utc: datetime
+    detected_at: float
+    n: int = 0
+    total: float = 0.0
+    bit_set: bool | None = None
+    recent: deque[tuple[float, float]] = field(default_factory=deque)
+    """The last ``_RECENT_S`` of samples: a hand trembles, goods do not."""
+    quiet_run: int = 0
+    """How many samples in a row its last second showed no tremor (a hand can look still for a
+    moment by chance; goods stay still)."""
+    quiet_seen: bool = False
+    """At some moment its last second of samples showed no tremor (the start of the next
+    gesture may join a plateau's band before it leaves it)."""
+    knocked: bool = False
+    """Rejoined after a knock: it settled before the knock, not where the trace says."""
+
+    @property
+    def grams(self) -> float:
+        return self.total / self.n
+
+    def excess_variation_g(
+        self,
+        window_s: float = _TREMOR_WINDOW_S,
+        *,
+        skip_last: int = 0,
+        since: float = -math.inf,
+    ) -> tuple[float, int]:
+        """How far the recent samples (none before ``since``) travelled beyond their net change,
+        and how many steps (leaving out the last ``skip_last`` samples).
+
+        A filter's tail goes one way and slows down: it travels about as far as it gets. A
+        hand goes up and down: it travels far and gets nowhere."""
+        recent = list(self.recent)[: len(self.recent) - skip_last]
+        last = recent[-1][0] if recent else 0.0
+        start = max(last - window_s - 1e-9, since)
+        values = [g for t, g in recent if t >= start]
+        if len(values) < 3:
+            return 0.0, 0
+        travel = math.fsum(abs(b - a) for a, b in itertools.pairwise(values))
+        return travel - abs(values[-1] - values[0]), len(values) - 1
+
+    def add(self, at: float, grams: float, bit: bool | None) -> None:
+        self.n += 1
+        self.total += grams
+        if bit is not None:
+            self.bit_set = bit
+        self.recent.append((at, grams))
+        while self.recent[0][0] < at - _RECENT_S:
+            self.recent.popleft()
+
+    def rejoin(self, earlier: Plateau) -> None:
+        """The same plateau again after a knock: it settled when the first part did."""
+        self.settled_at, self.settled_utc = earlier.settled_at, earlier.settled_utc
+        self.knocked = True
+        if earlier.quiet_seen:
+            # It was seen still long enough before the knock: that counts towards confirming.
+            self.detected_at = earlier.detected_at
+            self.recent = deque(sorted({*earlier.recent, *self.recent}))
+            self.quiet_seen = earlier.quiet_seen
+            self.quiet_run = earlier.quiet_run
+
+
+class Stability:
+    """Where one shelf's weight is still, and whether it is goods or a hand that hold it still.
+
+    It keeps the last ``stable_hold_s`` of samples (the window: a candidate when they lie within
+    the band) and a longer trace (the settle time), the learned noise model (the band), the
+    observed sample interval (slower than polled: three samples make a candidate, a judgement
+    takes fewer) and how often the stable bit is set on a confirmed plateau (its trust). It
+    judges plateaus but holds none: the engine owns its candidate, counting owns the evidence.
+    """
+
+    def __init__(
+        self, params: ShelfParams, *, unit_weight_g: float, division_g: float | None
+    ) -> None:
+        self.params = params
+        self.unit_weight_g = unit_weight_g
+        self.noise = NoiseModel(division_g)
+        # (at, grams, stable bit): the last stable_hold_s, and a longer trace for the settle time.
+        self._window: deque[tuple[float, float, bool | None]] = deque()
+        self._trace: deque[tuple[float, float]] = deque()
+        self._interval_s = params.poll_interval_s
+        self._bit_seen = 0
+        self._bit_set = 0
+
+    @property
+    def bit_trusted(self) -> bool:
+        """The stable bit was set on at least 80 % of the confirmed samples lately."""
+        return (
+            self._bit_seen >= _BIT_MIN_OBSERVATIONS and self._bit_set >= _BIT_TRUST * self._bit_seen
+        )
+
+    def clear(self) -> None:
+        """A fault or an outage: nothing before it belongs to the next plateau."""
+        self._window.clear()
+        self._trace.clear()
+
+    def append(self, sample: WeightSample) -> None:
+        window = self._window
+        if window:
+            gap = sample.at - window[-1][0]
+            self._interval_s += 0.3 * (min(gap, self.params.outage_gap_s) - self._interval_s)
+        window.append((sample.at, sample.grams, sample.stable))
+        slack = 0.5 * self.params.poll_interval_s
+        horizon = sample.at - self.params.stable_hold_s - slack
+        # At least three samples stay: when they come slower than polled (a dead unit holding up
+        # a shared Modbus line), three in a row within the band are a candidate all the same.
+        while len(window) > _MIN_WINDOW_SAMPLES and window[0][0] < horizon:
+            window.popleft()
+        trace = self._trace
+        trace.append((sample.at, sample.grams))
+        while trace and trace[0][0] < sample.at - _TRACE_S:
+            trace.popleft()
+
+    def half_band(self) -> float:
+        return self.noise.half_band_g(self.params.stable_band_g, self.unit_weight_g)
+
+    def detect(self, sample: WeightSample, now_utc: datetime, half: float) -> Plateau | None:
+        """A new candidate after ``sample`` (appended): the window spans ``stable_hold_s`` (or
+        holds three samples that came slower) within ``half`` of its mean. It is dated from its
+        settle time, and holds the window's samples from then on (not yet judged)."""
+        window = self._window
+        if len(window) < _MIN_WINDOW_SAMPLES:
+            return None
+        slack = 0.5 * self.params.poll_interval_s
+        sparse = window[0][0] < sample.at - self.params.stable_hold_s - slack
+        if not sparse and window[-1][0] - window[0][0] < self.params.stable_hold_s - slack:
+            return None
+        mean = math.fsum(g for _, g, _ in window) / len(window)
+        if any(abs(g - mean) > half for _, g, _ in window):
+            return None
+        settled_at = self._settled_at(mean, half)
+        plateau = Plateau(
+            detected_at=sample.at,
+            settled_at=settled_at,
+            settled_utc=now_utc - timedelta(seconds=sample.at - settled_at),
+        )
+        for at, grams, bit in window:
+            if at >= settled_at:
+                plateau.add(at, grams, bit)
+        return plateau
+
+    def same_weight(self, earlier: Plateau, plateau: Plateau) -> bool:
+        """The same weight within what the noise lets two means differ by (goods knocked ring and
+        come back to it; a resting hand's sway shows up as plateaus grams apart)."""
+        noise = self.noise.noise_g()
+        spread = 3.0 * noise * math.sqrt(1.0 / earlier.n + 1.0 / plateau.n)
+        return abs(plateau.grams - earlier.grams) <= max(spread, self.noise.resolution_g)
+
+    def judge(self, plateau: Plateau) -> None:
+        """One more sample: is the plateau still quiet? (Too few samples to tell: no news.)"""
+        if self.trembles(plateau):
+            plateau.quiet_run = 0
+        elif self._judgeable(plateau):
+            plateau.quiet_run += 1
+            plateau.quiet_seen = True
+
+    def confirmable(self, plateau: Plateau, at: float) -> bool:
+        """Held ``confirm_s``, spread like noise, quiet, and the trusted stable bit set. (The
+        engine also asks, on a shelf blind to a hand, whether a hand may be resting on it.)"""
+        if at - plateau.settled_at < self.params.confirm_s - 1e-9:
+            return False
+        if not plateau.knocked and at - self._settled_at(plateau.grams, self.half_band()) < (
+            self.params.confirm_s - 1e-9
+        ):
+            # Judged again by the plateau's mean now rather than the mean of its first samples
+            # (goods away for a moment before they are put back must not pass for settled).
+            return False
+        if at - plateau.detected_at < _MIN_OBSERVED_S - 1e-9:
+            return False
+        if plateau.quiet_run < (1 if self._sparse() else _QUIET_RUN):
+            return False
+        return not (self.params.use_stable_bit and plateau.bit_set is False and self.bit_trusted)
+
+    def learn_bit(self, plateau: Plateau, sample: WeightSample) -> None:
+        """While confirmed: learn the stable bit's worth."""
+        if sample.stable is not None and sample.at - plateau.settled_at >= self.params.confirm_s:
+            self._bit_seen += 1
+            self._bit_set += sample.stable
+            if self._bit_seen > 4 * _BIT_MIN_OBSERVATIONS:  # a moving judgement, not a lifetime
+                self._bit_seen //= 2
+                self._bit_set //= 2
+
+    def hand_blind(self) -> bool:
+        """Too noisy to see a resting hand tremble, and no trustworthy stable bit to say so."""
+        return not self.bit_trusted and self.noise.noise_g() > _HAND_VISIBLE_NOISE_G
+
+    def still(self, plateau: Plateau) -> bool:
+        """Goods, not a hand: seen without tremor at some moment, or too short to judge and
+        quiet up to the sample before motion ended it (that one may already be the next
+        gesture's hand pressing, still inside the band)."""
+        if plateau.quiet_seen:
+            return True
+        # Seen for less than a judgement needs (a short plateau between two picks, or a few
+        # samples when a shared line held them up): quiet so far is all there is to know.
+        short = len(plateau.recent) <= _QUIET_SAMPLES
+        return short and not self.trembles(plateau, skip_last=1)
+
+    def trembles(self, plateau: Plateau, *, skip_last: int = 0) -> bool:
+        """The recent samples travel further than the transmitter's noise would take them: a
+        hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
+        if self.params.stable_band_g is not None:
+            return False
+        window = self._tremor_window_s()
+        noise = self.noise.noise_g()
+        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
+        excess, steps = plateau.excess_variation_g(window, skip_last=skip_last)
+        if excess <= steps * _TRAVEL_SIGMAS * noise + floor:
+            return False
+        # The platform rings for a moment after goods land on it or leave it, a damped
+        # oscillation that crosses the final weight (heavy goods ring tens of grams): judged
+        # again without that moment when enough samples are left. A hand goes on trembling.
+        excess, steps = plateau.excess_variation_g(
+            window, skip_last=skip_last, since=plateau.settled_at + _RING_S
+        )
+        return steps + 1 < _QUIET_SAMPLES or excess > steps * _TRAVEL_SIGMAS * noise + floor
+
+    def _tremor_window_s(self) -> float:
+        # Without a trustworthy stable bit, only the samples can show a hand's tremor: a slow
+        # one (1-2 Hz) needs more than a second of them to go up and down.
+        base = _TREMOR_WINDOW_S if self.bit_trusted else _TREMOR_WINDOW_BLIND_S
+        return max(base, 3.5 * self._interval_s)
+
+    def _judgeable(self, plateau: Plateau) -> bool:
+        """Enough recent samples to tell a hand from goods: five at 5 Hz, three when samples
+        come slower (a shared line held up by a dead unit)."""
+        window = self._tremor_window_s()
+        last = plateau.recent[-1][0]
+        count = sum(1 for t, _ in plateau.recent if t >= last - window - 1e-9)
+        return count >= (3 if self._sparse() else _QUIET_SAMPLES)
+
+    def _sparse(self) -> bool:
+        return self._interval_s >= 1.5 * self.params.poll_interval_s
+
+    def _settled_at(self, mean: float, half: float) -> float:
+        """The earliest time from which every traced sample is within the band of ``mean``."""
+        settled = self._trace[-1][0]
+        for at, grams in reversed(self._trace):
+            if abs(grams - mean) > half:
+                break
+            settled = at
+        return settled
