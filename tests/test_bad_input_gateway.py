@@ -158,5 +158,8 @@ def test_a_big_receipt_file_is_taken_without_stalling_the_loop(
         return watch.worst_s, took
 
     worst_s, took = asyncio.run(scenario())
-    assert worst_s < 0.1, f"the loop stalled for {worst_s * 1000:.0f} ms"
+    # Parsed on the loop, the file would stall it for the whole load (3-4 s here). Parsed on a
+    # worker thread, the loop waits only for the GIL between the parser's C stretches: 80 ms on
+    # an idle machine, 110 ms seen on a loaded one. Half a second tells the two apart on any.
+    assert worst_s < 0.5, f"the loop stalled for {worst_s * 1000:.0f} ms"
     print(f"{count} receipts taken in {took:.2f} s, worst loop stall {worst_s * 1000:.1f} ms")

@@ -387,8 +387,11 @@ class Stability:
     def _tremor_window_s(self) -> float:
         # Without a trustworthy stable bit, only the samples can show a hand's tremor: a slow
         # one (1-2 Hz) needs more than a second of them to go up and down.
+        # And long enough for five samples when they come a little slower than polled (a busy
+        # gateway's poller jitters): with four in the window a plateau was never judged, and
+        # goods that stayed three seconds passed for a put-back.
         base = _TREMOR_WINDOW_S if self.bit_trusted else _TREMOR_WINDOW_BLIND_S
-        return max(base, 3.5 * self._interval_s)
+        return max(base, (_QUIET_SAMPLES - 0.5) * self._interval_s)
 
     def _judgeable(self, plateau: Plateau) -> bool:
         """Enough recent samples to tell a hand from goods: five at 5 Hz, three when samples
