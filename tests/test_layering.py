@@ -163,3 +163,25 @@ def test_the_edge_store_runs_without_the_gateway(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     loaded = sorted({*STORE_MAY_IMPORT, *_PACKAGES})
     assert out.stdout.split("\n")[:2] == ["3", str(loaded)]
+
+
+MAX_CLASS_LINES = 400
+MAX_ROOT_LINES = 300
+
+
+def test_no_class_is_over_400_lines_and_the_root_stays_small() -> None:
+    """Issue 15's shape: one job per class (a class past 400 lines is doing several), and a
+    composition root that only builds and runs the parts."""
+    offenders = []
+    for package in ("gateway", "edge_store", "simulators"):
+        for path in sources(package):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef):
+                    assert node.end_lineno is not None
+                    length = node.end_lineno - node.lineno + 1
+                    if length > MAX_CLASS_LINES:
+                        offenders.append(f"{path.relative_to(ROOT)}: {node.name} {length} lines")
+    assert offenders == []
+    root = (ROOT / "gateway" / "app.py").read_text(encoding="utf-8").count("\n")
+    assert root < MAX_ROOT_LINES, f"gateway/app.py has {root} lines"
