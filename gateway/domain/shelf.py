@@ -34,11 +34,19 @@ nothing about the transmitter that it has not measured:
 * **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.5 s) after it settled, once three
   evaluations in a row found its last second of samples (1.6 s while no trustworthy stable bit
   helps: a slow tremor needs longer to go up and down) *quiet*: they travel (the sum of their
-  steps) no further beyond their net change than 2.4 sigma a step. A filter's tail or the
-  platform's dying ring go one way and travel about as far as they get; a resting hand trembles
-  up and down. When the transmitter maps a stable bit and the bit has shown itself trustworthy
-  (set on at least 80 % of confirmed samples), it must be set too; a bit that is never set (a
-  motion detector stricter than its own noise) is ignored, not obeyed.
+  steps) no further beyond their net change than 2.4 sigma a step (the window stretches to
+  hold five samples when they come slower than polled). A filter's tail goes one way and travels
+  about as far as it gets; a resting hand trembles up and down. The platform's ring after a load
+  change crosses the final weight too but dies within half a second: a candidate that trembles
+  is judged again without its first 0.5 s when five samples are left. At confirmation the settle
+  time is checked again against the candidate's mean so far. When the transmitter maps a stable
+  bit and the bit has shown itself trustworthy (set on at least 80 % of confirmed samples), it
+  must be set too; a bit that is never set (a motion detector stricter than its own noise) is
+  ignored, not obeyed.
+* **Shelves blind to a hand.** Where the learned noise is above 2.5 g and no trustworthy stable
+  bit helps, no 5 Hz series shows a hand's tremor: a candidate heavier than the level before it
+  by at most 2.5 kg (what a hand presses) is confirmed only once it held ``hand_rest_s`` (12 s),
+  dated at its settle time all the same; a fault or an outage meanwhile keeps it as evidence.
 * **Counting.** A candidate that motion interrupts before it is confirmed, and that was quiet, is
   kept as evidence. When a candidate is confirmed, the plateaus since the last confirmed one (the
   *anchor*) are resolved: each is expressed as a whole number of units from the anchor
@@ -49,7 +57,8 @@ nothing about the transmitter that it has not measured:
   a moment) removed; every remaining change of count becomes one movement dated at its own
   settle time: ``n < 0`` a PICK (location -> ``pick_to``), ``n > 0`` a RESTOCK (``restock_from``
   -> location). So a double pick 1.5 s apart is two picks, a put-back within ``confirm_s`` is
-  nothing, a bump is nothing (its plateau equals the anchor). Evidence is counted early when what
+  nothing, a bump is nothing (its plateau equals the anchor; the candidate after a knock rejoins
+  the one before it when both agree within the noise). Evidence is counted early when what
   follows proves it was no put-back: a new candidate further along from the anchor in the same
   direction, or motion carrying the weight beyond it by more than half a unit plus a hand's
   press. Confidence falls from 1.0 for a perfect fit to 0.5 at the edge of the tolerance.
@@ -79,7 +88,8 @@ Parameters (``debounce.shelf``, see ``gateway.domain.params.ShelfParams``): ``st
 0.4, ``confirm_s`` 1.5, ``stable_band_g`` None (learned), ``poll_interval_s`` 0.2 (sets a
 half-interval slack on the window), ``outage_gap_s`` 2.0, ``use_stable_bit`` True,
 ``zero_track_g_per_s`` 0.5, ``unexplained_after_s`` 5.0, ``reconcile_after_s`` 300,
-``adjust_location`` "adjustment". Per shelf: ``division_g`` and ``capacity_g`` (both optional).
+``adjust_location`` "adjustment", ``hand_rest_s`` 12. Per shelf: ``division_g`` and
+``capacity_g`` (both optional).
 
 Layout: :class:`ShelfEngine` checks plausibility, notices faults and outages, and runs the
 settling/stable state machine over its one candidate plateau. It composes three parts, each of
