@@ -431,12 +431,16 @@ class _Ledger:
         counting), which stays with the evidence before it, all seen before the fault."""
         anchor = self.anchor
         self._disagree_since = None
-        if anchor is not None and held is not None:
+        self._resync = True
+        if anchor is None:
+            return
+        if held is not None:
             anchor.chain.append(held)
             self._seen_before_fault = held
-        elif anchor is not None and self._seen_before_fault is None:
+        elif not any(p is self._seen_before_fault for p in anchor.chain):
+            # Nothing held from before this fault (its later samples interrupt again): forget.
             anchor.chain.clear()
-        self._resync = True
+            self._seen_before_fault = None
 
     def track_drift(self, plateau: Plateau) -> None:
         """While confirmed: the anchor follows slow drift."""
