@@ -414,6 +414,30 @@ def test_reads_from_every_antenna_arrive_as_tag_reads(
 
 
 @pytest.mark.integration
+def test_reads_the_reader_reports_while_we_say_goodbye_are_counted() -> None:
+    """The reader holds its reads until the ROSpec ends (60 s, 10,000 tags), so all of them
+    come in the end-of-ROSpec report that DELETE_ROSPEC, part of the goodbye, sends: they
+    arrive while the session is closing and are still this session's reads, not stale ones."""
+
+    async def scenario() -> None:
+        async with simulator() as sim:
+            adapter, rec = make_adapter(
+                sim.port, report_every_ms=60_000, report_every_tags=10_000, keepalive_s=0.5
+            )
+            async with running(adapter) as tasks:
+                await rec.until(lambda: adapter.state is DeviceState.ONLINE)
+                await asyncio.sleep(0.5)  # the reader inventories, and holds what it reads
+                assert rec.reads() == []
+                tasks[0].cancel()
+            assert sim.stats.messages_in.get("CLOSE_CONNECTION", 0) == 1
+            assert sim.stats.tag_reads_sent >= 3
+            assert len(rec.reads()) == adapter.stats.reads == sim.stats.tag_reads_sent
+            assert {r.epc for r in rec.reads()} == {f"30{i:022X}" for i in range(3)}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.integration
 def test_two_readers_share_one_queue() -> None:
     async def scenario() -> None:
         queue: asyncio.Queue[ReadBatch] = asyncio.Queue(maxsize=256)

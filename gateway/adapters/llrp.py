@@ -781,9 +781,13 @@ class LlrpReaderAdapter:
             polite = self._health.state in (DeviceState.ONLINE, DeviceState.DEGRADED)
             raise
         finally:
-            self._session += 1
             self._client = None
-            await self._close(client, connecting, polite=polite)
+            try:
+                # Reports the reader sent before it answered the goodbye are still this
+                # session's: they arrive while it closes and are counted, not dropped as stale.
+                await self._close(client, connecting, polite=polite)
+            finally:
+                self._session += 1  # the thread is gone: anything later from it is stale
 
     async def _watch(self, client: ReaderClient, connecting: asyncio.Future[None]) -> None:
         while True:
