@@ -254,6 +254,59 @@ def test_the_hand_leaving_with_items_is_one_pick() -> None:
     assert (pick.kind, pick.quantity) == (MovementKind.PICK, 2)
 
 
+def run_at(
+    eng: ShelfEngine, signal: Signal, times: Iterable[float], *, noise: float = 0.5
+) -> list[Movement | Alert]:
+    """Feed the engine ``signal`` sampled at ``times`` (a poller whose polls come late)."""
+    rng = random.Random(1)
+    out: list[Movement | Alert] = []
+    for t in times:
+        sample = WeightSample(SHELF, t, signal(t) + rng.gauss(0.0, noise))
+        out.extend(eng.feed(sample, T0 + timedelta(seconds=t)))
+    return out
+
+
+def polls(until: float, late: tuple[float, float]) -> list[float]:
+    """5 Hz sample times up to ``until``, none inside ``late`` (a poll that came late)."""
+    return [k / HZ for k in range(int(until * HZ)) if not late[0] < k / HZ < late[1]]
+
+
+def test_a_double_pick_whose_middle_plateau_a_late_poll_cut_short_is_two_picks() -> None:
+    # Two picks 1.1 s apart: of the plateau between them (5.8-6.9 s) a late poll left two
+    # samples (6.6 and 6.8 s), too few for a candidate. They are evidence all the same.
+    signal = steps(10_000.0, [(5.0, -2 * UNIT), (6.9, -3 * UNIT)])
+    eng = engine(10_000.0)
+    out = movements(run_at(eng, signal, polls(12.0, late=(5.5, 6.5))))
+    assert [(m.kind, m.quantity) for m in out] == [(MovementKind.PICK, 2), (MovementKind.PICK, 3)]
+    assert out[0].observed_at == T0 + timedelta(seconds=6.6)
+    assert out[1].observed_at == T0 + timedelta(seconds=7.8)
+    assert eng.on_hand == 35
+    # Polled on time, the plateau is a candidate of its own: the same two picks.
+    eng = engine(10_000.0)
+    out = movements(run(eng, signal, 12.0, noise=0.5))
+    assert [(m.kind, m.quantity) for m in out] == [(MovementKind.PICK, 2), (MovementKind.PICK, 3)]
+
+
+def test_two_samples_beside_a_late_poll_never_make_a_movement_of_their_own() -> None:
+    # A hand presses two units' worth, holds for two samples after a late poll, then takes one
+    # item: the glimpse of +2 does not lie between 0 and -1, so it is not evidence.
+    def signal(t: float) -> float:
+        if t < 4.9:
+            return 10_000.0
+        if t < 5.5:
+            return 10_000.0 + 2 * UNIT * (t - 4.9) / 0.6
+        if t < 5.9:
+            return 10_000.0 + 2 * UNIT
+        if t < 6.7:
+            return 10_000.0 + 2 * UNIT - 3 * UNIT * (t - 5.9) / 0.8
+        return 10_000.0 - UNIT
+
+    eng = engine(10_000.0)
+    out = movements(run_at(eng, signal, polls(12.0, late=(4.8, 5.6))))
+    assert [(m.kind, m.quantity) for m in out] == [(MovementKind.PICK, 1)]
+    assert eng.on_hand == 39
+
+
 def test_samples_in_error_are_not_trusted_and_the_change_is_counted_after() -> None:
     eng = engine(6_000.0)
     signal = steps(6_000.0, [(6.0, -3 * UNIT)])

@@ -124,9 +124,10 @@ def end_of(shelf: ZooShelf) -> float:
         max_size=4,
     ),
     mapped=st.booleans(),
+    late=st.sampled_from([0.0, 0.05]),
 )
 def test_property_bumps_hands_and_putbacks_never_make_a_movement(
-    seed: int, specs: list[tuple[str, float]], mapped: bool
+    seed: int, specs: list[tuple[str, float]], mapped: bool, late: float
 ) -> None:
     probe = zoo_shelf(seed, lambda _t: [])
     # The documented limit: a still "hand" heavier than a hand presses (a parcel put down for
@@ -137,8 +138,10 @@ def test_property_bumps_hands_and_putbacks_never_make_a_movement(
     )
     assume(mapped or not heavy or probe.track.noise_g <= HAND_VISIBLE_NOISE_G)
     shelf = zoo_shelf(seed, lambda track: timeline(track, specs), status_mapped=mapped)
-    out = replay(shelf, seed=seed, until=end_of(shelf))
-    assert counted(out) == [], (shelf.track.transmitter, specs)
+    # ``late``: a share of polls comes 0.2-0.8 s late (a busy host), which leaves two samples
+    # of some plateaus: those glimpses never make a movement of their own.
+    out = replay(shelf, seed=seed, until=end_of(shelf), stall_p=late)
+    assert counted(out) == [], (shelf.track.transmitter, specs, late)
 
 
 @slow

@@ -212,6 +212,20 @@ def plausible_range_g(
     return low, high
 
 
+def _between(steps: list[tuple[int, Plateau | None]]) -> list[tuple[int, Plateau | None]]:
+    """``steps`` without the glimpses whose count does not lie strictly between the counts
+    before and after them (a glimpse that is last stays: what follows it is not seen yet)."""
+    kept = steps[:1]
+    for i in range(1, len(steps)):
+        units, plateau = steps[i]
+        if plateau is not None and plateau.glimpse and i + 1 < len(steps):
+            before, after = kept[-1][0], steps[i + 1][0]
+            if not (before < units < after or before > units > after):
+                continue
+        kept.append(steps[i])
+    return kept
+
+
 def _index(chain: list[Plateau], plateau: Plateau) -> int | None:
     """Where ``plateau`` itself (not an equal one) is in ``chain``."""
     return next((i for i, p in enumerate(chain) if p is plateau), None)
@@ -425,6 +439,14 @@ class _Ledger:
             # counts is where it ends up), and the work per sample stays bounded.
             del chain[0]
 
+    def keep_glimpse(self, glimpse: Plateau) -> None:
+        """Two samples beside a late poll: evidence, in place of the glimpse before it when the
+        two share a sample (a filter's tail: the later pair is nearer where it settled)."""
+        chain = self.anchor.chain if self.anchor is not None else []
+        if chain and chain[-1].glimpse and chain[-1].recent[-1][0] >= glimpse.settled_at:
+            chain.pop()
+        self.keep(glimpse)
+
     def interrupt(self, held: Plateau | None) -> None:
         """A fault or an outage: compare the next confirmed plateau with before, and forget the
         evidence, except ``held`` (a quiet plateau that only ``hand_rest_s`` kept from
@@ -574,20 +596,20 @@ class _Ledger:
             fit = self.fit(plateau.grams - anchor.grams)
             if plateau is confirmed or (fit.fits and abs(fit.units) <= self._max_units):
                 steps.append((fit.units, plateau))
-        changed = True
-        while changed:
-            changed = False
-            for i in range(1, len(steps)):
-                if steps[i][0] == steps[i - 1][0]:
-                    # A repeat (one plateau split by a bump): the earlier one is when it settled.
-                    del steps[i]
-                    changed = True
-                    break
-                if i + 1 < len(steps) and steps[i + 1][0] == steps[i - 1][0]:
-                    # An excursion, there and back again: a put-back, a parcel put down a moment.
-                    del steps[i : i + 2]
-                    changed = True
-                    break
+        steps = _between(steps)
+        # A return to a count seen before removes everything in between: a repeat (one
+        # plateau split by a bump: the earlier one is when it settled), an excursion there and
+        # back again (a put-back, a parcel put down a moment), or a longer loop (a resting
+        # hand whose sway held still at two counts before it was lifted).
+        i = 1
+        while i < len(steps):
+            units = steps[i][0]
+            j = next((k for k in range(i) if steps[k][0] == units), None)
+            if j is None:
+                i += 1
+            else:
+                del steps[j + 1 : i + 1]
+                i = j + 1
         return [(units, plateau) for units, plateau in steps[1:] if plateau is not None]
 
     def _first_plateau(
@@ -920,6 +942,9 @@ class ShelfEngine:
             self._candidate = None
             self._confirmed = False
             self._phase = ShelfPhase.SETTLING
+        glimpse = stability.glimpse(sample, now_utc, half)
+        if glimpse is not None:
+            ledger.keep_glimpse(glimpse)
         out = ledger.commit_beyond(sample.grams, now_utc)
         plateau = stability.detect(sample, now_utc, half)
         if plateau is None:

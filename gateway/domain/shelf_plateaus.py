@@ -73,6 +73,10 @@ _MIN_OBSERVED_S = 0.6
 _BIT_TRUST = 0.8
 _BIT_MIN_OBSERVATIONS = 5
 
+# A late poll.
+_STALL_INTERVALS = 2.5
+"""A gap this many sample intervals long is a late poll (a busy host, a retried request)."""
+
 
 def _trimmed_sigma(deltas: Iterable[float], keep: float, kept_mean_of_chi2: float) -> float:
     """Sigma of one sample from differences of consecutive ones: the RMS of the smallest
@@ -182,6 +186,9 @@ class Plateau:
     gesture may join a plateau's band before it leaves it)."""
     knocked: bool = False
     """Rejoined after a knock: it settled before the knock, not where the trace says."""
+    glimpse: bool = False
+    """Two samples beside a late poll (:meth:`Stability.glimpse`): evidence only where it lies
+    between the counts on either side of it."""
 
     @property
     def grams(self) -> float:
@@ -249,6 +256,10 @@ class Stability:
         self._window: deque[tuple[float, float, bool | None]] = deque()
         self._trace: deque[tuple[float, float]] = deque()
         self._interval_s = params.poll_interval_s
+        # The last few gaps between samples (their median: the usual one, whatever the late
+        # polls among them), and the samples that came after a late poll.
+        self._gaps: deque[float] = deque([params.poll_interval_s], maxlen=7)
+        self._after_stall: deque[float] = deque(maxlen=4)
         self._bit_seen = 0
         self._bit_set = 0
 
@@ -266,11 +277,16 @@ class Stability:
 
     def append(self, sample: WeightSample) -> None:
         window = self._window
+        poll = self.params.poll_interval_s
         if window:
             gap = sample.at - window[-1][0]
+            gaps = self._gaps
+            if gap > _STALL_INTERVALS * max(sorted(gaps)[len(gaps) // 2], 0.5 * poll):
+                self._after_stall.append(sample.at)
+            gaps.append(gap)
             self._interval_s += 0.3 * (min(gap, self.params.outage_gap_s) - self._interval_s)
         window.append((sample.at, sample.grams, sample.stable))
-        slack = 0.5 * self.params.poll_interval_s
+        slack = 0.5 * poll
         horizon = sample.at - self.params.stable_hold_s - slack
         # At least three samples stay: when they come slower than polled (a dead unit holding up
         # a shared Modbus line), three in a row within the band are a candidate all the same.
@@ -307,6 +323,34 @@ class Stability:
         for at, grams, bit in window:
             if at >= settled_at:
                 plateau.add(at, grams, bit)
+        return plateau
+
+    def glimpse(self, sample: WeightSample, now_utc: datetime, half: float) -> Plateau | None:
+        """Two samples before ``sample`` (appended, itself motion) that lay within ``half`` of
+        each other, with a late poll just before, between or just after them: all that was seen of a
+        plateau that the late poll hid (the short one between the two picks of a double pick,
+        two samples of it where five were due). Too little to judge a hand by, so it is evidence
+        only where its count lies between those on either side of it (``_Ledger``): it splits a
+        pick or restock in two where it would have been counted as one; it never makes one."""
+        trace = self._trace
+        if len(trace) < 3 or not self._after_stall:
+            return None
+        (t1, g1), (t2, g2), (t3, g3) = trace[-3], trace[-2], trace[-1]
+        if t3 != sample.at:
+            return None
+        if not any(t in self._after_stall for t in (t1, t2, t3)):
+            return None
+        mean = 0.5 * (g1 + g2)
+        if abs(g1 - mean) > half or abs(g3 - mean) <= half:
+            return None
+        plateau = Plateau(
+            detected_at=t2,
+            settled_at=t1,
+            settled_utc=now_utc - timedelta(seconds=t3 - t1),
+            glimpse=True,
+        )
+        plateau.add(t1, g1, None)
+        plateau.add(t2, g2, None)
         return plateau
 
     def same_weight(self, earlier: Plateau, plateau: Plateau) -> bool:
@@ -370,7 +414,7 @@ class Stability:
         hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
         if self.params.stable_band_g is not None:
             return False
-        window = self._tremor_window_s()
+        window = self._window_s(plateau, skip_last)
         noise = self.noise.noise_g()
         floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         excess, steps = plateau.excess_variation_g(window, skip_last=skip_last)
@@ -393,10 +437,24 @@ class Stability:
         base = _TREMOR_WINDOW_S if self.bit_trusted else _TREMOR_WINDOW_BLIND_S
         return max(base, (_QUIET_SAMPLES - 0.5) * self._interval_s)
 
+    def _window_s(self, plateau: Plateau, skip_last: int = 0) -> float:
+        """The tremor window of ``plateau``: stretched to its last five samples when one poll
+        came late (a busy host, a retried request), up to the two seconds it keeps. Otherwise a
+        plateau with a gap in it never has five samples in a window and is never judged: the
+        short plateau between the two picks of a double pick was not kept, and they merged."""
+        window = self._tremor_window_s()
+        recent = plateau.recent
+        last = len(recent) - 1 - skip_last
+        if last >= _QUIET_SAMPLES - 1:
+            span = recent[last][0] - recent[last - _QUIET_SAMPLES + 1][0]
+            if window < span <= _RECENT_S:
+                return span
+        return window
+
     def _judgeable(self, plateau: Plateau) -> bool:
         """Enough recent samples to tell a hand from goods: five at 5 Hz, three when samples
         come slower (a shared line held up by a dead unit)."""
-        window = self._tremor_window_s()
+        window = self._window_s(plateau)
         last = plateau.recent[-1][0]
         count = sum(1 for t, _ in plateau.recent if t >= last - window - 1e-9)
         return count >= (3 if self._sparse() else _QUIET_SAMPLES)

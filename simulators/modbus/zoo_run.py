@@ -480,12 +480,16 @@ def replay(
     until: float,
     params: ShelfParams | None = None,
     jitter_s: float = 0.01,
+    stall_p: float = 0.0,
+    stall_s: tuple[float, float] = (0.2, 0.8),
 ) -> list[tuple[float, Movement | Alert]]:
     """Feed one zoo shelf's physics straight into its engine at 5 Hz (no Modbus, no clock).
 
     The same transmitter, the same gateway-side settings as ``run_zoo``; polling times jitter by
-    ``jitter_s`` (seeded) as a real poller's do. Garbage in the weight registers arrives as
-    the adapter would decode it for the shelf's encoding; a silent transmitter gives no samples.
+    ``jitter_s`` (seeded) as a real poller's do, and a share ``stall_p`` of polls comes late by
+    a time drawn from ``stall_s`` (a busy host, a slow link, a retried request). Garbage in the
+    weight registers arrives as the adapter would decode it for the shelf's encoding; a silent
+    transmitter gives no samples.
     For property tests and quick what-ifs; the benchmark runs the real path.
     """
     params = params if params is not None else ShelfParams()
@@ -519,6 +523,8 @@ def replay(
             )
             out.extend((t, event) for event in engine.feed(sample, EPOCH + timedelta(seconds=t)))
         t += params.poll_interval_s + rng.gauss(0.0, jitter_s)
+        if stall_p and rng.random() < stall_p:
+            t += rng.uniform(*stall_s)
     return out
 
 
