@@ -20,8 +20,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import URL, Connection
 
+from dockwatch_core.errors import StoreError
 from edge_store.engine import WRITE_OPTION, make_engine, redact_url, store_errors
-from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 
