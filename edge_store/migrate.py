@@ -1,4 +1,4 @@
-"""Schema migrations: ``upgrade(url)`` (``dockwatch db upgrade`` is :mod:`gateway.db_cli`).
+"""Schema migrations: ``upgrade(url)`` (the gateway's ``dockwatch db upgrade`` command calls it).
 
 Alembic is configured in code (no ``alembic.ini`` at run time): the script directory is
 ``edge_store/migrations`` inside the installed package. An upgrade runs every pending revision in
