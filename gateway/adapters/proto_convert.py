@@ -1,4 +1,4 @@
-"""Conversion between the domain value types and their protobuf messages (``dockwatch.edge.v1``).
+"""Conversion between the core value types and their protobuf messages (``dockwatch.edge.v1``).
 
 The one place that knows both shapes; the gRPC server, the central relay and the central simulator
 all go through it. Conversions are exact both ways:
