@@ -39,13 +39,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_store.records import ItemRecord, LocationRecord
-from edge_store.repository import EdgeStore
-from gateway.adapters.epcis import EpcisRelay
-from gateway.adapters.mqtt import MqttSink
-from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
-from gateway.domain.epcis import EpcisSite, movement_events
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -53,6 +47,12 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store.records import ItemRecord, LocationRecord
+from edge_store.repository import EdgeStore
+from gateway.adapters.epcis import EpcisRelay
+from gateway.adapters.mqtt import MqttSink
+from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
+from gateway.domain.epcis import EpcisSite, movement_events
 
 SITE = "dc-bench"
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

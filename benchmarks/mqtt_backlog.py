@@ -42,11 +42,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from edge_store.records import ItemRecord, LocationRecord
-from edge_store.repository import EdgeStore
-from gateway.adapters.mqtt import MqttSink
-from gateway.domain import payloads
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -54,6 +50,10 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store.records import ItemRecord, LocationRecord
+from edge_store.repository import EdgeStore
+from gateway.adapters.mqtt import MqttSink
+from gateway.domain import payloads
 
 SITE = "dc-bench"
 PREFIX = "dockwatch/dc-bench"

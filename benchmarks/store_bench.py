@@ -38,8 +38,7 @@ from pathlib import Path
 import psycopg
 import sqlalchemy
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord, redact_url
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -47,6 +46,7 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store import EdgeStore, ItemRecord, LocationRecord, redact_url
 
 PG_URL = os.environ.get(
     "DOCKWATCH_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

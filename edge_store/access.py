@@ -27,9 +27,9 @@ from sqlalchemy import Dialect, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dockwatch_core.errors import StoreError
 from edge_store.engine import WRITE_OPTION, redact_url, store_errors
 from edge_store.models import Base
-from gateway.errors import StoreError
 
 UpsertInsert = postgresql.Insert | sqlite.Insert
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from gateway.errors import StoreError
+from dockwatch_core.errors import StoreError
 
 WRITE_OPTION = "dockwatch_write"
 """Execution option: a connection carrying it begins with ``BEGIN IMMEDIATE`` on SQLite."""

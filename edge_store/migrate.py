@@ -1,4 +1,4 @@
-"""Schema migrations: ``upgrade(url)`` (``dockwatch db upgrade`` is :mod:`gateway.db_cli`).
+"""Schema migrations: ``upgrade(url)`` (the gateway's ``dockwatch db upgrade`` command calls it).
 
 Alembic is configured in code (no ``alembic.ini`` at run time): the script directory is
 ``edge_store/migrations`` inside the installed package. An upgrade runs every pending revision in
@@ -20,8 +20,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import URL, Connection
 
+from dockwatch_core.errors import StoreError
 from edge_store.engine import WRITE_OPTION, make_engine, redact_url, store_errors
-from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 

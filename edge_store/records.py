@@ -1,6 +1,6 @@
 """Values the edge store takes and returns that are not shared domain types.
 
-Movements, stock levels, alerts and device statuses are ``gateway.domain.model`` types; these are
+Movements, stock levels, alerts and device statuses are ``dockwatch_core.model`` types; these are
 the catalog rows the store keeps (so every movement's SKU and locations exist) and the outcome of
 recording a batch.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.domain.model import MovementId, RecordedMovement, StockLevel
+from dockwatch_core.model import MovementId, RecordedMovement, StockLevel
 
 
 @dataclass(frozen=True, slots=True)

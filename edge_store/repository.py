@@ -68,6 +68,20 @@ from sqlalchemy import Dialect, Engine, Row, select, update
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from dockwatch_core.errors import StoreError
+from dockwatch_core.model import (
+    Alert,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    MovementReason,
+    RecordedMovement,
+    Sku,
+    SourceType,
+    StockLevel,
+)
 from edge_store.access import StoreAccess, table
 from edge_store.catalog import Catalog
 from edge_store.engine import describe_error, make_engine
@@ -81,20 +95,6 @@ from edge_store.models import (
 )
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.status import AlertsAndDevices
-from gateway.domain.model import (
-    Alert,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    MovementReason,
-    RecordedMovement,
-    Sku,
-    SourceType,
-    StockLevel,
-)
-from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 

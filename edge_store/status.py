@@ -13,9 +13,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import select
 
-from edge_store.access import StoreAccess, table
-from edge_store.models import AlertRow, DeviceStatusRow
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -23,6 +21,8 @@ from gateway.domain.model import (
     DeviceStatus,
     Severity,
 )
+from edge_store.access import StoreAccess, table
+from edge_store.models import AlertRow, DeviceStatusRow
 
 
 class AlertsAndDevices:

@@ -6,7 +6,7 @@ The tree is a set of frozen pydantic v2 dataclasses; pydantic does the walking, 
 the defaults and the JSON Schema (``dockwatch config schema``). Loading runs in stages and
 reports *every* problem it finds, each as one line that starts with the key path
 (``readers[1].port: must be an integer in 1..65535, got 'abc'``), in one
-:class:`~gateway.errors.ConfigError` at the end:
+:class:`~dockwatch_core.errors.ConfigError` at the end:
 
 1. **Parse.** YAML through PyYAML's safe loader, with duplicate mapping keys rejected (PyYAML
    silently keeps the last one, which hides typos). Syntax errors name their line and column.
@@ -53,6 +53,8 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticUndefined
 
+from dockwatch_core.errors import ConfigError
+from dockwatch_core.model import MovementKind, Sku
 from gateway.documents import (
     CONFIG_LIMITS,
     SECRET_LIMITS,
@@ -66,9 +68,7 @@ from gateway.documents import (
 )
 from gateway.domain.catalog import CatalogItem
 from gateway.domain.epc import gs1_check_digit
-from gateway.domain.model import MovementKind, Sku
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
-from gateway.errors import ConfigError
 from gateway.validation import (
     HIDDEN_KEYS_ATTR,
     ID,

@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from dockwatch_core.errors import ConfigError
 from gateway.config import CONFIG_PATH_ENV, GatewayConfig, load_config
 from gateway.documents import shown
-from gateway.errors import ConfigError
 
 EXIT_INVALID = 2
 

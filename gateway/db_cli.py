@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from dockwatch_core.errors import ConfigError, GatewayError
 from edge_store.engine import redact_url, with_password
 from edge_store.migrate import upgrade
 from gateway.config import load_config, resolve_secret
-from gateway.errors import ConfigError, GatewayError
 
 
 def url_from_config(path: Path) -> str | URL:

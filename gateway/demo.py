@@ -42,9 +42,8 @@ from typing import Any
 
 import aiomqtt
 
-from gateway.app import Gateway, catalog_of
-from gateway.config import GatewayConfig, load_config, split_host_port
-from gateway.domain.model import (
+from dockwatch_core.errors import GatewayError
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -52,7 +51,8 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
-from gateway.errors import GatewayError
+from gateway.app import Gateway, catalog_of
+from gateway.config import GatewayConfig, load_config, split_host_port
 from gateway.logs import configure_logging
 from simulators.launcher import Simulators, SimulatorSpec, launched, port_free, wait_port
 from simulators.scenario import Scenario, load_scenario

@@ -27,7 +27,7 @@ Then the document is built with libyaml's C loader when it is available (ten tim
 30,000-receipt file), or with a given loader class (the config's loader also reports duplicate
 keys).
 
-Errors: :class:`DocumentError` (a :class:`~gateway.errors.ConfigError`), ``str()`` is
+Errors: :class:`DocumentError` (a :class:`~dockwatch_core.errors.ConfigError`), ``str()`` is
 ``"<file>: <problem>"``; ``problem`` is the part after the file name. File names longer than
 :data:`SHOWN_PATH_CHARS` are shortened in messages.
 """
@@ -48,7 +48,7 @@ from typing import IO, Any, Final
 
 import yaml
 
-from gateway.errors import ConfigError
+from dockwatch_core.errors import ConfigError
 
 __all__ = [
     "CONFIG_LIMITS",

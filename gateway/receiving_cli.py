@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from dockwatch_core.errors import ConfigError
 from gateway.app import catalog_of
 from gateway.config import GatewayConfig, config_path_from_env, load_config
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml, shown
 from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker
-from gateway.errors import ConfigError
 from gateway.receipts_file import ReceiptsError, parse_expected
 
 ACTIONS = ("check", "load", "add", "list")

@@ -9,9 +9,9 @@ import logging
 import signal
 import sys
 
+from dockwatch_core.errors import ConfigError, GatewayError
 from gateway.app import Gateway, preflight
 from gateway.config import config_path_from_env, load_config
-from gateway.errors import ConfigError, GatewayError
 from gateway.logs import configure_logging
 
 log = logging.getLogger("gateway.app")

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockwatch_core.errors import ConfigError, GatewayError
 from gateway.adapters.tls import server_context_from_flags
 from gateway.config import split_host_port
 from gateway.documents import SCENARIO_LIMITS, DocumentError, read_yaml
-from gateway.errors import ConfigError, GatewayError
 from simulators.launcher import SimulatorSpec, launched
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"

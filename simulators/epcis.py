@@ -596,8 +596,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from dockwatch_core.errors import ConfigError
     from gateway.adapters.tls import server_context_from_flags
-    from gateway.errors import ConfigError
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from gateway.errors import GatewayError
+from dockwatch_core.errors import GatewayError
 
 TAIL_LINES = 20
 

@@ -68,8 +68,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import core_schema
 
+from dockwatch_core.errors import ConfigError
 from gateway.documents import SCENARIO_LIMITS, read_yaml, shown
-from gateway.errors import ConfigError
 from gateway.validation import (
     MODEL_CONFIG,
     Items,

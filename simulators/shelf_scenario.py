@@ -35,7 +35,7 @@ with :func:`load_shelf_scenario`::
 
 Times are scenario seconds from the simulator's start. Physical events (pick, restock, bump,
 hand) on one shelf must not overlap; a failure may overlap them (the goods still move while the
-sensor is broken). Invalid input raises :class:`gateway.errors.ConfigError` naming the key.
+sensor is broken). Invalid input raises :class:`dockwatch_core.errors.ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError, core_schema
 
+from dockwatch_core.errors import ConfigError
 from gateway.documents import SCENARIO_LIMITS, read_yaml
-from gateway.errors import ConfigError
 from gateway.validation import (
     MODEL_CONFIG,
     Items,

@@ -22,12 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord
-from gateway.adapters.grpc_api import EdgeApiServer
-from gateway.api_cli import movement_line
-from gateway.cli import main as dockwatch
-from gateway.domain import payloads
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -35,6 +30,11 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store import EdgeStore, ItemRecord, LocationRecord
+from gateway.adapters.grpc_api import EdgeApiServer
+from gateway.api_cli import movement_line
+from gateway.cli import main as dockwatch
+from gateway.domain import payloads
 from tests.support.net import free_port
 from tests.support.tls import self_signed_server
 

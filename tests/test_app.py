@@ -29,13 +29,8 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_store.repository import EdgeStore
-from gateway.adapters.central import CentralRelay
-from gateway.adapters.mqtt import MqttSink
-from gateway.app import Gateway
-from gateway.config import GatewayConfig, parse_config
-from gateway.domain import payloads
-from gateway.domain.model import (
+from dockwatch_core.errors import ConfigError, StoreError
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     LocationId,
@@ -46,7 +41,12 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
-from gateway.errors import ConfigError, StoreError
+from edge_store.repository import EdgeStore
+from gateway.adapters.central import CentralRelay
+from gateway.adapters.mqtt import MqttSink
+from gateway.app import Gateway
+from gateway.config import GatewayConfig, parse_config
+from gateway.domain import payloads
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from simulators.central import CentralLedger, CentralServer
 from simulators.llrp.server import LlrpReaderSimulator

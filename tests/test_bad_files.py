@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dockwatch_core.errors import ConfigError
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.documents import (
@@ -27,7 +28,6 @@ from gateway.documents import (
     parse_yaml,
     read_yaml,
 )
-from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "deploy" / "demo.yaml"

@@ -18,11 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.central import CentralRelay, ChannelTls
-from gateway.adapters.proto_convert import movement_to_proto
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -31,6 +27,10 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store import EdgeStore, ItemRecord, LocationRecord
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.central import CentralRelay, ChannelTls
+from gateway.adapters.proto_convert import movement_to_proto
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
 from simulators.central import (
     CentralLedger,

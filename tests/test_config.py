@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from dockwatch_core.errors import ConfigError
+from dockwatch_core.model import MovementKind
 from gateway.cli import main as cli_main
 from gateway.config import (
     GatewayConfig,
@@ -23,9 +25,7 @@ from gateway.config import (
     parse_config,
     resolve_secret,
 )
-from gateway.domain.model import MovementKind
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
-from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "deploy" / "demo.yaml"

@@ -18,9 +18,9 @@ import jsonschema
 import pytest
 import yaml
 
+from dockwatch_core.errors import ConfigError
 from gateway.cli import main as cli_main
 from gateway.config import config_schema, parse_config
-from gateway.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "deploy" / "dockwatch.schema.json"

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,20 @@ def test_everything_the_image_copies_exists_and_reaches_the_builder() -> None:
         for source in sources:
             assert (ROOT / source).exists(), source
             assert any(source == a or source.startswith(a + "/") for a in allowed), source
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    # `pip install .` in the image finds only what was copied: a package left out (say the
+    # shared dockwatch_core) builds an image whose gateway fails at its first import.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {
+        source
+        for keyword, args in _instructions()
+        if keyword == "COPY" and not args.startswith("--from")
+        for source in shlex.split(args)[:-1]
+    }
+    assert packages <= copied, sorted(packages - copied)
 
 
 # --- systemd -------------------------------------------------------------------------------

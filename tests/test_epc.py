@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dockwatch_core.model import Sku
 from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
 from gateway.domain.epc import (
     EpcScheme,
@@ -29,7 +30,6 @@ from gateway.domain.epc import (
     gs1_check_digit,
     normalise_gtin,
 )
-from gateway.domain.model import Sku
 
 # (hex, pure identity URI, filter, GS1 key from the element string)
 TDS_EXAMPLES = [

@@ -18,6 +18,22 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+from dockwatch_core.errors import ConfigError, GatewayError
+from dockwatch_core.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceState,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    RecordedMovement,
+    Severity,
+    Sku,
+    SourceType,
+)
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway import __version__
 from gateway.adapters.grpc_api import (
@@ -33,22 +49,6 @@ from gateway.adapters.proto_convert import (
     movement_from_proto,
     movement_to_proto,
 )
-from gateway.domain.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceState,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    RecordedMovement,
-    Severity,
-    Sku,
-    SourceType,
-)
-from gateway.errors import ConfigError, GatewayError
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from tests.support.net import free_port
 from tests.support.tls import Pem, certificate_authority, issue, self_signed_server

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sllurp.llrp import LLRPMessage, LLRPROSpec
 
-from gateway.errors import ProtocolError
+from dockwatch_core.errors import ProtocolError
 from gateway.llrp import codec as c
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llrp"

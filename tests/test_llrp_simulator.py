@@ -22,9 +22,9 @@ import pytest
 import yaml
 from sllurp.llrp import LLRPReaderClient, LLRPReaderConfig
 
+from dockwatch_core.errors import ConfigError
 from gateway import cli
 from gateway.domain.epc import decode_epc
-from gateway.errors import ConfigError
 from gateway.llrp import codec as c
 from simulators import epc_encode
 from simulators.llrp.server import LlrpReaderSimulator, build_simulators

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from dockwatch_core.errors import ConfigError, GatewayError
 from gateway.adapters.metrics import (
     CONTENT_TYPE,
     MetricsServer,
@@ -34,7 +35,6 @@ from gateway.adapters.metrics import (
     render,
     server_tls_context,
 )
-from gateway.errors import ConfigError, GatewayError
 from tests.conftest import missing
 from tests.support.tls import Pem, certificate_authority, issue
 

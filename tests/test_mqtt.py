@@ -18,11 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.mqtt import BrokerAddress, MovementRelay, MqttSink
-from gateway.adapters.mqtt_client import Done, PublishRefused
-from gateway.domain import payloads
-from gateway.domain.model import (
+from dockwatch_core.errors import ConfigError, PublishError
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -31,7 +28,10 @@ from gateway.domain.model import (
     Severity,
     StockLevel,
 )
-from gateway.errors import ConfigError, PublishError
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.mqtt import BrokerAddress, MovementRelay, MqttSink
+from gateway.adapters.mqtt_client import Done, PublishRefused
+from gateway.domain import payloads
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt_tools import (
     SITE,

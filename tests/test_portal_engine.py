@@ -16,9 +16,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from gateway.domain.catalog import Catalog, CatalogItem
-from gateway.domain.epc import decode_epc, encode_giai96, encode_sgtin96_from_gtin, encode_sscc96
-from gateway.domain.model import (
+from dockwatch_core.model import (
     DeviceId,
     Epc,
     LocationId,
@@ -28,6 +26,8 @@ from gateway.domain.model import (
     SourceType,
     TagRead,
 )
+from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.epc import decode_epc, encode_giai96, encode_sgtin96_from_gtin, encode_sscc96
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import (
     DecidedBy,

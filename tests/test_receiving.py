@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.domain.epc import decode_epc, encode_sgtin96_from_gtin
-from gateway.domain.model import (
+from dockwatch_core.model import (
     AlertKind,
     LocationId,
     Movement,
@@ -17,6 +16,7 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from gateway.domain.epc import decode_epc, encode_sgtin96_from_gtin
 from gateway.domain.receiving import (
     ExpectedLine,
     ExpectedReceipt,

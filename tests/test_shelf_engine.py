@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -521,7 +521,7 @@ def test_domain_modules_import_only_the_standard_library() -> None:
                 top = module.split(".")[0]
                 assert top not in forbidden, f"{name} imports {module}"
                 assert top in sys.stdlib_module_names or module.startswith(
-                    ("gateway.domain", "__future__")
+                    ("gateway.domain", "dockwatch_core.", "__future__")
                 ), f"{name} imports {module}"
 
 

@@ -17,10 +17,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from edge_store import EdgeStore
-from gateway.app import Gateway
-from gateway.config import GatewayConfig, parse_config
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceState,
@@ -29,6 +26,9 @@ from gateway.domain.model import (
     MovementReason,
     RecordedMovement,
 )
+from edge_store import EdgeStore
+from gateway.app import Gateway
+from gateway.config import GatewayConfig, parse_config
 from simulators.modbus.server import ShelfSimulator
 from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
 from tests.support.net import free_port

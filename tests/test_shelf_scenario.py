@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.errors import ConfigError
+from dockwatch_core.errors import ConfigError
 from simulators.modbus.physics import HEARTBEAT_HZ, ShelfPhysics
 from simulators.shelf_scenario import (
     Encoding,

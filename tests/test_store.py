@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord, redact_url
-from gateway.domain.model import (
+from dockwatch_core.errors import StoreError
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -23,7 +23,7 @@ from gateway.domain.model import (
     SourceType,
     StockLevel,
 )
-from gateway.errors import StoreError
+from edge_store import EdgeStore, ItemRecord, LocationRecord, redact_url
 from tests.test_store_support import ITEMS, LOCATIONS, SITE, T0, at, movement, open_store
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -17,6 +16,7 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store import EdgeStore, ItemRecord, LocationRecord
 
 SITE = "dc-test"
 T0 = datetime(2026, 1, 5, 8, 0, 0, 123456, tzinfo=UTC)

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from gateway.errors import ConfigError
+from dockwatch_core.errors import ConfigError
 
 REFUSAL_LOG_EVERY_S = 60.0
 """At most one log line per this many seconds about refused (unauthenticated) calls."""

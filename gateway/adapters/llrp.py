@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 One :class:`LlrpReaderAdapter` per configured reader, run as its own task. ``run()`` loops over
 *sessions*: a session is one TCP connection served by one fresh sllurp ``LLRPReaderClient`` and its
-reader thread. A session ends with a reason (a :class:`~gateway.errors.DeviceError`); the
+reader thread. A session ends with a reason (a :class:`~dockwatch_core.errors.DeviceError`); the
 adapter tears the session down, waits a capped exponential backoff with full jitter
 (:mod:`gateway.adapters.backoff`) and starts a new one, until cancelled.
 
@@ -104,6 +104,8 @@ from typing import Any, Final
 
 from sllurp.llrp_errors import LLRPError
 
+from dockwatch_core.errors import ConfigError, DeviceError
+from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, TagRead
 from gateway.adapters.backoff import Backoff
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp_dialect import LLRP_STEPS, LlrpStep, RefusalBook, llrp_status_text
@@ -115,8 +117,6 @@ from gateway.adapters.llrp_reports import (
 )
 from gateway.adapters.llrp_session import ReaderClient, SessionSink
 from gateway.adapters.outage import Outage, OutageWords
-from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, TagRead
-from gateway.errors import ConfigError, DeviceError
 
 # The adapter's public names, and those of its parts that callers and tests import from here.
 __all__ = [

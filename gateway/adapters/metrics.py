@@ -80,13 +80,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
 
+from dockwatch_core.errors import ConfigError, GatewayError
 from gateway.adapters.auth import (
     RefusalLog,
     bearer_matches,
     check_listener_auth,
     listen_host,
 )
-from gateway.errors import ConfigError, GatewayError
 
 __all__ = [
     "CONTENT_TYPE",

@@ -88,6 +88,8 @@ from pymodbus.client import AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from dockwatch_core.errors import DeviceError
+from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.tls import (
@@ -95,8 +97,6 @@ from gateway.adapters.tls import (
     handshake_failures,
     report_handshake_failures,
 )
-from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
-from gateway.errors import DeviceError
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.errors import PublishError
+from dockwatch_core.errors import PublishError
 
 Done = Callable[["PublishError | None"], None]
 

@@ -1,4 +1,4 @@
-"""Conversion between the domain value types and their protobuf messages (``dockwatch.edge.v1``).
+"""Conversion between the core value types and their protobuf messages (``dockwatch.edge.v1``).
 
 The one place that knows both shapes; the gRPC server, the central relay and the central simulator
 all go through it. Conversions are exact both ways:
@@ -13,7 +13,7 @@ all go through it. Conversions are exact both ways:
   when integral and within 2**53, else as ``float``.
 
 A message that cannot become a valid domain value (missing timestamp, unknown enum, a value the
-domain rejects) raises :class:`~gateway.errors.ProtocolError`, as does a domain value that
+domain rejects) raises :class:`~dockwatch_core.errors.ProtocolError`, as does a domain value that
 does not fit its protobuf field (e.g. a quantity beyond int64).
 """
 
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from gateway.domain.model import (
+from dockwatch_core.errors import ProtocolError
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -44,7 +45,6 @@ from gateway.domain.model import (
     SourceType,
     StockLevel,
 )
-from gateway.errors import ProtocolError
 from gateway.proto.dockwatch.edge.v1 import types_pb2
 
 if TYPE_CHECKING:

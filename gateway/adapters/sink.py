@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from gateway.domain.model import Alert, DeviceStatus, StockLevel
+from dockwatch_core.model import Alert, DeviceStatus, StockLevel
 
 PageT = TypeVar("PageT")
 

@@ -29,7 +29,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Final
 
-from gateway.errors import ConfigError
+from dockwatch_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

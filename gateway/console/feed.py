@@ -31,8 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gateway.domain.epc import decode_epc
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     DeviceStatus,
     Movement,
@@ -41,6 +40,7 @@ from gateway.domain.model import (
     TagRead,
     WeightSample,
 )
+from gateway.domain.epc import decode_epc
 
 __all__ = ["ConsoleFeed", "Event", "FeedFull", "ShelfTrace", "alert_dict", "movement_dict"]
 

@@ -19,8 +19,8 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from dockwatch_core.model import Sku
 from gateway.domain.epc import DecodedEpc, EpcScheme, decode_epc, normalise_gtin
-from gateway.domain.model import Sku
 
 __all__ = ["Catalog", "CatalogItem", "EpcInfo", "EpcKind"]
 

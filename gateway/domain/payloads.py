@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceStatus,

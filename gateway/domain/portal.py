@@ -124,8 +124,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Final
 
-from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -134,6 +133,7 @@ from gateway.domain.model import (
     SourceType,
     TagRead,
 )
+from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
 from gateway.domain.params import PortalParams
 from gateway.domain.portal_decide import CrossingDecider, Decided, PhotoEyes
 from gateway.domain.portal_loads import LoadAssembler

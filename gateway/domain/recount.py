@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,

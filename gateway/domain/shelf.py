@@ -109,7 +109,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.domain.model import (
+from dockwatch_core.model import (
     MAX_QUANTITY,
     Alert,
     AlertKind,

@@ -23,7 +23,7 @@ and answers with subtype 22 carrying an LLRPStatus.
 Decoding rules (invariants the tests hold us to):
 
 * every length is bounds-checked against its container; the first violation raises
-  :class:`gateway.errors.ProtocolError` naming the path (``RO_ACCESS_REPORT/TagReportData[2]/
+  :class:`dockwatch_core.errors.ProtocolError` naming the path (``RO_ACCESS_REPORT/TagReportData[2]/
   EPCData``) and what is wrong (truncated header, length < 10, length above the cap,
   unknown version, a parameter overrunning its message, trailing garbage in a fixed parameter);
 * parameters may arrive in any order (readers differ); required ones that are missing, and
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol, Self, TypeVar
 
-from gateway.errors import ProtocolError
+from dockwatch_core.errors import ProtocolError
 
 HEADER_LENGTH = 10
 MAX_MESSAGE_LENGTH = 1 << 20

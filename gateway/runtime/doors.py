@@ -36,12 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gateway.adapters.llrp import ReadBatch
-from gateway.config import GatewayConfig
-from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
-from gateway.domain.catalog import Catalog, EpcKind
-from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -51,6 +46,11 @@ from gateway.domain.model import (
     Severity,
     TagRead,
 )
+from gateway.adapters.llrp import ReadBatch
+from gateway.config import GatewayConfig
+from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
+from gateway.domain.catalog import Catalog, EpcKind
+from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
 from gateway.domain.portal import (
     Direction,
     PassEvent,

@@ -27,6 +27,8 @@ from datetime import datetime
 from functools import partial
 from typing import ParamSpec, TypeVar
 
+from dockwatch_core.errors import StoreError
+from dockwatch_core.model import Alert, Movement
 from edge_store.engine import with_password
 from edge_store.records import ItemRecord, LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
@@ -34,8 +36,6 @@ from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import Sink, StateSink
 from gateway.console.feed import ConsoleFeed
-from gateway.domain.model import Alert, Movement
-from gateway.errors import StoreError
 from gateway.logs import redact
 from gateway.runtime.counters import Counters
 

@@ -21,6 +21,18 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dockwatch_core.errors import ConfigError
+from dockwatch_core.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    Sku,
+    StockLevel,
+    WeightSample,
+)
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
     PollerSettings,
@@ -32,21 +44,9 @@ from gateway.adapters.modbus import (
     ValueType,
     WordOrder,
 )
-from gateway.domain.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    Sku,
-    StockLevel,
-    WeightSample,
-)
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
-from gateway.errors import ConfigError
 from gateway.runtime.site import device_tls
 
 if TYPE_CHECKING:

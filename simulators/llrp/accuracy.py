@@ -40,13 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.domain.catalog import Catalog, CatalogItem
-from gateway.domain.epc import decode_epc
-from gateway.domain.lights import PortalLights, StackLights
-from gateway.domain.model import (
+from dockwatch_core.model import (
     Alert,
     DeviceId,
     DeviceState,
@@ -55,6 +49,12 @@ from gateway.domain.model import (
     Movement,
     Sku,
 )
+from edge_store import EdgeStore, ItemRecord, LocationRecord
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
+from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.epc import decode_epc
+from gateway.domain.lights import PortalLights, StackLights
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import PassEvent, PortalEngine, PortalSpec, PortalStats, TagCrossed
 from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker

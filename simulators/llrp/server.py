@@ -65,8 +65,8 @@ from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Self
 
+from dockwatch_core.errors import ConfigError
 from gateway.adapters.tls import server_context_from_flags
-from gateway.errors import ConfigError
 from gateway.llrp import codec as c
 from simulators.llrp.capabilities import (
     CAPABILITY_SECTIONS,

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.errors import ProtocolError
+from dockwatch_core.errors import ProtocolError
 from gateway.llrp import codec as c
 from simulators.llrp.inventory import Inventory
 from simulators.llrp.link import Link

@@ -38,8 +38,8 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer, ModbusTlsServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from dockwatch_core.errors import ConfigError, GatewayError
 from gateway.adapters.tls import server_context_from_flags
-from gateway.errors import ConfigError, GatewayError
 from simulators.modbus import registers
 from simulators.modbus.physics import ShelfPhysics
 from simulators.shelf_scenario import (

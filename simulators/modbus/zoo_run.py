@@ -34,6 +34,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from dockwatch_core.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementKind,
+    MovementReason,
+    Sku,
+    WeightSample,
+)
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway.adapters.backoff import BackoffPolicy
 from gateway.adapters.modbus import (
@@ -47,18 +59,6 @@ from gateway.adapters.modbus import (
     ValueType,
     WordOrder,
     decode_value,
-)
-from gateway.domain.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementKind,
-    MovementReason,
-    Sku,
-    WeightSample,
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import BACKROOM, PICKED, ShelfEngine

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge_store.records import ItemRecord, LocationRecord
-from edge_store.repository import EdgeStore
-from gateway.domain.model import (
+from dockwatch_core.model import (
     LocationId,
     Movement,
     MovementId,
@@ -28,6 +26,8 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+from edge_store.records import ItemRecord, LocationRecord
+from edge_store.repository import EdgeStore
 from tests.support.broker import MosquittoBroker
 
 SITE = "dc-test"
