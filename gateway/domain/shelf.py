@@ -49,20 +49,20 @@ nothing about the transmitter that it has not measured:
   dated at its settle time all the same; a fault or an outage meanwhile keeps it as evidence.
 * **Counting.** A candidate that motion interrupts before it is confirmed, and that was quiet, is
   kept as evidence. When a candidate is confirmed, the plateaus since the last confirmed one (the
-  *anchor*) are resolved: each is expressed as a whole number of units from the anchor
-  (``n = round(delta / unit_weight_g)``, accepted within ``max(weight_tolerance_g * sqrt(|n|),
-  the half-band)``, capped below half a unit; ``weight_tolerance_g`` defaults to 6 % of the
-  unit), plateaus that fit no whole number are dropped, and every *loop* removed: a return to a
-  count seen before removes what lies between (a repeat, one plateau split by a bump; an
-  excursion, items picked and put back or a parcel put down for a moment; a resting hand whose
-  sway held still at two counts); every remaining change of count becomes one movement dated at
-  its own settle time: ``n < 0`` a PICK (location -> ``pick_to``), ``n > 0`` a RESTOCK
-  (``restock_from`` -> location). So a double pick 1.5 s apart is two picks, a put-back within ``confirm_s`` is
-  nothing, a bump is nothing (its plateau equals the anchor; the candidate after a knock rejoins
-  the one before it when both agree within the noise). Evidence is counted early when what
-  follows proves it was no put-back: a new candidate further along from the anchor in the same
-  direction, or motion carrying the weight beyond it by more than half a unit plus a hand's
-  press. Confidence falls from 1.0 for a perfect fit to 0.5 at the edge of the tolerance.
+  *anchor*) are resolved: each is expressed as a whole number of units from the anchor (``n =
+  round(delta / unit_weight_g)``, accepted within ``max(weight_tolerance_g * sqrt(|n|), the
+  half-band)``, capped below half a unit; ``weight_tolerance_g`` defaults to 6 % of the unit),
+  plateaus that fit no whole number are dropped, and every *loop* removed: a return to a count seen
+  before removes what lies between (a repeat, one plateau split by a bump; an excursion, items
+  picked and put back or a parcel put down for a moment; a resting hand whose sway held still at two
+  counts); every remaining change of count becomes one movement dated at its own settle time: ``n <
+  0`` a PICK (location -> ``pick_to``), ``n > 0`` a RESTOCK (``restock_from`` -> location). So a
+  double pick 1.5 s apart is two picks, a put-back within ``confirm_s`` is nothing, a bump is
+  nothing (its plateau equals the anchor; the candidate after a knock rejoins the one before it when
+  both agree within the noise). Evidence is counted early when what follows proves it was no
+  put-back: a new candidate further along from the anchor in the same direction, or motion carrying
+  the weight beyond it by more than half a unit plus a hand's press. Confidence falls from 1.0 for a
+  perfect fit to 0.5 at the edge of the tolerance.
 * **Late polls.** A gap of 2.5 usual sample intervals (against the median of the last seven) is
   a late poll. Two samples within the band beside one, with motion after them, are a *glimpse*
   of a plateau the gap hid (the one between the two picks of a double pick): evidence only where
