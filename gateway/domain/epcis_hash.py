@@ -45,6 +45,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from gateway.domain.epc import gs1_check_digit
+
 __all__ = ["canonical_value", "event_hash", "prehash", "to_digital_link"]
 
 _CBV_WEB: Final = "https://ref.gs1.org/cbv/"
@@ -138,8 +140,7 @@ _DL_ESCAPES: Final = str.maketrans(
 
 
 def _check_digit(body: str) -> str:
-    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
-    return str((10 - total % 10) % 10)
+    return str(gs1_check_digit(body))
 
 
 def _gtin(company_prefix_and_reference: str) -> str:
