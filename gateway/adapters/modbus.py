@@ -66,7 +66,10 @@ Theory of operation
   exception responses are not round trips of a working device and are not counted.
 
 Clocks: ``clock`` (monotonic seconds) timestamps samples and ages heartbeats; ``utc_now`` stamps
-status changes. Intervals, timeouts and backoff delays are real seconds of the event loop.
+status changes. A sample is stamped halfway between sending the unit's first request and
+decoding its last answer: the transmitter read its value in between, and a loop busy for a
+moment before it got to the answer does not make an old value look new. Intervals, timeouts
+and backoff delays are real seconds of the event loop.
 """
 
 from __future__ import annotations
@@ -785,6 +788,7 @@ class _DevicePoller:
                 continue
             polled += 1
             timeout = retry.timeout(self.settings.timeout_s)
+            sent = self.owner._clock()
             try:
                 words = []
                 for block in blocks:
@@ -808,7 +812,7 @@ class _DevicePoller:
             retry.backoff.succeeded(loop.time())
             retry.retry_at = 0.0
             retry.failing = False
-            at = self.owner._clock()
+            at = 0.5 * (sent + self.owner._clock())
             for point in points:
                 self._deliver(point, blocks, words, at)
         if polled and timed_out == polled:

@@ -28,6 +28,8 @@ _TRACE_S = 6.0
 _NOISE_HISTORY = 300
 _QUIET_ENOUGH = 5
 """Differences inside confirmed plateaus needed before they alone give the noise."""
+_QUIET_TRIMMED = 20
+"""Differences inside confirmed plateaus needed before the largest tenth is trimmed."""
 _FLICKER_STEPS = 8
 """Steps of an unsettled output enough to take the smallest common one for its division."""
 _TRIM = 0.9
@@ -72,10 +74,14 @@ _MIN_OBSERVED_S = 0.6
 # The stable bit.
 _BIT_TRUST = 0.8
 _BIT_MIN_OBSERVATIONS = 5
+_BIT_RUN = 3
+"""Samples in a row with the trusted stable bit set before it vouches for a plateau."""
 
 # A late poll.
 _STALL_INTERVALS = 2.5
 """A gap this many sample intervals long is a late poll (a busy host, a retried request)."""
+_GLIMPSE_SPAN = 0.75
+"""The two samples of a glimpse are at least this many usual intervals apart."""
 
 
 def _trimmed_sigma(deltas: Iterable[float], keep: float, kept_mean_of_chi2: float) -> float:
@@ -127,12 +133,30 @@ class NoiseModel:
             return
         self._dirty = False
         if len(self._quiet) >= _QUIET_ENOUGH:
-            self._sigma = _trimmed_sigma(self._quiet, _TRIM, _TRIMMED_MEAN_OF_CHI2)
+            if len(self._quiet) >= _QUIET_TRIMMED:
+                self._sigma = _trimmed_sigma(self._quiet, _TRIM, _TRIMMED_MEAN_OF_CHI2)
+            else:
+                # Too few to trim: the smallest share of a handful is not the share of a
+                # distribution (five differences trimmed to four read a 0.8 g shelf as 0.23 g,
+                # and its goods then trembled).
+                self._sigma = _trimmed_sigma(self._quiet, 1.0, 1.0)
         else:
             # Before anything settled: more of the samples may be motion, so trim more. (Not the
             # median: a quantised output's differences are mostly 0 or one division, and their
             # median jumps between the two from one sample to the next.)
             self._sigma = _trimmed_sigma(self._all, _TRIM_ALL, _TRIMMED_MEAN_OF_CHI2_ALL)
+
+    def still_noise_g(self) -> float:
+        """The noise of still goods: as :meth:`noise_g` once confirmed plateaus gave it; before,
+        from the first few differences inside them when there are two, since all samples count
+        motion as noise (a few knocks after brief plateaus made a 0.8 g shelf look 19 g noisy)."""
+        if len(self._quiet) >= _QUIET_ENOUGH or len(self._quiet) < 2:
+            return self.noise_g()
+        return max(
+            _trimmed_sigma(self._quiet, 1.0, 1.0),
+            self.resolution_g / math.sqrt(12.0),
+            _MIN_HALF_BAND_G / 3.0,
+        )
 
     @property
     def sigma_g(self) -> float:
@@ -176,6 +200,8 @@ class Plateau:
     n: int = 0
     total: float = 0.0
     bit_set: bool | None = None
+    bit_run: int = 0
+    """How many of its latest samples in a row had the stable bit set."""
     recent: deque[tuple[float, float]] = field(default_factory=deque)
     """The last ``_RECENT_S`` of samples: a hand trembles, goods do not."""
     quiet_run: int = 0
@@ -186,6 +212,8 @@ class Plateau:
     gesture may join a plateau's band before it leaves it)."""
     knocked: bool = False
     """Rejoined after a knock: it settled before the knock, not where the trace says."""
+    rejoined_at: float = -math.inf
+    """When its part after the knock began: that part is judged on its own samples first."""
     glimpse: bool = False
     """Two samples beside a late poll (:meth:`Stability.glimpse`): evidence only where it lies
     between the counts on either side of it."""
@@ -220,6 +248,7 @@ class Plateau:
         self.total += grams
         if bit is not None:
             self.bit_set = bit
+            self.bit_run = self.bit_run + 1 if bit else 0
         self.recent.append((at, grams))
         while self.recent[0][0] < at - _RECENT_S:
             self.recent.popleft()
@@ -228,6 +257,7 @@ class Plateau:
         """The same plateau again after a knock: it settled when the first part did."""
         self.settled_at, self.settled_utc = earlier.settled_at, earlier.settled_utc
         self.knocked = True
+        self.rejoined_at = self.recent[0][0] if self.recent else self.detected_at
         if earlier.quiet_seen:
             # It was seen still long enough before the knock: that counts towards confirming.
             self.detected_at = earlier.detected_at
@@ -277,16 +307,14 @@ class Stability:
 
     def append(self, sample: WeightSample) -> None:
         window = self._window
-        poll = self.params.poll_interval_s
         if window:
             gap = sample.at - window[-1][0]
-            gaps = self._gaps
-            if gap > _STALL_INTERVALS * max(sorted(gaps)[len(gaps) // 2], 0.5 * poll):
+            if gap > _STALL_INTERVALS * self._usual_gap():
                 self._after_stall.append(sample.at)
-            gaps.append(gap)
+            self._gaps.append(gap)
             self._interval_s += 0.3 * (min(gap, self.params.outage_gap_s) - self._interval_s)
         window.append((sample.at, sample.grams, sample.stable))
-        slack = 0.5 * poll
+        slack = 0.5 * self.params.poll_interval_s
         horizon = sample.at - self.params.stable_hold_s - slack
         # At least three samples stay: when they come slower than polled (a dead unit holding up
         # a shared Modbus line), three in a row within the band are a candidate all the same.
@@ -296,6 +324,12 @@ class Stability:
         trace.append((sample.at, sample.grams))
         while trace and trace[0][0] < sample.at - _TRACE_S:
             trace.popleft()
+
+    def _usual_gap(self) -> float:
+        """The median of the last few gaps between samples (late polls among them do not move
+        it), and at least half the poll interval."""
+        gaps = sorted(self._gaps)
+        return max(gaps[len(gaps) // 2], 0.5 * self.params.poll_interval_s)
 
     def half_band(self) -> float:
         return self.noise.half_band_g(self.params.stable_band_g, self.unit_weight_g)
@@ -340,6 +374,8 @@ class Stability:
             return None
         if not any(t in self._after_stall for t in (t1, t2, t3)):
             return None
+        if t2 - t1 < _GLIMPSE_SPAN * self._usual_gap():
+            return None  # two samples close together span no time: nothing was seen still
         mean = 0.5 * (g1 + g2)
         if abs(g1 - mean) > half or abs(g3 - mean) <= half:
             return None
@@ -364,6 +400,13 @@ class Stability:
         """One more sample: is the plateau still quiet? (Too few samples to tell: no news.)"""
         if self.trembles(plateau):
             plateau.quiet_run = 0
+        elif plateau.knocked and (
+            sum(1 for t, _ in plateau.recent if t >= plateau.rejoined_at) < _QUIET_SAMPLES
+        ):
+            # Rejoined after a knock: no news until the part after it has five samples of its
+            # own. The tremor window spans both parts and skips what came between, so a
+            # resting hand whose sway left and came back to the same weight looked still.
+            pass
         elif self._judgeable(plateau):
             plateau.quiet_run += 1
             plateau.quiet_seen = True
@@ -383,7 +426,14 @@ class Stability:
             return False
         if plateau.quiet_run < (1 if self._sparse() else _QUIET_RUN):
             return False
-        return not (self.params.use_stable_bit and plateau.bit_set is False and self.bit_trusted)
+        # A trusted bit must hold for a few polls: a hand's tremor makes a motion detector
+        # flicker, and one poll that caught it set is no word that goods are still.
+        return not (
+            self.params.use_stable_bit
+            and plateau.bit_set is not None
+            and plateau.bit_run < _BIT_RUN
+            and self.bit_trusted
+        )
 
     def learn_bit(self, plateau: Plateau, sample: WeightSample) -> None:
         """While confirmed: learn the stable bit's worth."""
@@ -396,7 +446,7 @@ class Stability:
 
     def hand_blind(self) -> bool:
         """Too noisy to see a resting hand tremble, and no trustworthy stable bit to say so."""
-        return not self.bit_trusted and self.noise.noise_g() > _HAND_VISIBLE_NOISE_G
+        return not self.bit_trusted and self.noise.still_noise_g() > _HAND_VISIBLE_NOISE_G
 
     def still(self, plateau: Plateau) -> bool:
         """Goods, not a hand: seen without tremor at some moment, or too short to judge and
@@ -415,10 +465,12 @@ class Stability:
         if self.params.stable_band_g is not None:
             return False
         window = self._window_s(plateau, skip_last)
-        noise = self.noise.noise_g()
+        # What noise lets a step travel, and at least one division: an output whose value sits
+        # at a division's edge flickers between the two steps, which is no tremor.
+        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
         floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         excess, steps = plateau.excess_variation_g(window, skip_last=skip_last)
-        if excess <= steps * _TRAVEL_SIGMAS * noise + floor:
+        if excess <= steps * per_step + floor:
             return False
         # The platform rings for a moment after goods land on it or leave it, a damped
         # oscillation that crosses the final weight (heavy goods ring tens of grams): judged
@@ -426,7 +478,7 @@ class Stability:
         excess, steps = plateau.excess_variation_g(
             window, skip_last=skip_last, since=plateau.settled_at + _RING_S
         )
-        return steps + 1 < _QUIET_SAMPLES or excess > steps * _TRAVEL_SIGMAS * noise + floor
+        return steps + 1 < _QUIET_SAMPLES or excess > steps * per_step + floor
 
     def _tremor_window_s(self) -> float:
         # Without a trustworthy stable bit, only the samples can show a hand's tremor: a slow
