@@ -73,7 +73,7 @@ def run_one(sc: ShelfScenario, speed: float, params: ShelfParams | None = None) 
             return runner.run(coro)
 
 
-def zoo_one(seed: int, speed: float) -> ZooReport:
+def zoo_one(seed: int, speed: float, samples_dir: Path | None = None) -> ZooReport:
     logging.basicConfig(level=logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp:
         coro = run_zoo(
@@ -82,6 +82,7 @@ def zoo_one(seed: int, speed: float) -> ZooReport:
             truth_path=Path(tmp) / "truth.jsonl",
             speed=speed,
             timeout_s=1.0 / speed,
+            samples_path=None if samples_dir is None else samples_dir / f"samples-{seed}.jsonl",
         )
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(coro)
@@ -94,7 +95,10 @@ def zoo_main(args: argparse.Namespace) -> bool:
     )
     reports: list[ZooReport] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(zoo_one, args.first + k, args.speed) for k in range(args.seeds)]
+        futures = [
+            pool.submit(zoo_one, args.first + k, args.speed, args.samples)
+            for k in range(args.seeds)
+        ]
         for future in futures:
             report = future.result()
             reports.append(report)
@@ -152,6 +156,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="seeds of shelf_noisy (--curated)")
     parser.add_argument("--speed", type=float, default=5.0, help="scenario seconds per second")
     parser.add_argument("--verbose", action="store_true", help="list every miss and phantom")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="write each store's delivered samples to DIR/samples-SEED.jsonl (to replay offline)",
+    )
     args = parser.parse_args()
     # The runs log every device state change; only the figures matter here.
     logging.basicConfig(level=logging.CRITICAL)

@@ -544,7 +544,7 @@ class _Ledger:
         # stays right).
         if units == 0 or (units > 0 and (not last.quiet_seen or self._stability.hand_blind())):
             return []
-        beyond = (grams - last.grams) * (1 if units > 0 else -1)
+        beyond = (grams - last.level(self._stability.noise.noise_g())) * (1 if units > 0 else -1)
         # A hand can press a shelf down (heavier), never lift it: past a pick's plateau the
         # weight only drops further when goods leave.
         press = _HAND_PRESS_G if units > 0 else self._stability.half_band()
@@ -562,7 +562,11 @@ class _Ledger:
         if anchor is None:
             assert at is not None
             return self._first_plateau(plateau, at, now_utc, resync=resync)
-        fit = self.fit(plateau.grams - anchor.grams)
+        # Evidence (``at`` None) is where its later samples lay: it may have been cut short
+        # while a filter's tail still crept towards its level.
+        noise = self._stability.noise.noise_g()
+        grams = plateau.grams if at is not None else plateau.level(noise)
+        fit = self.fit(grams - anchor.grams)
         if not fit.fits or abs(fit.units) > self._max_units:
             assert at is not None
             return self._unexplained(plateau, at, now_utc)
@@ -580,27 +584,30 @@ class _Ledger:
             # The same count at a slightly different weight: that difference is the zero
             # drifting (or a bump's offset), so the empty-shelf reading moves with it and the
             # implied count does not creep towards a wrong reconciliation.
-            self._empty_g += plateau.grams - anchor.grams
+            self._empty_g += grams - anchor.grams
         previous_units, previous_utc = 0, anchor.utc
         for units, step in steps:
             change = units - previous_units
             if change:
-                step_fit = self.fit(step.grams - anchor.grams - previous_units * self.unit_weight_g)
+                level = step.grams if step is plateau and at is not None else step.level(noise)
+                step_fit = self.fit(level - anchor.grams - previous_units * self.unit_weight_g)
                 why = None if step is before_fault else reason
                 out.append(self._record(change, step_fit, previous_utc, step.settled_utc, why))
             previous_units, previous_utc = units, step.settled_utc
-        self.anchor = _Anchor(grams=plateau.grams, utc=plateau.settled_utc, chain=later)
+        self.anchor = _Anchor(grams=grams, utc=plateau.settled_utc, chain=later)
         return out
 
     def _steps(self, anchor: _Anchor, confirmed: Plateau | None) -> list[tuple[int, Plateau]]:
         """The counts the anchor's evidence passed through, excursions and repeats removed."""
         steps: list[tuple[int, Plateau | None]] = [(0, None)]
+        noise = self._stability.noise.noise_g()
         evidence = anchor.chain if confirmed is None else [*anchor.chain, confirmed]
         index = None if confirmed is None else _index(anchor.chain, confirmed)
         if index is not None:
             evidence = anchor.chain[: index + 1]
         for plateau in evidence:
-            fit = self.fit(plateau.grams - anchor.grams)
+            level = plateau.grams if plateau is confirmed else plateau.level(noise)
+            fit = self.fit(level - anchor.grams)
             if plateau is confirmed or (fit.fits and abs(fit.units) <= self._max_units):
                 steps.append((fit.units, plateau))
         steps = _between(steps)

@@ -58,6 +58,8 @@ _MIN_TREMOR_G = 0.5
 _RING_S = 0.5
 """How long a platform rings after a load change (a damped oscillation of a fraction of a
 second; a hand's tremor lasts as long as the hand)."""
+_SHORT_SAMPLES = 10
+"""A plateau of up to this many samples is short: its level is its later half's mean."""
 _QUIET_SAMPLES = 5
 """A second of samples at 5 Hz: four can look like a filter's tail by chance, five rarely."""
 _HAND_VISIBLE_NOISE_G = 2.5
@@ -221,6 +223,23 @@ class Plateau:
     @property
     def grams(self) -> float:
         return self.total / self.n
+
+    def level(self, noise_g: float) -> float:
+        """Where a short plateau lay: the mean of its later half of samples when they differ from
+        the earlier half by more than ``noise_g`` explains (a tail), else the mean of all. Motion
+        may cut a plateau short while the transmitter's filter still creeps towards it (a tail of
+        a gram on a 8.5 g item put three of them a gram off, beyond the tolerance of a fit); the
+        later samples are nearer. A long plateau's mean has diluted its tail."""
+        if self.n > _SHORT_SAMPLES or len(self.recent) != self.n or self.n < 4:
+            return self.grams
+        values = [g for _, g in self.recent]
+        half = self.n // 2
+        earlier = math.fsum(values[:half]) / half
+        later = math.fsum(values[half:]) / (self.n - half)
+        # Two means of about n/2 samples each differ by noise * sqrt(4/n) by chance.
+        if abs(later - earlier) <= 2.0 * noise_g * math.sqrt(4.0 / self.n):
+            return self.grams
+        return later
 
     def excess_variation_g(
         self,

@@ -27,6 +27,8 @@ Scoring (per shelf, then pooled):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -186,8 +188,13 @@ async def run_zoo(
     speed: float = 20.0,
     params: ShelfParams | None = None,
     timeout_s: float = 0.2,
+    samples_path: Path | None = None,
 ) -> ZooReport:
-    """Run ``zoo`` through the simulator, the real adapter, the engines and the store."""
+    """Run ``zoo`` through the simulator, the real adapter, the engines and the store.
+
+    ``samples_path``: also write every sample the adapter delivered (JSON lines: shelf, at,
+    grams, stable, overload, error), to replay the live path's timing into an engine offline.
+    """
     params = params if params is not None else ShelfParams()
     scenario = zoo.scenario
     sim = ShelfSimulator(scenario=scenario, clock=PacedClock(speed), speed=speed, truth=truth_path)
@@ -210,7 +217,13 @@ async def run_zoo(
         await sim.start()
         try:
             return await _run(
-                zoo, sim=sim, store=store, params=params, speed=speed, timeout_s=timeout_s
+                zoo,
+                sim=sim,
+                store=store,
+                params=params,
+                speed=speed,
+                timeout_s=timeout_s,
+                samples_path=samples_path,
             )
         finally:
             await sim.stop()
@@ -226,6 +239,7 @@ async def _run(
     params: ShelfParams,
     speed: float,
     timeout_s: float,
+    samples_path: Path | None = None,
 ) -> ZooReport:
     engines = {
         s.track.shelf_id: ShelfEngine(
@@ -269,6 +283,12 @@ async def _run(
     async def raise_alert(alert: Alert) -> None:
         alerts.append((sample_at, alert))
 
+    seen: list[WeightSample] = []
+
+    def delivered(sample: WeightSample) -> None:
+        seen.append(sample)
+        pipeline.samples.put(sample)
+
     # The gateway's own shelf pipeline, on the scenario's clock.
     pipeline = ShelfPipeline(
         engines,
@@ -280,7 +300,7 @@ async def _run(
     )
     poller = ModbusShelfPoller(
         [zoo_point(s, sim.host, sim.port) for s in zoo.shelves],
-        on_sample=pipeline.samples.put,
+        on_sample=pipeline.samples.put if samples_path is None else delivered,
         on_status=statuses.append,
         settings=PollerSettings(
             poll_interval_s=params.poll_interval_s / speed,
@@ -308,6 +328,9 @@ async def _run(
         consume_task.cancel()
     samples = pipeline.fed
     wall = time.monotonic() - started
+    if samples_path is not None:
+        with samples_path.open("w", encoding="utf-8") as out:
+            out.writelines(json.dumps(dataclasses.asdict(s)) + "\n" for s in seen)
     scores = tuple(
         _score(
             shelf,
