@@ -17,13 +17,13 @@ nothing about the transmitter that it has not measured:
 * **Noise model, learned.** Transmitters differ by orders of magnitude: a 0.1 g division with 0.02
   g of noise, a 10 g division that flicks between two steps, a float in kilograms. The engine
   learns each one online from the differences between consecutive samples: ``sigma`` is their
-  median over 0.954 until plateaus have been confirmed, then the trimmed RMS of the last 300
-  differences inside confirmed plateaus (a quantised output counts its flicker as noise, which
-  it is); the *resolution* (division) is the smallest step of those, or before them the step a
-  quantised output flickers by, or ``division_g`` when configured. The stability half-band is
-  ``max(3 sigma, 1.5 resolution, 2 % of a unit, 0.8 g)`` (motion below 2 % of a unit cannot
-  change a count: the tail of a filter's ramp is settled); ``stable_band_g`` overrides it
-  (peak-to-peak) for an installer who wants a fixed band.
+  trimmed RMS until plateaus have been confirmed, then the RMS of the last 300 differences inside
+  confirmed plateaus, trimmed of the largest tenth once there are 20 (a quantised output counts its
+  flicker as noise, which it is); the *resolution* (division) is the smallest step of those, or
+  before them the step a quantised output flickers by, or ``division_g`` when configured. The
+  stability half-band is ``max(3 sigma, 1.5 resolution, 2 % of a unit, 0.8 g)`` (motion below 2 %
+  of a unit cannot change a count: the tail of a filter's ramp is settled); ``stable_band_g``
+  overrides it (peak-to-peak) for an installer who wants a fixed band.
 * **Candidate plateau.** Three or more samples over the last ``stable_hold_s`` (0.4 s), all within
   the half-band of their mean, make a *candidate* (three in a row also when samples come slower
   than polled). Its *settle time* is found by looking back over the trace: the earliest sample
@@ -34,15 +34,15 @@ nothing about the transmitter that it has not measured:
 * **Confirmation.** A candidate is *confirmed* ``confirm_s`` (1.5 s) after it settled, once three
   evaluations in a row found its last second of samples (1.6 s while no trustworthy stable bit
   helps: a slow tremor needs longer to go up and down) *quiet*: they travel (the sum of their
-  steps) no further beyond their net change than 2.4 sigma a step (the window stretches to
-  hold five samples when they come slower than polled). A filter's tail goes one way and travels
-  about as far as it gets; a resting hand trembles up and down. The platform's ring after a load
-  change crosses the final weight too but dies within half a second: a candidate that trembles
-  is judged again without its first 0.5 s when five samples are left. At confirmation the settle
-  time is checked again against the candidate's mean so far. When the transmitter maps a stable
-  bit and the bit has shown itself trustworthy (set on at least 80 % of confirmed samples), it
-  must be set too; a bit that is never set (a motion detector stricter than its own noise) is
-  ignored, not obeyed.
+  steps) no further beyond their net change than 2.4 sigma, and at least one division, a step (the
+  window stretches to hold five samples when they come slower than polled). A filter's tail goes
+  one way and travels about as far as it gets; a resting hand trembles up and down. The platform's
+  ring after a load change crosses the final weight too but dies within half a second: a candidate
+  that trembles is judged again without its first 0.5 s when five samples are left. At confirmation
+  the settle time is checked again against the candidate's mean so far. When the transmitter maps a
+  stable bit and the bit has shown itself trustworthy (set on at least 80 % of confirmed samples),
+  it must be set too, on three samples in a row; a bit that is never set (a motion detector
+  stricter than its own noise) is ignored, not obeyed.
 * **Shelves blind to a hand.** Where the learned noise is above 2.5 g and no trustworthy stable
   bit helps, no 5 Hz series shows a hand's tremor: a candidate heavier than the level before it
   by at most 2.5 kg (what a hand presses) is confirmed only once it held ``hand_rest_s`` (12 s),
