@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from dockwatch_core.errors import ConfigError
+from dockwatch_core.gs1 import gs1_check_digit
 from dockwatch_core.model import MovementKind
 from gateway.cli import main as cli_main
 from gateway.config import (
@@ -20,7 +21,6 @@ from gateway.config import (
     PortalKinds,
     Secret,
     config_keys,
-    gtin_check_digit,
     load_config,
     parse_config,
     resolve_secret,
@@ -151,7 +151,7 @@ def test_demo_config_loads_with_the_demo_devices() -> None:
     assert 3 <= len(cfg.catalog.items) <= 5
     for item in cfg.catalog.items:
         assert item.gtin[1:8] == "0614141"
-        assert int(item.gtin[13]) == gtin_check_digit(item.gtin[:13])
+        assert int(item.gtin[13]) == gs1_check_digit(item.gtin[:13])
     ids = {loc.id for loc in cfg.locations}
     assert {"yard", "receiving", "staging", "shipping", "shelf-a1", "shelf-a2"} <= ids
     assert cfg.location("picked").kind == "virtual"

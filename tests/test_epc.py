@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dockwatch_core.gs1 import gs1_check_digit, normalise_gtin
 from dockwatch_core.model import Sku
 from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
 from gateway.domain.epc import (
@@ -27,8 +28,6 @@ from gateway.domain.epc import (
     encode_sgtin96_from_gtin,
     encode_sscc96,
     encode_uri,
-    gs1_check_digit,
-    normalise_gtin,
 )
 
 # (hex, pure identity URI, filter, GS1 key from the element string)

@@ -19,8 +19,9 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from dockwatch_core.gs1 import normalise_gtin
 from dockwatch_core.model import Sku
-from gateway.domain.epc import DecodedEpc, EpcScheme, decode_epc, normalise_gtin
+from gateway.domain.epc import DecodedEpc, EpcScheme, decode_epc
 
 __all__ = ["Catalog", "CatalogItem", "EpcInfo", "EpcKind"]
 
