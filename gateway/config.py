@@ -27,7 +27,7 @@ reports *every* problem it finds, each as one line that starts with the key path
 
 Invariant: a :class:`GatewayConfig` that exists passed every check. The tree holds no secret: keys
 ending in ``_file``/``_env`` name where a secret lives, and :class:`Secret` reads it on demand.
-The catalog items are the domain's own :class:`gateway.domain.catalog.CatalogItem` (one shape,
+The catalog items are the core's own :class:`dockwatch_core.model.CatalogItem` (one shape,
 one GTIN rule: :func:`dockwatch_core.gs1.normalise_gtin`), and the ``debounce`` sections the
 domain's parameter dataclasses: a field added there is a config key here.
 """
@@ -55,7 +55,7 @@ from pydantic_core import PydanticUndefined
 
 from dockwatch_core.errors import ConfigError
 from dockwatch_core.gs1 import gs1_check_digit
-from dockwatch_core.model import MovementKind, Sku
+from dockwatch_core.model import CatalogItem, MovementKind, Sku
 from gateway.documents import (
     CONFIG_LIMITS,
     SECRET_LIMITS,
@@ -67,7 +67,6 @@ from gateway.documents import (
     read_yaml,
     shown,
 )
-from gateway.domain.catalog import CatalogItem
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.validation import (
     HIDDEN_KEYS_ATTR,
@@ -102,7 +101,6 @@ __all__ = [
     "ApiConfig",
     "ApiTlsConfig",
     "CatalogConfig",
-    "CatalogItem",
     "CentralSinkConfig",
     "DebounceConfig",
     "EpcisSinkConfig",
@@ -513,7 +511,7 @@ class StoreConfig(_WithSecrets):
 
 @dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
 class CatalogItemKeys(Section):
-    """``catalog.items[]``: the keys of the domain's :class:`CatalogItem`."""
+    """``catalog.items[]``: the keys of the core's :class:`CatalogItem`."""
 
     sku: Annotated[str, SKU]
     gtin: Annotated[str, GTIN]

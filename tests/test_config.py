@@ -150,6 +150,7 @@ def test_demo_config_loads_with_the_demo_devices() -> None:
         assert (shelf.status.address, shelf.status.stable_bit) == (2, 0)
     assert 3 <= len(cfg.catalog.items) <= 5
     for item in cfg.catalog.items:
+        assert item.gtin is not None
         assert item.gtin[1:8] == "0614141"
         assert int(item.gtin[13]) == gs1_check_digit(item.gtin[:13])
     ids = {loc.id for loc in cfg.locations}

@@ -32,7 +32,7 @@ def epcis_site(config: GatewayConfig) -> EpcisSite:
             **{s.id: s.sgln for s in config.shelves if s.sgln},
         },
         locations={loc.id: loc.sgln for loc in config.locations if loc.sgln},
-        gtins={item.sku: item.gtin for item in config.catalog.items},
+        gtins={i.sku: i.gtin for i in config.catalog.items if i.gtin is not None},
         inside={p.id: p.inside_location for p in config.portals},
         shelves={s.id: s.location for s in config.shelves},
     )

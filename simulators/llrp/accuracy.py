@@ -42,6 +42,7 @@ from typing import Any
 
 from dockwatch_core.model import (
     Alert,
+    CatalogItem,
     DeviceId,
     DeviceState,
     DeviceStatus,
@@ -52,7 +53,7 @@ from dockwatch_core.model import (
 from edge_store import EdgeStore, ItemRecord, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.catalog import Catalog
 from gateway.domain.epc import decode_epc
 from gateway.domain.lights import PortalLights, StackLights
 from gateway.domain.params import PortalParams
