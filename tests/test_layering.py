@@ -144,13 +144,15 @@ class _Refuse:
 sys.meta_path.insert(0, _Refuse())
 
 import edge_store.engine, edge_store.migrate, edge_store.models  # noqa: E401
-from dockwatch_core.model import LocationId, Movement, MovementId, MovementKind, Sku, SourceType
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from dockwatch_core.model import (
+    CatalogItem, LocationId, Movement, MovementId, MovementKind, Sku, SourceType
+)
+from edge_store import EdgeStore, LocationRecord
 
 at = datetime(2026, 1, 5, 8, tzinfo=UTC)
 with EdgeStore.open(sys.argv[1], site="dc-test") as store:
     store.sync_catalog(
-        [ItemRecord(sku="SKU-1", name="Widget")],
+        [CatalogItem(sku=Sku("SKU-1"), name="Widget")],
         [LocationRecord("yard", "virtual"), LocationRecord("receiving", "dock")],
     )
     store.record(

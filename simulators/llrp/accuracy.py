@@ -50,7 +50,7 @@ from dockwatch_core.model import (
     Movement,
     Sku,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.domain.catalog import Catalog
@@ -332,7 +332,7 @@ async def run_portal_accuracy(
 
 
 def _prime_store(store: EdgeStore, scenario: Scenario, catalog: Catalog) -> None:
-    items = [ItemRecord(sku=i.sku, name=i.name, gtin=i.gtin) for i in catalog]
+    items = [CatalogItem(sku=i.sku, name=i.name, gtin=i.gtin) for i in catalog]
     places = {d.outside_location for d in scenario.doors} | {
         d.inside_location for d in scenario.doors
     }
