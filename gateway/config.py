@@ -514,9 +514,10 @@ class CatalogItemKeys(Section):
     """``catalog.items[]``: the keys of the core's :class:`CatalogItem`."""
 
     sku: Annotated[str, SKU]
-    gtin: Annotated[str, GTIN]
-    """GTIN-8/12/13/14, kept as the 14-digit GTIN (left-padded with zeros)."""
     name: Annotated[str, Text()]
+    gtin: Annotated[str, GTIN] | None = None
+    """GTIN-8/12/13/14, kept as the 14-digit GTIN (left-padded with zeros). None: the item is
+    known by its SKU only (a weight-shelf item): no tag is ever one of its cases."""
     unit_weight_g: Annotated[float, POSITIVE] | None = None
     """Weight of one pack; required for SKUs on weight shelves."""
     weight_tolerance_g: Annotated[float, Num(float, lo=0)] | None = None

@@ -26,6 +26,7 @@ from gateway.config import (
     resolve_secret,
 )
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
+from gateway.runtime.site import catalog_of, epcis_site
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "deploy" / "demo.yaml"
@@ -202,6 +203,18 @@ def test_design_example_loads_with_defaults_filled_in(tmp_path: Path) -> None:
     assert cfg.item_for_gtin("00614141123452") == cfg.item("SKU-1001")
     assert (cfg.logging.level, cfg.logging.format) == ("INFO", "text")
     assert cfg.receiving.idle_close_s == 300.0
+
+
+def test_an_item_without_a_gtin_is_known_by_its_sku_only() -> None:
+    data = base()
+    del data["catalog"]["items"][0]["gtin"]  # SKU-1001, the item of shelf-a1
+    cfg = parse_config(data, environ=NO_ENV)
+    item = cfg.item("SKU-1001")
+    assert item.gtin is None
+    assert cfg.item_for_gtin("00614141123452") is None
+    assert catalog_of(cfg).by_sku("SKU-1001") is item
+    assert epcis_site(cfg).epc_class("SKU-1001").endswith("/dc-east/sku/SKU-1001")
+    assert epcis_site(cfg).epc_class("SKU-1002") == "https://id.gs1.org/01/00614141123469"
 
 
 def test_minimal_config_gets_documented_defaults() -> None:
