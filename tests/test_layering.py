@@ -3,7 +3,8 @@
 Dependencies run one way: ``gateway`` -> ``edge_store`` -> ``dockwatch_core``, and the
 simulators may import the gateway and ``dockwatch_core``.
 
-- ``dockwatch_core`` (the value types and the error hierarchy) imports the standard library only.
+- ``dockwatch_core`` (the value types, the GS1 helpers and the error hierarchy) imports the
+  standard library only.
 - ``gateway/domain`` is pure: the standard library and ``dockwatch_core`` only.
 - ``edge_store`` imports nothing of the gateway (nor the simulators), not even through
   ``importlib`` or a module named in a string: checked on the source, and by opening, migrating
