@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -47,7 +48,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import ItemRecord, LocationRecord
+from edge_store.records import LocationRecord
 from edge_store.repository import EdgeStore
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.mqtt import MqttSink
@@ -219,7 +220,7 @@ def main() -> int:
     with scratch() as work:
         store = EdgeStore.open(f"sqlite:///{work / 'edge.db'}", site=SITE)
         store.sync_catalog(
-            [ItemRecord("SKU-1001", "Widget", gtin="00614141123452")],
+            [CatalogItem(sku=Sku("SKU-1001"), name="Widget", gtin="00614141123452")],
             [LocationRecord(x) for x in ("yard", "receiving", "backroom", "shelf-a1", "picked")],
         )
         for offset in range(0, total, 1000):

@@ -52,6 +52,7 @@ import grpc
 import uvloop
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -59,7 +60,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import ItemRecord, LocationRecord
+from edge_store.records import LocationRecord
 from edge_store.repository import EdgeStore
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.grpc_api import EdgeApiServer
@@ -127,7 +128,7 @@ def scratch() -> Iterator[Path]:
 def fill(url: str, total: int) -> float:
     with EdgeStore.open(url, site=SITE) as store:
         store.sync_catalog(
-            [ItemRecord(sku, sku) for sku in SKUS],
+            [CatalogItem(sku=Sku(sku), name=sku) for sku in SKUS],
             [LocationRecord(x) for x in ("yard", "receiving", "shelf-a1", "customer")],
         )
         started = time.perf_counter()

@@ -43,6 +43,7 @@ from pathlib import Path
 import aiomqtt
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -50,7 +51,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import ItemRecord, LocationRecord
+from edge_store.records import LocationRecord
 from edge_store.repository import EdgeStore
 from gateway.adapters.mqtt import MqttSink
 from gateway.domain import payloads
@@ -208,7 +209,7 @@ def main() -> int:
         broker = Broker(work, args.receive_maximum)
         store = EdgeStore.open(url, site=SITE)
         store.sync_catalog(
-            [ItemRecord("SKU-1001", "Widget")],
+            [CatalogItem(sku=Sku("SKU-1001"), name="Widget")],
             [LocationRecord(x) for x in ("yard", "receiving", "shelf-a1", "customer")],
         )
         first = store.last_seq()

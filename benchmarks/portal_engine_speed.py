@@ -27,8 +27,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from dockwatch_core.model import DeviceId, Epc, LocationId, Sku, TagRead
-from gateway.domain.catalog import Catalog, CatalogItem
+from dockwatch_core.model import CatalogItem, DeviceId, Epc, LocationId, Sku, TagRead
+from gateway.domain.catalog import Catalog
 from gateway.domain.epc import encode_sgtin96_from_gtin, encode_sscc96
 from gateway.domain.portal import Direction, PortalEngine, PortalSpec
 

@@ -39,6 +39,7 @@ import psycopg
 import sqlalchemy
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -46,7 +47,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord, redact_url
+from edge_store import EdgeStore, LocationRecord, redact_url
 
 PG_URL = os.environ.get(
     "DOCKWATCH_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -94,7 +95,7 @@ def batches(movements: Sequence[Movement], size: int) -> list[Sequence[Movement]
 def open_fresh(url: str) -> EdgeStore:
     store = EdgeStore.open(url, site=SITE)
     store.sync_catalog(
-        [ItemRecord(sku=s, name=s) for s in SKUS], [LocationRecord(loc) for loc in LOCATIONS]
+        [CatalogItem(sku=Sku(s), name=s) for s in SKUS], [LocationRecord(loc) for loc in LOCATIONS]
     )
     return store
 

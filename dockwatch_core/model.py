@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any, Final, NamedTuple, NewType, Self
 
+from dockwatch_core.gs1 import normalise_gtin
+
 Epc = NewType("Epc", str)
 """An EPC as upper-case hex of the tag's EPC bank (e.g. ``3074257BF7194E4000001A85``)."""
 Sku = NewType("Sku", str)
@@ -206,6 +208,49 @@ class TagRead(_TagReadFields):
 
 # ``tuple.__new__(TagRead, fields)``: builds a TagRead without running its validating __new__.
 _new_tuple: Final[Callable[[type[TagRead], Iterable[object]], TagRead]] = tuple.__new__
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogItem:
+    """One catalog item: the config's ``catalog.items[]``, the domain's ``Catalog`` entries and the
+    rows of the store's ``items`` table are this one type.
+
+    ``gtin``, when there is one, is normalised to 14 digits (GTIN-8/12/13 are left-padded) and its
+    check digit verified (``dockwatch_core.gs1.normalise_gtin``, the one GTIN rule). An item
+    without a GTIN (a weight-shelf-only item) is never matched by an SGTIN tag. ``pack_size`` is
+    the number of eaches one tagged unit (case) of this GTIN holds; movements are always in
+    eaches. ``weight_tolerance_g`` is the config's shelf setting: the store does not keep it.
+    """
+
+    sku: Sku
+    gtin: str | None = None
+    name: str = ""
+    pack_size: int = 1
+    unit_weight_g: float | None = None
+    weight_tolerance_g: float | None = None
+    reorder_point: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sku or self.sku != self.sku.strip():
+            raise ValueError(
+                f"sku must be a non-empty string without surrounding blanks: {self.sku!r}"
+            )
+        if self.gtin is not None:
+            try:
+                gtin = normalise_gtin(self.gtin)
+            except ValueError as exc:
+                raise ValueError(f"gtin of {self.sku}: {exc}") from exc
+            object.__setattr__(self, "gtin", gtin)
+        if self.pack_size < 1:
+            raise ValueError(f"pack_size of {self.sku} must be >= 1, got {self.pack_size}")
+        if self.unit_weight_g is not None and self.unit_weight_g <= 0:
+            raise ValueError(f"unit_weight_g of {self.sku} must be > 0, got {self.unit_weight_g}")
+        if self.weight_tolerance_g is not None and self.weight_tolerance_g < 0:
+            raise ValueError(
+                f"weight_tolerance_g of {self.sku} must be >= 0, got {self.weight_tolerance_g}"
+            )
+        if self.reorder_point is not None and self.reorder_point < 0:
+            raise ValueError(f"reorder_point of {self.sku} must be >= 0, got {self.reorder_point}")
 
 
 @dataclass(frozen=True, slots=True)

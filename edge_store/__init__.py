@@ -7,7 +7,7 @@ guarantees (gap-free seq, idempotent ``record``, one transaction per batch) and 
 """
 
 from edge_store.engine import redact_url
-from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from edge_store.records import LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
 
-__all__ = ["EdgeStore", "ItemRecord", "LocationRecord", "RecordResult", "redact_url"]
+__all__ = ["EdgeStore", "LocationRecord", "RecordResult", "redact_url"]

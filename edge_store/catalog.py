@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
-from dockwatch_core.model import Movement
+from dockwatch_core.model import CatalogItem, Movement, Sku
 from edge_store.access import StoreAccess, table
 from edge_store.models import Item, Location
-from edge_store.records import ItemRecord, LocationRecord
+from edge_store.records import LocationRecord
 
 
 class Catalog:
@@ -29,8 +29,12 @@ class Catalog:
     def __init__(self, db: StoreAccess) -> None:
         self._db = db
 
-    def sync(self, items: Iterable[ItemRecord], locations: Iterable[LocationRecord]) -> None:
-        """Insert or update items and locations. Nothing is deleted: movements refer to them."""
+    def sync(self, items: Iterable[CatalogItem], locations: Iterable[LocationRecord]) -> None:
+        """Insert or update items and locations. Nothing is deleted: movements refer to them.
+
+        An item's ``weight_tolerance_g`` is not kept: it is the shelf engine's setting, read from
+        the config, and the ``items`` table has no column for it.
+        """
         item_rows = [
             {
                 "sku": i.sku,
@@ -50,14 +54,14 @@ class Catalog:
                 columns = ("gtin", "name", "unit_weight_g", "pack_size", "reorder_point")
                 conn.execute(self._db.upsert(table(Item), ("sku",), columns), item_rows)
 
-    def items(self) -> list[ItemRecord]:
-        """The catalog items, sorted by SKU."""
+    def items(self) -> list[CatalogItem]:
+        """The catalog items, sorted by SKU (``weight_tolerance_g`` None: it is not kept)."""
         items = table(Item)
         with self._db.read("items") as conn:
             rows = conn.execute(select(items).order_by(items.c.sku)).all()
         return [
-            ItemRecord(
-                sku=row.sku,
+            CatalogItem(
+                sku=Sku(row.sku),
                 name=row.name,
                 pack_size=row.pack_size,
                 gtin=row.gtin,

@@ -1,8 +1,8 @@
 """Values the edge store takes and returns that are not shared domain types.
 
-Movements, stock levels, alerts and device statuses are ``dockwatch_core.model`` types; these are
-the catalog rows the store keeps (so every movement's SKU and locations exist) and the outcome of
-recording a batch.
+Movements, stock levels, alerts, device statuses and catalog items are ``dockwatch_core.model``
+types; these are the locations the store keeps (so every movement's locations exist) and the
+outcome of recording a batch.
 """
 
 from __future__ import annotations
@@ -10,30 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockwatch_core.model import MovementId, RecordedMovement, StockLevel
-
-
-@dataclass(frozen=True, slots=True)
-class ItemRecord:
-    """One catalog item. ``pack_size`` is informative here: movements arrive already in eaches."""
-
-    sku: str
-    name: str
-    pack_size: int = 1
-    gtin: str | None = None
-    unit_weight_g: float | None = None
-    reorder_point: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.sku:
-            raise ValueError("sku must not be empty")
-        if self.pack_size < 1:
-            raise ValueError(f"{self.sku}: pack_size must be >= 1, got {self.pack_size}")
-        if self.gtin is not None and not (self.gtin.isdigit() and 8 <= len(self.gtin) <= 14):
-            raise ValueError(f"{self.sku}: gtin must be 8 to 14 digits, got {self.gtin!r}")
-        if self.unit_weight_g is not None and self.unit_weight_g <= 0:
-            raise ValueError(f"{self.sku}: unit_weight_g must be positive")
-        if self.reorder_point is not None and self.reorder_point < 0:
-            raise ValueError(f"{self.sku}: reorder_point must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from dockwatch_core.errors import StoreError
 from dockwatch_core.model import (
     Alert,
+    CatalogItem,
     DeviceStatus,
     LocationId,
     Movement,
@@ -93,7 +94,7 @@ from edge_store.models import (
     StockLevelRow,
     StoreState,
 )
-from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from edge_store.records import LocationRecord, RecordResult
 from edge_store.status import AlertsAndDevices
 
 log = logging.getLogger(__name__)
@@ -205,12 +206,13 @@ class EdgeStore:
     # --- catalog (edge_store.catalog) --------------------------------------------------------
 
     def sync_catalog(
-        self, items: Iterable[ItemRecord], locations: Iterable[LocationRecord]
+        self, items: Iterable[CatalogItem], locations: Iterable[LocationRecord]
     ) -> None:
-        """Insert or update items and locations. Nothing is deleted: movements refer to them."""
+        """Insert or update items and locations. Nothing is deleted: movements refer to them.
+        An item's ``weight_tolerance_g`` (a shelf setting) is not kept."""
         self._catalog.sync(items, locations)
 
-    def items(self) -> list[ItemRecord]:
+    def items(self) -> list[CatalogItem]:
         """The catalog items, sorted by SKU."""
         return self._catalog.items()
 

@@ -27,8 +27,8 @@ reports *every* problem it finds, each as one line that starts with the key path
 
 Invariant: a :class:`GatewayConfig` that exists passed every check. The tree holds no secret: keys
 ending in ``_file``/``_env`` name where a secret lives, and :class:`Secret` reads it on demand.
-The catalog items are the domain's own :class:`gateway.domain.catalog.CatalogItem` (one shape,
-one GTIN rule: :func:`gateway.domain.epc.normalise_gtin`), and the ``debounce`` sections the
+The catalog items are the core's own :class:`dockwatch_core.model.CatalogItem` (one shape,
+one GTIN rule: :func:`dockwatch_core.gs1.normalise_gtin`), and the ``debounce`` sections the
 domain's parameter dataclasses: a field added there is a config key here.
 """
 
@@ -54,7 +54,8 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticUndefined
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.model import MovementKind, Sku
+from dockwatch_core.gs1 import gs1_check_digit
+from dockwatch_core.model import CatalogItem, MovementKind, Sku
 from gateway.documents import (
     CONFIG_LIMITS,
     SECRET_LIMITS,
@@ -66,8 +67,6 @@ from gateway.documents import (
     read_yaml,
     shown,
 )
-from gateway.domain.catalog import CatalogItem
-from gateway.domain.epc import gs1_check_digit
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.validation import (
     HIDDEN_KEYS_ATTR,
@@ -102,7 +101,6 @@ __all__ = [
     "ApiConfig",
     "ApiTlsConfig",
     "CatalogConfig",
-    "CatalogItem",
     "CentralSinkConfig",
     "DebounceConfig",
     "EpcisSinkConfig",
@@ -127,15 +125,11 @@ __all__ = [
     "config_keys",
     "config_path_from_env",
     "config_schema",
-    "gtin_check_digit",
     "load_config",
     "parse_config",
     "resolve_secret",
     "split_host_port",
 ]
-
-gtin_check_digit: Final = gs1_check_digit
-"""The GS1 check digit (the domain's: one implementation for config, EPCs and simulators)."""
 
 CONFIG_PATH_ENV: Final = "DOCKWATCH_CONFIG"
 """Environment variable naming the config file when none is given on the command line."""
@@ -411,7 +405,7 @@ def _num(value: float) -> str:
 
 
 def _check_gtin(value: str) -> str | None:
-    """The catalog's one GTIN rule, the domain's (``normalise_gtin``), with a message that
+    """The catalog's one GTIN rule, the core's (``normalise_gtin``), with a message that
     names the digit to fix."""
     if len(value) not in (8, 12, 13, 14) or not value.isascii() or not value.isdigit():
         return f"must be a GTIN-8, -12, -13 or -14 as a quoted string of digits, got {show(value)}"
@@ -517,12 +511,13 @@ class StoreConfig(_WithSecrets):
 
 @dataclass(frozen=True, slots=True, config=MODEL_CONFIG)
 class CatalogItemKeys(Section):
-    """``catalog.items[]``: the keys of the domain's :class:`CatalogItem`."""
+    """``catalog.items[]``: the keys of the core's :class:`CatalogItem`."""
 
     sku: Annotated[str, SKU]
-    gtin: Annotated[str, GTIN]
-    """GTIN-8/12/13/14, kept as the 14-digit GTIN (left-padded with zeros)."""
     name: Annotated[str, Text()]
+    gtin: Annotated[str, GTIN] | None = None
+    """GTIN-8/12/13/14, kept as the 14-digit GTIN (left-padded with zeros). None: the item is
+    known by its SKU only (a weight-shelf item): no tag is ever one of its cases."""
     unit_weight_g: Annotated[float, POSITIVE] | None = None
     """Weight of one pack; required for SKUs on weight shelves."""
     weight_tolerance_g: Annotated[float, Num(float, lo=0)] | None = None

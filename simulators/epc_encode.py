@@ -20,11 +20,11 @@ filter 3 -> ``3074257BF7194E4000001A85``) pins both.
 
 from __future__ import annotations
 
-# One GS1 check digit for the whole project: the domain's. The encoder's own bit layout stays
+# One GS1 check digit for the whole project: the core's. The encoder's own bit layout stays
 # independent of the gateway's decoder, which is what the cross-test compares.
-from gateway.domain.epc import gs1_check_digit
+from dockwatch_core.gs1 import gs1_check_digit
 
-__all__ = ["gs1_check_digit", "gtin14", "sgtin96", "sscc18", "sscc96"]
+__all__ = ["gtin14", "sgtin96", "sscc18", "sscc96"]
 
 # partition -> (company prefix bits, company prefix digits, other field bits, other field digits)
 SGTIN_PARTITIONS: dict[int, tuple[int, int, int, int]] = {

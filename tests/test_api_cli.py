@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -30,7 +31,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.grpc_api import EdgeApiServer
 from gateway.api_cli import movement_line
 from gateway.cli import main as dockwatch
@@ -73,7 +74,10 @@ def _record(store: EdgeStore, first: int, count: int) -> None:
 def store(tmp_path: Path) -> Iterator[EdgeStore]:
     with EdgeStore.open(f"sqlite:///{tmp_path / 'edge.db'}", site=SITE) as s:
         s.sync_catalog(
-            [ItemRecord(sku="SKU-1", name="Widget"), ItemRecord(sku="SKU-2", name="Gadget")],
+            [
+                CatalogItem(sku=Sku("SKU-1"), name="Widget"),
+                CatalogItem(sku=Sku("SKU-2"), name="Gadget"),
+            ],
             [LocationRecord(id=x) for x in ("yard", "receiving", "shelf-a1", "customer")],
         )
         yield s

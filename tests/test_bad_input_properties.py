@@ -24,8 +24,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import DeviceState
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from dockwatch_core.model import CatalogItem, DeviceState, Sku
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.grpc_api import EdgeApiServer
 from gateway.cli import main
 from gateway.documents import json_by_lines
@@ -229,7 +229,9 @@ class _Api:
 def api_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     path = tmp_path_factory.mktemp("grpc") / "edge.db"
     with EdgeStore.open(f"sqlite:///{path}", site="dc-test") as store:
-        store.sync_catalog([ItemRecord(sku="SKU-1", name="Widget")], [LocationRecord(id="yard")])
+        store.sync_catalog(
+            [CatalogItem(sku=Sku("SKU-1"), name="Widget")], [LocationRecord(id="yard")]
+        )
         with _Api(store) as api, grpc.insecure_channel(f"127.0.0.1:{api.port}") as channel:
             yield edge_api_pb2_grpc.EdgeApiStub(channel)
 

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -27,7 +28,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay, ChannelTls
 from gateway.adapters.proto_convert import movement_to_proto
@@ -75,7 +76,7 @@ def _record(store: EdgeStore, first: int, count: int) -> None:
 def store(database_url: str) -> Iterator[EdgeStore]:
     with EdgeStore.open(database_url, site=SITE) as s:
         s.sync_catalog(
-            [ItemRecord(sku="SKU-1", name="Widget")],
+            [CatalogItem(sku=Sku("SKU-1"), name="Widget")],
             [LocationRecord(id="yard"), LocationRecord(id="receiving")],
         )
         yield s

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from dockwatch_core.errors import ConfigError
+from dockwatch_core.gs1 import gs1_check_digit
 from dockwatch_core.model import MovementKind
 from gateway.cli import main as cli_main
 from gateway.config import (
@@ -20,12 +21,12 @@ from gateway.config import (
     PortalKinds,
     Secret,
     config_keys,
-    gtin_check_digit,
     load_config,
     parse_config,
     resolve_secret,
 )
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
+from gateway.runtime.site import catalog_of, epcis_site
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "deploy" / "demo.yaml"
@@ -150,8 +151,9 @@ def test_demo_config_loads_with_the_demo_devices() -> None:
         assert (shelf.status.address, shelf.status.stable_bit) == (2, 0)
     assert 3 <= len(cfg.catalog.items) <= 5
     for item in cfg.catalog.items:
+        assert item.gtin is not None
         assert item.gtin[1:8] == "0614141"
-        assert int(item.gtin[13]) == gtin_check_digit(item.gtin[:13])
+        assert int(item.gtin[13]) == gs1_check_digit(item.gtin[:13])
     ids = {loc.id for loc in cfg.locations}
     assert {"yard", "receiving", "staging", "shipping", "shelf-a1", "shelf-a2"} <= ids
     assert cfg.location("picked").kind == "virtual"
@@ -201,6 +203,18 @@ def test_design_example_loads_with_defaults_filled_in(tmp_path: Path) -> None:
     assert cfg.item_for_gtin("00614141123452") == cfg.item("SKU-1001")
     assert (cfg.logging.level, cfg.logging.format) == ("INFO", "text")
     assert cfg.receiving.idle_close_s == 300.0
+
+
+def test_an_item_without_a_gtin_is_known_by_its_sku_only() -> None:
+    data = base()
+    del data["catalog"]["items"][0]["gtin"]  # SKU-1001, the item of shelf-a1
+    cfg = parse_config(data, environ=NO_ENV)
+    item = cfg.item("SKU-1001")
+    assert item.gtin is None
+    assert cfg.item_for_gtin("00614141123452") is None
+    assert catalog_of(cfg).by_sku("SKU-1001") is item
+    assert epcis_site(cfg).epc_class("SKU-1001").endswith("/dc-east/sku/SKU-1001")
+    assert epcis_site(cfg).epc_class("SKU-1002") == "https://id.gs1.org/01/00614141123469"
 
 
 def test_minimal_config_gets_documented_defaults() -> None:

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockwatch_core.model import Sku
-from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
+from dockwatch_core.gs1 import gs1_check_digit, normalise_gtin
+from dockwatch_core.model import CatalogItem, Sku
+from gateway.domain.catalog import Catalog, EpcKind
 from gateway.domain.epc import (
     EpcScheme,
     decode_epc,
@@ -27,8 +28,6 @@ from gateway.domain.epc import (
     encode_sgtin96_from_gtin,
     encode_sscc96,
     encode_uri,
-    gs1_check_digit,
-    normalise_gtin,
 )
 
 # (hex, pure identity URI, filter, GS1 key from the element string)
@@ -330,7 +329,7 @@ def test_catalog_lookups() -> None:
 
 
 def test_catalog_rejects_bad_items() -> None:
-    with pytest.raises(ValueError, match="check digit"):
+    with pytest.raises(ValueError, match=r"gtin of X: .* has check digit 3, expected 2"):
         CatalogItem(sku=Sku("X"), gtin="00614141123453")
     with pytest.raises(ValueError, match="pack_size of X must be >= 1"):
         CatalogItem(sku=Sku("X"), gtin="00614141123452", pack_size=0)
@@ -343,6 +342,15 @@ def test_catalog_rejects_bad_items() -> None:
                 CatalogItem(sku=Sku("Y"), gtin="614141123452"),
             ]
         )
+
+
+def test_an_item_without_a_gtin_is_known_by_its_sku_only() -> None:
+    shelf_only = CatalogItem(sku=Sku("SKU-BOLTS"), name="Bolts", unit_weight_g=12.5)
+    catalog = Catalog([*_catalog(), shelf_only, CatalogItem(sku=Sku("SKU-NUTS"))])
+    assert catalog.by_sku("SKU-BOLTS") is shelf_only
+    assert shelf_only.gtin is None
+    case = catalog.classify("3074257BF7194E4000001A85")
+    assert (case.kind, case.sku) == (EpcKind.CASE, "SKU-1001")
 
 
 def test_encode_uri_inverts_the_pure_identity() -> None:

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from dockwatch_core.model import (
     Alert,
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -35,7 +36,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.epcis import SINK, EpcisRelay
 from gateway.adapters.tls import client_context, server_context
@@ -54,7 +55,7 @@ pytestmark = pytest.mark.integration
 
 WAIT_S = 30.0
 FAST = BackoffPolicy(initial_s=0.02, max_s=0.2)
-ITEMS = [ItemRecord(sku=sku, name=sku, gtin=gtin) for sku, gtin in GTINS.items()]
+ITEMS = [CatalogItem(sku=Sku(sku), name=sku, gtin=gtin) for sku, gtin in GTINS.items()]
 PLACES = ["yard", "receiving", "backroom", "picked", "shelf-a1", "adjustment"]
 
 

@@ -22,6 +22,7 @@ from dockwatch_core.errors import ConfigError, GatewayError
 from dockwatch_core.model import (
     Alert,
     AlertKind,
+    CatalogItem,
     DeviceId,
     DeviceState,
     DeviceStatus,
@@ -34,7 +35,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway import __version__
 from gateway.adapters.grpc_api import (
     EDGE_API_SERVICE,
@@ -95,7 +96,10 @@ def _record(store: EdgeStore, first: int, count: int) -> None:
 def _open(url: str) -> EdgeStore:
     s = EdgeStore.open(url, site=SITE)
     s.sync_catalog(
-        [ItemRecord(sku="SKU-1", name="Widget"), ItemRecord(sku="SKU-2", name="Gadget")],
+        [
+            CatalogItem(sku=Sku("SKU-1"), name="Widget"),
+            CatalogItem(sku=Sku("SKU-2"), name="Gadget"),
+        ],
         [LocationRecord(id=loc) for loc in ("yard", "receiving", "shelf-a1", "picked")],
     )
     return s

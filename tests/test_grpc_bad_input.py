@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 import pytest
 
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from dockwatch_core.model import CatalogItem, Sku
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.auth import PerClientLog, client_host
 from gateway.adapters.grpc_api import SEQ_MAX, EdgeApiServer
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc
@@ -52,7 +53,7 @@ another wire type, which protobuf skips: a valid message."""
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[EdgeStore]:
     with EdgeStore.open(f"sqlite:///{tmp_path / 'edge.db'}", site="dc-test") as s:
-        s.sync_catalog([ItemRecord(sku="SKU-1", name="Widget")], [LocationRecord(id="yard")])
+        s.sync_catalog([CatalogItem(sku=Sku("SKU-1"), name="Widget")], [LocationRecord(id="yard")])
         yield s
 
 

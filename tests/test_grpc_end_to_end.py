@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -32,7 +33,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.grpc_api import EdgeApiServer
@@ -87,7 +88,8 @@ def _movement(i: int) -> Movement:
 def _open(url: str) -> EdgeStore:
     store = EdgeStore.open(url, site=SITE)
     store.sync_catalog(
-        [ItemRecord(sku=sku, name=sku) for sku in SKUS], [LocationRecord(id=x) for x in LOCATIONS]
+        [CatalogItem(sku=Sku(sku), name=sku) for sku in SKUS],
+        [LocationRecord(id=x) for x in LOCATIONS],
     )
     return store
 

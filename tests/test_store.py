@@ -12,6 +12,7 @@ from dockwatch_core.errors import StoreError
 from dockwatch_core.model import (
     Alert,
     AlertKind,
+    CatalogItem,
     DeviceId,
     DeviceState,
     DeviceStatus,
@@ -23,7 +24,7 @@ from dockwatch_core.model import (
     SourceType,
     StockLevel,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord, redact_url
+from edge_store import EdgeStore, LocationRecord, redact_url
 from tests.test_store_support import ITEMS, LOCATIONS, SITE, T0, at, movement, open_store
 
 
@@ -308,9 +309,13 @@ def test_device_status_upserts_per_device(store: EdgeStore) -> None:
 def test_sync_catalog_upserts_and_keeps_what_is_gone(store: EdgeStore) -> None:
     assert store.items() == sorted(ITEMS, key=lambda i: i.sku)
     assert store.locations() == sorted(LOCATIONS, key=lambda loc: loc.id)
-    renamed = ItemRecord(sku="SKU-1", name="Widget v2", gtin="00614141123452", reorder_point=3)
-    store.sync_catalog([renamed, ItemRecord(sku="SKU-9", name="New")], [LocationRecord("dock-2")])
-    items = {i.sku: i for i in store.items()}
+    renamed = CatalogItem(
+        sku=Sku("SKU-1"), name="Widget v2", gtin="00614141123452", reorder_point=3
+    )
+    store.sync_catalog(
+        [renamed, CatalogItem(sku=Sku("SKU-9"), name="New")], [LocationRecord("dock-2")]
+    )
+    items: dict[str, CatalogItem] = {i.sku: i for i in store.items()}
     assert items["SKU-1"] == renamed
     assert set(items) == {"SKU-1", "SKU-2", "SKU-3", "SKU-9"}
     assert [loc.id for loc in store.locations()] == [
@@ -318,6 +323,17 @@ def test_sync_catalog_upserts_and_keeps_what_is_gone(store: EdgeStore) -> None:
     ]  # fmt: skip
     result = store.record([movement("n", sku="SKU-9", src="dock-2", dst="shelf-a1")], now=at(1))
     assert [r.seq for r in result.recorded] == [1]
+
+
+def test_the_store_holds_only_gtins_that_pass_the_one_rule(store: EdgeStore) -> None:
+    """The store takes the core's CatalogItem, so a GTIN reaches it normalised and checked; a
+    wrong check digit (which the store's own "8 to 14 digits" rule used to let through) never
+    gets that far, and the error names the item and the digit."""
+    with pytest.raises(ValueError, match=r"gtin of SKU-7: GTIN '614141999997' has check digit 7, "):
+        store.sync_catalog([CatalogItem(sku=Sku("SKU-7"), gtin="614141999997")], [])
+    assert "SKU-7" not in {i.sku for i in store.items()}
+    store.sync_catalog([CatalogItem(sku=Sku("SKU-7"), gtin="614141999996")], [])
+    assert [i.gtin for i in store.items() if i.sku == "SKU-7"] == ["00614141999996"]
 
 
 def test_store_belongs_to_one_site(database_url: str) -> None:

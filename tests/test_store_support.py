@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -16,15 +17,15 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 
 SITE = "dc-test"
 T0 = datetime(2026, 1, 5, 8, 0, 0, 123456, tzinfo=UTC)
 
 ITEMS = (
-    ItemRecord(sku="SKU-1", name="Widget", gtin="00614141123452", unit_weight_g=250.0),
-    ItemRecord(sku="SKU-2", name="Widget case", gtin="10614141123459", pack_size=12),
-    ItemRecord(sku="SKU-3", name="Gadget", reorder_point=5),
+    CatalogItem(sku=Sku("SKU-1"), name="Widget", gtin="00614141123452", unit_weight_g=250.0),
+    CatalogItem(sku=Sku("SKU-2"), name="Widget case", gtin="10614141123459", pack_size=12),
+    CatalogItem(sku=Sku("SKU-3"), name="Gadget", reorder_point=5),
 )
 LOCATIONS = (
     LocationRecord("yard", "virtual"),

@@ -10,7 +10,9 @@ A tag's meaning comes from its EPC scheme (see ``gateway.domain.epc``):
 - SGLN (a location tag, e.g. fixed on the door frame): a *location*, which moves no stock;
 - anything else: *unknown* (kept as its raw URN so it can still be counted and traced).
 
-Quantities are always in eaches: ``eaches(item, cases) == cases * item.pack_size``.
+Quantities are always in eaches: ``eaches(item, cases) == cases * item.pack_size``. The items
+are the core's ``CatalogItem``; one without a GTIN (a weight-shelf-only item) is found by its SKU,
+and no tag is ever one of its cases.
 """
 
 from __future__ import annotations
@@ -19,44 +21,11 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dockwatch_core.model import Sku
-from gateway.domain.epc import DecodedEpc, EpcScheme, decode_epc, normalise_gtin
+from dockwatch_core.gs1 import normalise_gtin
+from dockwatch_core.model import CatalogItem, Sku
+from gateway.domain.epc import DecodedEpc, EpcScheme, decode_epc
 
-__all__ = ["Catalog", "CatalogItem", "EpcInfo", "EpcKind"]
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
-    """One catalog entry (``catalog.items[]`` in the config).
-
-    ``gtin`` is normalised to 14 digits (GTIN-8/12/13 are left-padded) and its check digit is
-    verified. ``pack_size`` is the number of eaches one tagged unit (case) of this GTIN holds.
-    """
-
-    sku: Sku
-    gtin: str
-    name: str = ""
-    pack_size: int = 1
-    unit_weight_g: float | None = None
-    weight_tolerance_g: float | None = None
-    reorder_point: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.sku or self.sku != self.sku.strip():
-            raise ValueError(
-                f"sku must be a non-empty string without surrounding blanks: {self.sku!r}"
-            )
-        object.__setattr__(self, "gtin", normalise_gtin(self.gtin))
-        if self.pack_size < 1:
-            raise ValueError(f"pack_size of {self.sku} must be >= 1, got {self.pack_size}")
-        if self.unit_weight_g is not None and self.unit_weight_g <= 0:
-            raise ValueError(f"unit_weight_g of {self.sku} must be > 0, got {self.unit_weight_g}")
-        if self.weight_tolerance_g is not None and self.weight_tolerance_g < 0:
-            raise ValueError(
-                f"weight_tolerance_g of {self.sku} must be >= 0, got {self.weight_tolerance_g}"
-            )
-        if self.reorder_point is not None and self.reorder_point < 0:
-            raise ValueError(f"reorder_point of {self.sku} must be >= 0, got {self.reorder_point}")
+__all__ = ["Catalog", "EpcInfo", "EpcKind"]
 
 
 class EpcKind(enum.StrEnum):
@@ -103,11 +72,13 @@ class Catalog:
         for item in items:
             if item.sku in by_sku:
                 raise ValueError(f"duplicate sku {item.sku!r} in the catalog")
+            by_sku[item.sku] = item
+            if item.gtin is None:
+                continue  # known by its SKU only: no tag names it
             if item.gtin in by_gtin:
                 raise ValueError(
                     f"GTIN {item.gtin} is used by both {by_gtin[item.gtin].sku!r} and {item.sku!r}"
                 )
-            by_sku[item.sku] = item
             by_gtin[item.gtin] = item
         self._by_sku = by_sku
         self._by_gtin = by_gtin

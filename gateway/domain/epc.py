@@ -44,6 +44,8 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from dockwatch_core.gs1 import gs1_check_digit, normalise_gtin
+
 __all__ = [
     "DecodedEpc",
     "EpcScheme",
@@ -55,8 +57,6 @@ __all__ = [
     "encode_sgtin96_from_gtin",
     "encode_sscc96",
     "encode_uri",
-    "gs1_check_digit",
-    "normalise_gtin",
 ]
 
 
@@ -186,29 +186,6 @@ class DecodedEpc:
     gs1_key: str | None = None
     reason: str | None = None
     """Why the value was not recognised (None when it was)."""
-
-
-def gs1_check_digit(digits: str) -> int:
-    """The GS1 mod-10 check digit for ``digits`` (the key without its check digit)."""
-    if not digits.isdigit() or not digits.isascii():
-        raise ValueError(f"digits must be decimal digits, got {digits!r}")
-    total = 0
-    # Weights alternate 3, 1, 3... starting from the rightmost digit.
-    for position, char in enumerate(reversed(digits)):
-        total += int(char) * (3 if position % 2 == 0 else 1)
-    return (10 - total % 10) % 10
-
-
-def normalise_gtin(gtin: str) -> str:
-    """A GTIN-8/12/13/14 as the 14-digit GTIN, after checking its check digit."""
-    text = gtin.strip()
-    if not text.isascii() or not text.isdigit() or len(text) not in (8, 12, 13, 14):
-        raise ValueError(f"a GTIN has 8, 12, 13 or 14 digits, got {gtin!r}")
-    padded = text.rjust(14, "0")
-    expected = gs1_check_digit(padded[:13])
-    if int(padded[13]) != expected:
-        raise ValueError(f"GTIN {gtin!r} has check digit {padded[13]}, expected {expected}")
-    return padded
 
 
 def _raw(hex_text: str, reason: str) -> DecodedEpc:

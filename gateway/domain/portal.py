@@ -125,6 +125,7 @@ from operator import attrgetter
 from typing import Final
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -133,7 +134,7 @@ from dockwatch_core.model import (
     SourceType,
     TagRead,
 )
-from gateway.domain.catalog import Catalog, CatalogItem, EpcKind
+from gateway.domain.catalog import Catalog, EpcKind
 from gateway.domain.params import PortalParams
 from gateway.domain.portal_decide import CrossingDecider, Decided, PhotoEyes
 from gateway.domain.portal_loads import LoadAssembler

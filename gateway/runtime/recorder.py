@@ -28,9 +28,9 @@ from functools import partial
 from typing import ParamSpec, TypeVar
 
 from dockwatch_core.errors import StoreError
-from dockwatch_core.model import Alert, Movement
+from dockwatch_core.model import Alert, CatalogItem, Movement
 from edge_store.engine import with_password
-from edge_store.records import ItemRecord, LocationRecord, RecordResult
+from edge_store.records import LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
@@ -95,7 +95,7 @@ async def open_store(
     url: str,
     password: str | None,
     site: str,
-    catalog: tuple[Sequence[ItemRecord], Sequence[LocationRecord]],
+    catalog: tuple[Sequence[CatalogItem], Sequence[LocationRecord]],
 ) -> StoreWorker:
     """The edge store at ``url`` (its schema upgraded), its ``catalog`` (items, locations)
     synced, on its worker thread."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING
 
-from edge_store.records import ItemRecord, LocationRecord
+from dockwatch_core.model import CatalogItem
+from edge_store.records import LocationRecord
 from gateway.adapters.tls import client_context
 from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def catalog_of(config: GatewayConfig) -> Catalog:
-    # The config's items are the domain's CatalogItem (one shape, one GTIN rule).
+    # The config's items are the core's CatalogItem (one shape, one GTIN rule).
     return Catalog(config.catalog.items)
 
 
@@ -32,7 +33,7 @@ def epcis_site(config: GatewayConfig) -> EpcisSite:
             **{s.id: s.sgln for s in config.shelves if s.sgln},
         },
         locations={loc.id: loc.sgln for loc in config.locations if loc.sgln},
-        gtins={item.sku: item.gtin for item in config.catalog.items},
+        gtins={i.sku: i.gtin for i in config.catalog.items if i.gtin is not None},
         inside={p.id: p.inside_location for p in config.portals},
         shelves={s.id: s.location for s in config.shelves},
     )
@@ -51,17 +52,10 @@ def device_tls(tls: TlsClientConfig | None, key: str) -> ssl.SSLContext | None:
     )
 
 
-def catalog_records(config: GatewayConfig) -> tuple[list[ItemRecord], list[LocationRecord]]:
-    """The catalog and the locations as the edge store keeps them (synced at start)."""
-    items = [
-        ItemRecord(
-            sku=i.sku,
-            name=i.name,
-            pack_size=i.pack_size,
-            gtin=i.gtin,
-            unit_weight_g=i.unit_weight_g,
-            reorder_point=i.reorder_point,
-        )
-        for i in config.catalog.items
-    ]
-    return items, [LocationRecord(id=loc.id, kind=loc.kind) for loc in config.locations]
+def catalog_records(
+    config: GatewayConfig,
+) -> tuple[tuple[CatalogItem, ...], list[LocationRecord]]:
+    """The catalog (its items as they are: the store takes the core's item) and the locations
+    as the edge store keeps them (synced at start)."""
+    locations = [LocationRecord(id=loc.id, kind=loc.kind) for loc in config.locations]
+    return config.catalog.items, locations

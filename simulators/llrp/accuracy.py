@@ -42,6 +42,7 @@ from typing import Any
 
 from dockwatch_core.model import (
     Alert,
+    CatalogItem,
     DeviceId,
     DeviceState,
     DeviceStatus,
@@ -49,10 +50,10 @@ from dockwatch_core.model import (
     Movement,
     Sku,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.domain.catalog import Catalog, CatalogItem
+from gateway.domain.catalog import Catalog
 from gateway.domain.epc import decode_epc
 from gateway.domain.lights import PortalLights, StackLights
 from gateway.domain.params import PortalParams
@@ -331,7 +332,7 @@ async def run_portal_accuracy(
 
 
 def _prime_store(store: EdgeStore, scenario: Scenario, catalog: Catalog) -> None:
-    items = [ItemRecord(sku=i.sku, name=i.name, gtin=i.gtin) for i in catalog]
+    items = [CatalogItem(sku=i.sku, name=i.name, gtin=i.gtin) for i in catalog]
     places = {d.outside_location for d in scenario.doors} | {
         d.inside_location for d in scenario.doors
     }

@@ -29,6 +29,7 @@ from typing import Any
 
 from dockwatch_core.model import (
     Alert,
+    CatalogItem,
     DeviceId,
     DeviceStatus,
     LocationId,
@@ -38,7 +39,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import BackoffPolicy
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
@@ -218,7 +219,7 @@ async def run_accuracy(
 
 def _prime_store(store: EdgeStore, scenario: ShelfScenario, params: ShelfParams) -> None:
     items = {
-        t.sku: ItemRecord(sku=t.sku, name=t.sku, unit_weight_g=t.unit_weight_g)
+        t.sku: CatalogItem(sku=Sku(t.sku), name=t.sku, unit_weight_g=t.unit_weight_g)
         for t in scenario.shelves
     }
     locations = [LocationRecord(t.shelf_id) for t in scenario.shelves] + [

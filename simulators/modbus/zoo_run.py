@@ -39,6 +39,7 @@ from pathlib import Path
 from dockwatch_core.model import (
     Alert,
     AlertKind,
+    CatalogItem,
     DeviceId,
     DeviceStatus,
     LocationId,
@@ -48,7 +49,7 @@ from dockwatch_core.model import (
     Sku,
     WeightSample,
 )
-from edge_store import EdgeStore, ItemRecord, LocationRecord
+from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import BackoffPolicy
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
@@ -201,8 +202,8 @@ async def run_zoo(
     store = EdgeStore.open(store_url, site="zoo")
     try:
         items = [
-            ItemRecord(
-                sku=s.track.sku,
+            CatalogItem(
+                sku=Sku(s.track.sku),
                 name=s.track.sku,
                 unit_weight_g=s.track.unit_weight_g,
                 reorder_point=s.reorder_point,

@@ -246,7 +246,7 @@ def hard_portal_movements(step_s: float = 0.1) -> tuple[list[Movement], dict[str
             if reads:
                 movements += engine.movements(engine.feed(reads, now_us))
         movements += engine.movements(engine.advance(now_us))
-    gtins: dict[str, str] = {item.sku: item.gtin for item in catalog}
+    gtins: dict[str, str] = {i.sku: i.gtin for i in catalog if i.gtin is not None}
     return movements, gtins
 
 

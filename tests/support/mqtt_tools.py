@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dockwatch_core.model import (
+    CatalogItem,
     LocationId,
     Movement,
     MovementId,
@@ -26,7 +27,7 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import ItemRecord, LocationRecord
+from edge_store.records import LocationRecord
 from edge_store.repository import EdgeStore
 from tests.support.broker import MosquittoBroker
 
@@ -46,7 +47,10 @@ FLOWS = (
 def open_store(url: str) -> EdgeStore:
     store = EdgeStore.open(url, site=SITE)
     store.sync_catalog(
-        [ItemRecord("SKU-1001", "Widget"), ItemRecord("SKU-2002", "Gadget", pack_size=12)],
+        [
+            CatalogItem(sku=Sku("SKU-1001"), name="Widget"),
+            CatalogItem(sku=Sku("SKU-2002"), name="Gadget", pack_size=12),
+        ],
         [LocationRecord(loc) for loc in LOCATIONS],
     )
     return store
