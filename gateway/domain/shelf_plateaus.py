@@ -413,7 +413,8 @@ class Stability:
         come back to it; a resting hand's sway shows up as plateaus grams apart)."""
         noise = self.noise.noise_g()
         spread = 3.0 * noise * math.sqrt(1.0 / earlier.n + 1.0 / plateau.n)
-        return abs(plateau.grams - earlier.grams) <= max(spread, self.noise.resolution_g)
+        # The earlier part at its level: the knock may have cut it short in its filter's tail.
+        return abs(plateau.grams - earlier.level(noise)) <= max(spread, self.noise.resolution_g)
 
     def judge(self, plateau: Plateau) -> None:
         """One more sample: is the plateau still quiet? (Too few samples to tell: no news.)"""
