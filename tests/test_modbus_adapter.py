@@ -521,6 +521,41 @@ def test_a_silent_unit_on_a_shared_line_is_probed_briefly(
 
 
 @pytest.mark.integration
+def test_a_unit_that_answers_again_is_found_within_unit_retry_max_s() -> None:
+    """The connection's backoff may grow to 30 s; a silent unit's probes stop growing at
+    ``unit_retry_max_s``. Silent for 9 s with every delay at its ceiling (rng 1.0): probes at
+    about 0.5, 1.5, 3.5 and 7.5 s would make the next one 15.5 s, long after the unit came back;
+    capped at 1 s, it is found within about a second of answering."""
+    healthy = quiet_track(1, "healthy")
+    silent = quiet_track(
+        2, "silent", ShelfEvent(1.0, ShelfEventKind.FAILURE, 9.0, mode=FailureMode.SILENT)
+    )
+    settings = PollerSettings(
+        poll_interval_s=0.1,
+        timeout_s=0.5,
+        backoff=BackoffPolicy(initial_s=0.5, max_s=30.0),
+        unit_retry_max_s=1.0,
+    )
+
+    async def scenario() -> Recorder:
+        async with ShelfSimulator(shelves=[healthy, silent]) as sim:
+            points = [point_for(healthy, sim.host, sim.port), point_for(silent, sim.host, sim.port)]
+
+            def found_again(rec: Recorder) -> bool:
+                return (
+                    rec.states("silent")[-1:] == [DeviceState.ONLINE]
+                    and len(rec.states("silent")) == 3
+                )
+
+            return await poll_until(points, found_again, "the silent unit found again", settings)
+
+    rec = asyncio.run(scenario())
+    went, came = max(itertools.pairwise(rec.times["silent"]), key=lambda pair: pair[1] - pair[0])
+    # Silent 9 s; found again within the 1 s cap, a probe's timeout and some slack.
+    assert 8.5 < came - went < 9.0 + 1.0 + 0.5 + 0.6, came - went
+
+
+@pytest.mark.integration
 def test_round_trips_are_timed_per_device_and_timeouts_are_not_round_trips() -> None:
     healthy = quiet_track(1, "healthy")
     silent = quiet_track(

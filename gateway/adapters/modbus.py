@@ -19,7 +19,8 @@ Theory of operation
   Every request has ``timeout_s``.
 * **Failures.** A Modbus exception response marks the unit's shelves DEGRADED (OFFLINE for 0x0A /
   0x0B, "gateway target failed to respond"); a timeout marks them OFFLINE and the unit is retried
-  after a capped, jittered backoff (``gateway.adapters.backoff``) so that one silent unit costs the
+  after a capped, jittered backoff (``gateway.adapters.backoff``, capped at ``unit_retry_max_s``,
+  2 s, so that a unit that answers again is found within it) so that one silent unit costs the
   other units on its line a timeout only now and then; and those retries (probes) wait only
   ``PROBE_TIMEOUT_FACTOR`` times the unit's slowest recent answer (at least 0.1 s, at most
   ``timeout_s``), since every probe holds up the working units behind it on the line. A
@@ -83,7 +84,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -250,6 +251,11 @@ class PollerSettings:
     max_gap: int = 0
     heartbeat_stale_s: float = 2.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    unit_retry_max_s: float = 2.0
+    """The longest wait between probes of a silent unit on a working connection (the
+    connection's own backoff may grow to ``backoff.max_s``): a unit that answers again is found
+    within it. A probe waits a short, fitted timeout, so probing every 2 s costs the other units
+    on the line little."""
 
     def __post_init__(self) -> None:
         if not self.poll_interval_s > 0:
@@ -260,6 +266,8 @@ class PollerSettings:
             raise ValueError(f"max_registers must be within 2..125, got {self.max_registers}")
         if self.max_gap < 0:
             raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+        if not self.unit_retry_max_s > 0:
+            raise ValueError(f"unit_retry_max_s must be > 0, got {self.unit_retry_max_s}")
 
 
 # -- pure planning and decoding --------------------------------------------------------------------
@@ -657,8 +665,14 @@ class _DevicePoller:
             backoff=Backoff(self.settings.backoff, rng=owner._rng),
             words=OutageWords(down_level=logging.DEBUG),
         )
+        # A silent unit is probed with the connection's backoff capped at unit_retry_max_s: with
+        # its 30 s cap, a transmitter silent for 5 s was found again up to 8 s after it answered,
+        # and what changed on it meanwhile became an offline change.
+        policy = self.settings.backoff
+        cap = min(policy.max_s, self.settings.unit_retry_max_s)
+        unit_policy = replace(policy, initial_s=min(policy.initial_s, cap), max_s=cap)
         self._unit_retry = {
-            unit: _UnitRetry(Backoff(self.settings.backoff, rng=owner._rng)) for unit in self.units
+            unit: _UnitRetry(Backoff(unit_policy, rng=owner._rng)) for unit in self.units
         }
         self._heartbeats = {p.shelf_id: _Heartbeat() for p in points}
         self._client: AsyncModbusTcpClient | AsyncModbusTlsClient | None = None

@@ -313,6 +313,7 @@ async def _run(
                 max_s=BackoffPolicy().max_s / speed,
                 reset_after_s=BackoffPolicy().reset_after_s / speed,
             ),
+            unit_retry_max_s=PollerSettings().unit_retry_max_s / speed,
         ),
         clock=sim.scenario_time,
         utc_now=lambda: EPOCH + timedelta(seconds=sim.scenario_time()),
