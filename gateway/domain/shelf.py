@@ -951,8 +951,13 @@ class ShelfEngine:
                     return ledger.resolve(candidate, sample.at, now_utc)
                 return []
             # Motion: an unconfirmed candidate that was still (no hand on it) stays as evidence.
-            if not self._confirmed and ledger.anchor is not None and stability.still(candidate):
-                ledger.keep(candidate)
+            if not self._confirmed and ledger.anchor is not None:
+                if stability.still(candidate):
+                    ledger.keep(candidate)
+                elif candidate.rejoined is not None:
+                    # Not still after it rejoined the piece before a knock: that piece was
+                    # evidence before, and stays evidence (a rejoin never loses what was seen).
+                    ledger.keep(candidate.rejoined)
             self._candidate = None
             self._confirmed = False
             self._phase = ShelfPhase.SETTLING

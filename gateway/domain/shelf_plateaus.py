@@ -216,6 +216,8 @@ class Plateau:
     """Rejoined after a knock: it settled before the knock, not where the trace says."""
     rejoined_at: float = -math.inf
     """When its part after the knock began: that part is judged on its own samples first."""
+    rejoined: Plateau | None = None
+    """The piece before the knock it rejoined (evidence that must not be lost with it)."""
     glimpse: bool = False
     """Two samples beside a late poll (:meth:`Stability.glimpse`): evidence only where it lies
     between the counts on either side of it."""
@@ -276,6 +278,7 @@ class Plateau:
         """The same plateau again after a knock: it settled when the first part did."""
         self.settled_at, self.settled_utc = earlier.settled_at, earlier.settled_utc
         self.knocked = True
+        self.rejoined = earlier
         self.rejoined_at = self.recent[0][0] if self.recent else self.detected_at
         if earlier.quiet_seen:
             # It was seen still long enough before the knock: that counts towards confirming.
