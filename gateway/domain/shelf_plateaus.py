@@ -479,8 +479,19 @@ class Stability:
             return True
         # Seen for less than a judgement needs (a short plateau between two picks, or a few
         # samples when a shared line held them up): quiet so far is all there is to know.
-        short = len(plateau.recent) <= _QUIET_SAMPLES
-        return short and not self.trembles(plateau, skip_last=1)
+        if len(plateau.recent) <= _QUIET_SAMPLES:
+            return not self.trembles(plateau, skip_last=1)
+        # Longer, but its first half second was the platform's ring (heavy goods ring tens of
+        # grams) and what came after it is still too short to judge (a late poll took a sample):
+        # quiet after the ring is all there is to know.
+        since = plateau.settled_at + _RING_S
+        after_ring = sum(1 for t, _ in plateau.recent if t >= since) - 1
+        if after_ring > _QUIET_SAMPLES:
+            return False
+        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
+        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
+        excess, steps = plateau.excess_variation_g(_RECENT_S, skip_last=1, since=since)
+        return excess <= steps * per_step + floor
 
     def trembles(self, plateau: Plateau, *, skip_last: int = 0) -> bool:
         """The recent samples travel further than the transmitter's noise would take them: a
