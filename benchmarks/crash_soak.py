@@ -46,9 +46,9 @@ from typing import Any
 
 import yaml
 
-from dockwatch_core.model import Movement
 from edge_store import EdgeStore
 from gateway.domain.epc import decode_epc
+from gateway.domain.model import Movement
 from simulators.llrp.accuracy import scenario_catalog, score
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.scenario import Scenario, load_scenario

@@ -39,7 +39,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dockwatch_core.model import (
+from edge_store.records import LocationRecord
+from edge_store.repository import EdgeStore
+from gateway.adapters.epcis import EpcisRelay
+from gateway.adapters.mqtt import MqttSink
+from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
+from gateway.domain.epcis import EpcisSite, movement_events
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -48,12 +54,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import LocationRecord
-from edge_store.repository import EdgeStore
-from gateway.adapters.epcis import EpcisRelay
-from gateway.adapters.mqtt import MqttSink
-from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
-from gateway.domain.epcis import EpcisSite, movement_events
 
 SITE = "dc-bench"
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -51,7 +51,12 @@ from pathlib import Path
 import grpc
 import uvloop
 
-from dockwatch_core.model import (
+from edge_store.records import LocationRecord
+from edge_store.repository import EdgeStore
+from gateway.adapters.central import CentralRelay
+from gateway.adapters.grpc_api import EdgeApiServer
+from gateway.adapters.proto_convert import movement_to_proto
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -60,11 +65,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import LocationRecord
-from edge_store.repository import EdgeStore
-from gateway.adapters.central import CentralRelay
-from gateway.adapters.grpc_api import EdgeApiServer
-from gateway.adapters.proto_convert import movement_to_proto
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 
 SITE = "dc-bench"

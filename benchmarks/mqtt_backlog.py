@@ -42,7 +42,11 @@ from pathlib import Path
 
 import aiomqtt
 
-from dockwatch_core.model import (
+from edge_store.records import LocationRecord
+from edge_store.repository import EdgeStore
+from gateway.adapters.mqtt import MqttSink
+from gateway.domain import payloads
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -51,10 +55,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import LocationRecord
-from edge_store.repository import EdgeStore
-from gateway.adapters.mqtt import MqttSink
-from gateway.domain import payloads
 
 SITE = "dc-bench"
 PREFIX = "dockwatch/dc-bench"

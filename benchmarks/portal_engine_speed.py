@@ -27,9 +27,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from dockwatch_core.model import CatalogItem, DeviceId, Epc, LocationId, Sku, TagRead
 from gateway.domain.catalog import Catalog
 from gateway.domain.epc import encode_sgtin96_from_gtin, encode_sscc96
+from gateway.domain.model import CatalogItem, DeviceId, Epc, LocationId, Sku, TagRead
 from gateway.domain.portal import Direction, PortalEngine, PortalSpec
 
 T0 = 1_790_000_000_000_000

@@ -39,8 +39,8 @@ from datetime import UTC, datetime
 
 import uvloop
 
-from dockwatch_core.model import Alert, DeviceId, LocationId, Movement, Sku, WeightSample
 from gateway.adapters.modbus import ModbusShelfPoller, PollerSettings, SampleQueue, ShelfPoint
+from gateway.domain.model import Alert, DeviceId, LocationId, Movement, Sku, WeightSample
 from gateway.domain.shelf import ShelfEngine
 from gateway.runtime.shelves import ShelfPipeline
 from simulators.modbus.accuracy import point_for, tolerance_for

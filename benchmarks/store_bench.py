@@ -38,7 +38,8 @@ from pathlib import Path
 import psycopg
 import sqlalchemy
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord, redact_url
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -47,7 +48,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, LocationRecord, redact_url
 
 PG_URL = os.environ.get(
     "DOCKWATCH_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -1,8 +1,7 @@
-"""dockwatch_core: the contract's vocabulary shared by the gateway, the store and the simulators.
+"""dockwatch_core: the one error hierarchy (``errors``), shared by the gateway and the store.
 
-The value types (``model``: ``Movement``, ``StockLevel``, ``Alert``, ``DeviceStatus``,
-``CatalogItem``...), the GS1 check digit and GTIN rule (``gs1``) and the one error hierarchy
-(``errors``). Standard library only, like the domain that builds on it.
+Standard library only. The contract's value types and the GS1 helpers live in the pure domain
+(``gateway.domain.model``, ``gateway.domain.gs1``): the domain imports the standard library only.
 
 Copyright (C) 2026 the dockwatch developers. Licensed under GPL-3.0-or-later.
 """

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
-from dockwatch_core.model import CatalogItem, Movement, Sku
 from edge_store.access import StoreAccess, table
 from edge_store.models import Item, Location
 from edge_store.records import LocationRecord
+from gateway.domain.model import CatalogItem, Movement, Sku
 
 
 class Catalog:

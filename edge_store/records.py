@@ -1,6 +1,6 @@
 """Values the edge store takes and returns that are not shared domain types.
 
-Movements, stock levels, alerts, device statuses and catalog items are ``dockwatch_core.model``
+Movements, stock levels, alerts, device statuses and catalog items are ``gateway.domain.model``
 types; these are the locations the store keeps (so every movement's locations exist) and the
 outcome of recording a batch.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dockwatch_core.model import MovementId, RecordedMovement, StockLevel
+from gateway.domain.model import MovementId, RecordedMovement, StockLevel
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,20 +69,6 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from dockwatch_core.errors import StoreError
-from dockwatch_core.model import (
-    Alert,
-    CatalogItem,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    MovementReason,
-    RecordedMovement,
-    Sku,
-    SourceType,
-    StockLevel,
-)
 from edge_store.access import StoreAccess, table
 from edge_store.catalog import Catalog
 from edge_store.engine import describe_error, make_engine
@@ -96,6 +82,20 @@ from edge_store.models import (
 )
 from edge_store.records import LocationRecord, RecordResult
 from edge_store.status import AlertsAndDevices
+from gateway.domain.model import (
+    Alert,
+    CatalogItem,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    MovementReason,
+    RecordedMovement,
+    Sku,
+    SourceType,
+    StockLevel,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 
 from sqlalchemy import select
 
-from dockwatch_core.model import (
+from edge_store.access import StoreAccess, table
+from edge_store.models import AlertRow, DeviceStatusRow
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -21,8 +23,6 @@ from dockwatch_core.model import (
     DeviceStatus,
     Severity,
 )
-from edge_store.access import StoreAccess, table
-from edge_store.models import AlertRow, DeviceStatusRow
 
 
 class AlertsAndDevices:

@@ -41,10 +41,10 @@ from typing import TextIO
 import grpc
 
 from dockwatch_core.errors import ConfigError, ProtocolError
-from dockwatch_core.model import RecordedMovement
 from gateway.adapters.auth import listen_host
 from gateway.adapters.proto_convert import movement_from_proto, stock_level_from_proto
 from gateway.domain import payloads
+from gateway.domain.model import RecordedMovement
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 
 DEFAULT_API = "127.0.0.1:50061"

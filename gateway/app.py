@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from dockwatch_core.model import Alert, Movement, TagRead
 from edge_store.records import RecordResult
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.grpc_api import EdgeApiServer, RuntimeStatus
@@ -28,6 +27,7 @@ from gateway.console.feed import ConsoleFeed
 from gateway.console.wiring import build_console
 from gateway.domain.antenna import AntennaHealth
 from gateway.domain.epcis import ReceiptClosed
+from gateway.domain.model import Alert, Movement, TagRead
 from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard
 from gateway.runtime.doors import DoorCounters, DoorPipeline, DoorPorts, portal_specs

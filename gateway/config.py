@@ -27,8 +27,8 @@ reports *every* problem it finds, each as one line that starts with the key path
 
 Invariant: a :class:`GatewayConfig` that exists passed every check. The tree holds no secret: keys
 ending in ``_file``/``_env`` name where a secret lives, and :class:`Secret` reads it on demand.
-The catalog items are the core's own :class:`dockwatch_core.model.CatalogItem` (one shape,
-one GTIN rule: :func:`dockwatch_core.gs1.normalise_gtin`), and the ``debounce`` sections the
+The catalog items are the core's own :class:`gateway.domain.model.CatalogItem` (one shape,
+one GTIN rule: :func:`gateway.domain.gs1.normalise_gtin`), and the ``debounce`` sections the
 domain's parameter dataclasses: a field added there is a config key here.
 """
 
@@ -54,8 +54,6 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticUndefined
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.gs1 import gs1_check_digit
-from dockwatch_core.model import CatalogItem, MovementKind, Sku
 from gateway.documents import (
     CONFIG_LIMITS,
     SECRET_LIMITS,
@@ -67,6 +65,8 @@ from gateway.documents import (
     read_yaml,
     shown,
 )
+from gateway.domain.gs1 import gs1_check_digit
+from gateway.domain.model import CatalogItem, MovementKind, Sku
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.validation import (
     HIDDEN_KEYS_ATTR,

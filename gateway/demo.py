@@ -43,7 +43,9 @@ from typing import Any
 import aiomqtt
 
 from dockwatch_core.errors import GatewayError
-from dockwatch_core.model import (
+from gateway.app import Gateway, catalog_of
+from gateway.config import GatewayConfig, load_config, split_host_port
+from gateway.domain.model import (
     LocationId,
     Movement,
     MovementId,
@@ -51,8 +53,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from gateway.app import Gateway, catalog_of
-from gateway.config import GatewayConfig, load_config, split_host_port
 from gateway.logs import configure_logging
 from simulators.launcher import Simulators, SimulatorSpec, launched, port_free, wait_port
 from simulators.scenario import Scenario, load_scenario

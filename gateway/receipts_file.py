@@ -23,8 +23,8 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import core_schema
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.model import Sku
 from gateway.domain.epc import decode_epc, encode_uri
+from gateway.domain.model import Sku
 from gateway.domain.receiving import (
     MAX_QUANTITY,
     MAX_RECEIPT_ID_CHARS,

@@ -68,8 +68,8 @@ from typing import Any, Self
 import grpc
 
 from dockwatch_core.errors import ProtocolError
-from dockwatch_core.model import RecordedMovement
 from gateway.adapters.proto_convert import movement_from_proto
+from gateway.domain.model import RecordedMovement
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
 from gateway.proto.dockwatch.edge.v1 import types_pb2
 

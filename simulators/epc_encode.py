@@ -22,7 +22,7 @@ from __future__ import annotations
 
 # One GS1 check digit for the whole project: the core's. The encoder's own bit layout stays
 # independent of the gateway's decoder, which is what the cross-test compares.
-from dockwatch_core.gs1 import gs1_check_digit
+from gateway.domain.gs1 import gs1_check_digit
 
 __all__ = ["gtin14", "sgtin96", "sscc18", "sscc96"]
 

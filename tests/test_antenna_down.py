@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from dockwatch_core.model import AlertKind
 from edge_store.repository import EdgeStore
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
+from gateway.domain.model import AlertKind
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.llrp.source import SimRead
 from tests.support.net import free_port

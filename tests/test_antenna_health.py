@@ -16,8 +16,8 @@ from itertools import count
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import DeviceId, Epc, LocationId, TagRead
 from gateway.domain.antenna import AntennaDown, AntennaHealth, AntennaUp
+from gateway.domain.model import DeviceId, Epc, LocationId, TagRead
 from gateway.domain.params import AntennaParams
 from gateway.domain.portal import PortalSpec
 

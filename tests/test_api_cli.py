@@ -22,7 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord
+from gateway.adapters.grpc_api import EdgeApiServer
+from gateway.api_cli import movement_line
+from gateway.cli import main as dockwatch
+from gateway.domain import payloads
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -31,11 +36,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, LocationRecord
-from gateway.adapters.grpc_api import EdgeApiServer
-from gateway.api_cli import movement_line
-from gateway.cli import main as dockwatch
-from gateway.domain import payloads
 from tests.support.net import free_port
 from tests.support.tls import self_signed_server
 

@@ -30,7 +30,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paho.mqtt.enums import CallbackAPIVersion
 
 from dockwatch_core.errors import ConfigError, StoreError
-from dockwatch_core.model import (
+from edge_store.repository import EdgeStore
+from gateway.adapters.central import CentralRelay
+from gateway.adapters.mqtt import MqttSink
+from gateway.app import Gateway
+from gateway.config import GatewayConfig, parse_config
+from gateway.domain import payloads
+from gateway.domain.model import (
     Alert,
     AlertKind,
     LocationId,
@@ -41,12 +47,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.repository import EdgeStore
-from gateway.adapters.central import CentralRelay
-from gateway.adapters.mqtt import MqttSink
-from gateway.app import Gateway
-from gateway.config import GatewayConfig, parse_config
-from gateway.domain import payloads
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from simulators.central import CentralLedger, CentralServer
 from simulators.llrp.server import LlrpReaderSimulator

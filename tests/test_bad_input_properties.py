@@ -24,11 +24,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import CatalogItem, DeviceState, Sku
 from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.grpc_api import EdgeApiServer
 from gateway.cli import main
 from gateway.documents import json_by_lines
+from gateway.domain.model import CatalogItem, DeviceState, Sku
 from gateway.llrp import codec
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc
 from tests.test_llrp_adapter import make_adapter, running, simulator

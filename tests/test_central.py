@@ -18,7 +18,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.central import CentralRelay, ChannelTls
+from gateway.adapters.proto_convert import movement_to_proto
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -28,10 +32,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, LocationRecord
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.central import CentralRelay, ChannelTls
-from gateway.adapters.proto_convert import movement_to_proto
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
 from simulators.central import (
     CentralLedger,

@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.gs1 import gs1_check_digit
-from dockwatch_core.model import MovementKind
 from gateway.cli import main as cli_main
 from gateway.config import (
     GatewayConfig,
@@ -25,6 +23,8 @@ from gateway.config import (
     parse_config,
     resolve_secret,
 )
+from gateway.domain.gs1 import gs1_check_digit
+from gateway.domain.model import MovementKind
 from gateway.domain.params import AntennaParams, PortalParams, ShelfParams
 from gateway.runtime.site import catalog_of, epcis_site
 

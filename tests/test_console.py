@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from dockwatch_core.model import (
+from gateway.adapters.metrics import MetricsServer, server_tls_context
+from gateway.console.feed import ConsoleFeed, FeedFull
+from gateway.console.web import Console, ConsoleData
+from gateway.domain.epc import decode_epc, encode_sgtin96
+from gateway.domain.model import (
     DeviceId,
     Epc,
     LocationId,
@@ -32,10 +36,6 @@ from dockwatch_core.model import (
     StockLevel,
     TagRead,
 )
-from gateway.adapters.metrics import MetricsServer, server_tls_context
-from gateway.console.feed import ConsoleFeed, FeedFull
-from gateway.console.web import Console, ConsoleData
-from gateway.domain.epc import decode_epc, encode_sgtin96
 from gateway.domain.recount import RecountRefused, ShelfReading, recount
 from tests.support.tls import certificate_authority, issue
 

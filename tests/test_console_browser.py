@@ -33,7 +33,10 @@ from typing import Any
 import grpc
 import pytest
 
-from dockwatch_core.model import (
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.demo import DEMO_CONFIG, PORTAL_SCENARIO, simulator_specs
+from gateway.domain.model import (
     Alert,
     AlertKind,
     LocationId,
@@ -45,9 +48,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.demo import DEMO_CONFIG, PORTAL_SCENARIO, simulator_specs
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc
 from simulators.launcher import launched, port_free
 from tests.conftest import missing

@@ -19,12 +19,12 @@ import pytest
 import uvloop
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.model import DeviceId, DeviceState
 from gateway.adapters import llrp_session
 from gateway.adapters.modbus import ModbusShelfPoller, ShelfPoint
 from gateway.adapters.tls import client_context, describe_tls_error, server_context
 from gateway.app import Gateway, device_tls
 from gateway.config import parse_config
+from gateway.domain.model import DeviceId, DeviceState
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.modbus import registers
 from simulators.modbus.accuracy import point_for

@@ -15,8 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockwatch_core.gs1 import gs1_check_digit, normalise_gtin
-from dockwatch_core.model import CatalogItem, Sku
 from gateway.domain.catalog import Catalog, EpcKind
 from gateway.domain.epc import (
     EpcScheme,
@@ -29,6 +27,8 @@ from gateway.domain.epc import (
     encode_sscc96,
     encode_uri,
 )
+from gateway.domain.gs1 import gs1_check_digit, normalise_gtin
+from gateway.domain.model import CatalogItem, Sku
 
 # (hex, pure identity URI, filter, GS1 key from the element string)
 TDS_EXAMPLES = [

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import Alert, AlertKind, MovementKind, RecordedMovement, Severity
 from gateway.domain.epcis import (
     EpcisSite,
     ReceiptClosed,
@@ -24,6 +23,7 @@ from gateway.domain.epcis import (
     movement_events,
     receipt_closed_event,
 )
+from gateway.domain.model import Alert, AlertKind, MovementKind, RecordedMovement, Severity
 from simulators.epcis import SCHEMA_DIR, EpcisValidator
 from tests.conftest import missing
 from tests.support.epcis import (

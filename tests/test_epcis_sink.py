@@ -25,7 +25,15 @@ import uvloop
 import yaml
 from aiohttp import web
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.epcis import SINK, EpcisRelay
+from gateway.adapters.tls import client_context, server_context
+from gateway.app import Gateway, epcis_site
+from gateway.config import parse_config
+from gateway.config_cli import summary
+from gateway.domain.epcis import EpcisSite, ReceiptClosed, document_bytes, movement_events
+from gateway.domain.model import (
     Alert,
     CatalogItem,
     LocationId,
@@ -36,14 +44,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, LocationRecord
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.epcis import SINK, EpcisRelay
-from gateway.adapters.tls import client_context, server_context
-from gateway.app import Gateway, epcis_site
-from gateway.config import parse_config
-from gateway.config_cli import summary
-from gateway.domain.epcis import EpcisSite, ReceiptClosed, document_bytes, movement_events
 from simulators.epcis import CaptureServer, CaptureStore
 from tests.support.epcis import GTINS, SITE_WITH_GLNS, T0, case, pallet, variety
 from tests.support.net import free_port, wait_for_port

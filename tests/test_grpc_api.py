@@ -19,22 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from dockwatch_core.errors import ConfigError, GatewayError
-from dockwatch_core.model import (
-    Alert,
-    AlertKind,
-    CatalogItem,
-    DeviceId,
-    DeviceState,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    RecordedMovement,
-    Severity,
-    Sku,
-    SourceType,
-)
 from edge_store import EdgeStore, LocationRecord
 from gateway import __version__
 from gateway.adapters.grpc_api import (
@@ -49,6 +33,22 @@ from gateway.adapters.proto_convert import (
     datetime_from_timestamp,
     movement_from_proto,
     movement_to_proto,
+)
+from gateway.domain.model import (
+    Alert,
+    AlertKind,
+    CatalogItem,
+    DeviceId,
+    DeviceState,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    RecordedMovement,
+    Severity,
+    Sku,
+    SourceType,
 )
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from tests.support.net import free_port

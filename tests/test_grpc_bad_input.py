@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 import pytest
 
-from dockwatch_core.model import CatalogItem, Sku
 from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.auth import PerClientLog, client_host
 from gateway.adapters.grpc_api import SEQ_MAX, EdgeApiServer
+from gateway.domain.model import CatalogItem, Sku
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc
 
 pytestmark = pytest.mark.integration

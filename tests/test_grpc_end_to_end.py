@@ -24,7 +24,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.central import CentralRelay
+from gateway.adapters.grpc_api import EdgeApiServer
+from gateway.adapters.proto_convert import movement_to_proto
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -33,11 +38,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, LocationRecord
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.central import CentralRelay
-from gateway.adapters.grpc_api import EdgeApiServer
-from gateway.adapters.proto_convert import movement_to_proto
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 from simulators.central import CentralLedger, CentralServer
 from tests.support.net import free_port

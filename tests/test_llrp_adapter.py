@@ -18,7 +18,6 @@ import uvloop
 from sllurp.llrp import LLRPClient
 
 from dockwatch_core.errors import ConfigError, ProtocolError
-from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, TagRead
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.llrp import (
     LinkWatchdog,
@@ -27,6 +26,7 @@ from gateway.adapters.llrp import (
     reader_config,
     tag_read_from_sllurp,
 )
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, TagRead
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.llrp.source import TagPopulation
 

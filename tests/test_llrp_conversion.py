@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockwatch_core.errors import ProtocolError
-from dockwatch_core.model import DeviceId, Epc, TagRead
 from gateway.adapters.llrp import (
     reader_config,
     tag_read_from_sllurp,
     tag_reads_from_sllurp,
 )
 from gateway.adapters.llrp_session import ReaderClient, SessionSink
+from gateway.domain.model import DeviceId, Epc, TagRead
 from gateway.llrp import codec
 
 READER = DeviceId("r1")

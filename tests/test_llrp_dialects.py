@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from dockwatch_core.model import DeviceState
 from gateway.adapters.llrp import (
     LLRP_STEPS,
     LinkWatchdog,
     LlrpReaderAdapter,
     llrp_status_text,
 )
+from gateway.domain.model import DeviceState
 from gateway.llrp import codec as c
 from simulators.llrp.source import ScriptedReads, SimRead
 from tests.support.llrp_tap import LlrpTap
@@ -461,9 +461,9 @@ def test_pyllrp_client_decodes_exactly_the_simulators_ground_truth() -> None:
 
 @pytest.mark.integration
 def test_the_device_down_alert_and_status_carry_the_readers_words(tmp_path: Path) -> None:
-    from dockwatch_core.model import AlertKind
     from edge_store.repository import EdgeStore
     from gateway.app import Gateway
+    from gateway.domain.model import AlertKind
     from tests.support.net import free_port
     from tests.test_antenna_down import config
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from dockwatch_core.model import DeviceState
+from gateway.domain.model import DeviceState
 from gateway.llrp import codec
 from simulators.llrp.server import LlrpReaderSimulator
 from tests.support.net import free_port

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from dockwatch_core.model import DeviceState
+from gateway.domain.model import DeviceState
 from gateway.llrp import codec as c
 from simulators.llrp.server import GpioChange, LlrpReaderSimulator
 from simulators.llrp.source import TagPopulation

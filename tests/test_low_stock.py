@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockwatch_core.model import AlertKind, LocationId, Sku, StockLevel
+from gateway.domain.model import AlertKind, LocationId, Sku, StockLevel
 from gateway.domain.stock import LowStockMonitor, low_stock_alert_id
 
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

@@ -17,7 +17,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pymodbus.client import AsyncModbusTcpClient
 
-from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 from gateway.adapters.backoff import BackoffPolicy
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
@@ -35,6 +34,7 @@ from gateway.adapters.modbus import (
     decode_value,
     plan_reads,
 )
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 from simulators.modbus import registers
 from simulators.modbus.accuracy import point_for
 from simulators.modbus.server import ShelfSimulator

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dockwatch_core.model import DeviceState
 from gateway.adapters.modbus import (
     RegisterField,
     RegisterTable,
@@ -26,6 +25,7 @@ from gateway.adapters.modbus import (
     decode_value,
     malformed_response,
 )
+from gateway.domain.model import DeviceState
 from tests.support.modbus_peer import Fault, ScriptedTransmitter
 from tests.test_modbus_adapter import WITHIN_S, Recorder, point, poller_for
 

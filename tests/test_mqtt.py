@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 from dockwatch_core.errors import ConfigError, PublishError
-from dockwatch_core.model import (
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.mqtt import BrokerAddress, MovementRelay, MqttSink
+from gateway.adapters.mqtt_client import Done, PublishRefused
+from gateway.domain import payloads
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -28,10 +32,6 @@ from dockwatch_core.model import (
     Severity,
     StockLevel,
 )
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.mqtt import BrokerAddress, MovementRelay, MqttSink
-from gateway.adapters.mqtt_client import Done, PublishRefused
-from gateway.domain import payloads
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt_tools import (
     SITE,

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from dockwatch_core.model import DeviceId, Epc, TagRead
+from gateway.domain.model import DeviceId, Epc, TagRead
 from gateway.domain.portal import Direction
 from simulators.llrp.accuracy import PortalAccuracyReport, run_portal_accuracy
 from simulators.scenario import Scenario, load_scenario

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from dockwatch_core.model import (
+from gateway.domain.catalog import Catalog
+from gateway.domain.epc import decode_epc, encode_giai96, encode_sgtin96_from_gtin, encode_sscc96
+from gateway.domain.model import (
     CatalogItem,
     DeviceId,
     Epc,
@@ -27,8 +29,6 @@ from dockwatch_core.model import (
     SourceType,
     TagRead,
 )
-from gateway.domain.catalog import Catalog
-from gateway.domain.epc import decode_epc, encode_giai96, encode_sgtin96_from_gtin, encode_sscc96
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import (
     DecidedBy,

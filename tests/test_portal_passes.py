@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from dockwatch_core.model import Alert, DeviceId, Movement, Sku
 from gateway.adapters.mqtt import MqttSink
 from gateway.config import parse_config
 from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
+from gateway.domain.model import Alert, DeviceId, Movement, Sku
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import DecidedBy, Direction, PassPhase, PortalEngine, us_to_datetime
 from gateway.domain.receiving import ExpectedLine, ExpectedReceipt, ReceivingTracker

@@ -13,7 +13,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import DeviceId, Epc, TagRead
+from gateway.domain.model import DeviceId, Epc, TagRead
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import PortalEngine, PortalStats, TagCrossed
 from tests.test_portal_engine import (

@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockwatch_core.errors import ProtocolError
-from dockwatch_core.model import (
+from gateway.adapters import proto_convert as pc
+from gateway.domain.model import (
     MAX_QUANTITY,
     Alert,
     AlertKind,
@@ -35,7 +36,6 @@ from dockwatch_core.model import (
     SourceType,
     StockLevel,
 )
-from gateway.adapters import proto_convert as pc
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 

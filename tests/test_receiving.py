@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dockwatch_core.model import (
+from gateway.domain.epc import decode_epc, encode_sgtin96_from_gtin
+from gateway.domain.model import (
     AlertKind,
     LocationId,
     Movement,
@@ -16,7 +17,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from gateway.domain.epc import decode_epc, encode_sgtin96_from_gtin
 from gateway.domain.receiving import (
     ExpectedLine,
     ExpectedReceipt,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dockwatch_core.model import DeviceState
+from gateway.domain.model import DeviceState
 from simulators.modbus.accuracy import AccuracyReport, run_accuracy
 from simulators.shelf_scenario import load_shelf_scenario
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import (
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -534,7 +534,7 @@ def test_domain_modules_import_only_the_standard_library() -> None:
                 top = module.split(".")[0]
                 assert top not in forbidden, f"{name} imports {module}"
                 assert top in sys.stdlib_module_names or module.startswith(
-                    ("gateway.domain", "dockwatch_core.", "__future__")
+                    ("gateway.domain", "__future__")
                 ), f"{name} imports {module}"
 
 

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import uvloop
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore
+from gateway.app import Gateway
+from gateway.config import GatewayConfig, parse_config
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceState,
@@ -26,9 +29,6 @@ from dockwatch_core.model import (
     MovementReason,
     RecordedMovement,
 )
-from edge_store import EdgeStore
-from gateway.app import Gateway
-from gateway.config import GatewayConfig, parse_config
 from simulators.modbus.server import ShelfSimulator
 from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
 from tests.support.net import free_port

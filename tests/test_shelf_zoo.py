@@ -17,7 +17,7 @@ import uvloop
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import Alert, AlertKind, Movement, MovementKind, MovementReason
+from gateway.domain.model import Alert, AlertKind, Movement, MovementKind, MovementReason
 from simulators.modbus.physics import ShelfPhysics
 from simulators.modbus.zoo_run import replay, run_zoo
 from simulators.shelf_scenario import (

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dockwatch_core.errors import StoreError
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord, redact_url
+from gateway.domain.model import (
     Alert,
     AlertKind,
     CatalogItem,
@@ -24,7 +25,6 @@ from dockwatch_core.model import (
     SourceType,
     StockLevel,
 )
-from edge_store import EdgeStore, LocationRecord, redact_url
 from tests.test_store_support import ITEMS, LOCATIONS, SITE, T0, at, movement, open_store
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from dockwatch_core.model import RecordedMovement
 from edge_store import EdgeStore
 from edge_store.engine import make_engine
+from gateway.domain.model import RecordedMovement
 from tests.test_store_support import SITE, T0, movement, open_store
 
 BATCHES = 15

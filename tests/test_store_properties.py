@@ -10,7 +10,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dockwatch_core.model import Movement
+from gateway.domain.model import Movement
 from tests.test_store_support import LOCATION_IDS, SKUS, at, movement, open_store
 
 ROUTES = tuple(itertools.permutations(LOCATION_IDS, 2))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -17,7 +18,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store import EdgeStore, LocationRecord
 
 SITE = "dc-test"
 T0 = datetime(2026, 1, 5, 8, 0, 0, 123456, tzinfo=UTC)

@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from dockwatch_core.errors import PublishError, StoreError
-from dockwatch_core.model import RecordedMovement
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.proto_convert import chunk_by_size, movement_to_proto
 from gateway.adapters.sink import OutboxPager
 from gateway.adapters.tls import warn_cleartext
+from gateway.domain.model import RecordedMovement
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:

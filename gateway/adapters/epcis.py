@@ -60,7 +60,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, ParamSpec, Protocol, TypeVar
 
 from dockwatch_core.errors import StoreError
-from dockwatch_core.model import Alert, AlertKind, RecordedMovement, Severity
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.epcis_capture import Answer, CaptureClient, problems
 from gateway.adapters.epcis_pages import Event, Item, Page, PageBuilder, last_seq
@@ -68,6 +67,7 @@ from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import OutboxPager
 from gateway.adapters.tls import client_context, warn_cleartext
 from gateway.domain.epcis import EpcisSite, ReceiptClosed
+from gateway.domain.model import Alert, AlertKind, RecordedMovement, Severity
 
 if TYPE_CHECKING:
     import aiohttp

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from dockwatch_core.model import RecordedMovement
 from gateway.domain.epcis import (
     EpcisSite,
     ReceiptClosed,
@@ -34,6 +33,7 @@ from gateway.domain.epcis import (
     movement_events,
     receipt_closed_event,
 )
+from gateway.domain.model import RecordedMovement
 
 __all__ = ["Event", "Item", "MovementReader", "Page", "PageBuilder", "last_seq"]
 

@@ -99,7 +99,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dockwatch_core.errors import ConfigError, GatewayError, ProtocolError, StoreError
-from dockwatch_core.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway import __version__
 from gateway.adapters.auth import (
     PerClientLog,
@@ -115,6 +114,7 @@ from gateway.adapters.proto_convert import (
     movement_to_proto,
     stock_level_to_proto,
 )
+from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 
 if TYPE_CHECKING:

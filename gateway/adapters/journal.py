@@ -43,8 +43,8 @@ from typing import Final
 from sllurp.llrp import LLRPMessage
 
 from dockwatch_core.errors import ProtocolError, StoreError
-from dockwatch_core.model import DeviceId, TagRead
 from gateway.adapters.llrp_reports import DECODE_ERRORS, tag_reads_from_sllurp
+from gateway.domain.model import DeviceId, TagRead
 from gateway.llrp import codec
 
 logger = logging.getLogger(__name__)

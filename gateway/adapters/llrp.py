@@ -105,7 +105,6 @@ from typing import Any, Final
 from sllurp.llrp_errors import LLRPError
 
 from dockwatch_core.errors import ConfigError, DeviceError
-from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, TagRead
 from gateway.adapters.backoff import Backoff
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp_dialect import LLRP_STEPS, LlrpStep, RefusalBook, llrp_status_text
@@ -117,6 +116,7 @@ from gateway.adapters.llrp_reports import (
 )
 from gateway.adapters.llrp_session import ReaderClient, SessionSink
 from gateway.adapters.outage import Outage, OutageWords
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, TagRead
 
 # The adapter's public names, and those of its parts that callers and tests import from here.
 __all__ = [

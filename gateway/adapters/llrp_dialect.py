@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from dockwatch_core.model import DeviceId
+from gateway.domain.model import DeviceId
 from gateway.llrp import codec
 
 # The adapter's logger, whichever of its modules logs: log settings and filters name one logger

@@ -30,7 +30,7 @@ from sllurp.llrp import LLRPReaderConfig
 from sllurp.llrp_errors import LLRPError
 
 from dockwatch_core.errors import ProtocolError
-from dockwatch_core.model import DeviceId, Epc, TagRead
+from gateway.domain.model import DeviceId, Epc, TagRead
 
 # Exceptions sllurp's pure-Python decoders raise on bytes they cannot make sense of.
 DECODE_ERRORS: Final = (LLRPError, struct.error, ValueError, KeyError, IndexError, TypeError)

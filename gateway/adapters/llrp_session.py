@@ -39,11 +39,11 @@ from sllurp.llrp import LLRPMessage, LLRPReaderClient, LLRPReaderState
 from sllurp.llrp_errors import LLRPError, ReaderConfigurationError
 
 from dockwatch_core.errors import ProtocolError
-from dockwatch_core.model import DeviceId
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp_dialect import RequestLedger
 from gateway.adapters.llrp_reports import DECODE_ERRORS, ConvertedReport, tag_reads_from_sllurp
 from gateway.adapters.tls import describe_tls_error
+from gateway.domain.model import DeviceId
 from gateway.llrp import codec
 
 # The adapter's logger, whichever of its modules logs: log settings and filters name one logger

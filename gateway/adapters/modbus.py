@@ -93,7 +93,6 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from dockwatch_core.errors import DeviceError
-from dockwatch_core.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.tls import (
@@ -101,6 +100,7 @@ from gateway.adapters.tls import (
     handshake_failures,
     report_handshake_failures,
 )
+from gateway.domain.model import DeviceId, DeviceState, DeviceStatus, WeightSample
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,6 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
 from dockwatch_core.errors import ConfigError, PublishError
-from dockwatch_core.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.mqtt_client import (
     BrokerUnavailable,
@@ -69,6 +68,7 @@ from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import OutboxPager
 from gateway.adapters.tls import client_context, warn_cleartext
 from gateway.domain import payloads
+from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 
 if TYPE_CHECKING:
     from gateway.config import MqttSinkConfig

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from dockwatch_core.errors import ProtocolError
-from dockwatch_core.model import (
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceId,

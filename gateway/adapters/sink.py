@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from dockwatch_core.model import Alert, DeviceStatus, StockLevel
+from gateway.domain.model import Alert, DeviceStatus, StockLevel
 
 PageT = TypeVar("PageT")
 

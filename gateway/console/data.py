@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dockwatch_core.model import Alert, DeviceStatus, RecordedMovement, StockLevel
+from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.domain.receiving import ReceiptStatus
 
 __all__ = ["ConsoleData", "DoorView", "ShelfView"]

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from dockwatch_core.model import (
+from gateway.domain.epc import decode_epc
+from gateway.domain.model import (
     Alert,
     DeviceStatus,
     Movement,
@@ -40,7 +41,6 @@ from dockwatch_core.model import (
     TagRead,
     WeightSample,
 )
-from gateway.domain.epc import decode_epc
 
 __all__ = ["ConsoleFeed", "Event", "FeedFull", "ShelfTrace", "alert_dict", "movement_dict"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockwatch_core.errors import GatewayError
-from dockwatch_core.model import Alert, DeviceStatus, LocationId, RecordedMovement, StockLevel
 from gateway.config import resolve_secret
 from gateway.console.feed import ConsoleFeed
 from gateway.console.web import Console, ConsoleData, DoorView, ShelfView
+from gateway.domain.model import Alert, DeviceStatus, LocationId, RecordedMovement, StockLevel
 from gateway.domain.recount import ShelfReading, recount
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from dockwatch_core.model import DeviceId, TagRead
+from gateway.domain.model import DeviceId, TagRead
 from gateway.domain.params import AntennaParams
 from gateway.domain.portal import PortalSpec
 

@@ -21,9 +21,9 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dockwatch_core.gs1 import normalise_gtin
-from dockwatch_core.model import CatalogItem, Sku
 from gateway.domain.epc import DecodedEpc, EpcScheme, decode_epc
+from gateway.domain.gs1 import normalise_gtin
+from gateway.domain.model import CatalogItem, Sku
 
 __all__ = ["Catalog", "EpcInfo", "EpcKind"]
 

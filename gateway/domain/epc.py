@@ -44,7 +44,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from dockwatch_core.gs1 import gs1_check_digit, normalise_gtin
+from gateway.domain.gs1 import gs1_check_digit, normalise_gtin
 
 __all__ = [
     "DecodedEpc",

@@ -59,8 +59,8 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import quote
 
-from dockwatch_core.model import Alert, AlertKind, MovementKind, RecordedMovement
 from gateway.domain.epcis_hash import event_hash, to_digital_link
+from gateway.domain.model import Alert, AlertKind, MovementKind, RecordedMovement
 
 __all__ = [
     "EPCIS_CONTEXT_URL",

@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from dockwatch_core.gs1 import gs1_check_digit
+from gateway.domain.gs1 import gs1_check_digit
 
 __all__ = ["canonical_value", "event_hash", "prehash", "to_digital_link"]
 

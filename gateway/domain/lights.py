@@ -22,7 +22,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dockwatch_core.model import DeviceId
+from gateway.domain.model import DeviceId
 
 __all__ = ["LightRule", "Outcome", "PortalLights", "StackLights", "outcome_of"]
 

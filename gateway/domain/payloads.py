@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from dockwatch_core.model import (
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceStatus,

@@ -124,7 +124,8 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Final
 
-from dockwatch_core.model import (
+from gateway.domain.catalog import Catalog, EpcKind
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -134,7 +135,6 @@ from dockwatch_core.model import (
     SourceType,
     TagRead,
 )
-from gateway.domain.catalog import Catalog, EpcKind
 from gateway.domain.params import PortalParams
 from gateway.domain.portal_decide import CrossingDecider, Decided, PhotoEyes
 from gateway.domain.portal_loads import LoadAssembler

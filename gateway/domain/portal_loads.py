@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from dockwatch_core.model import Epc
 from gateway.domain.catalog import Catalog, EpcKind
+from gateway.domain.model import Epc
 from gateway.domain.params import PortalParams
 from gateway.domain.portal_decide import Decided
 from gateway.domain.portal_model import Direction, PassEvent, PassPhase, TagCrossed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from dockwatch_core.model import DeviceId, Epc, LocationId, MovementKind
+from gateway.domain.model import DeviceId, Epc, LocationId, MovementKind
 
 __all__ = [
     "CrossingEvidence",

@@ -18,7 +18,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from dockwatch_core.model import TagRead
+from gateway.domain.model import TagRead
 from gateway.domain.params import PortalParams
 from gateway.domain.portal_decide import CrossingDecider, Decided
 from gateway.domain.portal_model import DecidedBy

@@ -52,9 +52,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dockwatch_core.model import Alert, AlertKind, Movement, MovementKind, Severity, Sku
 from gateway.domain.catalog import Catalog
 from gateway.domain.epc import encode_uri
+from gateway.domain.model import Alert, AlertKind, Movement, MovementKind, Severity, Sku
 
 __all__ = [
     "MAX_QUANTITY",

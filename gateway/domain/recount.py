@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from dockwatch_core.model import (
+from gateway.domain.model import (
     LocationId,
     Movement,
     MovementId,

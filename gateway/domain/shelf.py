@@ -116,7 +116,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dockwatch_core.model import (
+from gateway.domain.model import (
     MAX_QUANTITY,
     Alert,
     AlertKind,

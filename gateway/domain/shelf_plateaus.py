@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dockwatch_core.model import WeightSample
+from gateway.domain.model import WeightSample
 from gateway.domain.params import ShelfParams
 
 _MIN_WINDOW_SAMPLES = 3

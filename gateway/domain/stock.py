@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from dockwatch_core.model import Alert, AlertKind, LocationId, Severity, Sku, StockLevel
+from gateway.domain.model import Alert, AlertKind, LocationId, Severity, Sku, StockLevel
 
 
 def low_stock_alert_id(location: str, sku: str) -> str:

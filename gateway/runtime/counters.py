@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dockwatch_core.model import MovementKind
+from gateway.domain.model import MovementKind
 
 
 @dataclass(slots=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from dockwatch_core.model import Alert, AlertKind, DeviceId, DeviceState, DeviceStatus, Severity
 from gateway.adapters.sink import Sink, StateSink
 from gateway.console.feed import ConsoleFeed
+from gateway.domain.model import Alert, AlertKind, DeviceId, DeviceState, DeviceStatus, Severity
 from gateway.runtime.recorder import Recorder
 
 

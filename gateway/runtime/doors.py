@@ -36,7 +36,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from dockwatch_core.model import (
+from gateway.adapters.llrp import ReadBatch
+from gateway.config import GatewayConfig
+from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
+from gateway.domain.catalog import Catalog, EpcKind
+from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
+from gateway.domain.model import (
     Alert,
     AlertKind,
     DeviceId,
@@ -46,11 +51,6 @@ from dockwatch_core.model import (
     Severity,
     TagRead,
 )
-from gateway.adapters.llrp import ReadBatch
-from gateway.config import GatewayConfig
-from gateway.domain.antenna import AntennaDown, AntennaEvent, AntennaHealth
-from gateway.domain.catalog import Catalog, EpcKind
-from gateway.domain.lights import LightRule, Outcome, PortalLights, StackLights, outcome_of
 from gateway.domain.portal import (
     Direction,
     PassEvent,

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from dockwatch_core.errors import StoreError
-from dockwatch_core.model import Alert, AlertKind, Severity
 from edge_store.records import RecordResult
 from gateway.adapters.sink import Sink
+from gateway.domain.model import Alert, AlertKind, Severity
 from gateway.runtime.recorder import Recorder
 
 log = logging.getLogger(__name__)

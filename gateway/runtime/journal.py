@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dockwatch_core.model import Movement, SourceType
 from edge_store.records import RecordResult
 from edge_store.repository import EdgeStore
 from gateway.adapters.journal import replay_journal
+from gateway.domain.model import Movement, SourceType
 from gateway.domain.portal import PortalEngine
 from gateway.runtime.recorder import StoreWorker
 

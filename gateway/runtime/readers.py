@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockwatch_core.model import DeviceId, DeviceStatus, Movement
 from edge_store.records import RecordResult
 from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.journal import JournalWriter
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
+from gateway.domain.model import DeviceId, DeviceStatus, Movement
 from gateway.domain.portal import PortalEngine
 from gateway.runtime import journal
 from gateway.runtime.recorder import StoreWorker

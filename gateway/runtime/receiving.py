@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dockwatch_core.model import Alert
 from edge_store.records import RecordResult
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
 from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import ReceiptClosed
+from gateway.domain.model import Alert
 from gateway.domain.receiving import ExpectedReceipt, PreparedReceipts, ReceivingTracker
 from gateway.receipts_file import parse_expected
 

@@ -28,7 +28,6 @@ from functools import partial
 from typing import ParamSpec, TypeVar
 
 from dockwatch_core.errors import StoreError
-from dockwatch_core.model import Alert, CatalogItem, Movement
 from edge_store.engine import with_password
 from edge_store.records import LocationRecord, RecordResult
 from edge_store.repository import EdgeStore
@@ -36,6 +35,7 @@ from gateway.adapters.backoff import Backoff, BackoffPolicy
 from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import Sink, StateSink
 from gateway.console.feed import ConsoleFeed
+from gateway.domain.model import Alert, CatalogItem, Movement
 from gateway.logs import redact
 from gateway.runtime.counters import Counters
 

@@ -22,17 +22,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    Sku,
-    StockLevel,
-    WeightSample,
-)
 from gateway.adapters.modbus import (
     ModbusShelfPoller,
     PollerSettings,
@@ -43,6 +32,17 @@ from gateway.adapters.modbus import (
     StatusWord,
     ValueType,
     WordOrder,
+)
+from gateway.domain.model import (
+    Alert,
+    AlertKind,
+    DeviceId,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    Sku,
+    StockLevel,
+    WeightSample,
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import ShelfEngine

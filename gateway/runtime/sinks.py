@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from dockwatch_core.errors import ConfigError
-from dockwatch_core.model import Alert
 from edge_store.repository import EdgeStore
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.epcis import EpcisRelay
 from gateway.adapters.mqtt import MqttSink
 from gateway.adapters.sink import Sink
+from gateway.domain.model import Alert
 from gateway.runtime.site import epcis_site
 
 if TYPE_CHECKING:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING
 
-from dockwatch_core.model import CatalogItem
 from edge_store.records import LocationRecord
 from gateway.adapters.tls import client_context
 from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import DEFAULT_BASE_URI, EpcisSite
+from gateway.domain.model import CatalogItem
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, TlsClientConfig

@@ -12,11 +12,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from dockwatch_core.model import DeviceState
 from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
 from gateway.adapters.metrics import Sample, labelled
 from gateway.adapters.modbus import ModbusShelfPoller, SampleQueue
 from gateway.domain.antenna import AntennaHealth
+from gateway.domain.model import DeviceState
 from gateway.domain.portal import PortalEngine
 from gateway.runtime.counters import Counters
 from gateway.runtime.devices import DeviceBoard

@@ -40,7 +40,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dockwatch_core.model import (
+from edge_store import EdgeStore, LocationRecord
+from gateway.adapters.backoff import Backoff, BackoffPolicy
+from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
+from gateway.domain.catalog import Catalog
+from gateway.domain.epc import decode_epc
+from gateway.domain.lights import PortalLights, StackLights
+from gateway.domain.model import (
     Alert,
     CatalogItem,
     DeviceId,
@@ -50,12 +56,6 @@ from dockwatch_core.model import (
     Movement,
     Sku,
 )
-from edge_store import EdgeStore, LocationRecord
-from gateway.adapters.backoff import Backoff, BackoffPolicy
-from gateway.adapters.llrp import LlrpReaderAdapter, ReadBatch
-from gateway.domain.catalog import Catalog
-from gateway.domain.epc import decode_epc
-from gateway.domain.lights import PortalLights, StackLights
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import PassEvent, PortalEngine, PortalSpec, PortalStats, TagCrossed
 from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker

@@ -27,18 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dockwatch_core.model import (
-    Alert,
-    CatalogItem,
-    DeviceId,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    Sku,
-    SourceType,
-)
 from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import BackoffPolicy
 from gateway.adapters.modbus import (
@@ -50,6 +38,18 @@ from gateway.adapters.modbus import (
     StatusWord,
     ValueType,
     WordOrder,
+)
+from gateway.domain.model import (
+    Alert,
+    CatalogItem,
+    DeviceId,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementId,
+    MovementKind,
+    Sku,
+    SourceType,
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import BACKROOM, PICKED, ShelfEngine

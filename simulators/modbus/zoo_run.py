@@ -36,19 +36,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from dockwatch_core.model import (
-    Alert,
-    AlertKind,
-    CatalogItem,
-    DeviceId,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementKind,
-    MovementReason,
-    Sku,
-    WeightSample,
-)
 from edge_store import EdgeStore, LocationRecord
 from gateway.adapters.backoff import BackoffPolicy
 from gateway.adapters.modbus import (
@@ -62,6 +49,19 @@ from gateway.adapters.modbus import (
     ValueType,
     WordOrder,
     decode_value,
+)
+from gateway.domain.model import (
+    Alert,
+    AlertKind,
+    CatalogItem,
+    DeviceId,
+    DeviceStatus,
+    LocationId,
+    Movement,
+    MovementKind,
+    MovementReason,
+    Sku,
+    WeightSample,
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import BACKROOM, PICKED, ShelfEngine

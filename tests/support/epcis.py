@@ -6,7 +6,9 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from dockwatch_core.model import (
+from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
+from gateway.domain.epcis import EpcisSite, ReceiptClosed
+from gateway.domain.model import (
     LocationId,
     Movement,
     MovementId,
@@ -16,8 +18,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from gateway.domain.epc import decode_epc, encode_sgtin96, encode_sscc96
-from gateway.domain.epcis import EpcisSite, ReceiptClosed
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=UTC)
 GTINS = {"SKU-1001": "00614141123452", "SKU-2002": "10614141000019"}
@@ -200,7 +200,7 @@ def hard_portal_movements(step_s: float = 0.1) -> tuple[list[Movement], dict[str
     and the scenario's GTINs by SKU."""
     from pathlib import Path
 
-    from dockwatch_core.model import DeviceId, Epc, TagRead
+    from gateway.domain.model import DeviceId, Epc, TagRead
     from gateway.domain.portal import PortalEngine, PortalSpec
     from simulators.llrp.accuracy import scenario_catalog
     from simulators.scenario import load_scenario
@@ -256,7 +256,7 @@ def shelf_movements(name: str = "shelf_noisy") -> tuple[list[Movement], dict[str
     tests/test_shelf_accuracy), after an opening count of each shelf; and GTINs by SKU."""
     from pathlib import Path
 
-    from dockwatch_core.model import DeviceId, WeightSample
+    from gateway.domain.model import DeviceId, WeightSample
     from gateway.domain.params import ShelfParams
     from gateway.domain.shelf import ShelfEngine
     from simulators.modbus.accuracy import tolerance_for

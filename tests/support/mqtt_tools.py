@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dockwatch_core.model import (
+from edge_store.records import LocationRecord
+from edge_store.repository import EdgeStore
+from gateway.domain.model import (
     CatalogItem,
     LocationId,
     Movement,
@@ -27,8 +29,6 @@ from dockwatch_core.model import (
     Sku,
     SourceType,
 )
-from edge_store.records import LocationRecord
-from edge_store.repository import EdgeStore
 from tests.support.broker import MosquittoBroker
 
 SITE = "dc-test"

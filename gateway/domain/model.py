@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any, Final, NamedTuple, NewType, Self
 
-from dockwatch_core.gs1 import normalise_gtin
+from gateway.domain.gs1 import normalise_gtin
 
 Epc = NewType("Epc", str)
 """An EPC as upper-case hex of the tag's EPC bank (e.g. ``3074257BF7194E4000001A85``)."""
@@ -216,7 +216,7 @@ class CatalogItem:
     rows of the store's ``items`` table are this one type.
 
     ``gtin``, when there is one, is normalised to 14 digits (GTIN-8/12/13 are left-padded) and its
-    check digit verified (``dockwatch_core.gs1.normalise_gtin``, the one GTIN rule). An item
+    check digit verified (``gateway.domain.gs1.normalise_gtin``, the one GTIN rule). An item
     without a GTIN (a weight-shelf-only item) is never matched by an SGTIN tag. ``pack_size`` is
     the number of eaches one tagged unit (case) of this GTIN holds; movements are always in
     eaches. ``weight_tolerance_g`` is the config's shelf setting: the store does not keep it.
