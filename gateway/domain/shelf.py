@@ -113,6 +113,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -345,22 +346,14 @@ class _Emitter:
             )
         else:
             message = f"shelf {self.shelf_id}: weight explained again"
-        return Alert(
-            alert_id=f"{AlertKind.UNEXPLAINED_WEIGHT_CHANGE}:{self.shelf_id}",
-            kind=AlertKind.UNEXPLAINED_WEIGHT_CHANGE,
-            severity=Severity.WARNING,
-            subject=self.shelf_id,
-            message=message,
-            raised_at=now_utc,
-            active=active,
-            details={
-                "shelf_id": self.shelf_id,
-                "location": self.location,
-                "sku": self.sku,
-                "delta_g": round(delta_g, 1) if math.isfinite(delta_g) else None,
-                "unit_weight_g": self.unit_weight_g,
-            },
-        )
+        details = {
+            "shelf_id": self.shelf_id,
+            "location": self.location,
+            "sku": self.sku,
+            "delta_g": round(delta_g, 1) if math.isfinite(delta_g) else None,
+            "unit_weight_g": self.unit_weight_g,
+        }
+        return self._alert(AlertKind.UNEXPLAINED_WEIGHT_CHANGE, message, now_utc, active, details)
 
     def implausible_alert(self, now_utc: datetime, grams: float, *, active: bool) -> Alert:
         low, high = self.plausible_g
@@ -372,15 +365,27 @@ class _Emitter:
             )
         else:
             message = f"shelf {self.shelf_id}: weight plausible again, counting resumed"
+        details = {"shelf_id": self.shelf_id, "plausible_g": [low, high]}
+        return self._alert(AlertKind.IMPLAUSIBLE_WEIGHT, message, now_utc, active, details)
+
+    def _alert(
+        self,
+        kind: AlertKind,
+        message: str,
+        now_utc: datetime,
+        active: bool,
+        details: Mapping[str, object],
+    ) -> Alert:
+        """One of the shelf's alerts: a warning about the shelf, one id per kind and shelf."""
         return Alert(
-            alert_id=f"{AlertKind.IMPLAUSIBLE_WEIGHT}:{self.shelf_id}",
-            kind=AlertKind.IMPLAUSIBLE_WEIGHT,
+            alert_id=f"{kind}:{self.shelf_id}",
+            kind=kind,
             severity=Severity.WARNING,
             subject=self.shelf_id,
             message=message,
             raised_at=now_utc,
             active=active,
-            details={"shelf_id": self.shelf_id, "plausible_g": [low, high]},
+            details=details,
         )
 
 
