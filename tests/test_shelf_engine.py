@@ -577,3 +577,27 @@ def test_an_absurd_book_makes_no_absurd_movement(book: int) -> None:
     out = run(eng, lambda _t: 3_000.0, 30.0)
     assert all(m.quantity <= 10_000 for m in movements(out))
     assert movements(out) == []
+
+
+def test_a_quantised_shelf_that_seldom_flickers_is_opened_within_three_seconds() -> None:
+    """2 g divisions and little noise: the output sits on one division and flickers to the next
+    now and then. Its first flicker tells the division (every step of a quantised output is a
+    whole number of them), so one flicker no longer breaks the plateau and the opening count
+    comes before the first pick would (it used to wait for eight flickers)."""
+    eng = ShelfEngine(
+        SHELF,
+        location=LocationId("shelf-a1"),
+        sku=Sku("SKU-1001"),
+        unit_weight_g=47.9,
+        params=ShelfParams(),
+    )
+    flickers = {6: 2010.0, 14: 2014.0, 15: 2010.0}  # sample index -> reading
+
+    out: list[Movement | Alert] = []
+    for k in range(15):  # three seconds at 5 Hz
+        t = k / HZ
+        sample = WeightSample(SHELF, t, flickers.get(k, 2012.0))
+        out.extend(eng.feed(sample, T0 + timedelta(seconds=t)))
+    opening = movements(out)
+    assert [(m.reason, m.quantity) for m in opening] == [(MovementReason.OPENING_COUNT, 42)]
+    assert opening[0].observed_at == T0

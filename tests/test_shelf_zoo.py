@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.model import Alert, AlertKind, Movement, MovementKind, MovementReason
+from simulators.modbus.accuracy import EPOCH
 from simulators.modbus.physics import ShelfPhysics
-from simulators.modbus.zoo_run import replay, run_zoo
+from simulators.modbus.zoo_run import MATCH_S, replay, run_zoo, track_end
 from simulators.shelf_scenario import (
     GESTURE_S,
     FailureMode,
@@ -224,3 +225,63 @@ def test_random_zoo_stores_count_right_through_the_real_modbus_path(tmp_path: Pa
     assert sum(r.total("book_ok") for r in reports) >= shelves - 1
     crossings = sum(r.total("crossings") for r in reports)
     assert sum(r.total("low_stock_on_time") for r in reports) >= crossings - 1
+
+
+def _truth(shelf: ZooShelf, seed: int) -> list[tuple[str, int, float]]:
+    """The shelf's picks and restocks: kind, units, when the transmitter's output settled."""
+    physics = ShelfPhysics(shelf.track, seed)
+    events = list(shelf.track.events)
+    physical = [e.t for e in events if e.physical]
+    truth = []
+    for event in events:
+        if event.kind in (ShelfEventKind.PICK, ShelfEventKind.RESTOCK):
+            later = [t for t in physical if t > event.t]
+            until = min(later) if later else track_end(events)
+            truth.append((str(event.kind), event.units, physics.settled_at(event, until)))
+    return truth
+
+
+@pytest.mark.parametrize(
+    ("seed", "shelf_id"),
+    [
+        # Opened late: a quantised output seldom flickering, or at most a division of noise,
+        # broke every candidate until its division was learned, and a pick came first.
+        (88, "zoo-s3"),
+        (145, "zoo-s1"),
+        # A dozen differences read 8 g of noise as 5.5 g: the plateau after a pick broke on
+        # every third sample, the transmitter fell silent, and the pick came 8 s late.
+        (77, "zoo-s5"),
+        # Two items 5 % heavier than the catalog's, from an anchor in a filter's tail.
+        (58, "zoo-s4"),
+        # A plateau split in two (a tail's three samples, or a hand's first three) anchored on
+        # the short piece: the next pick was off the fit and a double pick merged.
+        (238, "zoo-s1"),
+        (149, "zoo-s5"),
+    ],
+)
+def test_held_out_zoo_shelves_once_miscounted_count_every_event(seed: int, shelf_id: str) -> None:
+    """Transmitters from random stores the engine was not tuned on (held-out seeds 51-300) on
+    which an earlier engine missed, merged or dated events wrongly: now every pick and restock
+    is one movement of the right kind and quantity within 3 s of when the output settled, and
+    the opening count is the shelf's true stock."""
+    shelf = next(s for s in zoo_store(seed).shelves if s.track.shelf_id == shelf_id)
+    out = replay(shelf, seed=seed, until=track_end(shelf.track.events) + 14.0)
+    moved = movements(out)
+    openings = [m for _, m in moved if m.reason is MovementReason.OPENING_COUNT]
+    assert [m.quantity for m in openings] == [shelf.track.initial_units]
+    counted_ = [
+        (str(m.kind), m.quantity, (m.observed_at - EPOCH).total_seconds()) for m in counted(out)
+    ]
+    unmatched = list(counted_)
+    for kind, units, settled in _truth(shelf, seed):
+        match = next(
+            (
+                c
+                for c in unmatched
+                if c[0] == kind and c[1] == units and abs(c[2] - settled) <= MATCH_S
+            ),
+            None,
+        )
+        assert match is not None, (kind, units, settled, counted_)
+        unmatched.remove(match)
+    assert unmatched == []

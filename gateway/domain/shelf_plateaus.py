@@ -32,6 +32,15 @@ _QUIET_TRIMMED = 20
 """Differences inside confirmed plateaus needed before the largest tenth is trimmed."""
 _FLICKER_STEPS = 8
 """Steps of an unsettled output enough to take the smallest common one for its division."""
+_LATTICE_TOLERANCE_G = 0.02
+"""How far a step may sit from a multiple of a division: the rounding of a float32 register
+(in kg, a milligram) and of a scaled int32, far below the 0.1 g of the finest division."""
+_LATTICE_UNIT_FRACTION = 0.1
+"""The largest division a lattice of steps is taken for, as a share of a unit: a larger common
+step is motion (two picks), not a division, and a band of 1.5 of it would hide a count."""
+_LATTICE_NOISE_STEPS = 8
+"""Before anything settled, differences beyond this many divisions are motion: noise of up to a
+division (the most a transmitter's display shows) rarely takes two samples 6 divisions apart."""
 _TRIM = 0.9
 _TRIMMED_MEAN_OF_CHI2 = 0.623
 """The mean of the lowest 90 % of chi-square(1) values, over the mean of all of them."""
@@ -42,6 +51,8 @@ _TRIMMED_MEAN_OF_CHI2_ALL = 0.310
 # The stability band.
 _BAND_SIGMAS = 3.0
 _BAND_RESOLUTIONS = 1.5
+_SIGMA_BOUND_Z = -1.2816
+"""The normal quantile of the band's bound on a learned sigma (10 %: the upper 90 % bound)."""
 _MIN_HALF_BAND_G = 0.8
 """Most of a gram: a platform rings and a filter creeps by that much after any touch."""
 _BAND_UNIT_FRACTION = 0.02
@@ -86,6 +97,15 @@ _GLIMPSE_SPAN = 0.75
 """The two samples of a glimpse are at least this many usual intervals apart."""
 
 
+def _common_step(a: float, b: float) -> float:
+    """The greatest common divisor of two steps, to ``_LATTICE_TOLERANCE_G`` (Euclid's)."""
+    while b > _LATTICE_TOLERANCE_G:
+        a, b = b, math.fmod(a, b)
+        if b > a - _LATTICE_TOLERANCE_G:  # a remainder a rounding short of a whole step
+            b = 0.0
+    return a
+
+
 def _trimmed_sigma(deltas: Iterable[float], keep: float, kept_mean_of_chi2: float) -> float:
     """Sigma of one sample from differences of consecutive ones: the RMS of the smallest
     ``keep`` of them (the rest may be motion), scaled back by the mean of that share of
@@ -107,18 +127,27 @@ class NoiseModel:
     the first step of a noise-free signal is motion, not a division.
     """
 
-    def __init__(self, division_g: float | None) -> None:
+    def __init__(self, division_g: float | None, unit_weight_g: float = math.inf) -> None:
         self.division_g = division_g
         self._all: deque[float] = deque(maxlen=_NOISE_HISTORY)
         self._quiet: deque[float] = deque(maxlen=_NOISE_HISTORY)
         self._dirty = True
         self._sigma = 0.0
+        self._sigma_n = 0
+        """How many differences ``_sigma`` rests on."""
         self._resolution = division_g or 0.0
+        self._lattice_cap_g = _LATTICE_UNIT_FRACTION * unit_weight_g
+        self._lattice = 0.0
+        """The greatest common step of every step seen (0: none yet, or none in common)."""
 
     def observe(self, delta_g: float, grams: float, *, quiet: bool) -> None:
         delta = abs(delta_g)
         self._all.append(delta)
         self._dirty = True
+        if delta > _LATTICE_TOLERANCE_G and self._lattice >= 0.0:
+            common = _common_step(self._lattice, delta) if self._lattice else delta
+            # A float output's steps share no division: their common step dwindles to nothing.
+            self._lattice = common if common > 2.5 * _LATTICE_TOLERANCE_G else -1.0
         if not quiet:
             return
         self._quiet.append(delta)
@@ -134,6 +163,7 @@ class NoiseModel:
         if not self._dirty:
             return
         self._dirty = False
+        self._sigma_n = len(self._quiet)
         if len(self._quiet) >= _QUIET_ENOUGH:
             if len(self._quiet) >= _QUIET_TRIMMED:
                 self._sigma = _trimmed_sigma(self._quiet, _TRIM, _TRIMMED_MEAN_OF_CHI2)
@@ -147,6 +177,18 @@ class NoiseModel:
             # median: a quantised output's differences are mostly 0 or one division, and their
             # median jumps between the two from one sample to the next.)
             self._sigma = _trimmed_sigma(self._all, _TRIM_ALL, _TRIMMED_MEAN_OF_CHI2_ALL)
+            self._sigma_n = len(self._all)
+            division = self._start_division()
+            if division:
+                # A quantised output's differences are mostly 0: the smallest 70 % of them are
+                # nearly all 0 and read noise of most of a division as a fraction of it (a
+                # shelf at 0.9 division of noise broke every candidate for seven seconds and
+                # its first pick came before its opening count). All differences up to a few
+                # divisions are noise here; motion is beyond them.
+                bound = _LATTICE_NOISE_STEPS * division
+                self._sigma = max(
+                    self._sigma, _trimmed_sigma((d for d in self._all if d <= bound), 1.0, 1.0)
+                )
 
     def still_noise_g(self) -> float:
         """The noise of still goods: as :meth:`noise_g` once confirmed plateaus gave it; before,
@@ -165,13 +207,25 @@ class NoiseModel:
         self._refresh()
         return self._sigma
 
+    def _start_division(self) -> float:
+        """Before anything settled: the common step of every step seen, when there is one and
+        it is small beside a unit (a quantised output moves in whole divisions, motion too)."""
+        if 0.0 < self._lattice <= self._lattice_cap_g:
+            return self._lattice
+        return 0.0
+
     @property
     def resolution_g(self) -> float:
         if self._resolution or self.division_g:
             return self._resolution
         # Nothing settled yet: a quantised output that flickers between divisions never holds
-        # still in a band narrower than one. The steps it flickers by are its division; motion
-        # is a minority of them.
+        # still in a band narrower than one. Every step it makes is a whole number of divisions,
+        # the first flicker included: their common step is its division, known from the first
+        # steps (a shelf that flickered twice in four seconds waited for eight, and a pick came
+        # first). Otherwise the steps it flickers by; motion is a minority of them.
+        division = self._start_division()
+        if division:
+            return division
         steps = sorted(d for d in self._all if d > 0)
         if len(steps) < _FLICKER_STEPS:
             return 0.0
@@ -181,11 +235,21 @@ class NoiseModel:
         if fixed_band_g is not None:
             return 0.5 * fixed_band_g
         return max(
-            _BAND_SIGMAS * self.sigma_g,
+            _BAND_SIGMAS * self.sigma_g * self._few_differences_factor(),
             _BAND_RESOLUTIONS * self.resolution_g,
             _BAND_UNIT_FRACTION * unit_weight_g,
             _MIN_HALF_BAND_G,
         )
+
+    def _few_differences_factor(self) -> float:
+        """How much larger the noise may be than learned from the differences seen so far (the
+        upper 90 % bound of a sigma estimated from n of them; Wilson-Hilferty's chi-square
+        quantile). A dozen differences read a shelf of 8 g noise as 5.5 g, and its plateaus
+        broke on every third sample until a pick was counted eight seconds late."""
+        n = max(self._sigma_n, 1)
+        h = 2.0 / (9.0 * n)
+        cube = 1.0 - h + _SIGMA_BOUND_Z * math.sqrt(h)
+        return 1.0 / math.sqrt(max(cube, 0.2) ** 3)
 
     def noise_g(self) -> float:
         """The spread a still shelf shows: noise, or quantisation when noise is below it."""
@@ -303,7 +367,7 @@ class Stability:
     ) -> None:
         self.params = params
         self.unit_weight_g = unit_weight_g
-        self.noise = NoiseModel(division_g)
+        self.noise = NoiseModel(division_g, unit_weight_g)
         # (at, grams, stable bit): the last stable_hold_s, and a longer trace for the settle time.
         self._window: deque[tuple[float, float, bool | None]] = deque()
         self._trace: deque[tuple[float, float]] = deque()
