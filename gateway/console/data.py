@@ -48,7 +48,7 @@ class ConsoleData:
     """Every configured device as (id, type), so a silent one is listed too."""
     stock: Callable[[], Awaitable[Sequence[StockView]]]
     alerts: Callable[[], Awaitable[Sequence[AlertView]]]
-    """AlertView history, active and cleared (from the store)."""
+    """Alert history, active and cleared (from the store)."""
     recent: Callable[[int], Awaitable[Sequence[RecordedView]]]
     """The last N movements, oldest first."""
     sync: Callable[[], Mapping[str, int]]
