@@ -48,7 +48,7 @@ import yaml
 
 from edge_store import EdgeStore
 from gateway.domain.epc import decode_epc
-from gateway.domain.model import Movement
+from gateway.domain.views import MovementView
 from simulators.llrp.accuracy import scenario_catalog, score
 from simulators.llrp.server import LlrpReaderSimulator
 from simulators.scenario import Scenario, load_scenario
@@ -190,7 +190,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await sim.stop()
 
     with EdgeStore.open(f"sqlite:///{workdir / 'edge.db'}", site=SITE) as store:
-        stored: list[Movement] = []
+        stored: list[MovementView] = []
         after = 0
         while page := store.movements_since(after):
             stored.extend(r.movement for r in page)

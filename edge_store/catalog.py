@@ -7,6 +7,12 @@ to items and locations that left the configuration.
 
 When a batch fails on a foreign key, the database's message does not say which reference was
 unknown; ``unknown_references`` looks them up so the ``StoreError`` can name them.
+
+GTINs are kept as given. The store does not verify their GS1 check digit: its one caller, the
+gateway, syncs its ``CatalogItem``s, whose GTINs the one GTIN rule (``gateway.domain.gs1``) has
+already normalised to 14 digits and checked when the config was read; a second verifier here
+would be a second copy of that rule, which the store cannot import. What the store enforces is
+its schema's: a GTIN of at most 14 characters, unique, and ``pack_size >= 1``.
 """
 
 from __future__ import annotations
@@ -17,8 +23,7 @@ from sqlalchemy import select
 
 from edge_store.access import StoreAccess, table
 from edge_store.models import Item, Location
-from edge_store.records import LocationRecord
-from gateway.domain.model import CatalogItem, Movement, Sku
+from edge_store.records import CatalogItemFields, ItemRecord, LocationRecord, MovementFields
 
 
 class Catalog:
@@ -29,11 +34,11 @@ class Catalog:
     def __init__(self, db: StoreAccess) -> None:
         self._db = db
 
-    def sync(self, items: Iterable[CatalogItem], locations: Iterable[LocationRecord]) -> None:
+    def sync(self, items: Iterable[CatalogItemFields], locations: Iterable[LocationRecord]) -> None:
         """Insert or update items and locations. Nothing is deleted: movements refer to them.
 
-        An item's ``weight_tolerance_g`` is not kept: it is the shelf engine's setting, read from
-        the config, and the ``items`` table has no column for it.
+        Only the fields of ``CatalogItemFields`` are kept: the gateway's ``weight_tolerance_g``
+        is the shelf engine's setting, read from the config, and ``items`` has no column for it.
         """
         item_rows = [
             {
@@ -54,14 +59,14 @@ class Catalog:
                 columns = ("gtin", "name", "unit_weight_g", "pack_size", "reorder_point")
                 conn.execute(self._db.upsert(table(Item), ("sku",), columns), item_rows)
 
-    def items(self) -> list[CatalogItem]:
-        """The catalog items, sorted by SKU (``weight_tolerance_g`` None: it is not kept)."""
+    def items(self) -> list[ItemRecord]:
+        """The catalog items, sorted by SKU."""
         items = table(Item)
         with self._db.read("items") as conn:
             rows = conn.execute(select(items).order_by(items.c.sku)).all()
         return [
-            CatalogItem(
-                sku=Sku(row.sku),
+            ItemRecord(
+                sku=row.sku,
                 name=row.name,
                 pack_size=row.pack_size,
                 gtin=row.gtin,
@@ -78,7 +83,7 @@ class Catalog:
             rows = conn.execute(select(locations).order_by(locations.c.id)).all()
         return [LocationRecord(id=row.id, kind=row.kind) for row in rows]
 
-    def unknown_references(self, movements: Sequence[Movement]) -> str:
+    def unknown_references(self, movements: Sequence[MovementFields]) -> str:
         """Describe SKUs and locations the batch names that are not in the catalog ('' if none)."""
         skus = {m.sku for m in movements}
         locations = {m.from_location for m in movements} | {m.to_location for m in movements}

@@ -61,7 +61,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import psycopg
 from sqlalchemy import Dialect, Engine, Row, select, update
@@ -80,24 +80,27 @@ from edge_store.models import (
     StockLevelRow,
     StoreState,
 )
-from edge_store.records import LocationRecord, RecordResult
-from edge_store.status import AlertsAndDevices
-from gateway.domain.model import (
-    Alert,
-    CatalogItem,
-    DeviceStatus,
-    LocationId,
-    Movement,
-    MovementId,
-    MovementKind,
-    MovementReason,
-    RecordedMovement,
-    Sku,
-    SourceType,
-    StockLevel,
+from edge_store.records import (
+    AlertFields,
+    AlertRecord,
+    CatalogItemFields,
+    DeviceRecord,
+    DeviceStatusFields,
+    ItemRecord,
+    LocationRecord,
+    MovementFields,
+    MovementRecord,
+    RecordResult,
+    StockRecord,
+    StoredMovement,
 )
+from edge_store.status import AlertsAndDevices
 
 log = logging.getLogger(__name__)
+
+_M = TypeVar("_M", bound=MovementFields)
+
+_ZERO = timedelta(0)
 
 _AnyRow = Row[*tuple[Any, ...]]
 
@@ -206,13 +209,13 @@ class EdgeStore:
     # --- catalog (edge_store.catalog) --------------------------------------------------------
 
     def sync_catalog(
-        self, items: Iterable[CatalogItem], locations: Iterable[LocationRecord]
+        self, items: Iterable[CatalogItemFields], locations: Iterable[LocationRecord]
     ) -> None:
         """Insert or update items and locations. Nothing is deleted: movements refer to them.
-        An item's ``weight_tolerance_g`` (a shelf setting) is not kept."""
+        An item's fields other than ``CatalogItemFields``'s are not kept (the GTIN as given)."""
         self._catalog.sync(items, locations)
 
-    def items(self) -> list[CatalogItem]:
+    def items(self) -> list[ItemRecord]:
         """The catalog items, sorted by SKU."""
         return self._catalog.items()
 
@@ -222,11 +225,12 @@ class EdgeStore:
 
     # --- movements ---------------------------------------------------------------------------
 
-    def record(self, movements: Sequence[Movement], *, now: datetime) -> RecordResult:
+    def record(self, movements: Sequence[_M], *, now: datetime) -> RecordResult[_M]:
         """Commit ``movements`` (new ones get the next seqs) and their stock changes at once.
 
         See the module docstring for the guarantees. ``now`` becomes ``recorded_at`` of the
-        movements and ``updated_at`` of the stock levels they touch.
+        movements and ``updated_at`` of the stock levels they touch. Each recorded movement comes
+        back as the object given, wrapped in a ``StoredMovement`` with its seq.
         """
         _require_utc("now", now)
         if not movements:
@@ -244,15 +248,15 @@ class EdgeStore:
                 "the batch was rolled back"
             ) from exc.__cause__
 
-    def _record(self, movements: Sequence[Movement], now: datetime) -> RecordResult:
+    def _record(self, movements: Sequence[_M], now: datetime) -> RecordResult[_M]:
         state = table(StoreState)
         with self._db.write("record") as conn:
             last = conn.execute(
                 select(state.c.last_seq).where(state.c.id == STORE_STATE_ID).with_for_update()
             ).scalar_one()
             stored = self._batch.existing_ids(conn, list({m.movement_id for m in movements}))
-            duplicates: list[MovementId] = []
-            recorded: list[RecordedMovement] = []
+            duplicates: list[str] = []
+            recorded: list[StoredMovement[_M]] = []
             seen: set[str] = set()
             seq = last
             for m in movements:
@@ -261,7 +265,7 @@ class EdgeStore:
                     continue
                 seen.add(m.movement_id)
                 seq += 1
-                recorded.append(RecordedMovement(seq=seq, site=self._site, movement=m))
+                recorded.append(StoredMovement(seq=seq, site=self._site, movement=m))
             if not recorded:
                 return RecordResult((), tuple(duplicates), ())
 
@@ -281,9 +285,9 @@ class EdgeStore:
             current = self._batch.on_hand(conn, list(deltas))
             stamp = now.astimezone(UTC)
             changed = tuple(
-                StockLevel(
-                    location=LocationId(location),
-                    sku=Sku(sku),
+                StockRecord(
+                    location=location,
+                    sku=sku,
                     on_hand=current.get((location, sku), 0) + delta,
                     updated_at=stamp,
                     last_seq=level_seq,
@@ -303,7 +307,9 @@ class EdgeStore:
             ).scalar_one()
         return int(value)
 
-    def movements_since(self, after_seq: int, limit: int = 500) -> list[RecordedMovement]:
+    def movements_since(
+        self, after_seq: int, limit: int = 500
+    ) -> list[StoredMovement[MovementRecord]]:
         """Up to ``limit`` movements with ``seq > after_seq``, in seq order (a page)."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -324,34 +330,34 @@ class EdgeStore:
             ).scalar()
         return value
 
-    def movement_by_id(self, movement_id: str) -> RecordedMovement | None:
+    def movement_by_id(self, movement_id: str) -> StoredMovement[MovementRecord] | None:
         with self._db.read("movement_by_id") as conn:
             row = conn.execute(
                 select(*_MOVEMENT_COLUMNS).where(MovementRow.movement_id == movement_id)
             ).first()
         return None if row is None else self._recorded(row)
 
-    def _recorded(self, row: _AnyRow) -> RecordedMovement:
-        movement = Movement(
-            movement_id=MovementId(row.movement_id),
-            kind=MovementKind(row.kind),
-            sku=Sku(row.sku),
+    def _recorded(self, row: _AnyRow) -> StoredMovement[MovementRecord]:
+        movement = MovementRecord(
+            movement_id=row.movement_id,
+            kind=row.kind,
+            sku=row.sku,
             quantity=row.quantity,
-            from_location=LocationId(row.from_location),
-            to_location=LocationId(row.to_location),
-            source_type=SourceType(row.source_type),
+            from_location=row.from_location,
+            to_location=row.to_location,
+            source_type=row.source_type,
             source_id=row.source_id,
             observed_at=row.observed_at,
             confidence=row.confidence,
             epcs=tuple(json.loads(row.epcs)),
             container=row.container,
-            reason=None if row.reason is None else MovementReason(row.reason),
+            reason=row.reason,
         )
-        return RecordedMovement(seq=row.seq, site=self._site, movement=movement)
+        return StoredMovement(seq=row.seq, site=self._site, movement=movement)
 
     # --- stock -------------------------------------------------------------------------------
 
-    def stock(self, *, location: str | None = None, sku: str | None = None) -> list[StockLevel]:
+    def stock(self, *, location: str | None = None, sku: str | None = None) -> list[StockRecord]:
         """Stock levels, optionally of one location and/or one SKU, sorted by (location, sku).
 
         A (location, sku) pair no movement ever touched has no level (not a zero level).
@@ -413,19 +419,19 @@ class EdgeStore:
 
     # --- alerts and devices (edge_store.status) ----------------------------------------------
 
-    def upsert_alert(self, alert: Alert) -> None:
+    def upsert_alert(self, alert: AlertFields) -> None:
         """Store ``alert``, replacing the alert with the same ``alert_id`` (raise or clear)."""
         self._status.upsert_alert(alert)
 
-    def alerts(self, *, active_only: bool = True) -> list[Alert]:
+    def alerts(self, *, active_only: bool = True) -> list[AlertRecord]:
         """Alerts, oldest first; only the active ones unless ``active_only`` is false."""
         return self._status.alerts(active_only=active_only)
 
-    def set_device_status(self, status: DeviceStatus) -> None:
+    def set_device_status(self, status: DeviceStatusFields) -> None:
         """Store ``status`` as the device's current state, replacing the previous one."""
         self._status.set_device_status(status)
 
-    def device_statuses(self) -> list[DeviceStatus]:
+    def device_statuses(self) -> list[DeviceRecord]:
         """The current state of every device that ever reported one, sorted by device id."""
         return self._status.device_statuses()
 
@@ -517,9 +523,9 @@ class _BatchWriter:
             params = (json.dumps(keys),)
         return {(r[0], r[1]): int(r[2]) for r in conn.exec_driver_sql(self.levels_sql, params)}
 
-    def write_levels(self, conn: Connection, levels: Sequence[StockLevel]) -> None:
+    def write_levels(self, conn: Connection, levels: Sequence[StockRecord]) -> None:
         """Insert or overwrite ``levels`` (their final values, computed by the caller)."""
-        stamp = _same if self.postgresql else _sqlite_stamp
+        stamp = _utc if self.postgresql else _sqlite_stamp
         rows = [
             (lv.location, lv.sku, lv.on_hand, stamp(lv.updated_at), lv.last_seq) for lv in levels
         ]
@@ -533,27 +539,31 @@ class _BatchWriter:
         param = list(ids) if self.postgresql else json.dumps(list(ids))
         return set(conn.exec_driver_sql(self.existing_sql, (param,)).scalars())
 
-    def insert(self, conn: Connection, recorded: Sequence[RecordedMovement], now: datetime) -> None:
-        # observed_at and now are UTC (Movement and record() check it), so on SQLite dropping the
-        # tzinfo gives UTC wall time; UtcDateTime reads this text back as the same aware value.
-        stamp = _same if self.postgresql else _sqlite_stamp
+    def insert(
+        self, conn: Connection, recorded: Sequence[StoredMovement[MovementFields]], now: datetime
+    ) -> None:
+        # Every timestamp must be aware UTC (the stamps refuse anything else), so on SQLite
+        # dropping the tzinfo gives UTC wall time; UtcDateTime reads this text back as the same
+        # aware value. Enumerations are stored as their string values: str() of a StrEnum member
+        # is its value, of a str the str itself (psycopg would dump an Enum by its name).
+        stamp = _utc if self.postgresql else _sqlite_stamp
         recorded_at = stamp(now)
         rows = [
             (
                 r.seq,
                 m.movement_id,
-                m.kind.value,
+                str(m.kind),
                 m.sku,
                 m.quantity,
                 m.from_location,
                 m.to_location,
-                m.source_type.value,
+                str(m.source_type),
                 m.source_id,
                 stamp(m.observed_at),
                 recorded_at,
                 m.confidence,
                 m.container,
-                None if m.reason is None else m.reason.value,
+                None if m.reason is None else str(m.reason),
                 _json_strings(m.epcs),
             )
             for r in recorded
@@ -576,8 +586,12 @@ class _BatchWriter:
 
 
 def _sqlite_stamp(value: datetime) -> str:
-    # value is UTC: its isoformat ends in "+00:00", which the 26-character prefix drops.
-    return value.isoformat(" ", "microseconds")[:26]
+    """``value`` as UtcDateTime's SQLite text. A UTC value's isoformat ends in "+00:00", which
+    the 26-character prefix drops; one that does not (naive, another offset) is refused."""
+    text = value.isoformat(" ", "microseconds")
+    if text[26:] != "+00:00":
+        raise ValueError(f"the store takes timezone-aware UTC datetimes, got {value!r}")
+    return text[:26]
 
 
 def _json_strings(values: Sequence[str]) -> str:
@@ -586,14 +600,17 @@ def _json_strings(values: Sequence[str]) -> str:
     return "[" + ",".join(map(encode_basestring_ascii, values)) + "]"
 
 
-def _same(value: datetime) -> datetime:
+def _utc(value: datetime) -> datetime:
+    """``value`` as it is, once it is known to be aware UTC (``_sqlite_stamp``'s rule)."""
+    if value.utcoffset() != _ZERO:
+        raise ValueError(f"the store takes timezone-aware UTC datetimes, got {value!r}")
     return value
 
 
-def _stock_level(row: _AnyRow) -> StockLevel:
-    return StockLevel(
-        location=LocationId(row.location),
-        sku=Sku(row.sku),
+def _stock_level(row: _AnyRow) -> StockRecord:
+    return StockRecord(
+        location=row.location,
+        sku=row.sku,
         on_hand=int(row.on_hand),
         updated_at=row.updated_at,
         last_seq=int(row.last_seq),

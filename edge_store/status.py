@@ -15,14 +15,7 @@ from sqlalchemy import select
 
 from edge_store.access import StoreAccess, table
 from edge_store.models import AlertRow, DeviceStatusRow
-from gateway.domain.model import (
-    Alert,
-    AlertKind,
-    DeviceId,
-    DeviceState,
-    DeviceStatus,
-    Severity,
-)
+from edge_store.records import AlertFields, AlertRecord, DeviceRecord, DeviceStatusFields
 
 
 class AlertsAndDevices:
@@ -33,12 +26,12 @@ class AlertsAndDevices:
     def __init__(self, db: StoreAccess) -> None:
         self._db = db
 
-    def upsert_alert(self, alert: Alert) -> None:
+    def upsert_alert(self, alert: AlertFields) -> None:
         """Store ``alert``, replacing the alert with the same ``alert_id`` (raise or clear)."""
         row = {
             "alert_id": alert.alert_id,
-            "kind": alert.kind.value,
-            "severity": alert.severity.value,
+            "kind": str(alert.kind),
+            "severity": str(alert.severity),
             "subject": alert.subject,
             "message": alert.message,
             "raised_at": alert.raised_at,
@@ -49,7 +42,7 @@ class AlertsAndDevices:
         with self._db.write("upsert_alert") as conn:
             conn.execute(self._db.upsert(table(AlertRow), ("alert_id",), columns), row)
 
-    def alerts(self, *, active_only: bool = True) -> list[Alert]:
+    def alerts(self, *, active_only: bool = True) -> list[AlertRecord]:
         """Alerts, oldest first; only the active ones unless ``active_only`` is false."""
         alerts = table(AlertRow)
         query = select(alerts).order_by(alerts.c.raised_at, alerts.c.alert_id)
@@ -58,10 +51,10 @@ class AlertsAndDevices:
         with self._db.read("alerts") as conn:
             rows = conn.execute(query).all()
         return [
-            Alert(
+            AlertRecord(
                 alert_id=row.alert_id,
-                kind=AlertKind(row.kind),
-                severity=Severity(row.severity),
+                kind=row.kind,
+                severity=row.severity,
                 subject=row.subject,
                 message=row.message,
                 raised_at=row.raised_at,
@@ -71,12 +64,12 @@ class AlertsAndDevices:
             for row in rows
         ]
 
-    def set_device_status(self, status: DeviceStatus) -> None:
+    def set_device_status(self, status: DeviceStatusFields) -> None:
         """Store ``status`` as the device's current state, replacing the previous one."""
         row = {
             "device_id": status.device_id,
             "device_type": status.device_type,
-            "state": status.state.value,
+            "state": str(status.state),
             "since": status.since,
             "detail": status.detail,
         }
@@ -84,16 +77,16 @@ class AlertsAndDevices:
         with self._db.write("set_device_status") as conn:
             conn.execute(self._db.upsert(table(DeviceStatusRow), ("device_id",), columns), row)
 
-    def device_statuses(self) -> list[DeviceStatus]:
+    def device_statuses(self) -> list[DeviceRecord]:
         """The current state of every device that ever reported one, sorted by device id."""
         devices = table(DeviceStatusRow)
         with self._db.read("device_statuses") as conn:
             rows = conn.execute(select(devices).order_by(devices.c.device_id)).all()
         return [
-            DeviceStatus(
-                device_id=DeviceId(row.device_id),
+            DeviceRecord(
+                device_id=row.device_id,
                 device_type=row.device_type,
-                state=DeviceState(row.state),
+                state=row.state,
                 since=row.since,
                 detail=row.detail,
             )

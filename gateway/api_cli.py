@@ -44,7 +44,7 @@ from dockwatch_core.errors import ConfigError, ProtocolError
 from gateway.adapters.auth import listen_host
 from gateway.adapters.proto_convert import movement_from_proto, stock_level_from_proto
 from gateway.domain import payloads
-from gateway.domain.model import RecordedMovement
+from gateway.domain.views import RecordedView
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 
 DEFAULT_API = "127.0.0.1:50061"
@@ -350,7 +350,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
 # --- dockwatch movements -----------------------------------------------------------------------
 
 
-def movement_line(recorded: RecordedMovement) -> str:
+def movement_line(recorded: RecordedView) -> str:
     """One movement as one line for people."""
     m = recorded.movement
     return (

@@ -147,7 +147,7 @@ class Gateway:
     def metrics(self) -> MetricsServer | None:
         return None if self.listeners is None else self.listeners.http
 
-    async def record(self, movements: Sequence[Movement]) -> RecordResult | None:
+    async def record(self, movements: Sequence[Movement]) -> RecordResult[Movement] | None:
         return None if self.recorder is None else await self.recorder.record(movements)
 
     async def raise_alert(self, alert: Alert) -> None:

@@ -203,7 +203,7 @@ def test_a_cut_antenna_raises_antenna_down_and_degrades_the_reader_until_it_read
     assert reported_after < 1.0
 
     with EdgeStore.open(f"sqlite:///{tmp_path / 'edge.db'}", site="antenna-e2e") as store:
-        alerts = [a for a in store.alerts(active_only=False) if a.kind is AlertKind.ANTENNA_DOWN]
+        alerts = [a for a in store.alerts(active_only=False) if a.kind == AlertKind.ANTENNA_DOWN]
     by_id = {a.alert_id: a for a in alerts}
     assert set(by_id) == {"antenna_down:door-1-reader:2", "antenna_down:door-1-reader:3"}
     assert not any(a.active for a in alerts)  # both cleared

@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from paho.mqtt.enums import CallbackAPIVersion
 
 from dockwatch_core.errors import ConfigError, StoreError
+from edge_store.records import AlertFields, AlertRecord
 from edge_store.repository import EdgeStore
 from gateway.adapters.central import CentralRelay
 from gateway.adapters.mqtt import MqttSink
@@ -477,7 +478,7 @@ def value(families: dict[str, Family], name: str, **labels: str) -> float:
     return by_labels[tuple(sorted(labels.items()))]
 
 
-async def active_alerts(gateway: Gateway) -> dict[str, Alert]:
+async def active_alerts(gateway: Gateway) -> dict[str, AlertRecord]:
     worker = gateway.worker
     assert worker is not None
     return {a.alert_id: a for a in await worker.call(worker.store.alerts, active_only=True)}
@@ -735,7 +736,7 @@ def test_an_alert_the_store_refuses_is_stored_once_it_takes_it(tmp_path: Path) -
             upsert = store.upsert_alert
             calls: list[str] = []
 
-            def flaky(alert: Alert) -> None:
+            def flaky(alert: AlertFields) -> None:
                 calls.append(alert.alert_id)
                 if len(calls) <= refusals:
                     raise StoreError("upsert_alert failed: disk I/O error")

@@ -40,7 +40,6 @@ from gateway.domain.model import (
     Movement,
     MovementId,
     MovementKind,
-    RecordedMovement,
     Sku,
     SourceType,
 )
@@ -420,7 +419,7 @@ def test_a_refused_movement_is_held_with_one_alert_and_nothing_after_it_is_sent(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.adapters.epcis")
     store.record(_movements(30), now=T0)
-    bad: RecordedMovement = store.movements_since(11, 1)[0]
+    bad = store.movements_since(11, 1)[0]
     alerts: list[Alert] = []
 
     async def collect(alert: Alert) -> None:

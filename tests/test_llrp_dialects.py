@@ -493,5 +493,5 @@ def test_the_device_down_alert_and_status_carry_the_readers_words(tmp_path: Path
     assert detail == expected
     with EdgeStore.open(f"sqlite:///{tmp_path / 'edge.db'}", site="antenna-e2e") as store:
         (alert,) = store.alerts(active_only=True)
-    assert alert.kind is AlertKind.DEVICE_DOWN
+    assert alert.kind == AlertKind.DEVICE_DOWN
     assert alert.message == f"llrp_reader door-1-reader is offline: {expected}"

@@ -30,8 +30,8 @@ from gateway.domain.model import (
     DeviceState,
     DeviceStatus,
     Severity,
-    StockLevel,
 )
+from gateway.domain.views import StockView
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt_tools import (
     SITE,
@@ -212,7 +212,7 @@ def test_new_subscribers_see_the_present_state_at_once(
             store.upsert_alert(alert)
         levels = store.stock()
 
-        def stock_msg(level: StockLevel) -> Received:
+        def stock_msg(level: StockView) -> Received:
             topic = payloads.stock_topic(prefix, level.location, level.sku)
             return Received(topic, payloads.stock_json(SITE, level), retained=True)
 

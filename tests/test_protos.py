@@ -170,6 +170,8 @@ def test_domain_and_proto_enums_have_the_same_members(
 ) -> None:
     proto_names = set(types_pb2.DESCRIPTOR.enum_types_by_name[proto_name].values_by_name)
     assert proto_names == {prefix + "UNSPECIFIED"} | {prefix + m.name for m in domain}
+    # proto_convert maps a value (a stored record's enums are their str values) by upper-casing it
+    assert all(m.name == str(m.value).upper() for m in domain)
 
 
 # --- round trips -----------------------------------------------------------------------------

@@ -17,17 +17,14 @@ from typing import Any
 import pytest
 import uvloop
 
-from edge_store import EdgeStore
+from edge_store import AlertRecord, DeviceRecord, EdgeStore, MovementRecord, StoredMovement
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, parse_config
 from gateway.domain.model import (
-    Alert,
     AlertKind,
     DeviceState,
-    DeviceStatus,
     MovementKind,
     MovementReason,
-    RecordedMovement,
 )
 from simulators.modbus.server import ShelfSimulator
 from simulators.shelf_scenario import ShelfScenario, shelf_scenario_from_mapping
@@ -110,16 +107,16 @@ async def running(cfg: GatewayConfig) -> AsyncIterator[Gateway]:
             await task
 
 
-def stored(cfg: GatewayConfig) -> tuple[list[RecordedMovement], list[Alert]]:
+def stored(cfg: GatewayConfig) -> tuple[list[StoredMovement[MovementRecord]], list[AlertRecord]]:
     with EdgeStore.open(cfg.store.url, site="shelf-gw") as store:
         return store.movements_since(0), store.alerts(active_only=False)
 
 
 async def until(
     cfg: GatewayConfig,
-    predicate: Callable[[list[RecordedMovement], list[Alert]], bool],
+    predicate: Callable[[list[StoredMovement[MovementRecord]], list[AlertRecord]], bool],
     within_s: float,
-) -> tuple[list[RecordedMovement], list[Alert]]:
+) -> tuple[list[StoredMovement[MovementRecord]], list[AlertRecord]]:
     deadline = time.monotonic() + within_s
     while True:
         movements, alerts = await asyncio.to_thread(stored, cfg)
@@ -148,17 +145,17 @@ def test_an_empty_store_is_opened_from_the_weight_and_low_stock_follows_the_pick
                 # Counted from the first settled weight, seconds after start, not minutes.
                 assert sim.scenario_time() < 5.0
                 # 12 on hand is above the reorder point: no alert at start (once "-1 on hand").
-                assert not [a for a in alerts if a.kind is AlertKind.LOW_STOCK and a.active]
+                assert not [a for a in alerts if a.kind == AlertKind.LOW_STOCK and a.active]
                 movements, alerts = await until(
                     cfg,
-                    lambda m, a: any(x.kind is AlertKind.LOW_STOCK and x.active for x in a),
+                    lambda m, a: any(x.kind == AlertKind.LOW_STOCK and x.active for x in a),
                     12.0,
                 )
                 # The pick ends at 6.8 s; the alert follows it within 3 s of the weight settling.
                 assert sim.scenario_time() < 6.8 + 3.5
         pick = movements[1].movement
         assert (pick.kind, pick.quantity, pick.reason) == (MovementKind.PICK, 4, None)
-        [low] = [a for a in alerts if a.kind is AlertKind.LOW_STOCK]
+        [low] = [a for a in alerts if a.kind == AlertKind.LOW_STOCK]
         assert "8 on hand" in low.message
 
     uvloop.run(go())
@@ -205,13 +202,13 @@ def test_garbage_from_the_transmitter_is_one_device_fault_never_a_movement(
     ]
     caplog.set_level(logging.INFO)
 
-    async def go() -> tuple[list[RecordedMovement], list[DeviceStatus]]:
+    async def go() -> tuple[list[StoredMovement[MovementRecord]], list[DeviceRecord]]:
         sim = ShelfSimulator(scenario=scenario(20, events))
         async with sim:
             cfg = config(tmp_path, sim.port, status=status)
             async with running(cfg):
                 movements, _ = await until(
-                    cfg, lambda m, _a: any(x.movement.kind is MovementKind.PICK for x in m), 30.0
+                    cfg, lambda m, _a: any(x.movement.kind == MovementKind.PICK for x in m), 30.0
                 )
                 statuses = await asyncio.to_thread(_statuses, cfg)
         return movements, statuses
@@ -235,9 +232,9 @@ def test_garbage_from_the_transmitter_is_one_device_fault_never_a_movement(
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
     # Degraded while it read garbage, online again once it read a sane settled weight.
     [shelf] = [s for s in statuses if s.device_id == "shelf-a1"]
-    assert shelf.state is DeviceState.ONLINE
+    assert shelf.state == DeviceState.ONLINE
 
 
-def _statuses(cfg: GatewayConfig) -> list[DeviceStatus]:
+def _statuses(cfg: GatewayConfig) -> list[DeviceRecord]:
     with EdgeStore.open(cfg.store.url, site="shelf-gw") as store:
         return store.device_statuses()

@@ -9,7 +9,17 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dockwatch_core.errors import StoreError
-from edge_store import EdgeStore, LocationRecord, redact_url
+from edge_store import (
+    AlertRecord,
+    DeviceRecord,
+    EdgeStore,
+    ItemRecord,
+    LocationRecord,
+    MovementRecord,
+    StockRecord,
+    StoredMovement,
+    redact_url,
+)
 from gateway.domain.model import (
     Alert,
     AlertKind,
@@ -17,15 +27,22 @@ from gateway.domain.model import (
     DeviceId,
     DeviceState,
     DeviceStatus,
-    LocationId,
     Movement,
     MovementKind,
     Severity,
     Sku,
     SourceType,
-    StockLevel,
 )
-from tests.test_store_support import ITEMS, LOCATIONS, SITE, T0, at, movement, open_store
+from tests.test_store_support import (
+    ITEMS,
+    LOCATIONS,
+    SITE,
+    T0,
+    as_record,
+    at,
+    movement,
+    open_store,
+)
 
 
 @pytest.fixture
@@ -100,8 +117,8 @@ def test_stock_arithmetic(store: EdgeStore) -> None:
         now=at(1),
     )
     assert receipt.stock == (
-        StockLevel(LocationId("receiving"), Sku("SKU-2"), 24, at(1), 1),
-        StockLevel(LocationId("yard"), Sku("SKU-2"), -24, at(1), 1),
+        StockRecord("receiving", "SKU-2", 24, at(1), 1),
+        StockRecord("yard", "SKU-2", -24, at(1), 1),
     )
     moved = store.record(
         [
@@ -198,13 +215,13 @@ def test_movement_round_trips_every_field(store: EdgeStore) -> None:
         source_id="operator-7",
     )
     [recorded] = store.record([original], now=at(1)).recorded
-    assert recorded.movement == original
+    assert recorded.movement is original  # record gives back the very movement it was given
     fetched = store.movement_by_id(original.movement_id)
     assert fetched is not None
-    assert fetched == recorded
+    assert fetched == StoredMovement(recorded.seq, SITE, as_record(original, MovementRecord))
     assert fetched.movement.observed_at.tzinfo is not None
     assert fetched.movement.observed_at.utcoffset() == timedelta(0)
-    assert store.movements_since(0) == [recorded]
+    assert store.movements_since(0) == [fetched]
     assert store.movement_by_id("missing") is None
 
 
@@ -265,7 +282,7 @@ def test_alerts_upsert_and_clear(store: EdgeStore) -> None:
     )
     store.upsert_alert(low)
     store.upsert_alert(down)
-    assert store.alerts() == [low, down]
+    assert store.alerts() == [as_record(a, AlertRecord) for a in (low, down)]
     worse = Alert(
         alert_id=low.alert_id,
         kind=low.kind,
@@ -276,7 +293,7 @@ def test_alerts_upsert_and_clear(store: EdgeStore) -> None:
         details={"on_hand": 0},
     )
     store.upsert_alert(worse)
-    assert store.alerts() == [down, worse]
+    assert store.alerts() == [as_record(a, AlertRecord) for a in (down, worse)]
     cleared = Alert(
         alert_id=down.alert_id,
         kind=down.kind,
@@ -287,8 +304,8 @@ def test_alerts_upsert_and_clear(store: EdgeStore) -> None:
         active=False,
     )
     store.upsert_alert(cleared)
-    assert store.alerts() == [worse]
-    assert store.alerts(active_only=False) == [worse, cleared]
+    assert store.alerts() == [as_record(worse, AlertRecord)]
+    assert store.alerts(active_only=False) == [as_record(a, AlertRecord) for a in (worse, cleared)]
 
 
 def test_device_status_upserts_per_device(store: EdgeStore) -> None:
@@ -298,16 +315,16 @@ def test_device_status_upserts_per_device(store: EdgeStore) -> None:
     )
     store.set_device_status(shelf)
     store.set_device_status(reader)
-    assert store.device_statuses() == [reader, shelf]
+    assert store.device_statuses() == [as_record(d, DeviceRecord) for d in (reader, shelf)]
     offline = DeviceStatus(
         DeviceId("door-1-reader"), "llrp_reader", DeviceState.OFFLINE, at(3), "connection refused"
     )
     store.set_device_status(offline)
-    assert store.device_statuses() == [offline, shelf]
+    assert store.device_statuses() == [as_record(d, DeviceRecord) for d in (offline, shelf)]
 
 
 def test_sync_catalog_upserts_and_keeps_what_is_gone(store: EdgeStore) -> None:
-    assert store.items() == sorted(ITEMS, key=lambda i: i.sku)
+    assert store.items() == [as_record(i, ItemRecord) for i in sorted(ITEMS, key=lambda i: i.sku)]
     assert store.locations() == sorted(LOCATIONS, key=lambda loc: loc.id)
     renamed = CatalogItem(
         sku=Sku("SKU-1"), name="Widget v2", gtin="00614141123452", reorder_point=3
@@ -315,8 +332,8 @@ def test_sync_catalog_upserts_and_keeps_what_is_gone(store: EdgeStore) -> None:
     store.sync_catalog(
         [renamed, CatalogItem(sku=Sku("SKU-9"), name="New")], [LocationRecord("dock-2")]
     )
-    items: dict[str, CatalogItem] = {i.sku: i for i in store.items()}
-    assert items["SKU-1"] == renamed
+    items = {i.sku: i for i in store.items()}
+    assert items["SKU-1"] == as_record(renamed, ItemRecord)
     assert set(items) == {"SKU-1", "SKU-2", "SKU-3", "SKU-9"}
     assert [loc.id for loc in store.locations()] == [
         "customer", "dock-2", "receiving", "shelf-a1", "yard"
@@ -326,9 +343,9 @@ def test_sync_catalog_upserts_and_keeps_what_is_gone(store: EdgeStore) -> None:
 
 
 def test_the_store_holds_only_gtins_that_pass_the_one_rule(store: EdgeStore) -> None:
-    """The store takes the core's CatalogItem, so a GTIN reaches it normalised and checked; a
-    wrong check digit (which the store's own "8 to 14 digits" rule used to let through) never
-    gets that far, and the error names the item and the digit."""
+    """The store keeps a GTIN as given; the gateway gives it CatalogItems, which normalise and
+    check it (the one GTIN rule), so a wrong check digit never gets that far, and the error
+    names the item and the digit."""
     with pytest.raises(ValueError, match=r"gtin of SKU-7: GTIN '614141999997' has check digit 7, "):
         store.sync_catalog([CatalogItem(sku=Sku("SKU-7"), gtin="614141999997")], [])
     assert "SKU-7" not in {i.sku for i in store.items()}
@@ -402,3 +419,43 @@ def test_now_in_another_zone_is_refused(store: EdgeStore) -> None:
     with pytest.raises(ValueError, match="UTC"):
         store.record([movement("a")], now=datetime(2026, 1, 1, tzinfo=paris))
     assert store.last_seq() == 0
+
+
+def test_the_store_takes_any_value_with_the_fields_it_reads(store: EdgeStore) -> None:
+    """Nothing of the gateway is needed to record: the store's own record will do, and a
+    movement read back has plain strings where the gateway's values have its StrEnums."""
+    mine = MovementRecord(
+        movement_id="plain-1",
+        kind="transfer",
+        sku="SKU-1",
+        quantity=2,
+        from_location="receiving",
+        to_location="shelf-a1",
+        source_type="manual",
+        source_id="operator-7",
+        observed_at=at(1),
+        confidence=1.0,
+        reason="reconciliation",
+    )
+    [recorded] = store.record([mine], now=at(2)).recorded
+    assert store.movements_since(0) == [recorded]
+    kinds = [(type(r.movement.kind), r.movement.kind) for r in store.movements_since(0)]
+    assert kinds == [(str, "transfer")]
+
+
+NAIVE = datetime(2026, 1, 5, 8)  # noqa: DTZ001 - naive on purpose
+UTC_PLUS_1 = datetime(2026, 1, 5, 9, tzinfo=timezone(timedelta(hours=1)))
+
+
+@pytest.mark.parametrize("observed_at", [NAIVE, UTC_PLUS_1], ids=["naive", "utc+1"])
+def test_a_movement_not_in_utc_is_refused_and_nothing_is_stored(
+    store: EdgeStore, observed_at: datetime
+) -> None:
+    """The store keeps UTC (on SQLite as text without an offset): what it is given must be."""
+    fine = movement("fine")
+    odd = movement("odd")
+    object.__setattr__(odd, "observed_at", observed_at)  # past Movement's own UTC check
+    with pytest.raises(ValueError, match="timezone-aware UTC"):
+        store.record([fine, odd], now=at(1))
+    assert store.movements_since(0) == []
+    assert store.stock() == []

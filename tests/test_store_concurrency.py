@@ -11,9 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from edge_store import EdgeStore
+from edge_store import EdgeStore, MovementRecord, StoredMovement
 from edge_store.engine import make_engine
-from gateway.domain.model import RecordedMovement
 from tests.test_store_support import SITE, T0, movement, open_store
 
 BATCHES = 15
@@ -64,9 +63,11 @@ def assert_consistent(store: EdgeStore, recorded: list[tuple[int, str]], names: 
     assert level.last_seq == len(everything)
 
 
-def read_while_writing(store: EdgeStore, stop: threading.Event) -> list[RecordedMovement]:
+def read_while_writing(
+    store: EdgeStore, stop: threading.Event
+) -> list[StoredMovement[MovementRecord]]:
     """Page through movements the way a relay does; fail on any hole."""
-    seen: list[RecordedMovement] = []
+    seen: list[StoredMovement[MovementRecord]] = []
     cursor = 0
     while True:
         done = stop.is_set()
@@ -109,7 +110,7 @@ def test_two_threads_with_their_own_stores(database_url: str) -> None:
         for t in threads:
             t.start()
         start.wait(timeout=30)
-        seen: list[RecordedMovement] = []
+        seen: list[StoredMovement[MovementRecord]] = []
         reading = threading.Thread(target=lambda: seen.extend(read_while_writing(reader, stop)))
         reading.start()
         for t in threads:
@@ -142,7 +143,7 @@ def test_two_processes_record_at_once_while_this_one_reads(database_url: str) ->
             assert p.stdout.readline().strip() == "ready"
         with EdgeStore.open(database_url, site=SITE) as reader:
             stop = threading.Event()
-            seen: list[RecordedMovement] = []
+            seen: list[StoredMovement[MovementRecord]] = []
             reading = threading.Thread(target=lambda: seen.extend(read_while_writing(reader, stop)))
             reading.start()
             for p in procs:

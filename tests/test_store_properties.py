@@ -10,8 +10,9 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge_store import MovementRecord
 from gateway.domain.model import Movement
-from tests.test_store_support import LOCATION_IDS, SKUS, at, movement, open_store
+from tests.test_store_support import LOCATION_IDS, SKUS, as_record, at, movement, open_store
 
 ROUTES = tuple(itertools.permutations(LOCATION_IDS, 2))
 POOL = 16
@@ -64,7 +65,7 @@ def test_store_equals_model(database_url: str, batches: list[list[int]]) -> None
         assert store.last_seq() == first_seq + len(recorded)
         assert [r.movement.movement_id for r in store.movements_since(first_seq)] == recorded
         assert [r.movement for r in store.movements_since(first_seq)] == [
-            spec(prefix, int(mid.rsplit("-", 1)[1])) for mid in recorded
+            as_record(spec(prefix, int(mid.rsplit("-", 1)[1])), MovementRecord) for mid in recorded
         ]
         # Every level the store has is the baseline plus the model's arithmetic, and vice versa.
         assert {(lv.location, lv.sku): lv.on_hand for lv in store.stock()} == dict(stock)

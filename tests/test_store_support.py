@@ -1,12 +1,15 @@
 """Builders shared by the edge store tests (no tests here).
 
-A small catalog, a movement factory, and ``open_store`` which opens a store on the
-``database_url`` fixture's database with that catalog synced.
+A small catalog, a movement factory, ``open_store`` which opens a store on the
+``database_url`` fixture's database with that catalog synced, and ``as_record``: what the store
+gives back for a value the gateway gave it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 from edge_store import EdgeStore, LocationRecord
 from gateway.domain.model import (
@@ -18,6 +21,11 @@ from gateway.domain.model import (
     Sku,
     SourceType,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+R = TypeVar("R", bound="DataclassInstance")
 
 SITE = "dc-test"
 T0 = datetime(2026, 1, 5, 8, 0, 0, 123456, tzinfo=UTC)
@@ -76,3 +84,10 @@ def open_store(url: str, *, site: str = SITE) -> EdgeStore:
     store = EdgeStore.open(url, site=site)
     store.sync_catalog(ITEMS, LOCATIONS)
     return store
+
+
+def as_record(value: object, record: type[R]) -> R:
+    """The store's ``record`` (``MovementRecord``, ``AlertRecord``...) of the fields of a gateway
+    ``value``: what reading ``value`` back from the store must give (a ``StrEnum`` member equals
+    its str value, so the records compare equal to the store's)."""
+    return record(**{f.name: getattr(value, f.name) for f in dataclasses.fields(record)})

@@ -56,7 +56,7 @@ from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.proto_convert import chunk_by_size, movement_to_proto
 from gateway.adapters.sink import OutboxPager
 from gateway.adapters.tls import warn_cleartext
-from gateway.domain.model import RecordedMovement
+from gateway.domain.views import RecordedView
 from gateway.proto.dockwatch.central.v1 import ingest_pb2, ingest_pb2_grpc
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ MAX_BATCH_BYTES = 1 << 20
 class MovementSource(Protocol):
     """What the relay needs from the edge store (``edge_store.EdgeStore`` provides it)."""
 
-    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedMovement]: ...
+    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedView]: ...
 
     def get_cursor(self, sink: str) -> int: ...
 

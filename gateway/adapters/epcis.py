@@ -67,7 +67,8 @@ from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import OutboxPager
 from gateway.adapters.tls import client_context, warn_cleartext
 from gateway.domain.epcis import EpcisSite, ReceiptClosed
-from gateway.domain.model import Alert, AlertKind, RecordedMovement, Severity
+from gateway.domain.model import Alert, AlertKind, Severity
+from gateway.domain.views import RecordedView
 
 if TYPE_CHECKING:
     import aiohttp
@@ -87,13 +88,13 @@ T = TypeVar("T")
 class MovementSource(Protocol):
     """What the relay needs from the edge store (``edge_store.EdgeStore`` provides it)."""
 
-    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedMovement]: ...
+    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedView]: ...
 
     def get_cursor(self, sink: str) -> int: ...
 
     def advance_cursor(self, sink: str, seq: int, *, now: datetime) -> None: ...
 
-    def movement_by_id(self, movement_id: str) -> RecordedMovement | None: ...
+    def movement_by_id(self, movement_id: str) -> RecordedView | None: ...
 
 
 def _utc_now() -> datetime:

@@ -33,7 +33,7 @@ from gateway.domain.epcis import (
     movement_events,
     receipt_closed_event,
 )
-from gateway.domain.model import RecordedMovement
+from gateway.domain.views import RecordedView
 
 __all__ = ["Event", "Item", "MovementReader", "Page", "PageBuilder", "last_seq"]
 
@@ -43,9 +43,9 @@ Event = dict[str, object]
 class MovementReader(Protocol):
     """What the page builder reads from the edge store."""
 
-    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedMovement]: ...
+    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedView]: ...
 
-    def movement_by_id(self, movement_id: str) -> RecordedMovement | None: ...
+    def movement_by_id(self, movement_id: str) -> RecordedView | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,7 +114,7 @@ from gateway.adapters.proto_convert import (
     movement_to_proto,
     stock_level_to_proto,
 )
-from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 from gateway.proto.dockwatch.edge.v1 import edge_api_pb2, edge_api_pb2_grpc, types_pb2
 
 if TYPE_CHECKING:
@@ -155,11 +155,13 @@ _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 class EdgeStoreReader(Protocol):
     """The part of ``edge_store.EdgeStore`` the API reads (all synchronous)."""
 
-    def movements_since(self, after_seq: int, limit: int = 500) -> list[RecordedMovement]: ...
+    def movements_since(self, after_seq: int, limit: int = 500) -> Sequence[RecordedView]: ...
     def last_seq(self) -> int: ...
-    def stock(self, *, location: str | None = None, sku: str | None = None) -> list[StockLevel]: ...
-    def alerts(self, *, active_only: bool = True) -> list[Alert]: ...
-    def device_statuses(self) -> list[DeviceStatus]: ...
+    def stock(
+        self, *, location: str | None = None, sku: str | None = None
+    ) -> Sequence[StockView]: ...
+    def alerts(self, *, active_only: bool = True) -> Sequence[AlertView]: ...
+    def device_statuses(self) -> Sequence[DeviceStatusView]: ...
     def cursors(self) -> dict[str, int]: ...
 
 
@@ -446,7 +448,7 @@ class _EdgeApi(edge_api_pb2_grpc.EdgeApiServicer):
 
     def _stock_snapshot(
         self, location: str | None, sku: str | None
-    ) -> tuple[list[StockLevel], int] | None:
+    ) -> tuple[Sequence[StockView], int] | None:
         store = self._store
         for _ in range(SNAPSHOT_ATTEMPTS):
             before = store.last_seq()

@@ -68,7 +68,7 @@ from gateway.adapters.outage import Outage, OutageWords
 from gateway.adapters.sink import OutboxPager
 from gateway.adapters.tls import client_context, warn_cleartext
 from gateway.domain import payloads
-from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 
 if TYPE_CHECKING:
     from gateway.config import MqttSinkConfig
@@ -86,17 +86,17 @@ STATE_WINDOW_MAX = 16
 class MqttStore(Protocol):
     """The edge-store methods the MQTT sink uses (``edge_store.repository.EdgeStore``)."""
 
-    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedMovement]: ...
+    def movements_since(self, after_seq: int, limit: int) -> Sequence[RecordedView]: ...
 
     def get_cursor(self, sink: str) -> int: ...
 
     def advance_cursor(self, sink: str, seq: int, *, now: datetime) -> None: ...
 
-    def stock(self) -> Sequence[StockLevel]: ...
+    def stock(self) -> Sequence[StockView]: ...
 
-    def alerts(self, *, active_only: bool = ...) -> Sequence[Alert]: ...
+    def alerts(self, *, active_only: bool = ...) -> Sequence[AlertView]: ...
 
-    def device_statuses(self) -> Sequence[DeviceStatus]: ...
+    def device_statuses(self) -> Sequence[DeviceStatusView]: ...
 
 
 class Publisher(Protocol):
@@ -114,7 +114,7 @@ def _path(value: object | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _last_seq(batch: Sequence[RecordedMovement]) -> int | None:
+def _last_seq(batch: Sequence[RecordedView]) -> int | None:
     return batch[-1].seq if batch else None
 
 
@@ -283,7 +283,7 @@ class MovementRelay:
         in_flight = 0
         room = asyncio.Event()
         failed: asyncio.Future[PublishError] = loop.create_future()
-        batches: asyncio.Queue[Sequence[RecordedMovement]] = asyncio.Queue(maxsize=2)
+        batches: asyncio.Queue[Sequence[RecordedView]] = asyncio.Queue(maxsize=2)
 
         def done(seq: int, error: PublishError | None) -> None:
             nonlocal in_flight
@@ -343,7 +343,7 @@ class MovementRelay:
             tg.create_task(pump())
             tg.create_task(fail())
 
-    async def _read(self, after_seq: int) -> Sequence[RecordedMovement]:
+    async def _read(self, after_seq: int) -> Sequence[RecordedView]:
         return await asyncio.to_thread(self._store.movements_since, after_seq, self._batch_size)
 
 
@@ -353,7 +353,7 @@ class MovementRelay:
 
 @dataclass(frozen=True, slots=True)
 class _AlertEvent:
-    alert: Alert
+    alert: AlertView
     update_state: bool
     """False for events queued before a reconnect: the store snapshot is newer than they are."""
 
@@ -387,7 +387,7 @@ class _StatePublisher:
         self._refused_topics: set[str] = set()
         self._changed = asyncio.Event()
 
-    def stock(self, levels: Iterable[StockLevel]) -> None:
+    def stock(self, levels: Iterable[StockView]) -> None:
         for level in levels:
             topic = payloads.stock_topic(self._prefix, level.location, level.sku)
             # Levels can reach us out of order (a snapshot read races a runtime update):
@@ -398,7 +398,7 @@ class _StatePublisher:
             self._pending[topic] = payloads.stock_json(self._site, level)
         self._changed.set()
 
-    def device_status(self, status: DeviceStatus) -> None:
+    def device_status(self, status: DeviceStatusView) -> None:
         topic = payloads.device_status_topic(self._prefix, status.device_id)
         known = self._device_since.get(topic)
         if known is not None and status.since < known:
@@ -407,7 +407,7 @@ class _StatePublisher:
         self._pending[topic] = payloads.device_status_json(self._site, status)
         self._changed.set()
 
-    def alert(self, alert: Alert) -> None:
+    def alert(self, alert: AlertView) -> None:
         if len(self._alerts) == self._alerts.maxlen and not self._dropping_alerts:
             self._dropping_alerts = True
             logger.warning(
@@ -421,7 +421,7 @@ class _StatePublisher:
         self._events.append((topic, payload))
         self._changed.set()
 
-    def _alert_state(self, alert: Alert) -> tuple[str, bytes]:
+    def _alert_state(self, alert: AlertView) -> tuple[str, bytes]:
         topic = payloads.active_alert_topic(self._prefix, alert.kind, alert.subject)
         return topic, (payloads.alert_json(self._site, alert) if alert.active else payloads.CLEARED)
 
@@ -467,7 +467,9 @@ class _StatePublisher:
             if not self._pending:
                 await self._changed.wait()
 
-    def _snapshot(self) -> tuple[Sequence[StockLevel], Sequence[DeviceStatus], Sequence[Alert]]:
+    def _snapshot(
+        self,
+    ) -> tuple[Sequence[StockView], Sequence[DeviceStatusView], Sequence[AlertView]]:
         return (
             self._store.stock(),
             self._store.device_statuses(),
@@ -680,15 +682,15 @@ class MqttSink:
         """New movements were recorded: publish them now rather than at the next poll."""
         self.relay.notify()
 
-    def publish_stock(self, levels: Iterable[StockLevel]) -> None:
+    def publish_stock(self, levels: Iterable[StockView]) -> None:
         """Publish (retained) these stock levels; an older level never replaces a newer one."""
         self._state.stock(levels)
 
-    def publish_device_status(self, status: DeviceStatus) -> None:
+    def publish_device_status(self, status: DeviceStatusView) -> None:
         """Publish (retained) a device's status."""
         self._state.device_status(status)
 
-    def publish_alert(self, alert: Alert) -> None:
+    def publish_alert(self, alert: AlertView) -> None:
         """Publish an alert event, and set (active) or clear (inactive) its retained state."""
         self._state.alert(alert)
 

@@ -45,6 +45,7 @@ from gateway.domain.model import (
     SourceType,
     StockLevel,
 )
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 from gateway.proto.dockwatch.edge.v1 import types_pb2
 
 if TYPE_CHECKING:
@@ -110,8 +111,11 @@ def _required_timestamp(present: bool, value: timestamp_pb2.Timestamp, name: str
 # --- enums -----------------------------------------------------------------------------------
 
 
-def _enum_to_proto(wrapper: _EnumTypeWrapper[_V], prefix: str, member: enum.Enum) -> _V:
-    return wrapper.Value(prefix + member.name)
+def _enum_to_proto(wrapper: _EnumTypeWrapper[_V], prefix: str, value: str) -> _V:
+    """The proto number of a domain enum's member or of its value (a stored record's): the
+    proto's names are the prefix and the member's name, which is its value in upper case
+    (``tests/test_protos.py`` checks it of every member). Unknown: ``ValueError``."""
+    return wrapper.Value(prefix + value.upper())
 
 
 def _enum_from_proto(
@@ -205,7 +209,7 @@ def chunk_by_size(
     return chunks
 
 
-def movement_to_proto(recorded: RecordedMovement) -> types_pb2.Movement:
+def movement_to_proto(recorded: RecordedView) -> types_pb2.Movement:
     m = recorded.movement
     try:
         return types_pb2.Movement(
@@ -225,7 +229,7 @@ def movement_to_proto(recorded: RecordedMovement) -> types_pb2.Movement:
             observed_at=datetime_to_timestamp(m.observed_at),
             confidence=m.confidence,
             container=m.container,
-            reason=None if m.reason is None else m.reason.value,
+            reason=None if m.reason is None else str(m.reason),
         )
     except ValueError as exc:  # an int beyond its field's range, a string that is not UTF-8
         raise ProtocolError(f"movement {m.movement_id}: {exc}") from exc
@@ -263,7 +267,7 @@ def movement_from_proto(pb: types_pb2.Movement) -> RecordedMovement:
     return RecordedMovement(seq=pb.seq, site=pb.site, movement=movement)
 
 
-def stock_level_to_proto(level: StockLevel, *, site: str) -> types_pb2.StockLevel:
+def stock_level_to_proto(level: StockView, *, site: str) -> types_pb2.StockLevel:
     try:
         return types_pb2.StockLevel(
             site=site,
@@ -290,7 +294,7 @@ def stock_level_from_proto(pb: types_pb2.StockLevel) -> StockLevel:
         raise ProtocolError(f"stock level {pb.location}/{pb.sku}: {exc}") from exc
 
 
-def alert_to_proto(alert: Alert, *, site: str) -> types_pb2.Alert:
+def alert_to_proto(alert: AlertView, *, site: str) -> types_pb2.Alert:
     try:
         return types_pb2.Alert(
             site=site,
@@ -325,7 +329,7 @@ def alert_from_proto(pb: types_pb2.Alert) -> Alert:
         raise ProtocolError(f"alert {pb.alert_id!r}: {exc}") from exc
 
 
-def device_status_to_proto(status: DeviceStatus, *, site: str) -> types_pb2.DeviceStatus:
+def device_status_to_proto(status: DeviceStatusView, *, site: str) -> types_pb2.DeviceStatus:
     try:
         return types_pb2.DeviceStatus(
             site=site,

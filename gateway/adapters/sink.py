@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from gateway.domain.model import Alert, DeviceStatus, StockLevel
+from gateway.domain.views import AlertView, DeviceStatusView, StockView
 
 PageT = TypeVar("PageT")
 
@@ -59,11 +59,11 @@ class StateSink(Sink, Protocol):
     """A sink that also carries the site's live state (stock, devices, alerts), not only the
     movements: the application tells it every change, in the order it happened."""
 
-    def publish_stock(self, levels: Iterable[StockLevel]) -> None: ...
+    def publish_stock(self, levels: Iterable[StockView]) -> None: ...
 
-    def publish_device_status(self, status: DeviceStatus) -> None: ...
+    def publish_device_status(self, status: DeviceStatusView) -> None: ...
 
-    def publish_alert(self, alert: Alert) -> None: ...
+    def publish_alert(self, alert: AlertView) -> None: ...
 
 
 class OutboxPager(Generic[PageT]):

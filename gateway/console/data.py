@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.domain.model import Alert, DeviceStatus, RecordedMovement, StockLevel
 from gateway.domain.receiving import ReceiptStatus
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 
 __all__ = ["ConsoleData", "DoorView", "ShelfView"]
 
@@ -42,14 +42,14 @@ class ConsoleData:
     """How the console reads the gateway (the composition root wires these)."""
 
     site: str
-    devices: Callable[[], Awaitable[list[DeviceStatus]]]
+    devices: Callable[[], Awaitable[Sequence[DeviceStatusView]]]
     """Every device's last status (from the store)."""
     device_ids: Sequence[tuple[str, str]]
     """Every configured device as (id, type), so a silent one is listed too."""
-    stock: Callable[[], Awaitable[list[StockLevel]]]
-    alerts: Callable[[], Awaitable[list[Alert]]]
+    stock: Callable[[], Awaitable[Sequence[StockView]]]
+    alerts: Callable[[], Awaitable[Sequence[AlertView]]]
     """Alert history, active and cleared (from the store)."""
-    recent: Callable[[int], Awaitable[list[RecordedMovement]]]
+    recent: Callable[[int], Awaitable[Sequence[RecordedView]]]
     """The last N movements, oldest first."""
     sync: Callable[[], Mapping[str, int]]
     """``last_seq`` and each sink's acknowledged seq."""

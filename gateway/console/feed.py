@@ -32,15 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gateway.domain.epc import decode_epc
-from gateway.domain.model import (
-    Alert,
-    DeviceStatus,
-    Movement,
-    RecordedMovement,
-    StockLevel,
-    TagRead,
-    WeightSample,
-)
+from gateway.domain.model import Movement, TagRead, WeightSample
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 
 __all__ = ["ConsoleFeed", "Event", "FeedFull", "ShelfTrace", "alert_dict", "movement_dict"]
 
@@ -59,7 +52,7 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def movement_dict(recorded: RecordedMovement) -> dict[str, object]:
+def movement_dict(recorded: RecordedView) -> dict[str, object]:
     m = recorded.movement
     return {
         "seq": recorded.seq,
@@ -79,7 +72,7 @@ def movement_dict(recorded: RecordedMovement) -> dict[str, object]:
     }
 
 
-def alert_dict(alert: Alert, *, acknowledged: bool = False) -> dict[str, object]:
+def alert_dict(alert: AlertView, *, acknowledged: bool = False) -> dict[str, object]:
     return {
         "alert_id": alert.alert_id,
         "kind": str(alert.kind),
@@ -92,7 +85,7 @@ def alert_dict(alert: Alert, *, acknowledged: bool = False) -> dict[str, object]
     }
 
 
-def device_dict(status: DeviceStatus) -> dict[str, object]:
+def device_dict(status: DeviceStatusView) -> dict[str, object]:
     return {
         "device_id": status.device_id,
         "device_type": status.device_type,
@@ -102,7 +95,7 @@ def device_dict(status: DeviceStatus) -> dict[str, object]:
     }
 
 
-def stock_dict(level: StockLevel) -> dict[str, object]:
+def stock_dict(level: StockView) -> dict[str, object]:
     return {
         "location": level.location,
         "sku": level.sku,
@@ -158,7 +151,7 @@ class ConsoleFeed:
 
     # --- what the gateway tells ----------------------------------------------------------------
 
-    def recorded(self, recorded: Sequence[RecordedMovement], levels: Sequence[StockLevel]) -> None:
+    def recorded(self, recorded: Sequence[RecordedView], levels: Sequence[StockView]) -> None:
         """Movements committed with the stock levels they changed (what MQTT publishes)."""
         if recorded:
             minute = self._utcnow().replace(second=0, microsecond=0)
@@ -175,7 +168,7 @@ class ConsoleFeed:
             self.stock[level.location, level.sku] = data
             self._publish(("stock", data))
 
-    def alert(self, alert: Alert) -> None:
+    def alert(self, alert: AlertView) -> None:
         if alert.active:
             self.acknowledged.discard(alert.alert_id)  # raised again: to be seen again
         data = alert_dict(alert)
@@ -186,7 +179,7 @@ class ConsoleFeed:
             self.active.pop(alert.alert_id, None)
         self._publish(("alert", data))
 
-    def device(self, status: DeviceStatus) -> None:
+    def device(self, status: DeviceStatusView) -> None:
         data = device_dict(status)
         self.devices[status.device_id] = data
         self._publish(("device", data))

@@ -5,7 +5,7 @@ actions call. Kept out of ``app.py`` so the composition root only says "there is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,8 +14,9 @@ from dockwatch_core.errors import GatewayError
 from gateway.config import resolve_secret
 from gateway.console.feed import ConsoleFeed
 from gateway.console.web import Console, ConsoleData, DoorView, ShelfView
-from gateway.domain.model import Alert, DeviceStatus, LocationId, RecordedMovement, StockLevel
+from gateway.domain.model import LocationId
 from gateway.domain.recount import ShelfReading, recount
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -44,19 +45,19 @@ def build_console(
             raise GatewayError("the edge store is not open")
         return gateway.worker
 
-    async def devices() -> list[DeviceStatus]:
+    async def devices() -> Sequence[DeviceStatusView]:
         w = worker()
         return await w.call(w.store.device_statuses)
 
-    async def stock() -> list[StockLevel]:
+    async def stock() -> Sequence[StockView]:
         w = worker()
         return await w.call(w.store.stock)
 
-    async def alerts() -> list[Alert]:
+    async def alerts() -> Sequence[AlertView]:
         w = worker()
         return await w.call(w.store.alerts, active_only=False)
 
-    async def recent(count: int) -> list[RecordedMovement]:
+    async def recent(count: int) -> Sequence[RecordedView]:
         w = worker()
         last = gateway.sync_status()["last_seq"]
         return await w.call(w.store.movements_since, max(0, last - count), count)

@@ -60,7 +60,8 @@ from typing import Final
 from urllib.parse import quote
 
 from gateway.domain.epcis_hash import event_hash, to_digital_link
-from gateway.domain.model import Alert, AlertKind, MovementKind, RecordedMovement
+from gateway.domain.model import Alert, AlertKind, MovementKind
+from gateway.domain.views import RecordedView
 
 __all__ = [
     "EPCIS_CONTEXT_URL",
@@ -85,13 +86,14 @@ _NAMESPACES: Final = {EXTENSION_PREFIX: EXTENSION_NAMESPACE}
 EACH: Final = "EA"
 """UN/ECE Recommendation 20 code for "each"."""
 
-# kind -> (bizStep, disposition or None: unchanged)
-_DOOR_STEPS: Final[Mapping[MovementKind, tuple[str, str | None]]] = {
+# kind -> (bizStep, disposition or None: unchanged). Keyed by the StrEnum members, which a stored
+# movement's kind (their str value) finds as well.
+_DOOR_STEPS: Final[Mapping[str, tuple[str, str | None]]] = {
     MovementKind.RECEIPT: ("receiving", "in_progress"),
     MovementKind.SHIPMENT: ("shipping", "in_transit"),
     MovementKind.TRANSFER: ("entering_exiting", None),
 }
-_SHELF_STEPS: Final[Mapping[MovementKind, tuple[str, str | None]]] = {
+_SHELF_STEPS: Final[Mapping[str, tuple[str, str | None]]] = {
     MovementKind.PICK: ("picking", None),
     MovementKind.RESTOCK: ("stocking", "sellable_accessible"),
     MovementKind.ADJUSTMENT: ("cycle_counting", None),
@@ -188,10 +190,10 @@ def _base(kind: str, observed_at: datetime) -> dict[str, object]:
     return {"type": kind, "eventTime": _time(observed_at), "eventTimeZoneOffset": "+00:00"}
 
 
-def _step(recorded: RecordedMovement, site: EpcisSite) -> tuple[str, str | None]:
+def _step(recorded: RecordedView, site: EpcisSite) -> tuple[str, str | None]:
     """(bizStep, disposition or None) of a movement."""
     m = recorded.movement
-    if m.kind is MovementKind.RETURN:
+    if m.kind == MovementKind.RETURN:
         inward = site.inside.get(m.source_id) == m.to_location
         return ("receiving" if inward else "shipping", "returned")
     if m.kind in _DOOR_STEPS:
@@ -199,15 +201,15 @@ def _step(recorded: RecordedMovement, site: EpcisSite) -> tuple[str, str | None]
     return _SHELF_STEPS.get(m.kind, ("other", None))
 
 
-def movement_events(recorded: RecordedMovement, site: EpcisSite) -> list[dict[str, object]]:
+def movement_events(recorded: RecordedView, site: EpcisSite) -> list[dict[str, object]]:
     """The EPCIS events of one movement (see the module docstring's table)."""
     m = recorded.movement
     step, disposition = _step(recorded, site)
     where: dict[str, object] = {"readPoint": {"id": site.read_point(m.source_id)}}
     extensions: dict[str, object] = {f"{EXTENSION_PREFIX}:movementId": m.movement_id}
     if m.reason is not None:  # the 2026-12 contract extension
-        extensions[f"{EXTENSION_PREFIX}:reason"] = m.reason.value
-    if m.kind is MovementKind.ADJUSTMENT:
+        extensions[f"{EXTENSION_PREFIX}:reason"] = str(m.reason)
+    if m.kind == MovementKind.ADJUSTMENT:
         # A count corrects the stock of the place that was counted (the shelf): the event is
         # located there, and says by how much its stock changed (to += q, from -= q).
         counted = site.shelves.get(m.source_id, m.to_location)

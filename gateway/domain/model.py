@@ -1,4 +1,4 @@
-"""Value types shared by the engines, the store, the sinks and the simulators.
+"""Value types shared by the engines, the sinks and the simulators, and handed to the store.
 
 Everything here is a frozen, slotted dataclass validated in ``__post_init__`` (``TagRead``, the
 hottest, is a named tuple validated in ``__new__``): a value that exists is a valid value.
@@ -212,8 +212,8 @@ _new_tuple: Final[Callable[[type[TagRead], Iterable[object]], TagRead]] = tuple.
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CatalogItem:
-    """One catalog item: the config's ``catalog.items[]``, the domain's ``Catalog`` entries and the
-    rows of the store's ``items`` table are this one type.
+    """One catalog item: the config's ``catalog.items[]`` and the domain's ``Catalog`` entries are
+    this one type, and it is what the gateway syncs to the store's ``items`` table.
 
     ``gtin``, when there is one, is normalised to 14 digits (GTIN-8/12/13 are left-padded) and its
     check digit verified (``gateway.domain.gs1.normalise_gtin``, the one GTIN rule). An item

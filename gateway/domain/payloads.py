@@ -32,14 +32,8 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from gateway.domain.model import (
-    Alert,
-    AlertKind,
-    DeviceStatus,
-    LocationId,
-    RecordedMovement,
-    StockLevel,
-)
+from gateway.domain.model import LocationId
+from gateway.domain.views import AlertView, DeviceStatusView, RecordedView, StockView
 
 GATEWAY_ONLINE = b"online"
 """Retained on ``{prefix}/gateway/status`` when the gateway connects."""
@@ -109,33 +103,33 @@ def _number(value: float) -> float | None:
 # Payloads
 
 
-def movement_document(recorded: RecordedMovement) -> dict[str, object]:
+def movement_document(recorded: RecordedView) -> dict[str, object]:
     """The movement as a JSON object, keys in contract order."""
     m = recorded.movement
     return {
         "movement_id": m.movement_id,
         "seq": recorded.seq,
         "site": recorded.site,
-        "kind": m.kind.value,
+        "kind": str(m.kind),
         "sku": m.sku,
         "quantity": m.quantity,
         "from_location": m.from_location,
         "to_location": m.to_location,
         "epcs": list(m.epcs),
         "container": m.container,
-        "source": {"type": m.source_type.value, "id": m.source_id},
+        "source": {"type": str(m.source_type), "id": m.source_id},
         "observed_at": format_timestamp(m.observed_at),
         "confidence": _number(m.confidence),
-        **({"reason": m.reason.value} if m.reason is not None else {}),
+        **({"reason": str(m.reason)} if m.reason is not None else {}),
     }
 
 
-def movement_json(recorded: RecordedMovement) -> bytes:
+def movement_json(recorded: RecordedView) -> bytes:
     """The bytes published for a movement on every one of its topics."""
     return _encode(movement_document(recorded))
 
 
-def stock_json(site: str, level: StockLevel) -> bytes:
+def stock_json(site: str, level: StockView) -> bytes:
     """Retained on ``{prefix}/stock/{location}/{sku}``."""
     return _encode(
         {
@@ -149,15 +143,15 @@ def stock_json(site: str, level: StockLevel) -> bytes:
     )
 
 
-def alert_json(site: str, alert: Alert) -> bytes:
+def alert_json(site: str, alert: AlertView) -> bytes:
     """Published on ``{prefix}/alerts/{kind}`` (raised and cleared alike) and, while active,
     retained on ``{prefix}/active_alerts/{kind}/{subject}``."""
     return _encode(
         {
             "alert_id": alert.alert_id,
             "site": site,
-            "kind": alert.kind.value,
-            "severity": alert.severity.value,
+            "kind": str(alert.kind),
+            "severity": str(alert.severity),
             "subject": alert.subject,
             "active": alert.active,
             "message": alert.message,
@@ -167,14 +161,14 @@ def alert_json(site: str, alert: Alert) -> bytes:
     )
 
 
-def device_status_json(site: str, status: DeviceStatus) -> bytes:
+def device_status_json(site: str, status: DeviceStatusView) -> bytes:
     """Retained on ``{prefix}/devices/{device_id}/status``."""
     return _encode(
         {
             "site": site,
             "device_id": status.device_id,
             "device_type": status.device_type,
-            "state": status.state.value,
+            "state": str(status.state),
             "since": format_timestamp(status.since),
             "detail": status.detail,
         }
@@ -219,7 +213,7 @@ def movement_topic(prefix: str, location: LocationId | str) -> str:
     return f"{prefix}/movements/{topic_segment(location)}"
 
 
-def movement_topics(prefix: str, recorded: RecordedMovement) -> tuple[str, str]:
+def movement_topics(prefix: str, recorded: RecordedView) -> tuple[str, str]:
     """The two topics a movement is published on: its ``from_location``'s, then its
     ``to_location``'s, so a subscriber to one location sees stock leaving it and arriving."""
     m = recorded.movement
@@ -230,12 +224,12 @@ def stock_topic(prefix: str, location: str, sku: str) -> str:
     return f"{prefix}/stock/{topic_segment(location)}/{topic_segment(sku)}"
 
 
-def alert_topic(prefix: str, kind: AlertKind) -> str:
-    return f"{prefix}/alerts/{topic_segment(kind.value)}"
+def alert_topic(prefix: str, kind: str) -> str:
+    return f"{prefix}/alerts/{topic_segment(str(kind))}"
 
 
-def active_alert_topic(prefix: str, kind: AlertKind, subject: str) -> str:
-    return f"{prefix}/active_alerts/{topic_segment(kind.value)}/{topic_segment(subject)}"
+def active_alert_topic(prefix: str, kind: str, subject: str) -> str:
+    return f"{prefix}/active_alerts/{topic_segment(str(kind))}/{topic_segment(subject)}"
 
 
 def door_passes_topic(prefix: str, portal_id: str) -> str:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from gateway.domain.model import Alert, AlertKind, LocationId, Severity, Sku, StockLevel
+from gateway.domain.model import Alert, AlertKind, LocationId, Severity, Sku
+from gateway.domain.views import StockView
 
 
 def low_stock_alert_id(location: str, sku: str) -> str:
@@ -47,9 +48,11 @@ class LowStockMonitor:
         """The current state; None if the pair was never observed or has no reorder point."""
         return self._low.get((location, sku))
 
-    def observe(self, level: StockLevel) -> Alert | None:
+    def observe(self, level: StockView) -> Alert | None:
         """``update`` from a stock level as the store reports it."""
-        return self.update(level.location, level.sku, level.on_hand, level.updated_at)
+        return self.update(
+            LocationId(level.location), Sku(level.sku), level.on_hand, level.updated_at
+        )
 
     def update(self, location: LocationId, sku: Sku, on_hand: int, at: datetime) -> Alert | None:
         """Return the alert (raised or cleared) if the state of (location, sku) changed."""

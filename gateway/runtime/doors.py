@@ -61,6 +61,7 @@ from gateway.domain.portal import (
     us_to_datetime,
 )
 from gateway.domain.receiving import ReceiptProgress
+from gateway.domain.views import AlertView
 
 log = logging.getLogger(__name__)
 
@@ -217,13 +218,13 @@ class DoorPipeline:
         """Let the engine's clock run to ``now_us`` (a tick; the harness's tail)."""
         await self._settled(self.engine.advance(now_us))
 
-    def restore(self, active: Sequence[Alert]) -> None:
+    def restore(self, active: Sequence[AlertView]) -> None:
         """The antennas a previous run left down (its active ``antenna_down`` alerts) stay down
         until they read again."""
         if self.antenna_health is None:
             return
         for alert in active:
-            if alert.kind is AlertKind.ANTENNA_DOWN:
+            if alert.kind == AlertKind.ANTENNA_DOWN:
                 reader, _, antenna = alert.subject.rpartition("/")
                 self.antenna_health.restore_down(DeviceId(reader), int(antenna), self._monotonic())
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from dockwatch_core.errors import StoreError
 from edge_store.records import RecordResult
 from gateway.adapters.sink import Sink
-from gateway.domain.model import Alert, AlertKind, Severity
+from gateway.domain.model import Alert, AlertKind, Movement, Severity
 from gateway.runtime.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Health:
         """``tell(ready)`` after every check (the gRPC health service)."""
         self._serving.append(tell)
 
-    async def committed(self, result: RecordResult) -> None:
+    async def committed(self, result: RecordResult[Movement]) -> None:
         """A ``record`` committed ``result``: date it for the sinks' lag."""
         if result.recorded and self.sinks:
             self.record_times.recorded(result.recorded[-1].seq, time.monotonic())

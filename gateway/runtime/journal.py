@@ -34,7 +34,7 @@ def recent_destinations(
     while page := store.movements_since(after):
         for recorded in page:
             m = recorded.movement
-            if m.source_type is SourceType.RFID_PORTAL and m.observed_at >= since:
+            if m.source_type == SourceType.RFID_PORTAL and m.observed_at >= since:
                 moment = (m.to_location, round(m.observed_at.timestamp() * 1_000_000))
                 for epc in (*m.epcs, *((m.container,) if m.container else ())):
                     out[epc] = moment
@@ -50,7 +50,7 @@ async def replay(
     worker: StoreWorker,
     last_seq: int,
     horizon_s: float,
-    record: Callable[[Sequence[Movement]], Awaitable[RecordResult | None]],
+    record: Callable[[Sequence[Movement]], Awaitable[RecordResult[Movement] | None]],
 ) -> None:
     """Replay the journal at ``path`` of ``reader_ids`` through ``engine`` (see the module
     docstring); ``horizon_s`` is the portal engine's memory of where tags went."""

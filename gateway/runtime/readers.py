@@ -102,7 +102,7 @@ class ReaderSet:
         worker: StoreWorker,
         last_seq: int,
         horizon_s: float,
-        record: Callable[[Sequence[Movement]], Awaitable[RecordResult | None]],
+        record: Callable[[Sequence[Movement]], Awaitable[RecordResult[Movement] | None]],
     ) -> None:
         """Feed ``engine`` what a killed predecessor journaled (gateway/runtime/journal.py)."""
         if self._journal_path is None or not self._configs:

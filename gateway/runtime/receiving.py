@@ -19,7 +19,7 @@ from edge_store.records import RecordResult
 from gateway.documents import RECEIPTS_LIMITS, DocumentError, gc_paused, read_yaml
 from gateway.domain.catalog import Catalog
 from gateway.domain.epcis import ReceiptClosed
-from gateway.domain.model import Alert
+from gateway.domain.model import Alert, Movement
 from gateway.domain.receiving import ExpectedReceipt, PreparedReceipts, ReceivingTracker
 from gateway.receipts_file import parse_expected
 
@@ -88,7 +88,7 @@ class ReceivingWatcher:
                 await self._closed(alert)
             await asyncio.sleep(self._poll_s)
 
-    async def committed(self, result: RecordResult) -> None:
+    async def committed(self, result: RecordResult[Movement]) -> None:
         """Movements were recorded: they may complete receipts."""
         if not result.recorded:
             return

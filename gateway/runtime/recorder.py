@@ -106,7 +106,7 @@ async def open_store(
     return worker
 
 
-Committed = Callable[[RecordResult], Awaitable[None]]
+Committed = Callable[[RecordResult[Movement]], Awaitable[None]]
 """Told, in subscription order, what each ``record`` committed."""
 
 
@@ -149,7 +149,7 @@ class Recorder:
 
     # -- movements --------------------------------------------------------------------------
 
-    async def record(self, movements: Sequence[Movement]) -> RecordResult | None:
+    async def record(self, movements: Sequence[Movement]) -> RecordResult[Movement] | None:
         """Commit movements, then tell the sinks and the listeners what changed."""
         if not movements:
             return None
@@ -188,7 +188,7 @@ class Recorder:
             await listener(result)
         return result
 
-    async def _record_until_stored(self, movements: Sequence[Movement]) -> RecordResult:
+    async def _record_until_stored(self, movements: Sequence[Movement]) -> RecordResult[Movement]:
         """Record, retrying for as long as the store refuses: the engines cannot derive these
         movements again, so giving up would lose them."""
         worker = self.worker

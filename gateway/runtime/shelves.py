@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,13 +39,14 @@ from gateway.domain.model import (
     DeviceStatus,
     LocationId,
     Movement,
+    Severity,
     Sku,
-    StockLevel,
     WeightSample,
 )
 from gateway.domain.params import ShelfParams
 from gateway.domain.shelf import ShelfEngine
 from gateway.domain.stock import LowStockMonitor
+from gateway.domain.views import AlertView, StockView
 from gateway.runtime.site import device_tls
 
 if TYPE_CHECKING:
@@ -175,7 +175,9 @@ class ShelfPipeline:
         self._taken = taken
         self._on_sample = on_sample
         self._on_implausible = on_implausible
-        self._shelf_at = {(e.location, e.sku): shelf_id for shelf_id, e in self.engines.items()}
+        self._shelf_at: dict[tuple[str, str], str] = {
+            (e.location, e.sku): shelf_id for shelf_id, e in self.engines.items()
+        }
         self.fed = 0
         """Samples fed to an engine so far."""
 
@@ -195,16 +197,20 @@ class ShelfPipeline:
         )
         return cls(shelf_engines(shelves, items, params), low_stock=low_stock, **parts)
 
-    def cleared_at_start(self, active: Iterable[Alert], now: datetime) -> list[Alert]:
+    def cleared_at_start(self, active: Iterable[AlertView], now: datetime) -> list[Alert]:
         """The clearing of the alerts a previous run left active whose condition lives in an
         engine's memory: the engines start afresh and raise them again if still true; left
         active, a condition that ended while the gateway was down would never clear."""
         return [
-            replace(
-                alert,
-                active=False,
-                raised_at=now,
+            Alert(
+                alert_id=alert.alert_id,
+                kind=AlertKind(alert.kind),
+                severity=Severity(alert.severity),
+                subject=alert.subject,
                 message=f"{alert.subject}: cleared at start (raised again if still true)",
+                raised_at=now,
+                active=False,
+                details=alert.details,
             )
             for alert in active
             if alert.kind in SHELF_ENGINE_ALERTS and alert.subject in self.engines
@@ -233,7 +239,7 @@ class ShelfPipeline:
         if movements:
             await self._record(movements)
 
-    def opened(self, levels: Iterable[StockLevel]) -> None:
+    def opened(self, levels: Iterable[StockView]) -> None:
         """The store's stock levels at start. A shelf the store has no level for has no book:
         its first settled weight is its opening count. One with a level compares its first
         settled weight with it (offline changes)."""
@@ -243,7 +249,7 @@ class ShelfPipeline:
                 self.engines[shelf_id].set_on_hand(level.on_hand)
             self.low_stock.observe(level)
 
-    async def stock_changed(self, levels: Iterable[StockLevel]) -> None:
+    async def stock_changed(self, levels: Iterable[StockView]) -> None:
         """Committed stock levels: the shelves' books, and low-stock alerts."""
         for level in levels:
             shelf_id = self._shelf_at.get((level.location, level.sku))

@@ -55,7 +55,7 @@ def device_tls(tls: TlsClientConfig | None, key: str) -> ssl.SSLContext | None:
 def catalog_records(
     config: GatewayConfig,
 ) -> tuple[tuple[CatalogItem, ...], list[LocationRecord]]:
-    """The catalog (its items as they are: the store takes the core's item) and the locations
+    """The catalog (its items as they are: the store takes them by their fields) and the locations
     as the edge store keeps them (synced at start)."""
     locations = [LocationRecord(id=loc.id, kind=loc.kind) for loc in config.locations]
     return config.catalog.items, locations

@@ -59,6 +59,7 @@ from gateway.domain.model import (
 from gateway.domain.params import PortalParams
 from gateway.domain.portal import PassEvent, PortalEngine, PortalSpec, PortalStats, TagCrossed
 from gateway.domain.receiving import ExpectedReceipt, ReceivingTracker
+from gateway.domain.views import MovementView
 from gateway.runtime.doors import TICK_S, DoorPipeline, DoorPorts, PhotoEye
 from simulators.llrp.server import GpioChange, LlrpReaderSimulator
 from simulators.llrp.source import SimRead
@@ -540,8 +541,8 @@ async def _until_online(adapters: Sequence[LlrpReaderAdapter]) -> None:
         await asyncio.sleep(0.02)
 
 
-def _stored_movements(store: EdgeStore) -> list[Movement]:
-    out: list[Movement] = []
+def _stored_movements(store: EdgeStore) -> list[MovementView]:
+    out: list[MovementView] = []
     after = 0
     while page := store.movements_since(after):
         out.extend(r.movement for r in page)
@@ -555,7 +556,7 @@ def _report(
     speed: float,
     wall: float,
     truth: Sequence[dict[str, Any]],
-    stored: Sequence[Movement],
+    stored: Sequence[MovementView],
     catalog: Catalog,
     result: _RunResult,
     photo_eyes: bool,
@@ -631,7 +632,7 @@ def _movement_latencies(  # noqa: PLR0917 - one private helper, called twice jus
     crossings: Sequence[dict[str, Any]],
     item: Mapping[str, CatalogItem | None],
     uri: Mapping[str, str],
-    stored: Sequence[Movement],
+    stored: Sequence[MovementView],
     at: Mapping[str, float],
     start: float,
 ) -> list[float]:
