@@ -43,7 +43,6 @@ from gateway.domain.model import (
     Movement,
     MovementId,
     MovementKind,
-    RecordedMovement,
     Severity,
     Sku,
     SourceType,
@@ -315,7 +314,8 @@ def test_a_new_movement_appears_within_two_seconds_without_a_reload(run: Run, br
     )
     result = run.call(run.gateway.record([movement]))
     recorded_at = time.monotonic()
-    (recorded,) = [r for r in result.recorded if isinstance(r, RecordedMovement)]
+    assert result is not None
+    (recorded,) = [r for r in result.recorded if r.movement.movement_id == movement.movement_id]
     row = _wait(browser, lambda d: d.find_elements("id", f"movements-{recorded.seq}"), 2.0)
     assert time.monotonic() - recorded_at <= 2.0
     assert "console-test" in row[0].text
