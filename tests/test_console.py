@@ -235,6 +235,34 @@ def test_the_stream_pushes_what_the_feed_hears() -> None:
     asyncio.run(scenario())
 
 
+def test_a_stock_page_stream_starts_with_the_levels_changed_since_start() -> None:
+    """The page is rendered before its stream subscribes: a level that changed in between is
+    sent when the stream opens (it stayed wrong on the page until it changed again)."""
+
+    async def scenario() -> None:
+        feed = ConsoleFeed(utcnow=lambda: NOW)
+        # Committed after the page was rendered, before its stream subscribed.
+        feed.recorded([_recorded(7)], [StockLevel(LocationId("b"), Sku("SKU-1"), 8, NOW, 7)])
+        async with serving(_console(feed), token=None) as base:
+            port = int(base.rpartition(":")[2])
+            for page, sent in ((b"stock", True), (b"movements", False)):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /events?page=" + page + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                await writer.drain()
+                async with asyncio.timeout(10):
+                    await reader.readuntil(b"retry: 2000\n\n")
+                    event = await reader.readuntil(b"\n\n")
+                if sent:
+                    assert b"event: stock" in event
+                    assert b'"location":"b"' in event
+                    assert b'"on_hand":8' in event
+                else:
+                    assert b"event: tick" in event  # no stock replay for a page without it
+                writer.close()
+
+    asyncio.run(scenario())
+
+
 def test_with_client_certificates_the_pages_need_one_and_the_static_files_do_not(
     tmp_path: Path,
 ) -> None:

@@ -14,6 +14,10 @@ behind and was dropped) is written and ends the stream; the browser reconnects
 (``retry: 2000``). When the listener shuts down (:meth:`LiveRoutes.close`), every stream ends
 at its next event or tick.
 
+A page that shows stock (``stock``, ``shelves``) first gets every level changed since start as
+it is now: the page was rendered before its stream subscribed, and a level that changed in
+between would otherwise stay wrong on it until it changed again.
+
 ``/doors/reads?epc=...`` answers the kept reads of up to ``MAX_TAGS`` tags (the last
 ``MAX_TAG_READS``) as JSON, for the doors page's strip of a pass or a tag.
 """
@@ -38,6 +42,8 @@ __all__ = ["LiveRoutes"]
 
 TICK_S = 1.0
 """How often a stream gets the sync lag, the minute's movements and the antenna counters."""
+_STOCK_PAGES = frozenset({"stock", "shelves"})
+"""The pages that show stock levels (their stream starts with the levels changed since start)."""
 MAX_TAGS = 100
 """At most this many tags in one read-strip request (a pallet's cases)."""
 MAX_TAG_READS = 5000
@@ -74,6 +80,12 @@ class LiveRoutes:
             await response.write(b"retry: 2000\n\n")
             antennas: dict[str, int] = {}
             page = request.query.get("page", "")
+            if page in _STOCK_PAGES:
+                # The page was rendered before this stream subscribed: a level that changed in
+                # between would never reach it. The levels changed since start, as they are
+                # now (later changes follow in the queue; a repeat sets the same value).
+                for level in list(self._feed.stock.values()):
+                    await response.write(_sse("stock", level))
             loop = asyncio.get_running_loop()
             next_tick = loop.time() + TICK_S
             kind: str
