@@ -40,7 +40,8 @@ _LATTICE_UNIT_FRACTION = 0.1
 step is motion (two picks), not a division, and a band of 1.5 of it would hide a count."""
 _LATTICE_NOISE_STEPS = 8
 """Before anything settled, differences beyond this many divisions are motion: noise of up to a
-division (the most a transmitter's display shows) rarely takes two samples 6 divisions apart."""
+division (the most a transmitter's display shows) puts two consecutive samples that far apart
+practically never (5.4 sigma of a difference of two)."""
 _TRIM = 0.9
 _TRIMMED_MEAN_OF_CHI2 = 0.623
 """The mean of the lowest 90 % of chi-square(1) values, over the mean of all of them."""
