@@ -145,7 +145,7 @@ class NoiseModel:
         delta = abs(delta_g)
         self._all.append(delta)
         self._dirty = True
-        if delta > _LATTICE_TOLERANCE_G and self._lattice >= 0.0:
+        if self.division_g is None and delta > _LATTICE_TOLERANCE_G and self._lattice >= 0.0:
             common = _common_step(self._lattice, delta) if self._lattice else delta
             # A float output's steps share no division: their common step dwindles to nothing.
             self._lattice = common if common > 2.5 * _LATTICE_TOLERANCE_G else -1.0
@@ -209,8 +209,11 @@ class NoiseModel:
         return self._sigma
 
     def _start_division(self) -> float:
-        """Before anything settled: the common step of every step seen, when there is one and
-        it is small beside a unit (a quantised output moves in whole divisions, motion too)."""
+        """Before anything settled: the configured division, or else the common step of every
+        step seen, when there is one and it is small beside a unit (a quantised output moves in
+        whole divisions, motion too)."""
+        if self.division_g:
+            return self.division_g
         if 0.0 < self._lattice <= self._lattice_cap_g:
             return self._lattice
         return 0.0
