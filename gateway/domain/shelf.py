@@ -515,6 +515,21 @@ class _Ledger:
         )
         return self._stability.half_band() < plateau.grams - before <= _HAND_MAX_G
 
+    def first_reached(self, plateau: Plateau) -> float | None:
+        """When the weight first settled at ``plateau``'s count, when a piece of evidence at that
+        count came before it (motion broke the count and it came back: the last pieces of the
+        evidence, or the piece it rejoined after a knock); None when it is the first."""
+        anchor = self.anchor
+        if anchor is None:
+            return None
+        units = self.fit(plateau.grams - anchor.grams).units
+        first = plateau.rejoined.settled_at if plateau.rejoined is not None else None
+        for piece in reversed(anchor.chain):
+            if piece is plateau or self.fit(piece.grams - anchor.grams).units != units:
+                break
+            first = piece.settled_at
+        return first
+
     def commit_progress(self, plateau: Plateau, now_utc: datetime) -> list[Movement | Alert]:
         """A new candidate further along from the anchor than the unconfirmed ones before it
         (a second pick after a first): those were not put back; count them now, not later."""
@@ -556,6 +571,12 @@ class _Ledger:
         # less than a second right after a pick, then lifted, splits the pick in two (the book
         # stays right).
         if units == 0 or (units > 0 and (not last.quiet_seen or self._stability.hand_blind())):
+            return []
+        before = steps[-2][0] if len(steps) > 1 else 0
+        if last.glimpse and (units - before) * units <= 0:
+            # A glimpse counts only between the counts on either side of it: motion beyond it
+            # is the other side only when it lies further from the anchor than the one before
+            # (a late poll left two samples of the next gesture's hand pressing: no restock).
             return []
         beyond = (grams - last.level(self._stability.noise.noise_g())) * (1 if units > 0 else -1)
         # A hand can press a shelf down (heavier), never lift it: past a pick's plateau the
@@ -978,6 +999,10 @@ class ShelfEngine:
             if not self._confirmed and ledger.anchor is not None:
                 if stability.still(candidate):
                     ledger.keep(candidate)
+                elif stability.brief(candidate):
+                    # Too few samples to judge, and one of them off by noise: a glimpse.
+                    candidate.glimpse = True
+                    ledger.keep(candidate)
                 elif candidate.rejoined is not None:
                     # Not still after it rejoined the piece before a knock: that piece was
                     # evidence before, and stays evidence (a rejoin never loses what was seen).
@@ -1007,10 +1032,15 @@ class ShelfEngine:
     def _ready(self, plateau: Plateau, at: float) -> bool:
         """Confirmed: confirmable (held, quiet, the trusted bit set); heavier than the level
         before it on a shelf blind to a hand's tremor: held ``hand_rest_s`` too."""
-        if not self._stability.confirmable(plateau, at):
+        stability = self._stability
+        if not stability.confirmable(plateau, at):
             return False
+        if at - plateau.settled_at >= self.params.hand_rest_s - 1e-9:
+            return True
+        if not plateau.restless:
+            first = self._ledger.first_reached(plateau)
+            plateau.restless = first is not None and stability.trembled_since(first)
         return not (
-            self._stability.hand_blind()
-            and at - plateau.settled_at < self.params.hand_rest_s - 1e-9
+            (plateau.restless or stability.hand_blind())
             and self._ledger.heavier_than_before(plateau)
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ _HAND_VISIBLE_NOISE_G = 2.5
 """Above this noise a resting hand's tremor (10 g and more, up and down) travels no further
 over 1.6 s of 5 Hz samples than noise does (2.4 sigma a step): only a stable bit, or time,
 tells a hand from goods."""
+_RESTLESS_HALF_BANDS = 3.0
+"""How far the samples since a count was first reached spread before its plateau is a hand's:
+noise stays within about a band (3 sigma each way), a hand's tremor of 10 g and more goes
+further (a 510 g hand on a 10 g band: 36 g)."""
 _QUIET_RUN = 3
 """Quiet judgements in a row before a candidate counts: a hand can look still for a moment."""
 _TRAVEL_SIGMAS = 2.4
@@ -286,6 +291,9 @@ class Plateau:
     """When its part after the knock began: that part is judged on its own samples first."""
     rejoined: Plateau | None = None
     """The piece before the knock it rejoined (evidence that must not be lost with it)."""
+    restless: bool = False
+    """Its count was reached before and left by small motion (a piece of it broke and it came
+    back), trembling in between: a hand resting, held ``hand_rest_s`` before it counts."""
     glimpse: bool = False
     """Two samples beside a late poll (:meth:`Stability.glimpse`): evidence only where it lies
     between the counts on either side of it."""
@@ -295,21 +303,32 @@ class Plateau:
         return self.total / self.n
 
     def level(self, noise_g: float) -> float:
-        """Where a short plateau lay: the mean of its later half of samples when they differ from
-        the earlier half by more than ``noise_g`` explains (a tail), else the mean of all. Motion
-        may cut a plateau short while the transmitter's filter still creeps towards it (a tail of
-        a gram on a 8.5 g item put three of them a gram off, beyond the tolerance of a fit); the
-        later samples are nearer. A long plateau's mean has diluted its tail."""
-        if self.n > _SHORT_SAMPLES or len(self.recent) != self.n or self.n < 4:
+        """Where a short plateau lay, from its inner samples: not its first (the end of a
+        filter's ramp or of the platform's ring, the earliest sample within the band) nor its
+        last (motion ended it: that sample may be the next gesture's hand already pressing,
+        still inside the band); the median of the later half of them when it differs from the
+        earlier half by more than ``noise_g`` explains (a tail still creeping), else of all.
+        A short plateau's mean is pulled by both ends (the three picks before a pick of one on
+        an 8.5 g item: 0.7 g off, beyond the tolerance of a fit, and the two picks merged). A
+        long plateau's mean has diluted both."""
+        if self.n > _SHORT_SAMPLES or len(self.recent) != self.n:
             return self.grams
-        values = [g for _, g in self.recent]
-        half = self.n // 2
-        earlier = math.fsum(values[:half]) / half
-        later = math.fsum(values[half:]) / (self.n - half)
-        # Two means of about n/2 samples each differ by noise * sqrt(4/n) by chance.
-        if abs(later - earlier) <= 2.0 * noise_g * math.sqrt(4.0 / self.n):
+        if self.glimpse and self.n == 2:
+            # Two samples beside a late poll: the later one, when they differ by more than
+            # noise (a filter's tail, the earlier one further up it), else their mean.
+            first, second = self.recent[0][1], self.recent[1][1]
+            return second if abs(second - first) > 2.5 * noise_g * math.sqrt(2.0) else self.grams
+        if self.n < 4:
             return self.grams
-        return later
+        values = [g for _, g in self.recent][1:-1]
+        half = len(values) // 2
+        if half >= 2:
+            earlier = statistics.median(values[:half])
+            later = statistics.median(values[half:])
+            # Two medians of about n/2 samples each differ by noise * 1.25 * sqrt(4/n) by chance.
+            if abs(later - earlier) > 2.5 * noise_g * math.sqrt(4.0 / len(values)):
+                return later
+        return statistics.median(values)
 
     def excess_variation_g(
         self,
@@ -348,9 +367,16 @@ class Plateau:
         self.knocked = True
         self.rejoined = earlier
         self.rejoined_at = self.recent[0][0] if self.recent else self.detected_at
+        self.restless = self.restless or earlier.restless
         if earlier.quiet_seen:
             # It was seen still long enough before the knock: that counts towards confirming.
             self.detected_at = earlier.detected_at
+            # Its level is of both parts (a one-sample knock, the next gesture's hand arriving,
+            # left a plateau of three samples, the hand's among them, for one of seven).
+            last = earlier.recent[-1][0] if earlier.recent else -math.inf
+            later = [g for t, g in self.recent if t > last]
+            self.n = earlier.n + len(later)
+            self.total = earlier.total + math.fsum(later)
             self.recent = deque(sorted({*earlier.recent, *self.recent}))
             self.quiet_seen = earlier.quiet_seen
             self.quiet_run = earlier.quiet_run
@@ -561,6 +587,14 @@ class Stability:
         excess, steps = plateau.excess_variation_g(_RECENT_S, skip_last=1, since=since)
         return excess <= steps * per_step + floor
 
+    def brief(self, plateau: Plateau) -> bool:
+        """Seen for fewer samples than a judgement needs (the short plateau between the two
+        picks of a double pick): whether its spread is noise or a hand cannot be told from
+        three or four samples (one sample 3 sigma off read as tremor, and the two picks
+        merged). It is evidence only where it lies between the counts on either side of it,
+        as a glimpse is: it can split a pick or restock in two, never make one."""
+        return not plateau.knocked and len(plateau.recent) < _QUIET_SAMPLES
+
     def trembles(self, plateau: Plateau, *, skip_last: int = 0) -> bool:
         """The recent samples travel further than the transmitter's noise would take them: a
         hand (a filter's tail or slow drift travel one way, and about as far as they get)."""
@@ -581,6 +615,25 @@ class Stability:
             window, skip_last=skip_last, since=plateau.settled_at + _RING_S
         )
         return steps + 1 < _QUIET_SAMPLES or excess > steps * per_step + floor
+
+    def trembled_since(self, since: float) -> bool:
+        """Every sample traced since ``since`` (after the platform's ring), the motion that
+        broke plateaus between them included, spread over more than one and a half bands and
+        travelled further than noise takes them: a hand whose tremor broke its plateau and came
+        back to the same weight. (One plateau's own samples may look still for a second between
+        two of its swings; a quantised output flickering two divisions breaks a plateau too,
+        but stays within about a band.)"""
+        start = since + _RING_S
+        values = [g for t, g in self._trace if t >= start]
+        if len(values) < _QUIET_SAMPLES:
+            return False
+        if max(values) - min(values) <= _RESTLESS_HALF_BANDS * self.half_band():
+            return False
+        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
+        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
+        travel = math.fsum(abs(b - a) for a, b in itertools.pairwise(values))
+        excess = travel - abs(values[-1] - values[0])
+        return excess > (len(values) - 1) * per_step + floor
 
     def _tremor_window_s(self) -> float:
         # Without a trustworthy stable bit, only the samples can show a hand's tremor: a slow

@@ -507,12 +507,15 @@ def replay(
     jitter_s: float = 0.01,
     stall_p: float = 0.0,
     stall_s: tuple[float, float] = (0.2, 0.8),
+    phase: int = 0,
 ) -> list[tuple[float, Movement | Alert]]:
     """Feed one zoo shelf's physics straight into its engine at 5 Hz (no Modbus, no clock).
 
     The same transmitter, the same gateway-side settings as ``run_zoo``; polling times jitter by
     ``jitter_s`` (seeded) as a real poller's do, and a share ``stall_p`` of polls comes late by
-    a time drawn from ``stall_s`` (a busy host, a slow link, a retried request). Garbage in the
+    a time drawn from ``stall_s`` (a busy host, a slow link, a retried request). ``phase``
+    draws another poll clock (its start, jitter and stalls) for the same physics: where a
+    sample falls decides what a poller sees of a short plateau or a hand's tremor. Garbage in the
     weight registers arrives as the adapter would decode it for the shelf's encoding; a silent
     transmitter gives no samples.
     For property tests and quick what-ifs; the benchmark runs the real path.
@@ -529,7 +532,7 @@ def replay(
         division_g=shelf.division_g,
         capacity_g=shelf.capacity_g,
     )
-    rng = random.Random(f"{seed}:{track.shelf_id}:poll")
+    rng = random.Random(f"{seed}:{track.shelf_id}:poll" + (f":{phase}" if phase else ""))
     out: list[tuple[float, Movement | Alert]] = []
     t = rng.uniform(0.0, params.poll_interval_s)
     while t < until:
