@@ -272,8 +272,14 @@ def _truth(shelf: ZooShelf, seed: int) -> list[tuple[str, int, float]]:
         (119, "zoo-s5", 1, 0.0),
         # a late poll left two samples of it, the first still in the filter's tail;
         (11, "zoo-s3", 1, 0.03),
-        # a late poll left two samples of the next gesture's hand: counted as a restock.
+        # a late poll left two samples of the next gesture's hand: counted as a restock;
         (5, "zoo-s1", 1, 0.03),
+        # late polls (a dead unit holding up the line for a second) left one sample of it,
+        # at the bottom of the valley between the first pick's tail and the next hand's press
+        # (and, in the third, a peak beside a late poll, the hand's press, which is no plateau).
+        (52, "zoo-s4", 37, 0.03),
+        (52, "zoo-s4", 8, 0.03),
+        (52, "zoo-s4", 28, 0.03),
     ],
 )
 def test_held_out_zoo_shelves_once_miscounted_count_every_event(

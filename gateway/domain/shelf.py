@@ -49,6 +49,13 @@ nothing about the transmitter that it has not measured:
   stable bit and the bit has shown itself trustworthy (set on at least 80 % of confirmed samples),
   it must be set too, on three samples in a row; a bit that is never set (a motion detector
   stricter than its own noise) is ignored, not obeyed.
+* **A hand that comes back.** A resting hand's tremor breaks its plateau and the weight comes
+  back to the same count, each piece still for the second it lasts. A candidate heavier than the
+  level before it (by up to 2.5 kg) at a count that evidence since the anchor reached before (the
+  last pieces of the evidence, or the piece it rejoined) is *restless* when every sample since
+  the count was first reached (after the ring's half second, the samples that broke the pieces
+  included) spread over more than three half-bands and travelled further than noise takes them:
+  it waits ``hand_rest_s`` as on a shelf blind to a hand.
 * **Shelves blind to a hand.** Where the learned noise is above 2.5 g and no trustworthy stable
   bit helps, no 5 Hz series shows a hand's tremor: a candidate heavier than the level before it
   by at most 2.5 kg (what a hand presses) is confirmed only once it held ``hand_rest_s`` (12 s),
@@ -69,14 +76,21 @@ nothing about the transmitter that it has not measured:
   put-back: a new candidate further along from the anchor in the same direction, or motion carrying
   the weight beyond it by more than half a unit plus a hand's press; the pieces after it at the same
   count (one plateau split in two) are the same goods, and the anchor takes the level of the piece
-  seen longest. Confidence falls from 1.0 for a
-  perfect fit to 0.5 at the edge of the tolerance.
+  seen longest. Evidence of up to ten samples lies at the median of its inner samples (not the
+  first, the end of a ramp or ring; not the last, maybe the next gesture's hand), of their later
+  half when a tail still crept. Evidence of fewer than five samples (too few to judge) is kept
+  as a glimpse is (below). A candidate that rejoins the piece before a knock takes its samples
+  too. Confidence falls from 1.0 for a perfect fit to 0.5 at the edge of the tolerance.
 * **Late polls.** A gap of 2.5 usual sample intervals (against the median of the last seven) is
   a late poll. Two samples within the band beside one, with motion after them, are a *glimpse*
   of a plateau the gap hid (the one between the two picks of a double pick): evidence only where
   its count lies strictly between the counts before and after it, so it can split one movement
-  into the two it was and never makes one of its own. The tremor window stretches across a late
-  poll to the plateau's last five samples (up to 2 s).
+  into the two it was and never makes one of its own (motion beyond it counts it early only
+  when it lies further from the anchor than the count before it). Its level is the later
+  sample when the two differ by more than noise. One sample beside a late poll at the bottom of
+  a valley (a pick's tail coming down to it, the next hand's press going up from it) is a
+  glimpse too: a hand never lifts a shelf, so a valley is goods. The tremor window stretches
+  across a late poll to the plateau's last five samples (up to 2 s).
 * **Unexplained changes.** A confirmed plateau that fits no whole number of units from the anchor
   is *pending*: nothing is recorded, because a hand resting on the shelf or a parcel put down for
   a while looks exactly like that. Items moved while it rests are counted from the pending plateau
@@ -118,6 +132,7 @@ unexplained changes, opening counts, offline changes, reconciliation, drift); ``
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import math
@@ -437,6 +452,16 @@ class _Ledger:
     def fit(self, delta_g: float) -> CountFit:
         return fit_units(delta_g, self.unit_weight_g, self.tolerance_g, self._stability.half_band())
 
+    def fit_piece(self, delta_g: float, piece: Plateau) -> CountFit:
+        """:meth:`fit` for evidence: a piece of a few samples knows its level only to noise /
+        sqrt(n), and the tolerance allows for that (a pick of four on a 5 g-division shelf with
+        4.7 g of noise read 16 g off from four samples, beyond the 15.7 g tolerance, and merged
+        with the pick after it). Still capped below half a unit."""
+        fit = self.fit(delta_g)
+        spread = 2.0 * self._stability.noise.noise_g() / math.sqrt(max(1, piece.n))
+        cap = _MAX_FRACTION_OF_UNIT * self.unit_weight_g
+        return dataclasses.replace(fit, tolerance_g=min(fit.tolerance_g + spread, cap))
+
     @property
     def implied_units(self) -> CountFit | None:
         """The count implied by the explained weight, or None before the first plateau."""
@@ -600,7 +625,11 @@ class _Ledger:
         # while a filter's tail still crept towards its level.
         noise = self._stability.noise.noise_g()
         grams = plateau.grams if at is not None else plateau.level(noise)
-        fit = self.fit(grams - anchor.grams)
+        fit = (
+            self.fit(grams - anchor.grams)
+            if at is not None
+            else self.fit_piece(grams - anchor.grams, plateau)
+        )
         if not fit.fits or abs(fit.units) > self._max_units:
             assert at is not None
             return self._unexplained(plateau, at, now_utc)
@@ -652,7 +681,10 @@ class _Ledger:
             evidence = anchor.chain[: index + 1]
         for plateau in evidence:
             level = plateau.grams if plateau is confirmed else plateau.level(noise)
-            fit = self.fit(level - anchor.grams)
+            if plateau is confirmed:
+                fit = self.fit(level - anchor.grams)
+            else:
+                fit = self.fit_piece(level - anchor.grams, plateau)
             if plateau is confirmed or (fit.fits and abs(fit.units) <= self._max_units):
                 steps.append((fit.units, plateau))
         steps = _between(steps)

@@ -83,6 +83,9 @@ _RESTLESS_HALF_BANDS = 3.0
 """How far the samples since a count was first reached spread before its plateau is a hand's:
 noise stays within about a band (3 sigma each way), a hand's tremor of 10 g and more goes
 further (a 510 g hand on a 10 g band: 36 g)."""
+_KNOCK_HALF_BANDS = 6.0
+"""A sample further than this from the middle of a plateau's samples is a knock, not a tremor
+(a hand trembles a few bands; a knock swings a third of a unit and more, 15 bands)."""
 _QUIET_RUN = 3
 """Quiet judgements in a row before a candidate counts: a hand can look still for a moment."""
 _TRAVEL_SIGMAS = 2.4
@@ -97,7 +100,7 @@ _BIT_RUN = 3
 """Samples in a row with the trusted stable bit set before it vouches for a plateau."""
 
 # A late poll.
-_STALL_INTERVALS = 2.5
+_STALL_INTERVALS = 2.0
 """A gap this many sample intervals long is a late poll (a busy host, a retried request)."""
 _GLIMPSE_SPAN = 0.75
 """The two samples of a glimpse are at least this many usual intervals apart."""
@@ -295,8 +298,9 @@ class Plateau:
     """Its count was reached before and left by small motion (a piece of it broke and it came
     back), trembling in between: a hand resting, held ``hand_rest_s`` before it counts."""
     glimpse: bool = False
-    """Two samples beside a late poll (:meth:`Stability.glimpse`): evidence only where it lies
-    between the counts on either side of it."""
+    """Two samples beside a late poll (:meth:`Stability.glimpse`), or a piece too short to
+    judge (:meth:`Stability.brief`): evidence only where it lies between the counts on either
+    side of it."""
 
     @property
     def grams(self) -> float:
@@ -493,8 +497,10 @@ class Stability:
         if t2 - t1 < _GLIMPSE_SPAN * self._usual_gap():
             return None  # two samples close together span no time: nothing was seen still
         mean = 0.5 * (g1 + g2)
-        if abs(g1 - mean) > half or abs(g3 - mean) <= half:
+        if abs(g3 - mean) <= half:
             return None
+        if abs(g1 - mean) > half:
+            return self._turn(sample, now_utc, half)
         plateau = Plateau(
             detected_at=t2,
             settled_at=t1,
@@ -502,6 +508,28 @@ class Stability:
             glimpse=True,
         )
         plateau.add(t1, g1, None)
+        plateau.add(t2, g2, None)
+        return plateau
+
+    def _turn(self, sample: WeightSample, now_utc: datetime, half: float) -> Plateau | None:
+        """One sample at the bottom of a valley, beside a late poll: the end of a pick's
+        filter tail coming down to it and, after the gap, the next gesture's hand pressing
+        (a hand presses a shelf, it never lifts it: a valley is goods, a peak may be a hand).
+        All a poller saw of the plateau between the two picks of a double pick when a dead
+        unit on the same line held up its polls for a second: evidence where the weight lay,
+        as a glimpse's. Not a sample on a ramp (one gesture seen three times goes one way)."""
+        trace = self._trace
+        (_, g1), (t2, g2), (t3, g3) = trace[-3], trace[-2], trace[-1]
+        if t2 not in self._after_stall and t3 not in self._after_stall:
+            return None
+        if g1 - g2 <= half or g3 - g2 <= half:
+            return None
+        plateau = Plateau(
+            detected_at=t2,
+            settled_at=t2,
+            settled_utc=now_utc - timedelta(seconds=t3 - t2),
+            glimpse=True,
+        )
         plateau.add(t2, g2, None)
         return plateau
 
@@ -618,16 +646,22 @@ class Stability:
 
     def trembled_since(self, since: float) -> bool:
         """Every sample traced since ``since`` (after the platform's ring), the motion that
-        broke plateaus between them included, spread over more than one and a half bands and
-        travelled further than noise takes them: a hand whose tremor broke its plateau and came
-        back to the same weight. (One plateau's own samples may look still for a second between
-        two of its swings; a quantised output flickering two divisions breaks a plateau too,
-        but stays within about a band.)"""
+        broke plateaus between them included (a knock's far-off samples not), spread over more
+        than one and a half bands and travelled further than noise takes them: a hand whose
+        tremor broke its plateau and came back to the same weight. (One plateau's own samples
+        may look still for a second between two of its swings; a quantised output flickering
+        two divisions breaks a plateau too, but stays within about a band.)"""
         start = since + _RING_S
+        half = self.half_band()
         values = [g for t, g in self._trace if t >= start]
+        if values:
+            # Samples far off are a knock (goods knocked swing hundreds of grams for a moment
+            # and come back): the plateau on either side of it says nothing of a hand.
+            middle = statistics.median(values)
+            values = [g for g in values if abs(g - middle) <= _KNOCK_HALF_BANDS * half]
         if len(values) < _QUIET_SAMPLES:
             return False
-        if max(values) - min(values) <= _RESTLESS_HALF_BANDS * self.half_band():
+        if max(values) - min(values) <= _RESTLESS_HALF_BANDS * half:
             return False
         per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
         floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)

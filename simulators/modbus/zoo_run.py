@@ -21,7 +21,8 @@ Scoring (per shelf, then pooled):
   when the low-stock alert is raised within 3 s after it settled; an alert raised when the truth
   is not low is *spurious*;
 * put-backs, hands and bumps must produce nothing; garbage must produce one ``implausible_weight``
-  alert per episode and no movement.
+  alert per episode the poller read (a silent unit on the same line can hold the polls up for
+  longer than a short episode lasts) and no movement.
 """
 
 from __future__ import annotations
@@ -285,9 +286,12 @@ async def _run(
         alerts.append((sample_at, alert))
 
     seen: list[WeightSample] = []
+    read_at: dict[str, list[float]] = {s.track.shelf_id: [] for s in zoo.shelves}
 
     def delivered(sample: WeightSample) -> None:
-        seen.append(sample)
+        read_at[sample.shelf_id].append(sample.at)
+        if samples_path is not None:
+            seen.append(sample)
         pipeline.samples.put(sample)
 
     # The gateway's own shelf pipeline, on the scenario's clock.
@@ -301,7 +305,7 @@ async def _run(
     )
     poller = ModbusShelfPoller(
         [zoo_point(s, sim.host, sim.port) for s in zoo.shelves],
-        on_sample=pipeline.samples.put if samples_path is None else delivered,
+        on_sample=delivered,
         on_status=statuses.append,
         settings=PollerSettings(
             poll_interval_s=params.poll_interval_s / speed,
@@ -341,6 +345,7 @@ async def _run(
             alerts=alerts,
             store=store,
             first_level=first_level,
+            read_at=read_at[shelf.track.shelf_id],
         )
         for shelf in zoo.shelves
     )
@@ -357,6 +362,7 @@ def _score(
     alerts: Sequence[tuple[float, Alert]],
     store: EdgeStore,
     first_level: dict[str, int],
+    read_at: Sequence[float],
 ) -> ShelfScore:
     track = shelf.track
     sid = track.shelf_id
@@ -442,8 +448,15 @@ def _score(
     spurious = sum(
         1 for at in low_alerts if not any(lo - 0.5 <= at <= hi + 3.0 for lo, hi in low_periods)
     )
+    # An episode counts when the poller read the shelf during it: a unit that fell silent on the
+    # same line can hold the polls up for longer than a short episode lasts, and garbage never
+    # read is garbage the gateway cannot report.
     garbage = [
-        e for e in events if e.kind is ShelfEventKind.FAILURE and e.mode is FailureMode.GARBAGE
+        e
+        for e in events
+        if e.kind is ShelfEventKind.FAILURE
+        and e.mode is FailureMode.GARBAGE
+        and any(e.t <= at < e.end for at in read_at)
     ]
     garbage_alerts = sum(
         1
