@@ -134,7 +134,8 @@ def zoo_main(args: argparse.Namespace) -> bool:
         f"{total('book_ok')}/{shelves}\n"
         f"  low-stock crossings alerted within 3 s: {on_time}/{crossings}; spurious "
         f"{total('low_stock_spurious')}\n"
-        f"  garbage episodes alerted: {total('garbage_alerts')}/{total('garbage_episodes')}\n"
+        f"  garbage episodes (that the poller read) alerted: {total('garbage_alerts')}/"
+        f"{total('garbage_episodes')}\n"
     )
     return (
         exact >= 0.995 * events

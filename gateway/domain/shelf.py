@@ -54,8 +54,8 @@ nothing about the transmitter that it has not measured:
   level before it (by up to 2.5 kg) at a count that evidence since the anchor reached before (the
   last pieces of the evidence, or the piece it rejoined) is *restless* when every sample since
   the count was first reached (after the ring's half second, the samples that broke the pieces
-  included) spread over more than three half-bands and travelled further than noise takes them:
-  it waits ``hand_rest_s`` as on a shelf blind to a hand.
+  included, a knock's far-off ones not) spread over more than three half-bands and travelled
+  further than noise takes them: it waits ``hand_rest_s`` as on a shelf blind to a hand.
 * **Shelves blind to a hand.** Where the learned noise is above 2.5 g and no trustworthy stable
   bit helps, no 5 Hz series shows a hand's tremor: a candidate heavier than the level before it
   by at most 2.5 kg (what a hand presses) is confirmed only once it held ``hand_rest_s`` (12 s),
@@ -79,18 +79,21 @@ nothing about the transmitter that it has not measured:
   seen longest. Evidence of up to ten samples lies at the median of its inner samples (not the
   first, the end of a ramp or ring; not the last, maybe the next gesture's hand), of their later
   half when a tail still crept. Evidence of fewer than five samples (too few to judge) is kept
-  as a glimpse is (below). A candidate that rejoins the piece before a knock takes its samples
-  too. Confidence falls from 1.0 for a perfect fit to 0.5 at the edge of the tolerance.
-* **Late polls.** A gap of 2.5 usual sample intervals (against the median of the last seven) is
+  as a glimpse is (below). A piece's fit allows for the noise of its level (2 sigma / sqrt(n)
+  more tolerance, still below half a unit). A candidate that rejoins the piece before a knock
+  takes its samples too. Confidence falls from 1.0 for a perfect fit to 0.5 at the edge of the
+  tolerance.
+* **Late polls.** A gap of two usual sample intervals (against the median of the last seven) is
   a late poll. Two samples within the band beside one, with motion after them, are a *glimpse*
   of a plateau the gap hid (the one between the two picks of a double pick): evidence only where
   its count lies strictly between the counts before and after it, so it can split one movement
   into the two it was and never makes one of its own (motion beyond it counts it early only
   when it lies further from the anchor than the count before it). Its level is the later
-  sample when the two differ by more than noise. One sample beside a late poll at the bottom of
-  a valley (a pick's tail coming down to it, the next hand's press going up from it) is a
-  glimpse too: a hand never lifts a shelf, so a valley is goods. The tremor window stretches
-  across a late poll to the plateau's last five samples (up to 2 s).
+  sample when the two differ by more than noise (the lower one where the weight came down to
+  it: a later sample higher than the earlier is the next hand pressing). One sample beside a
+  late poll at the bottom of a valley (a pick's tail coming down to it, the next hand's press
+  going up from it) is a glimpse too: a hand never lifts a shelf, so a valley is goods. The
+  tremor window stretches across a late poll to the plateau's last five samples (up to 2 s).
 * **Unexplained changes.** A confirmed plateau that fits no whole number of units from the anchor
   is *pending*: nothing is recorded, because a hand resting on the shelf or a parcel put down for
   a while looks exactly like that. Items moved while it rests are counted from the pending plateau

@@ -297,6 +297,8 @@ class Plateau:
     restless: bool = False
     """Its count was reached before and left by small motion (a piece of it broke and it came
     back), trembling in between: a hand resting, held ``hand_rest_s`` before it counts."""
+    came_down: bool = False
+    """A glimpse the weight came down to (the sample before it was heavier): after a pick."""
     glimpse: bool = False
     """Two samples beside a late poll (:meth:`Stability.glimpse`), or a piece too short to
     judge (:meth:`Stability.brief`): evidence only where it lies between the counts on either
@@ -318,10 +320,14 @@ class Plateau:
         if self.n > _SHORT_SAMPLES or len(self.recent) != self.n:
             return self.grams
         if self.glimpse and self.n == 2:
-            # Two samples beside a late poll: the later one, when they differ by more than
-            # noise (a filter's tail, the earlier one further up it), else their mean.
+            # Two samples beside a late poll: their mean, unless they differ by more than noise.
+            # Then the later one (the earlier is further up a filter's tail); but where the
+            # weight came down to them (a pick), the lower one: a later sample higher than the
+            # earlier is the next gesture's hand pressing, never goods.
             first, second = self.recent[0][1], self.recent[1][1]
-            return second if abs(second - first) > 2.5 * noise_g * math.sqrt(2.0) else self.grams
+            if abs(second - first) <= 2.5 * noise_g * math.sqrt(2.0):
+                return self.grams
+            return min(first, second) if self.came_down else second
         if self.n < 4:
             return self.grams
         values = [g for _, g in self.recent][1:-1]
@@ -506,6 +512,7 @@ class Stability:
             settled_at=t1,
             settled_utc=now_utc - timedelta(seconds=t3 - t1),
             glimpse=True,
+            came_down=len(trace) > 3 and trace[-4][1] > g1,
         )
         plateau.add(t1, g1, None)
         plateau.add(t2, g2, None)
