@@ -260,6 +260,16 @@ def _between(steps: list[tuple[int, Plateau | None]]) -> list[tuple[int, Plateau
     return kept
 
 
+def _piece_fit(fit: CountFit, noise_g: float, samples: int, unit_weight_g: float) -> CountFit:
+    """``fit`` for a piece of evidence of ``samples`` samples: it knows its level only to noise /
+    sqrt(n), and the tolerance allows for that (a pick of four on a 5 g-division shelf with 4.7 g
+    of noise read 16 g off from four samples, beyond the 15.7 g tolerance, and merged with the
+    pick after it). Still capped below half a unit."""
+    spread = 2.0 * noise_g / math.sqrt(max(1, samples))
+    cap = _MAX_FRACTION_OF_UNIT * unit_weight_g
+    return dataclasses.replace(fit, tolerance_g=min(fit.tolerance_g + spread, cap))
+
+
 def _index(chain: list[Plateau], plateau: Plateau) -> int | None:
     """Where ``plateau`` itself (not an equal one) is in ``chain``."""
     return next((i for i, p in enumerate(chain) if p is plateau), None)
@@ -456,14 +466,9 @@ class _Ledger:
         return fit_units(delta_g, self.unit_weight_g, self.tolerance_g, self._stability.half_band())
 
     def fit_piece(self, delta_g: float, piece: Plateau) -> CountFit:
-        """:meth:`fit` for evidence: a piece of a few samples knows its level only to noise /
-        sqrt(n), and the tolerance allows for that (a pick of four on a 5 g-division shelf with
-        4.7 g of noise read 16 g off from four samples, beyond the 15.7 g tolerance, and merged
-        with the pick after it). Still capped below half a unit."""
-        fit = self.fit(delta_g)
-        spread = 2.0 * self._stability.noise.noise_g() / math.sqrt(max(1, piece.n))
-        cap = _MAX_FRACTION_OF_UNIT * self.unit_weight_g
-        return dataclasses.replace(fit, tolerance_g=min(fit.tolerance_g + spread, cap))
+        """:meth:`fit` for evidence (:func:`_piece_fit`)."""
+        noise = self._stability.noise.noise_g()
+        return _piece_fit(self.fit(delta_g), noise, piece.n, self.unit_weight_g)
 
     @property
     def implied_units(self) -> CountFit | None:
@@ -542,21 +547,6 @@ class _Ledger:
             anchor.grams,
         )
         return self._stability.half_band() < plateau.grams - before <= _HAND_MAX_G
-
-    def first_reached(self, plateau: Plateau) -> float | None:
-        """When the weight first settled at ``plateau``'s count, when a piece of evidence at that
-        count came before it (motion broke the count and it came back: the last pieces of the
-        evidence, or the piece it rejoined after a knock); None when it is the first."""
-        anchor = self.anchor
-        if anchor is None:
-            return None
-        units = self.fit(plateau.grams - anchor.grams).units
-        first = plateau.rejoined.settled_at if plateau.rejoined is not None else None
-        for piece in reversed(anchor.chain):
-            if piece is plateau or self.fit(piece.grams - anchor.grams).units != units:
-                break
-            first = piece.settled_at
-        return first
 
     def commit_progress(self, plateau: Plateau, now_utc: datetime) -> list[Movement | Alert]:
         """A new candidate further along from the anchor than the unconfirmed ones before it
@@ -1064,6 +1054,22 @@ class ShelfEngine:
             out.extend(ledger.resolve(plateau, sample.at, now_utc))
         return out
 
+    def _first_reached(self, plateau: Plateau) -> float | None:
+        """When the weight first settled at ``plateau``'s count, when a piece of evidence at that
+        count came before it (motion broke the count and it came back: the last pieces of the
+        evidence, or the piece it rejoined after a knock); None when it is the first."""
+        ledger = self._ledger
+        anchor = ledger.anchor
+        if anchor is None:
+            return None
+        units = ledger.fit(plateau.grams - anchor.grams).units
+        first = plateau.rejoined.settled_at if plateau.rejoined is not None else None
+        for piece in reversed(anchor.chain):
+            if piece is plateau or ledger.fit(piece.grams - anchor.grams).units != units:
+                break
+            first = piece.settled_at
+        return first
+
     def _ready(self, plateau: Plateau, at: float) -> bool:
         """Confirmed: confirmable (held, quiet, the trusted bit set); heavier than the level
         before it on a shelf blind to a hand's tremor: held ``hand_rest_s`` too."""
@@ -1073,7 +1079,7 @@ class ShelfEngine:
         if at - plateau.settled_at >= self.params.hand_rest_s - 1e-9:
             return True
         if not plateau.restless:
-            first = self._ledger.first_reached(plateau)
+            first = self._first_reached(plateau)
             plateau.restless = first is not None and stability.trembled_since(first)
         return not (
             (plateau.restless or stability.hand_blind())
