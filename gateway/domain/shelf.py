@@ -1078,10 +1078,11 @@ class ShelfEngine:
             return False
         if at - plateau.settled_at >= self.params.hand_rest_s - 1e-9:
             return True
+        if not self._ledger.heavier_than_before(plateau):
+            return True
+        if stability.hand_blind():
+            return False
         if not plateau.restless:
             first = self._first_reached(plateau)
             plateau.restless = first is not None and stability.trembled_since(first)
-        return not (
-            (plateau.restless or stability.hand_blind())
-            and self._ledger.heavier_than_before(plateau)
-        )
+        return not plateau.restless

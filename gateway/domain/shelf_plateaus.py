@@ -506,7 +506,7 @@ class Stability:
         if abs(g3 - mean) <= half:
             return None
         if abs(g1 - mean) > half:
-            return self._turn(sample, now_utc, half)
+            return self._turn((g1, t2, g2, t3, g3), now_utc, half)
         plateau = Plateau(
             detected_at=t2,
             settled_at=t1,
@@ -518,15 +518,16 @@ class Stability:
         plateau.add(t2, g2, None)
         return plateau
 
-    def _turn(self, sample: WeightSample, now_utc: datetime, half: float) -> Plateau | None:
+    def _turn(
+        self, last3: tuple[float, float, float, float, float], now_utc: datetime, half: float
+    ) -> Plateau | None:
         """One sample at the bottom of a valley, beside a late poll: the end of a pick's
         filter tail coming down to it and, after the gap, the next gesture's hand pressing
         (a hand presses a shelf, it never lifts it: a valley is goods, a peak may be a hand).
         All a poller saw of the plateau between the two picks of a double pick when a dead
         unit on the same line held up its polls for a second: evidence where the weight lay,
         as a glimpse's. Not a sample on a ramp (one gesture seen three times goes one way)."""
-        trace = self._trace
-        (_, g1), (t2, g2), (t3, g3) = trace[-3], trace[-2], trace[-1]
+        g1, t2, g2, t3, g3 = last3  # the last three traced samples (the first one's time unused)
         if t2 not in self._after_stall and t3 not in self._after_stall:
             return None
         if g1 - g2 <= half or g3 - g2 <= half:
@@ -617,10 +618,8 @@ class Stability:
         after_ring = sum(1 for t, _ in plateau.recent if t >= since) - 1
         if after_ring > _QUIET_SAMPLES:
             return False
-        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
-        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         excess, steps = plateau.excess_variation_g(_RECENT_S, skip_last=1, since=since)
-        return excess <= steps * per_step + floor
+        return excess <= self._travel_allowed_g(steps)
 
     def brief(self, plateau: Plateau) -> bool:
         """Seen for fewer samples than a judgement needs (the short plateau between the two
@@ -636,12 +635,8 @@ class Stability:
         if self.params.stable_band_g is not None:
             return False
         window = self._window_s(plateau, skip_last)
-        # What noise lets a step travel, and at least one division: an output whose value sits
-        # at a division's edge flickers between the two steps, which is no tremor.
-        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
-        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         excess, steps = plateau.excess_variation_g(window, skip_last=skip_last)
-        if excess <= steps * per_step + floor:
+        if excess <= self._travel_allowed_g(steps):
             return False
         # The platform rings for a moment after goods land on it or leave it, a damped
         # oscillation that crosses the final weight (heavy goods ring tens of grams): judged
@@ -649,7 +644,7 @@ class Stability:
         excess, steps = plateau.excess_variation_g(
             window, skip_last=skip_last, since=plateau.settled_at + _RING_S
         )
-        return steps + 1 < _QUIET_SAMPLES or excess > steps * per_step + floor
+        return steps + 1 < _QUIET_SAMPLES or excess > self._travel_allowed_g(steps)
 
     def trembled_since(self, since: float) -> bool:
         """Every sample traced since ``since`` (after the platform's ring), the motion that
@@ -670,11 +665,17 @@ class Stability:
             return False
         if max(values) - min(values) <= _RESTLESS_HALF_BANDS * half:
             return False
-        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
-        floor = max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
         travel = math.fsum(abs(b - a) for a, b in itertools.pairwise(values))
         excess = travel - abs(values[-1] - values[0])
-        return excess > (len(values) - 1) * per_step + floor
+        return excess > self._travel_allowed_g(len(values) - 1)
+
+    def _travel_allowed_g(self, steps: int) -> float:
+        """How far ``steps`` steps of a still shelf may travel beyond their net change: what
+        noise lets a step travel, and at least one division (an output whose value sits at a
+        division's edge flickers between the two steps, which is no tremor), plus half a
+        percent of a unit (half a gram of wobble is the platform, not a hand)."""
+        per_step = max(_TRAVEL_SIGMAS * self.noise.noise_g(), self.noise.resolution_g)
+        return steps * per_step + max(_TREMOR_UNIT_FRACTION * self.unit_weight_g, _MIN_TREMOR_G)
 
     def _tremor_window_s(self) -> float:
         # Without a trustworthy stable bit, only the samples can show a hand's tremor: a slow
